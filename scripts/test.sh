@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, installing what a fresh machine
+# lacks first. This is the README's test command and all that CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  step "installing cargo-fuzz (builds the fuzz target)"
+  cargo install cargo-fuzz --locked
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "tests"
+cargo test --workspace --locked
+
+step "fuzz target builds (stable, no sanitizer)"
+(cd stomp-codec && cargo fuzz build -s none decode)
+
+step "benchmarks compile"
+cargo bench --workspace --locked --no-run
+
+printf '\nall checks passed\n'

@@ -1,0 +1,522 @@
+//! Bytes ⇄ frames for every decoding and encoding rule, including the
+//! frames printed in the STOMP 1.2 specification.
+
+use bytes::BytesMut;
+use stomp_codec::{
+    Command, DecodeError, Decoded, EncodeError, Frame, FrameDecoder, Limits, Version,
+};
+
+fn decode_all(decoder: &mut FrameDecoder, input: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
+    let mut buf = BytesMut::from(input);
+    let mut out = Vec::new();
+    while let Some(item) = decoder.decode(&mut buf)? {
+        out.push(item);
+    }
+    assert!(buf.is_empty(), "left over: {:?}", &buf[..]);
+    Ok(out)
+}
+
+fn one_frame(input: &[u8]) -> Frame {
+    one_frame_v(Version::V1_2, input)
+}
+
+fn one_frame_v(version: Version, input: &[u8]) -> Frame {
+    let mut d = FrameDecoder::new();
+    d.set_version(version);
+    let mut items = decode_all(&mut d, input).expect("valid frame");
+    assert_eq!(items.len(), 1, "{items:?}");
+    match items.remove(0) {
+        Decoded::Frame(f) => f,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn decode_err(input: &[u8]) -> DecodeError {
+    decode_err_with(FrameDecoder::new(), input)
+}
+
+fn decode_err_with(mut d: FrameDecoder, input: &[u8]) -> DecodeError {
+    let mut buf = BytesMut::from(input);
+    loop {
+        match d.decode(&mut buf) {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("no error for {:?}", String::from_utf8_lossy(input)),
+            Err(e) => return e,
+        }
+    }
+}
+
+fn encoded(frame: &Frame, version: Version) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    frame.encode(version, &mut buf).expect("encodable");
+    buf.to_vec()
+}
+
+// --- The specification's examples -------------------------------------------------
+
+#[test]
+fn spec_connect_frame() {
+    let f = one_frame(b"CONNECT\naccept-version:1.2\nhost:stomp.github.org\n\n\0");
+    assert_eq!(f.command, Command::Connect);
+    assert_eq!(f.headers.get("accept-version"), Some("1.2"));
+    assert_eq!(f.headers.get("host"), Some("stomp.github.org"));
+    assert!(f.body.is_empty());
+}
+
+#[test]
+fn spec_connected_frame() {
+    let f = one_frame(b"CONNECTED\nversion:1.2\n\n\0");
+    assert_eq!(f.command, Command::Connected);
+    assert_eq!(f.headers.get("version"), Some("1.2"));
+}
+
+#[test]
+fn spec_send_frame() {
+    let f = one_frame(b"SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nhello queue a\0");
+    assert_eq!(f.headers.get("destination"), Some("/queue/a"));
+    assert_eq!(f.headers.get("content-type"), Some("text/plain"));
+    assert_eq!(&f.body[..], b"hello queue a");
+}
+
+#[test]
+fn spec_subscribe_unsubscribe_ack_nack() {
+    let f = one_frame(b"SUBSCRIBE\nid:0\ndestination:/queue/foo\nack:client\n\n\0");
+    assert_eq!(f.command, Command::Subscribe);
+    assert_eq!(f.headers.get("ack"), Some("client"));
+    assert_eq!(
+        one_frame(b"UNSUBSCRIBE\nid:0\n\n\0").command,
+        Command::Unsubscribe
+    );
+    let f = one_frame(b"ACK\nid:12345\ntransaction:tx1\n\n\0");
+    assert_eq!(
+        (f.command, f.headers.get("transaction")),
+        (Command::Ack, Some("tx1"))
+    );
+    assert_eq!(one_frame(b"NACK\nid:12345\n\n\0").command, Command::Nack);
+}
+
+#[test]
+fn spec_transaction_frames() {
+    assert_eq!(
+        one_frame(b"BEGIN\ntransaction:tx1\n\n\0").command,
+        Command::Begin
+    );
+    assert_eq!(
+        one_frame(b"COMMIT\ntransaction:tx1\n\n\0").command,
+        Command::Commit
+    );
+    assert_eq!(
+        one_frame(b"ABORT\ntransaction:tx1\n\n\0").command,
+        Command::Abort
+    );
+}
+
+#[test]
+fn spec_disconnect_receipt() {
+    let f = one_frame(b"DISCONNECT\nreceipt:77\n\n\0");
+    assert_eq!(f.headers.get("receipt"), Some("77"));
+    let f = one_frame(b"RECEIPT\nreceipt-id:77\n\n\0");
+    assert_eq!(f.headers.get("receipt-id"), Some("77"));
+}
+
+#[test]
+fn spec_message_frame() {
+    let f = one_frame(
+        b"MESSAGE\nsubscription:0\nmessage-id:007\ndestination:/queue/a\ncontent-type:text/plain\n\nhello queue a\0",
+    );
+    assert_eq!(f.command, Command::Message);
+    assert_eq!(f.headers.get("message-id"), Some("007"));
+    assert_eq!(&f.body[..], b"hello queue a");
+}
+
+#[test]
+fn spec_error_frame_with_content_length() {
+    let body = "The message:\n-----\nMESSAGE\ndestined:/queue/a\nreceipt:message-12345\n\nHello queue a!\n-----\nDid not contain a destination header, which is REQUIRED\nfor message propagation.\n";
+    let raw = format!(
+        "ERROR\nreceipt-id:message-12345\ncontent-type:text/plain\ncontent-length:{}\nmessage:malformed frame received\n\n{}\0",
+        body.len(),
+        body
+    );
+    let f = one_frame(raw.as_bytes());
+    assert_eq!(f.headers.get("message"), Some("malformed frame received"));
+    assert_eq!(&f.body[..], body.as_bytes());
+}
+
+#[test]
+fn every_command_is_recognised_and_case_sensitive() {
+    for cmd in Command::ALL {
+        let raw = format!("{cmd}\n\n\0");
+        assert_eq!(one_frame(raw.as_bytes()).command, cmd);
+        let lower = format!("{}\n\n\0", cmd.as_str().to_lowercase());
+        assert!(matches!(
+            decode_err(lower.as_bytes()),
+            DecodeError::UnknownCommand { .. }
+        ));
+    }
+}
+
+// --- Headers -------------------------------------------------------------------------
+
+#[test]
+fn repeated_headers_keep_order_and_first_wins() {
+    let f = one_frame(b"MESSAGE\nfoo:World\nfoo:Hello\n\n\0");
+    assert_eq!(f.headers.get("foo"), Some("World"));
+    assert_eq!(
+        f.headers.get_all("foo").collect::<Vec<_>>(),
+        ["World", "Hello"]
+    );
+}
+
+#[test]
+fn header_line_splits_at_first_colon_only() {
+    let f = one_frame_v(
+        Version::V1_0,
+        b"SEND\ndestination:/queue/a\nurl:http://x:80/y\n\n\0",
+    );
+    assert_eq!(f.headers.get("url"), Some("http://x:80/y"));
+    let f = one_frame(b"SEND\nempty:\n\n\0");
+    assert_eq!(f.headers.get("empty"), Some(""));
+}
+
+#[test]
+fn malformed_headers_are_errors() {
+    assert!(matches!(
+        decode_err(b"SEND\nno colon here\n\n\0"),
+        DecodeError::MalformedHeader {
+            reason: "expected name:value",
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode_err(b"SEND\n:value\n\n\0"),
+        DecodeError::MalformedHeader {
+            reason: "the header name is empty",
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode_err(b"SEND\nx:\xff\xfe\n\n\0"),
+        DecodeError::InvalidUtf8 { .. }
+    ));
+}
+
+// --- Line endings, heart-beats, several frames ------------------------------------------
+
+#[test]
+fn crlf_everywhere_like_telnet() {
+    let f = one_frame(b"SEND\r\ndestination:/queue/a\r\nreceipt:1\r\n\r\nhi\0");
+    assert_eq!(f.headers.get("destination"), Some("/queue/a"));
+    assert_eq!(f.headers.get("receipt"), Some("1"));
+    assert_eq!(&f.body[..], b"hi");
+}
+
+#[test]
+fn eols_between_frames_are_heartbeats() {
+    let mut d = FrameDecoder::new();
+    let items = decode_all(&mut d, b"\n\r\nSEND\n\nA\0\n\nSEND\n\nB\0\r\n").unwrap();
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|i| match i {
+            Decoded::Heartbeat => "hb",
+            Decoded::Frame(_) => "frame",
+        })
+        .collect();
+    assert_eq!(kinds, ["hb", "hb", "frame", "hb", "hb", "frame", "hb"]);
+}
+
+#[test]
+fn half_a_frame_consumes_nothing() {
+    let whole = b"SEND\ndestination:/queue/a\ncontent-length:3\n\nabc\0";
+    let mut d = FrameDecoder::new();
+    for cut in 0..whole.len() {
+        let mut buf = BytesMut::from(&whole[..cut]);
+        assert_eq!(d.decode(&mut buf).unwrap(), None, "cut at {cut}");
+        assert_eq!(buf.len(), cut);
+    }
+    // A lone CR may be the start of a CRLF heart-beat: wait.
+    let mut buf = BytesMut::from(&b"\r"[..]);
+    assert_eq!(FrameDecoder::new().decode(&mut buf).unwrap(), None);
+}
+
+// --- Bodies --------------------------------------------------------------------------------
+
+#[test]
+fn content_length_body_may_contain_nul() {
+    let f = one_frame(b"SEND\ncontent-length:5\n\na\0b\0c\0");
+    assert_eq!(&f.body[..], b"a\0b\0c");
+}
+
+#[test]
+fn content_length_mismatch_is_an_error() {
+    assert_eq!(
+        decode_err(b"SEND\ncontent-length:2\n\nabc\0"),
+        DecodeError::MissingNul { content_length: 2 }
+    );
+}
+
+#[test]
+fn bad_content_length_values() {
+    for bad in ["-1", "abc", "", "+3", "1e3", "99999999999999999999999999"] {
+        let raw = format!("SEND\ncontent-length:{bad}\n\n\0");
+        assert!(
+            matches!(
+                decode_err(raw.as_bytes()),
+                DecodeError::BadContentLength { .. }
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn only_the_first_content_length_counts() {
+    let f = one_frame(b"SEND\ncontent-length:1\ncontent-length:9\n\nx\0");
+    assert_eq!(&f.body[..], b"x");
+}
+
+#[test]
+fn body_without_content_length_ends_at_first_nul() {
+    let mut d = FrameDecoder::new();
+    let items = decode_all(&mut d, b"SEND\n\nab\0SEND\n\ncd\0").unwrap();
+    assert_eq!(items.len(), 2);
+    match &items[1] {
+        Decoded::Frame(f) => assert_eq!(&f.body[..], b"cd"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn decoded_body_shares_the_read_buffer() {
+    let mut buf = BytesMut::from(&b"SEND\n\nshared body\0"[..]);
+    let start = buf.as_ptr() as usize;
+    let Some(Decoded::Frame(f)) = FrameDecoder::new().decode(&mut buf).unwrap() else {
+        panic!()
+    };
+    let body_at = f.body.as_ptr() as usize;
+    assert_eq!(
+        body_at,
+        start + b"SEND\n\n".len(),
+        "the body must not be copied"
+    );
+}
+
+// --- Escaping ----------------------------------------------------------------------------
+
+#[test]
+fn v12_unescapes_all_four() {
+    let f = one_frame(b"MESSAGE\na\\cb:x\\ny\\rz\\\\w\n\n\0");
+    assert_eq!(f.headers.get("a:b"), Some("x\ny\rz\\w"));
+}
+
+#[test]
+fn v11_has_no_cr_escape() {
+    let f = one_frame_v(Version::V1_1, b"MESSAGE\nk:a\\nb\\cc\\\\d\n\n\0");
+    assert_eq!(f.headers.get("k"), Some("a\nb:c\\d"));
+    let mut d = FrameDecoder::new();
+    d.set_version(Version::V1_1);
+    assert!(matches!(
+        decode_err_with(d, b"MESSAGE\nk:a\\rb\n\n\0"),
+        DecodeError::InvalidEscape { .. }
+    ));
+}
+
+#[test]
+fn v10_has_no_escaping() {
+    let f = one_frame_v(Version::V1_0, b"MESSAGE\nk:a\\nb\\t\n\n\0");
+    assert_eq!(f.headers.get("k"), Some("a\\nb\\t"));
+}
+
+#[test]
+fn connect_and_connected_are_never_unescaped() {
+    let f = one_frame(b"CONNECT\nlogin:dom\\user\npasscode:a\\tb\n\n\0");
+    assert_eq!(f.headers.get("login"), Some("dom\\user"));
+    let f = one_frame(b"CONNECTED\nserver:x\\y\n\n\0");
+    assert_eq!(f.headers.get("server"), Some("x\\y"));
+    let f = one_frame(b"STOMP\nhost:a\\b\n\n\0");
+    assert_eq!(f.headers.get("host"), Some("a\\b"));
+}
+
+#[test]
+fn undefined_escapes_are_errors() {
+    for raw in [
+        &b"SEND\nk:a\\tb\n\n\0"[..],
+        b"SEND\nk:trailing\\\n\n\0",
+        b"SEND\nk\\x:v\n\n\0",
+    ] {
+        assert!(
+            matches!(decode_err(raw), DecodeError::InvalidEscape { .. }),
+            "{raw:?}"
+        );
+    }
+}
+
+#[test]
+fn encoder_escapes_per_version() {
+    let f = Frame::new(Command::Message).header("a:b", "x\ny\\z");
+    assert_eq!(
+        encoded(&f, Version::V1_2),
+        b"MESSAGE\na\\cb:x\\ny\\\\z\n\n\0"
+    );
+    assert_eq!(
+        encoded(&f, Version::V1_1),
+        b"MESSAGE\na\\cb:x\\ny\\\\z\n\n\0"
+    );
+    let cr = Frame::new(Command::Message).header("k", "a\rb");
+    assert_eq!(encoded(&cr, Version::V1_2), b"MESSAGE\nk:a\\rb\n\n\0");
+    assert!(matches!(
+        cr.encode(Version::V1_1, &mut BytesMut::new()),
+        Err(EncodeError::Unencodable { byte: '\r', .. })
+    ));
+    let plain = Frame::new(Command::Message).header("k", "a\\b:c");
+    assert_eq!(encoded(&plain, Version::V1_0), b"MESSAGE\nk:a\\b:c\n\n\0");
+    assert!(matches!(
+        Frame::new(Command::Message)
+            .header("a:b", "v")
+            .encode(Version::V1_0, &mut BytesMut::new()),
+        Err(EncodeError::Unencodable { byte: ':', .. })
+    ));
+}
+
+#[test]
+fn encoder_never_escapes_connected() {
+    let f = Frame::new(Command::Connected).header("server", "stompbox/0.1 (a:b)");
+    assert_eq!(
+        encoded(&f, Version::V1_2),
+        b"CONNECTED\nserver:stompbox/0.1 (a:b)\n\n\0"
+    );
+}
+
+#[test]
+fn encoder_adds_true_content_length() {
+    let f = Frame::new(Command::Send)
+        .header("content-length", "999")
+        .body(vec![0u8, 1, 0]);
+    assert_eq!(
+        encoded(&f, Version::V1_2),
+        b"SEND\ncontent-length:3\n\n\0\x01\0\0"
+    );
+    let empty = Frame::new(Command::Send).header("content-length", "5");
+    assert_eq!(encoded(&empty, Version::V1_2), b"SEND\n\n\0");
+    assert_eq!(
+        Frame::new(Command::Send)
+            .header("", "v")
+            .encode(Version::V1_2, &mut BytesMut::new()),
+        Err(EncodeError::EmptyHeaderName)
+    );
+}
+
+// --- Limits ---------------------------------------------------------------------------------
+
+fn limited(limits: Limits) -> FrameDecoder {
+    FrameDecoder::with_limits(limits)
+}
+
+#[test]
+fn body_limit_with_content_length_is_checked_before_the_body_arrives() {
+    let d = limited(Limits {
+        max_body_size: 10,
+        ..Limits::default()
+    });
+    let err = decode_err_with(d, b"SEND\ncontent-length:1000000\n\n");
+    assert_eq!(
+        err,
+        DecodeError::BodyTooLarge {
+            limit: 10,
+            size: 1_000_000
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "body too large: 1000000 bytes is over the limit of 10 bytes by 999990"
+    );
+}
+
+#[test]
+fn body_limit_without_content_length() {
+    let d = limited(Limits {
+        max_body_size: 10,
+        ..Limits::default()
+    });
+    let err = decode_err_with(d, b"SEND\n\n0123456789AB");
+    assert_eq!(
+        err,
+        DecodeError::BodyTooLarge {
+            limit: 10,
+            size: 12
+        }
+    );
+    let d = limited(Limits {
+        max_body_size: 10,
+        ..Limits::default()
+    });
+    let err = decode_err_with(d, b"SEND\n\n0123456789AB\0");
+    assert_eq!(
+        err,
+        DecodeError::BodyTooLarge {
+            limit: 10,
+            size: 12
+        }
+    );
+}
+
+#[test]
+fn frame_limit() {
+    let d = limited(Limits {
+        max_frame_size: 30,
+        ..Limits::default()
+    });
+    let err = decode_err_with(d, b"SEND\ndestination:/queue/aaaaaaaaaaaaaaaaa\nx:y\n");
+    assert!(
+        matches!(err, DecodeError::FrameTooLarge { limit: 30, .. }),
+        "{err:?}"
+    );
+    let d = limited(Limits {
+        max_frame_size: 30,
+        ..Limits::default()
+    });
+    let err = decode_err_with(d, b"SEND\ncontent-length:40\n\n");
+    assert_eq!(
+        err,
+        DecodeError::FrameTooLarge {
+            limit: 30,
+            size: 24 + 40 + 1
+        }
+    );
+}
+
+#[test]
+fn header_count_limit() {
+    let d = limited(Limits {
+        max_headers: 2,
+        ..Limits::default()
+    });
+    let err = decode_err_with(d, b"SEND\na:1\nb:2\nc:3\n\n\0");
+    assert_eq!(err, DecodeError::TooManyHeaders { limit: 2 });
+}
+
+#[test]
+fn line_length_limit_even_without_eol() {
+    let d = limited(Limits {
+        max_line_length: 8,
+        ..Limits::default()
+    });
+    assert_eq!(
+        decode_err_with(d, b"SEND\nabc:0123456789\n\n\0"),
+        DecodeError::LineTooLong { limit: 8, size: 14 }
+    );
+    let d = limited(Limits {
+        max_line_length: 8,
+        ..Limits::default()
+    });
+    assert_eq!(
+        decode_err_with(d, b"SENDSENDSEND"),
+        DecodeError::LineTooLong { limit: 8, size: 12 }
+    );
+}
+
+#[test]
+fn errors_leave_the_buffer_for_quoting() {
+    let mut buf = BytesMut::from(&b"BOGUS\n\n\0"[..]);
+    assert!(FrameDecoder::new().decode(&mut buf).is_err());
+    assert_eq!(&buf[..], b"BOGUS\n\n\0");
+}
