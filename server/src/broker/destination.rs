@@ -1,0 +1,49 @@
+//! Destination names and what kind of destination each one is.
+
+use thiserror::Error;
+
+/// The kinds of destination a name can refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationKind {
+    /// `/queue/NAME`: each message to one consumer.
+    Queue,
+    /// `/topic/NAME`: each message to every subscriber.
+    Topic,
+}
+
+/// Why a destination name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DestinationError {
+    /// Neither `/queue/…` nor `/topic/…`.
+    #[error(
+        "unknown destination {0:?}: use /queue/NAME (one consumer per message) or /topic/NAME (every subscriber)"
+    )]
+    Unknown(String),
+    /// `/queue/` or `/topic/` with nothing after it.
+    #[error("destination {0:?} has an empty name")]
+    EmptyName(String),
+}
+
+impl DestinationKind {
+    /// Classifies a destination name.
+    ///
+    /// ```
+    /// use stompbox::broker::DestinationKind;
+    /// assert_eq!(DestinationKind::of("/queue/jobs"), Ok(DestinationKind::Queue));
+    /// assert_eq!(DestinationKind::of("/topic/chat.general"), Ok(DestinationKind::Topic));
+    /// assert!(DestinationKind::of("jobs").is_err());
+    /// ```
+    pub fn of(name: &str) -> Result<DestinationKind, DestinationError> {
+        let (kind, rest) = if let Some(rest) = name.strip_prefix("/queue/") {
+            (DestinationKind::Queue, rest)
+        } else if let Some(rest) = name.strip_prefix("/topic/") {
+            (DestinationKind::Topic, rest)
+        } else {
+            return Err(DestinationError::Unknown(name.chars().take(100).collect()));
+        };
+        if rest.is_empty() {
+            return Err(DestinationError::EmptyName(name.to_string()));
+        }
+        Ok(kind)
+    }
+}

@@ -1,0 +1,101 @@
+//! What the broker stores and hands out: messages and deliveries.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use stomp_codec::{ByteString, Headers};
+
+use super::queue::QueueDestination;
+use crate::session::SubscriptionId;
+
+/// A broker-assigned message id, unique for the broker's lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(ByteString);
+
+impl MessageId {
+    pub(crate) fn new(n: u64) -> MessageId {
+        MessageId(ByteString::from(format!("m-{n}")))
+    }
+
+    /// The id as it appears in the `message-id` header.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn shared(&self) -> ByteString {
+        self.0.clone()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A published message. Shared (`Arc`) between every subscriber it goes to;
+/// the body is never copied.
+#[derive(Debug)]
+pub struct Message {
+    /// Assigned when the broker accepted the SEND.
+    pub id: MessageId,
+    /// The destination it was sent to, e.g. `/queue/jobs`.
+    pub destination: ByteString,
+    /// The SEND's own headers, minus those the broker sets (see `protocol`).
+    pub headers: Headers,
+    /// The body, shared with the SEND frame's read buffer.
+    pub body: Bytes,
+}
+
+/// How a subscription acknowledges what it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Delivered counts as acknowledged.
+    Auto,
+    /// ACK of a message acknowledges it and every earlier one of the subscription.
+    Client,
+    /// ACK and NACK cover exactly one message.
+    ClientIndividual,
+}
+
+impl AckMode {
+    /// Parses the SUBSCRIBE `ack` header; absent means `auto`.
+    pub fn parse(value: Option<&str>) -> Option<AckMode> {
+        match value {
+            None | Some("auto") => Some(AckMode::Auto),
+            Some("client") => Some(AckMode::Client),
+            Some("client-individual") => Some(AckMode::ClientIndividual),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether the client must ACK.
+    pub fn needs_ack(self) -> bool {
+        self != AckMode::Auto
+    }
+}
+
+/// Where a delivery came from, so settling it reaches the right place.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// From a queue: acks and requeues go back to it.
+    Queue(Arc<QueueDestination>),
+    /// From a topic: nothing to give back.
+    Topic,
+}
+
+/// One message on its way to one subscription.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The client's subscription id.
+    pub subscription: SubscriptionId,
+    /// The message, shared with other deliveries of it.
+    pub message: Arc<Message>,
+    /// Set when the message was delivered before and came back unacknowledged.
+    pub redelivered: bool,
+    /// The subscription's ack mode at the time of delivery.
+    pub ack: AckMode,
+    /// Where acks, nacks and requeues go.
+    pub origin: Origin,
+}

@@ -1,0 +1,218 @@
+//! `/queue/NAME`: FIFO, each message to exactly one consumer, round-robin
+//! over the consumers that have prefetch credit left.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::message::{AckMode, Delivery, Message, Origin};
+use crate::outbox::Outbox;
+use crate::session::{SessionId, SubscriptionId};
+
+#[derive(Debug)]
+struct Consumer {
+    session: SessionId,
+    subscription: SubscriptionId,
+    ack: AckMode,
+    outbox: Arc<Outbox>,
+    /// Deliveries handed out and not yet settled (acked, nacked, or, for
+    /// `auto`, written to the socket).
+    in_flight: usize,
+    prefetch: usize,
+}
+
+#[derive(Debug)]
+struct Pending {
+    message: Arc<Message>,
+    redelivered: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    messages: VecDeque<Pending>,
+    consumers: Vec<Consumer>,
+    /// Index of the consumer that gets the next message.
+    next: usize,
+}
+
+/// One queue. Its lock is held only to move messages between the queue
+/// and consumers' outboxes; it is never held across an await.
+#[derive(Debug)]
+pub struct QueueDestination {
+    name: String,
+    state: Mutex<State>,
+    /// Lets deliveries point back at the queue for acks and requeues.
+    this: Weak<QueueDestination>,
+}
+
+/// A consumer's place in a queue, as given to [`QueueDestination::subscribe`].
+#[derive(Debug)]
+pub struct ConsumerSpec {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// The client's id for the subscription.
+    pub subscription: SubscriptionId,
+    /// How it acknowledges.
+    pub ack: AckMode,
+    /// At most this many unsettled deliveries at once.
+    pub prefetch: usize,
+    /// Where its deliveries go.
+    pub outbox: Arc<Outbox>,
+}
+
+impl QueueDestination {
+    pub(crate) fn new(name: String) -> Arc<QueueDestination> {
+        Arc::new_cyclic(|this| QueueDestination {
+            name,
+            state: Mutex::new(State::default()),
+            this: this.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue's destination name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Appends a message and hands out what the consumers can take.
+    pub fn enqueue(&self, message: Arc<Message>) {
+        let mut state = self.lock();
+        state.messages.push_back(Pending {
+            message,
+            redelivered: false,
+        });
+        self.dispatch(&mut state);
+    }
+
+    /// Adds a consumer and gives it what is waiting.
+    pub fn subscribe(&self, spec: ConsumerSpec) {
+        let mut state = self.lock();
+        state.consumers.push(Consumer {
+            session: spec.session,
+            subscription: spec.subscription,
+            ack: spec.ack,
+            outbox: spec.outbox,
+            in_flight: 0,
+            prefetch: spec.prefetch.max(1),
+        });
+        self.dispatch(&mut state);
+    }
+
+    /// Removes a consumer. Its unsettled messages come back through [`requeue`](Self::requeue).
+    pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {
+        let mut state = self.lock();
+        state
+            .consumers
+            .retain(|c| !(c.session == session && &c.subscription == subscription));
+        if state.next >= state.consumers.len() {
+            state.next = 0;
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Returns credit for `count` deliveries that were acked or, for auto
+    /// mode, written out; more messages may flow.
+    pub fn settle(&self, session: SessionId, subscription: &SubscriptionId, count: usize) {
+        let mut state = self.lock();
+        if let Some(c) = state
+            .consumers
+            .iter_mut()
+            .find(|c| c.session == session && &c.subscription == subscription)
+        {
+            c.in_flight = c.in_flight.saturating_sub(count);
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Puts unacknowledged messages back at the head of the queue, in their
+    /// original order, marked redelivered, and returns the consumer's credit.
+    pub fn requeue(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        messages: Vec<Arc<Message>>,
+    ) {
+        let mut state = self.lock();
+        let count = messages.len();
+        for message in messages.into_iter().rev() {
+            state.messages.push_front(Pending {
+                message,
+                redelivered: true,
+            });
+        }
+        if let Some(c) = state
+            .consumers
+            .iter_mut()
+            .find(|c| c.session == session && &c.subscription == subscription)
+        {
+            c.in_flight = c.in_flight.saturating_sub(count);
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Puts back deliveries that never reached their session (it closed
+    /// with them still in its outbox). They were never seen, so they are
+    /// not marked redelivered.
+    pub fn return_undelivered(&self, deliveries: Vec<Delivery>) {
+        let mut state = self.lock();
+        for d in deliveries.into_iter().rev() {
+            state.messages.push_front(Pending {
+                message: d.message,
+                redelivered: d.redelivered,
+            });
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Messages waiting for a consumer.
+    pub fn depth(&self) -> usize {
+        self.lock().messages.len()
+    }
+
+    /// Hands messages to consumers round-robin while any has credit.
+    /// Called with the lock held.
+    fn dispatch(&self, state: &mut State) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        while !state.messages.is_empty() && !state.consumers.is_empty() {
+            let n = state.consumers.len();
+            let Some(offset) = (0..n).find(|i| {
+                let c = &state.consumers[(state.next + i) % n];
+                c.in_flight < c.prefetch
+            }) else {
+                return;
+            };
+            let index = (state.next + offset) % n;
+            let Some(pending) = state.messages.pop_front() else {
+                return;
+            };
+            let consumer = &mut state.consumers[index];
+            let delivery = Delivery {
+                subscription: consumer.subscription.clone(),
+                message: pending.message,
+                redelivered: pending.redelivered,
+                ack: consumer.ack,
+                origin: Origin::Queue(this.clone()),
+            };
+            match consumer.outbox.push_queue(delivery) {
+                Ok(()) => {
+                    consumer.in_flight += 1;
+                    state.next = (index + 1) % n;
+                }
+                Err(back) => {
+                    // The session is closing and will unsubscribe; stop
+                    // offering it messages until then.
+                    consumer.in_flight = consumer.prefetch;
+                    state.messages.push_front(Pending {
+                        message: back.message,
+                        redelivered: back.redelivered,
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Why a session ends, and the errors a client can cause.
+
+use std::fmt;
+
+use stomp_codec::{DecodeError, Version};
+use thiserror::Error;
+
+use crate::broker::DestinationError;
+
+/// Everything a client can get wrong. Each becomes an ERROR frame whose
+/// `message` header is this error's `Display`, after which the connection closes.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SessionError {
+    /// The bytes were not a STOMP frame.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// A frame other than CONNECT/STOMP came first.
+    #[error("not connected: send CONNECT (or STOMP) first, not {command}")]
+    NotConnected {
+        /// The command that came instead.
+        command: &'static str,
+    },
+    /// A second CONNECT.
+    #[error("already connected")]
+    AlreadyConnected,
+    /// No version in `accept-version` is one the broker speaks.
+    #[error("no supported protocol version in accept-version {offered:?} (supported: 1.0,1.1,1.2)")]
+    UnsupportedVersion {
+        /// The header as sent.
+        offered: String,
+    },
+    /// Wrong login or passcode.
+    #[error("access refused: wrong login or passcode")]
+    AuthenticationFailed,
+    /// No credentials, and anonymous access is not allowed for this client.
+    #[error("access refused: {0}")]
+    AnonymousRefused(&'static str),
+    /// A server-to-client command sent by a client.
+    #[error("{command} is a frame the server sends, not the client")]
+    ServerCommand {
+        /// The command.
+        command: &'static str,
+    },
+    /// The command does not exist in the negotiated version.
+    #[error("{command} is not part of STOMP {version}")]
+    NotInVersion {
+        /// The command.
+        command: &'static str,
+        /// The session's version.
+        version: Version,
+    },
+    /// A required header is absent.
+    #[error("{command} frame is missing the required header '{header}'")]
+    MissingHeader {
+        /// The command.
+        command: &'static str,
+        /// The missing header.
+        header: &'static str,
+    },
+    /// A header's value is not acceptable.
+    #[error("invalid '{header}' header {value:?}: {expected}")]
+    InvalidHeader {
+        /// The header.
+        header: &'static str,
+        /// Its value.
+        value: String,
+        /// What would have been accepted.
+        expected: &'static str,
+    },
+    /// The destination name is not one the broker serves.
+    #[error("{0}")]
+    Destination(#[from] DestinationError),
+    /// SUBSCRIBE with an id the session already uses.
+    #[error("subscription id {0:?} is already in use on this connection")]
+    DuplicateSubscription(String),
+    /// UNSUBSCRIBE (or ACK in 1.1) naming no current subscription.
+    #[error("no subscription with id {0:?} on this connection")]
+    UnknownSubscription(String),
+    /// ACK or NACK of something that is not awaiting acknowledgement.
+    #[error("no message awaiting acknowledgement has {0}")]
+    UnknownAck(String),
+    /// BEGIN of a transaction that is already open.
+    #[error("transaction {0:?} is already open")]
+    DuplicateTransaction(String),
+    /// COMMIT, ABORT or a transactional frame naming no open transaction.
+    #[error("no open transaction {0:?}")]
+    UnknownTransaction(String),
+    /// Too many open transactions or subscriptions.
+    #[error("limit reached: {0}")]
+    LimitReached(&'static str),
+}
+
+impl SessionError {
+    /// A longer explanation for the ERROR frame's body.
+    pub fn explanation(&self) -> &'static str {
+        match self {
+            SessionError::Decode(_) => {
+                "The bytes received are not a valid STOMP frame. A frame is a command line, header lines \
+                 (name:value), an empty line, an optional body, and a NUL byte (Ctrl+@ in telnet)."
+            }
+            SessionError::NotConnected { .. } => {
+                "Every STOMP connection starts with a CONNECT frame, e.g.\n\nCONNECT\naccept-version:1.2\nhost:localhost\n\n^@"
+            }
+            SessionError::AlreadyConnected => "CONNECT may only be sent once per connection.",
+            SessionError::UnsupportedVersion { .. } => {
+                "This broker speaks STOMP 1.0, 1.1 and 1.2; list one of them in accept-version."
+            }
+            SessionError::AuthenticationFailed | SessionError::AnonymousRefused(_) => {
+                "Send the login and passcode headers of a configured user with CONNECT."
+            }
+            SessionError::ServerCommand { .. } => {
+                "Clients send CONNECT, STOMP, SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, BEGIN, COMMIT, ABORT and DISCONNECT."
+            }
+            SessionError::NotInVersion { .. } => {
+                "Negotiate a later version with accept-version to use it."
+            }
+            SessionError::MissingHeader { .. } | SessionError::InvalidHeader { .. } => {
+                "See the STOMP specification for the headers this frame takes."
+            }
+            SessionError::Destination(_) => {
+                "Destinations are /queue/NAME (each message goes to one consumer) and /topic/NAME (each message goes to every subscriber)."
+            }
+            SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
+                "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::UnknownAck(_) => {
+                "ACK and NACK must name a message delivered to a client or client-individual subscription and not yet acknowledged (1.2: the MESSAGE's ack header as id; 1.1: message-id and subscription)."
+            }
+            SessionError::DuplicateTransaction(_) | SessionError::UnknownTransaction(_) => {
+                "Open a transaction with BEGIN, then end it once with COMMIT or ABORT."
+            }
+            SessionError::LimitReached(_) => {
+                "The broker's configuration limits this per connection."
+            }
+        }
+    }
+}
+
+/// Why a session ended; logged once per session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// DISCONNECT, or the peer closed the socket.
+    ClientDisconnect,
+    /// The peer closed without DISCONNECT.
+    ConnectionLost,
+    /// The client broke the protocol.
+    ProtocolError(SessionError),
+    /// Nothing arrived within the negotiated heart-beat window.
+    HeartbeatTimeout,
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// A topic subscriber fell too far behind.
+    SlowConsumer,
+    /// The broker is shutting down.
+    ServerShutdown,
+    /// The socket failed.
+    Io(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClientDisconnect => f.write_str("client disconnected"),
+            CloseReason::ConnectionLost => f.write_str("connection lost without DISCONNECT"),
+            CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            CloseReason::HeartbeatTimeout => f.write_str("heart-beat timeout"),
+            CloseReason::ConnectTimeout => f.write_str("no CONNECT in time"),
+            CloseReason::SlowConsumer => f.write_str("slow consumer"),
+            CloseReason::ServerShutdown => f.write_str("server shutdown"),
+            CloseReason::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Stompbox: a STOMP 1.0/1.1/1.2 broker over TCP and WebSocket.
+//!
+//! # Layout
+//! - [`config`]: one `Config` from defaults, file, environment and flags.
+//! - [`protocol`]: validated client frames and the frames the server builds.
+//! - [`session`]: one connection's protocol state, without sockets; its
+//!   [`driver`](session::driver) is the one task per connection.
+//! - [`broker`]: destinations (queues, topics) and routing.
+//! - [`outbox`]: the bounded path from the broker to a connection.
+//! - [`transport`]: TCP and WebSocket adapters, and the HTTP router.
+//!
+//! [`Server::start`] is what `main` and the end-to-end tests call.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod outbox;
+pub mod protocol;
+pub mod session;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::{Config, ConfigError};
+use crate::transport::http::{HttpState, router};
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running broker.
+pub struct Server {
+    tcp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    listeners: Vec<JoinHandle<()>>,
+    grace: Duration,
+    broker: Arc<Broker>,
+}
+
+impl Server {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let settings = Arc::new(config.driver_settings()?);
+        let limits = config.limits();
+        let broker = Arc::new(Broker::new());
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+
+        let tcp = TcpListener::bind(config.tcp_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "STOMP over TCP",
+                addr: config.tcp_listen,
+                source,
+            })?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "HTTP and WebSocket",
+                addr: config.http_listen,
+                source,
+            })?;
+        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+            what: "STOMP over TCP",
+            addr: config.tcp_listen,
+            source,
+        })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP and WebSocket",
+            addr: config.http_listen,
+            source,
+        })?;
+
+        let tcp_task = tokio::spawn(transport::tcp::serve(
+            tcp,
+            broker.clone(),
+            settings.clone(),
+            limits,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let app = router(
+            HttpState {
+                broker: broker.clone(),
+                settings,
+                limits,
+                cancel: cancel.clone(),
+                tracker: tracker.clone(),
+            },
+            config.web_root.clone(),
+        );
+        let http_cancel = cancel.clone();
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(
+                http,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_cancel.cancelled_owned())
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%tcp_addr, "STOMP over TCP listening");
+        tracing::info!(%http_addr, "HTTP listening: WebSocket at ws://{http_addr}/ws, health at /health");
+        Ok(Server {
+            tcp_addr,
+            http_addr,
+            cancel,
+            tracker,
+            listeners: vec![tcp_task, http_task],
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+            broker,
+        })
+    }
+
+    /// Where STOMP over TCP listens.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// Where HTTP (and WebSocket at `/ws`) listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The broker, for inspection.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, tells every session to close (each sends an ERROR
+    /// and flushes), and waits for them up to the grace period.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for task in self.listeners {
+            let _ = task.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "sessions still open after the grace period"
+            );
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,207 @@
+//! The `stompbox` binary: configuration, logging, signals.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use stompbox::Server;
+use stompbox::config::Config;
+use stompbox::outbox::SlowConsumerPolicy;
+use stompbox::session::AnonymousAccess;
+
+/// A STOMP 1.0/1.1/1.2 broker for real-time chat, over TCP and WebSocket.
+///
+/// Settings come from built-in defaults, then the config file (--config),
+/// then STOMPBOX_* environment variables, then flags.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the broker (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML config file; its keys are the long flag names with '_' for '-'.
+    #[arg(long, env = "STOMPBOX_CONFIG")]
+    config: Option<PathBuf>,
+    /// STOMP over TCP address [default: 127.0.0.1:61613].
+    #[arg(long, env = "STOMPBOX_TCP_LISTEN")]
+    tcp_listen: Option<SocketAddr>,
+    /// HTTP address: WebSocket at /ws, /health, web client at / [default: 127.0.0.1:15674].
+    #[arg(long, env = "STOMPBOX_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Folder served at / [default: the checkout's web/ folder].
+    #[arg(long, env = "STOMPBOX_WEB_ROOT")]
+    web_root: Option<PathBuf>,
+    /// Heart-beats the server offers and asks for, "sx,sy" in ms [default: 10000,10000].
+    #[arg(long, env = "STOMPBOX_HEART_BEAT")]
+    heart_beat: Option<String>,
+    /// Milliseconds a new connection has to send CONNECT [default: 10000].
+    #[arg(long, env = "STOMPBOX_CONNECT_TIMEOUT_MS")]
+    connect_timeout_ms: Option<u64>,
+    /// Milliseconds a batch may take to write before the client counts as stuck [default: 30000].
+    #[arg(long, env = "STOMPBOX_WRITE_TIMEOUT_MS")]
+    write_timeout_ms: Option<u64>,
+    /// Largest frame accepted, bytes [default: 4456448].
+    #[arg(long, env = "STOMPBOX_MAX_FRAME_SIZE")]
+    max_frame_size: Option<usize>,
+    /// Largest body accepted, bytes [default: 4194304].
+    #[arg(long, env = "STOMPBOX_MAX_BODY_SIZE")]
+    max_body_size: Option<usize>,
+    /// Most headers in one frame [default: 128].
+    #[arg(long, env = "STOMPBOX_MAX_HEADERS")]
+    max_headers: Option<usize>,
+    /// Longest command or header line, bytes [default: 16384].
+    #[arg(long, env = "STOMPBOX_MAX_LINE_LENGTH")]
+    max_line_length: Option<usize>,
+    /// Unsettled deliveries per subscription without prefetch-count [default: 256].
+    #[arg(long, env = "STOMPBOX_DEFAULT_PREFETCH")]
+    default_prefetch: Option<usize>,
+    /// Largest prefetch-count honoured [default: 10000].
+    #[arg(long, env = "STOMPBOX_MAX_PREFETCH")]
+    max_prefetch: Option<usize>,
+    /// Subscriptions per connection [default: 1024].
+    #[arg(long, env = "STOMPBOX_MAX_SUBSCRIPTIONS")]
+    max_subscriptions: Option<usize>,
+    /// Open transactions per connection [default: 64].
+    #[arg(long, env = "STOMPBOX_MAX_TRANSACTIONS")]
+    max_transactions: Option<usize>,
+    /// Topic messages waiting for one connection before the slow-consumer policy applies [default: 4096].
+    #[arg(long, env = "STOMPBOX_MAX_TOPIC_BACKLOG")]
+    max_topic_backlog: Option<usize>,
+    /// What to do with a slow topic subscriber [default: disconnect].
+    #[arg(long, env = "STOMPBOX_SLOW_CONSUMER", value_enum)]
+    slow_consumer: Option<SlowConsumerPolicy>,
+    /// Who may connect without login [default: loopback].
+    #[arg(long, env = "STOMPBOX_ANONYMOUS", value_enum)]
+    anonymous: Option<AnonymousAccess>,
+    /// A user as login:passcode; repeat for more (environment: comma-separated).
+    #[arg(long = "user", env = "STOMPBOX_USERS", value_delimiter = ',')]
+    users: Vec<String>,
+    /// Milliseconds sessions get to finish on shutdown [default: 5000].
+    #[arg(long, env = "STOMPBOX_SHUTDOWN_GRACE_MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Log filter, e.g. info or stompbox=debug [default: info].
+    #[arg(long, env = "STOMPBOX_LOG")]
+    log: Option<String>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        set!(
+            tcp_listen,
+            http_listen,
+            heart_beat,
+            connect_timeout_ms,
+            write_timeout_ms,
+            max_frame_size,
+            max_body_size,
+            max_headers,
+            max_line_length,
+            default_prefetch,
+            max_prefetch,
+            max_subscriptions,
+            max_transactions,
+            max_topic_backlog,
+            slow_consumer,
+            anonymous,
+            shutdown_grace_ms
+        );
+        if let Some(root) = self.web_root {
+            config.web_root = Some(root);
+        }
+        if !self.users.is_empty() {
+            config.users = parse_users(&self.users)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn parse_users(specs: &[String]) -> Result<HashMap<String, String>> {
+    let mut users = HashMap::new();
+    for spec in specs {
+        let Some((login, passcode)) = spec.split_once(':') else {
+            bail!("invalid --user {spec:?}: expected login:passcode");
+        };
+        if login.is_empty() {
+            bail!("invalid --user {spec:?}: the login is empty");
+        }
+        users.insert(login.to_string(), passcode.to_string());
+    }
+    Ok(users)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Cmd::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let log = args.log.clone().unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&log)
+                .with_context(|| format!("invalid --log filter {log:?}"))?,
+        )
+        .init();
+    let config = args.into_config()?;
+    tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let server = Server::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl+C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,186 @@
+//! The one way frames reach a connection: a per-session queue that the
+//! broker fills synchronously and the session's driver drains in batches.
+//!
+//! It is bounded by accounting rather than by blocking the producer: queue
+//! deliveries are bounded by the subscription's prefetch credit (the
+//! queue keeps the rest), the session's own replies by the session reading
+//! no further input while its writes are blocked, and topic deliveries by
+//! `max_topic_backlog` with the configured [`SlowConsumerPolicy`].
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use stomp_codec::Frame;
+use tokio::sync::mpsc;
+
+use crate::broker::Delivery;
+
+/// What happens when a topic subscriber falls `max_topic_backlog` messages behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// Send the connection an ERROR and close it (the default: nothing is
+    /// silently lost, and the client knows to reconnect and recover).
+    Disconnect,
+    /// Drop the messages that do not fit, counting them in the log.
+    DropNew,
+}
+
+/// Something the driver will write to the connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame built by the session (CONNECTED, RECEIPT, ERROR).
+    Frame(Frame),
+    /// A message for one of the session's subscriptions.
+    Delivery(Delivery),
+}
+
+#[derive(Debug)]
+struct State {
+    items: VecDeque<Outbound>,
+    topic_backlog: usize,
+    closed: bool,
+    slow: bool,
+    dropped: u64,
+}
+
+/// A session's outgoing queue. See the module documentation.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    wake: mpsc::Sender<()>,
+    max_topic_backlog: usize,
+    policy: SlowConsumerPolicy,
+}
+
+/// The driver's half: wakes when the outbox has something.
+#[derive(Debug)]
+pub struct OutboxWaker(mpsc::Receiver<()>);
+
+impl OutboxWaker {
+    /// Resolves once something was pushed since the last call. Cancel-safe.
+    pub async fn ready(&mut self) {
+        // The sender lives in the Outbox, which the driver also owns, so
+        // the channel cannot close while this is awaited.
+        let _ = self.0.recv().await;
+    }
+}
+
+/// What a push did with a topic delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TopicPush {
+    /// Queued for writing.
+    Queued,
+    /// Dropped under [`SlowConsumerPolicy::DropNew`] or because the session is closing.
+    Dropped,
+}
+
+impl Outbox {
+    /// A new outbox and the waker its driver listens on.
+    pub fn new(max_topic_backlog: usize, policy: SlowConsumerPolicy) -> (Outbox, OutboxWaker) {
+        // Capacity 1: a pending wake-up is a flag, not a count.
+        let (wake, rx) = mpsc::channel(1);
+        let outbox = Outbox {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                topic_backlog: 0,
+                closed: false,
+                slow: false,
+                dropped: 0,
+            }),
+            wake,
+            max_topic_backlog,
+            policy,
+        };
+        (outbox, OutboxWaker(rx))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; carry on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Queues a frame of the session's own.
+    pub fn push_frame(&self, frame: Frame) {
+        let mut state = self.lock();
+        if !state.closed {
+            state.items.push_back(Outbound::Frame(frame));
+            drop(state);
+            self.wake();
+        }
+    }
+
+    /// Queues a queue delivery; gives it back if the session is closing, so
+    /// the queue keeps the message.
+    pub fn push_queue(&self, delivery: Delivery) -> Result<(), Delivery> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(delivery);
+        }
+        state.items.push_back(Outbound::Delivery(delivery));
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues a topic delivery, applying the slow-consumer policy.
+    pub fn push_topic(&self, delivery: Delivery) -> TopicPush {
+        let mut state = self.lock();
+        if state.closed || state.slow {
+            state.dropped += 1;
+            return TopicPush::Dropped;
+        }
+        if state.topic_backlog >= self.max_topic_backlog {
+            state.dropped += 1;
+            if self.policy == SlowConsumerPolicy::Disconnect {
+                state.slow = true;
+                drop(state);
+                self.wake();
+            }
+            return TopicPush::Dropped;
+        }
+        state.topic_backlog += 1;
+        state.items.push_back(Outbound::Delivery(delivery));
+        drop(state);
+        self.wake();
+        TopicPush::Queued
+    }
+
+    /// Moves everything queued into `batch`, in order.
+    pub fn drain_into(&self, batch: &mut Vec<Outbound>) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        for item in state.items.drain(..) {
+            if let Outbound::Delivery(d) = &item
+                && matches!(d.origin, crate::broker::Origin::Topic)
+            {
+                state.topic_backlog = state.topic_backlog.saturating_sub(1);
+            }
+            batch.push(item);
+        }
+    }
+
+    /// Whether a topic subscriber overflowed under the disconnect policy.
+    pub fn is_slow(&self) -> bool {
+        self.lock().slow
+    }
+
+    /// The number of topic messages dropped for this session so far.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Refuses further pushes and returns what was still queued, so queue
+    /// deliveries can go back to their queues.
+    pub fn close(&self) -> Vec<Outbound> {
+        let mut state = self.lock();
+        state.closed = true;
+        state.topic_backlog = 0;
+        state.items.drain(..).collect()
+    }
+}

@@ -1,0 +1,333 @@
+//! Typed, validated client frames, and the frames the server builds.
+
+use bytes::Bytes;
+use stomp_codec::{ByteString, Command, Frame, Headers, Version};
+
+use crate::broker::{AckMode, Delivery};
+use crate::error::SessionError;
+use crate::session::SubscriptionId;
+
+/// CONNECT or STOMP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    /// Versions the client accepts; absent `accept-version` means 1.0.
+    pub accept_version: Option<String>,
+    /// The virtual host asked for.
+    pub host: Option<String>,
+    /// Credentials, when given.
+    pub login: Option<String>,
+    /// Credentials, when given.
+    pub passcode: Option<String>,
+    /// `cx,cy` in milliseconds: what the client can send, what it wants.
+    pub heart_beat: (u64, u64),
+}
+
+/// What an ACK or NACK points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckTarget {
+    /// 1.2: the MESSAGE's `ack` header.
+    Id(ByteString),
+    /// 1.0 and 1.1: the MESSAGE's `message-id` (and, in 1.1, its `subscription`).
+    MessageId {
+        /// The message id.
+        message_id: ByteString,
+        /// The subscription, when given.
+        subscription: Option<SubscriptionId>,
+    },
+}
+
+/// A client frame whose required headers are present and well formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// CONNECT or STOMP.
+    Connect(Connect),
+    /// SEND.
+    Send {
+        /// Where to.
+        destination: ByteString,
+        /// Buffer until COMMIT of this transaction.
+        transaction: Option<ByteString>,
+        /// The headers to pass on to subscribers.
+        headers: Headers,
+        /// The body.
+        body: Bytes,
+    },
+    /// SUBSCRIBE.
+    Subscribe {
+        /// What to.
+        destination: ByteString,
+        /// The client's id for it.
+        id: SubscriptionId,
+        /// How the client acknowledges.
+        ack: AckMode,
+        /// `prefetch-count`, when given.
+        prefetch: Option<usize>,
+    },
+    /// UNSUBSCRIBE.
+    Unsubscribe {
+        /// Which subscription.
+        id: SubscriptionId,
+    },
+    /// ACK.
+    Ack {
+        /// Which delivery.
+        target: AckTarget,
+        /// Buffer until COMMIT of this transaction.
+        transaction: Option<ByteString>,
+    },
+    /// NACK.
+    Nack {
+        /// Which delivery.
+        target: AckTarget,
+        /// Buffer until COMMIT of this transaction.
+        transaction: Option<ByteString>,
+    },
+    /// BEGIN.
+    Begin(ByteString),
+    /// COMMIT.
+    Commit(ByteString),
+    /// ABORT.
+    Abort(ByteString),
+    /// DISCONNECT.
+    Disconnect,
+}
+
+/// Headers the broker sets on MESSAGE itself, so a SEND cannot forge them.
+const BROKER_HEADERS: [&str; 8] = [
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "receipt",
+    "transaction",
+    "content-length",
+];
+
+fn required(frame: &Frame, header: &'static str) -> Result<ByteString, SessionError> {
+    frame
+        .headers
+        .get_shared(header)
+        .cloned()
+        .ok_or(SessionError::MissingHeader {
+            command: frame.command.as_str(),
+            header,
+        })
+}
+
+fn parse_heart_beat(value: Option<&str>) -> Result<(u64, u64), SessionError> {
+    let Some(value) = value else {
+        return Ok((0, 0));
+    };
+    let invalid = || SessionError::InvalidHeader {
+        header: "heart-beat",
+        value: value.chars().take(80).collect(),
+        expected: "two non-negative integers in milliseconds, like 10000,10000",
+    };
+    let (cx, cy) = value.split_once(',').ok_or_else(invalid)?;
+    let cx = cx.trim().parse().map_err(|_| invalid())?;
+    let cy = cy.trim().parse().map_err(|_| invalid())?;
+    Ok((cx, cy))
+}
+
+impl ClientFrame {
+    /// Validates a decoded frame for a session speaking `version`.
+    pub fn parse(frame: Frame, version: Version) -> Result<ClientFrame, SessionError> {
+        let transaction = frame.headers.get_shared("transaction").cloned();
+        Ok(match frame.command {
+            Command::Connect | Command::Stomp => ClientFrame::Connect(Connect {
+                accept_version: frame.headers.get("accept-version").map(str::to_string),
+                host: frame.headers.get("host").map(str::to_string),
+                login: frame.headers.get("login").map(str::to_string),
+                passcode: frame.headers.get("passcode").map(str::to_string),
+                heart_beat: parse_heart_beat(frame.headers.get("heart-beat"))?,
+            }),
+            Command::Send => {
+                let destination = required(&frame, "destination")?;
+                let mut headers = Headers::with_capacity(frame.headers.len());
+                for (name, value) in frame.headers.iter_shared() {
+                    if !BROKER_HEADERS.contains(&&**name) {
+                        headers.push(name.clone(), value.clone());
+                    }
+                }
+                ClientFrame::Send {
+                    destination,
+                    transaction,
+                    headers,
+                    body: frame.body,
+                }
+            }
+            Command::Subscribe => {
+                let destination = required(&frame, "destination")?;
+                // 1.0 made the id optional; its UNSUBSCRIBE can name the destination instead.
+                let id = match frame.headers.get_shared("id") {
+                    Some(id) => id.clone(),
+                    None if version == Version::V1_0 => destination.clone(),
+                    None => required(&frame, "id")?,
+                };
+                let ack_value = frame.headers.get("ack");
+                let ack = AckMode::parse(ack_value).ok_or_else(|| SessionError::InvalidHeader {
+                    header: "ack",
+                    value: ack_value.unwrap_or_default().to_string(),
+                    expected: "auto, client or client-individual",
+                })?;
+                let prefetch = match frame.headers.get("prefetch-count") {
+                    None => None,
+                    Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+                        SessionError::InvalidHeader {
+                            header: "prefetch-count",
+                            value: v.chars().take(40).collect(),
+                            expected: "a non-negative integer",
+                        }
+                    })?),
+                };
+                ClientFrame::Subscribe {
+                    destination,
+                    id: SubscriptionId::from(id),
+                    ack,
+                    prefetch,
+                }
+            }
+            Command::Unsubscribe => {
+                let id = match frame.headers.get_shared("id") {
+                    Some(id) => id.clone(),
+                    None if version == Version::V1_0 => required(&frame, "destination")?,
+                    None => required(&frame, "id")?,
+                };
+                ClientFrame::Unsubscribe {
+                    id: SubscriptionId::from(id),
+                }
+            }
+            Command::Ack | Command::Nack => {
+                if frame.command == Command::Nack && version == Version::V1_0 {
+                    return Err(SessionError::NotInVersion {
+                        command: "NACK",
+                        version,
+                    });
+                }
+                let target = match version {
+                    Version::V1_2 => AckTarget::Id(required(&frame, "id")?),
+                    Version::V1_1 => AckTarget::MessageId {
+                        message_id: required(&frame, "message-id")?,
+                        subscription: Some(SubscriptionId::from(required(&frame, "subscription")?)),
+                    },
+                    Version::V1_0 => AckTarget::MessageId {
+                        message_id: required(&frame, "message-id")?,
+                        subscription: frame
+                            .headers
+                            .get_shared("subscription")
+                            .cloned()
+                            .map(SubscriptionId::from),
+                    },
+                };
+                if frame.command == Command::Ack {
+                    ClientFrame::Ack {
+                        target,
+                        transaction,
+                    }
+                } else {
+                    ClientFrame::Nack {
+                        target,
+                        transaction,
+                    }
+                }
+            }
+            Command::Begin => ClientFrame::Begin(required(&frame, "transaction")?),
+            Command::Commit => ClientFrame::Commit(required(&frame, "transaction")?),
+            Command::Abort => ClientFrame::Abort(required(&frame, "transaction")?),
+            Command::Disconnect => ClientFrame::Disconnect,
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                return Err(SessionError::ServerCommand {
+                    command: frame.command.as_str(),
+                });
+            }
+        })
+    }
+}
+
+/// The MESSAGE frame for a delivery. `ack_id` is set when the client must acknowledge.
+pub fn message_frame(delivery: &Delivery, ack_id: Option<&str>) -> Frame {
+    let message = &delivery.message;
+    let mut headers = Headers::with_capacity(message.headers.len() + 5);
+    headers.push("subscription", delivery.subscription.shared());
+    headers.push("message-id", message.id.shared());
+    headers.push("destination", message.destination.clone());
+    if let Some(ack) = ack_id {
+        headers.push("ack", ack);
+    }
+    if delivery.redelivered {
+        headers.push("redelivered", "true");
+    }
+    for (name, value) in message.headers.iter_shared() {
+        headers.push(name.clone(), value.clone());
+    }
+    Frame {
+        command: Command::Message,
+        headers,
+        body: message.body.clone(),
+    }
+}
+
+/// A RECEIPT for the frame that carried `receipt`.
+pub fn receipt_frame(receipt: ByteString) -> Frame {
+    Frame::new(Command::Receipt).header("receipt-id", receipt)
+}
+
+/// The ERROR frame for a client's mistake: a short `message`, then a body
+/// that explains and quotes the frame that caused it.
+pub fn error_frame(
+    error: &SessionError,
+    offending: Option<&str>,
+    receipt: Option<ByteString>,
+) -> Frame {
+    let mut body = String::new();
+    body.push_str(&error.to_string());
+    body.push_str("\n\n");
+    body.push_str(error.explanation());
+    body.push('\n');
+    if let Some(quoted) = offending {
+        body.push_str("\nThe frame received:\n-----\n");
+        body.push_str(quoted);
+        body.push_str("\n-----\n");
+    }
+    let mut frame = Frame::new(Command::Error)
+        .header("message", one_line(&error.to_string()))
+        .header("content-type", "text/plain");
+    if let SessionError::UnsupportedVersion { .. } = error {
+        frame = frame.header("version", "1.0,1.1,1.2");
+    }
+    if let Some(receipt) = receipt {
+        frame = frame.header("receipt-id", receipt);
+    }
+    frame.body(body)
+}
+
+/// An ERROR the broker sends on its own account (shutdown, slow consumer, timeouts).
+pub fn notice_frame(message: &str, explanation: &str) -> Frame {
+    Frame::new(Command::Error)
+        .header("message", one_line(message))
+        .header("content-type", "text/plain")
+        .body(format!("{message}\n\n{explanation}\n"))
+}
+
+/// Header values of ERROR frames are single lines, so the frame stays readable in 1.0.
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+/// The command and header lines of a frame, for quoting in an ERROR body.
+/// Values are cut so that a huge header does not make a huge ERROR.
+pub fn quote_frame(frame: &Frame) -> String {
+    let mut out = String::from(frame.command.as_str());
+    for (name, value) in frame.headers.iter().take(20) {
+        out.push('\n');
+        out.push_str(name);
+        out.push(':');
+        let cut: String = value.chars().take(120).collect();
+        out.push_str(&one_line(&cut));
+    }
+    if frame.headers.len() > 20 {
+        out.push_str("\n…");
+    }
+    out
+}

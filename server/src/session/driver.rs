@@ -1,0 +1,281 @@
+//! The one task per connection: a single `select!` over inbound frames,
+//! the outbox, heart-beat timers and shutdown. Because it is one task,
+//! cleanup (returning messages to queues) runs exactly once, at the end.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stomp_codec::{DecodeError, Decoded, Frame, Version};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{Flow, Heartbeat, Session, SessionSettings};
+use crate::broker::Broker;
+use crate::error::CloseReason;
+use crate::outbox::{Outbound, Outbox, OutboxWaker, SlowConsumerPolicy};
+use crate::protocol;
+
+/// Something to write: a frame or a heart-beat EOL.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A frame.
+    Frame(Frame),
+    /// A heart-beat (one EOL).
+    Heartbeat,
+}
+
+/// Why reading failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer sent something that is not STOMP.
+    Decode(DecodeError),
+    /// The connection failed.
+    Io(io::Error),
+}
+
+/// What the driver needs from a connection; TCP and WebSocket implement it.
+pub trait Transport: Send {
+    /// The next frame or heart-beat; `None` once the peer has closed.
+    /// Must be cancel-safe: it is raced against timers.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Decoded, ReadError>>> + Send;
+    /// Writes a batch and flushes it once.
+    fn write(&mut self, batch: &[Outgoing]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Switches header escaping once the version is agreed.
+    fn set_version(&mut self, version: Version);
+    /// The first line of unparsed input, to quote in an ERROR.
+    fn pending_line(&self) -> Option<String>;
+    /// Closes the connection after everything was written.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Per-connection settings of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverSettings {
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// How long one batch may take to write before the client counts as stuck.
+    pub write_timeout: Duration,
+    /// Topic messages queued for one connection before the slow-consumer policy applies.
+    pub max_topic_backlog: usize,
+    /// What to do with a slow topic subscriber.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// The session's own settings.
+    pub session: Arc<SessionSettings>,
+}
+
+impl Default for DriverSettings {
+    fn default() -> DriverSettings {
+        DriverSettings {
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_topic_backlog: 4096,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            session: Arc::new(SessionSettings::default()),
+        }
+    }
+}
+
+/// Runs one connection to its end and says why it ended.
+pub async fn run_session<T: Transport>(
+    mut transport: T,
+    broker: Arc<Broker>,
+    settings: &DriverSettings,
+    peer_is_loopback: bool,
+    cancel: CancellationToken,
+) -> CloseReason {
+    let (outbox, mut waker) = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
+    let outbox = Arc::new(outbox);
+    let mut session = Session::new(
+        broker,
+        settings.session.clone(),
+        outbox.clone(),
+        peer_is_loopback,
+    );
+    let span = tracing::info_span!("session", session_id = session.id().0);
+    drive(
+        &mut transport,
+        &mut session,
+        &outbox,
+        &mut waker,
+        settings,
+        cancel,
+    )
+    .instrument(span)
+    .await
+}
+
+async fn drive<T: Transport>(
+    transport: &mut T,
+    session: &mut Session,
+    outbox: &Outbox,
+    waker: &mut OutboxWaker,
+    settings: &DriverSettings,
+    cancel: CancellationToken,
+) -> CloseReason {
+    tracing::debug!("connection opened");
+
+    let mut heartbeat = Heartbeat::OFF;
+    let mut connected = false;
+    let connect_deadline = Instant::now() + settings.connect_timeout;
+    let mut last_read = Instant::now();
+    let mut last_write = Instant::now();
+    let mut writer = BatchWriter::default();
+    let far = Duration::from_secs(86_400 * 365);
+
+    let reason = loop {
+        let read_deadline = if connected {
+            heartbeat.read_timeout().map(|t| last_read + t)
+        } else {
+            Some(connect_deadline)
+        };
+        let write_tick = heartbeat.send_every.map(|t| last_write + t);
+        let now = Instant::now();
+        let flow = tokio::select! {
+            _ = cancel.cancelled() => {
+                outbox.push_frame(protocol::notice_frame(
+                    "server shutting down",
+                    "The broker is stopping. Reconnect in a moment.",
+                ));
+                Flow::Close(CloseReason::ServerShutdown)
+            }
+            _ = waker.ready() => {
+                if outbox.is_slow() {
+                    // Written directly, ahead of the backlog; the backlog's
+                    // queue messages go back to their queues in `close`.
+                    let notice = protocol::notice_frame(
+                        "slow consumer: too many topic messages waiting",
+                        &format!(
+                            "This connection fell more than {} topic messages behind and was closed so \
+                             the broker's memory stays bounded. Reconnect and read faster.",
+                            settings.max_topic_backlog
+                        ),
+                    );
+                    let _ = write(transport, &[Outgoing::Frame(notice)], settings.write_timeout).await;
+                    Flow::Close(CloseReason::SlowConsumer)
+                } else {
+                    Flow::Continue
+                }
+            }
+            item = transport.next() => match item {
+                None => Flow::Close(if connected { CloseReason::ConnectionLost } else { CloseReason::ClientDisconnect }),
+                Some(Err(ReadError::Io(e))) => Flow::Close(CloseReason::Io(e.to_string())),
+                Some(Err(ReadError::Decode(e))) => {
+                    let quoted = transport.pending_line();
+                    session.fail(e.into(), quoted.as_deref(), None)
+                }
+                Some(Ok(Decoded::Heartbeat)) => {
+                    last_read = Instant::now();
+                    Flow::Continue
+                }
+                Some(Ok(Decoded::Frame(frame))) => {
+                    last_read = Instant::now();
+                    session.handle(frame)
+                }
+            },
+            _ = sleep_until(read_deadline.unwrap_or(now + far)), if read_deadline.is_some() => {
+                let (message, explanation, reason) = if connected {
+                    ("heart-beat timeout", "Nothing arrived from the client within twice the negotiated heart-beat interval.", CloseReason::HeartbeatTimeout)
+                } else {
+                    ("no CONNECT received in time", "Send a CONNECT frame right after opening the connection.", CloseReason::ConnectTimeout)
+                };
+                outbox.push_frame(protocol::notice_frame(message, explanation));
+                Flow::Close(reason)
+            }
+            _ = sleep_until(write_tick.unwrap_or(now + far)), if write_tick.is_some() => {
+                writer.heartbeat_due = true;
+                Flow::Continue
+            }
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Connected {
+                version,
+                heartbeat: agreed,
+            } => {
+                transport.set_version(version);
+                heartbeat = agreed;
+                connected = true;
+                tracing::debug!(%version, ?agreed, "connected");
+            }
+            Flow::Close(reason) => break reason,
+        }
+        match writer
+            .flush(transport, outbox, session, settings.write_timeout)
+            .await
+        {
+            Ok(true) => last_write = Instant::now(),
+            Ok(false) => {}
+            Err(reason) => break reason,
+        }
+    };
+    // What the session queued last (an ERROR, a DISCONNECT receipt) goes
+    // out before the connection closes.
+    if !matches!(reason, CloseReason::Io(_) | CloseReason::SlowConsumer) {
+        let _ = writer
+            .flush(transport, outbox, session, settings.write_timeout)
+            .await;
+    }
+    session.close();
+    transport.close().await;
+    match &reason {
+        CloseReason::ClientDisconnect | CloseReason::ServerShutdown => {
+            tracing::debug!(%reason, "session ended")
+        }
+        _ => tracing::info!(%reason, "session ended"),
+    }
+    reason
+}
+
+async fn write<T: Transport>(
+    transport: &mut T,
+    batch: &[Outgoing],
+    limit: Duration,
+) -> Result<(), CloseReason> {
+    match timeout(limit, transport.write(batch)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CloseReason::Io(e.to_string())),
+        Err(_) => Err(CloseReason::SlowConsumer),
+    }
+}
+
+/// Collects what is ready into one batch, so a burst of deliveries costs
+/// one write and one flush.
+#[derive(Default)]
+struct BatchWriter {
+    items: Vec<Outbound>,
+    batch: Vec<Outgoing>,
+    heartbeat_due: bool,
+}
+
+impl BatchWriter {
+    /// Writes what is queued; `Ok(true)` when anything was written.
+    async fn flush<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        outbox: &Outbox,
+        session: &mut Session,
+        limit: Duration,
+    ) -> Result<bool, CloseReason> {
+        outbox.drain_into(&mut self.items);
+        for item in self.items.drain(..) {
+            self.batch.push(match item {
+                Outbound::Frame(frame) => Outgoing::Frame(frame),
+                Outbound::Delivery(delivery) => Outgoing::Frame(session.render(delivery)),
+            });
+        }
+        if self.batch.is_empty() && self.heartbeat_due {
+            self.batch.push(Outgoing::Heartbeat);
+        }
+        self.heartbeat_due = false;
+        if self.batch.is_empty() {
+            return Ok(false);
+        }
+        let result = write(transport, &self.batch, limit).await;
+        self.batch.clear();
+        session.settle_written();
+        result.map(|()| true)
+    }
+}

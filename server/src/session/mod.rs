@@ -1,0 +1,616 @@
+//! One STOMP session: frames in, frames (via the outbox) and broker calls
+//! out. No sockets and no timers: the [`driver`] owns those, so every
+//! protocol rule here can be tested by feeding frames.
+
+pub mod driver;
+mod heartbeat;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use stomp_codec::{ByteString, Command, Frame, Version};
+
+pub use heartbeat::Heartbeat;
+
+use crate::broker::{
+    AckMode, Broker, ConsumerSpec, Delivery, Destination, Origin, QueueDestination,
+};
+use crate::error::{CloseReason, SessionError};
+use crate::outbox::{Outbound, Outbox};
+use crate::protocol::{self, AckTarget, ClientFrame, Connect};
+
+/// Identifies a connection within the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session-{}", self.0)
+    }
+}
+
+/// A subscription id, chosen by the client and unique within its session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(ByteString);
+
+impl SubscriptionId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn shared(&self) -> ByteString {
+        self.0.clone()
+    }
+}
+
+impl From<ByteString> for SubscriptionId {
+    fn from(s: ByteString) -> SubscriptionId {
+        SubscriptionId(s)
+    }
+}
+
+impl From<&str> for SubscriptionId {
+    fn from(s: &str) -> SubscriptionId {
+        SubscriptionId(ByteString::from(s))
+    }
+}
+
+/// Who may connect without credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnonymousAccess {
+    /// Clients on a loopback address (the default).
+    Loopback,
+    /// Everyone.
+    Always,
+    /// Nobody: every client must log in.
+    Never,
+}
+
+/// The part of the configuration sessions need.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// `sx,sy`: how often the server can send heart-beats, and wants them, in ms.
+    pub heart_beat: (u64, u64),
+    /// login → passcode. When not empty, credentials given are checked.
+    pub users: HashMap<String, String>,
+    /// Who may connect without credentials.
+    pub anonymous: AnonymousAccess,
+    /// Unsettled deliveries per subscription when SUBSCRIBE has no `prefetch-count`.
+    pub default_prefetch: usize,
+    /// The largest `prefetch-count` honoured (0 asks for this).
+    pub max_prefetch: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Open transactions per connection.
+    pub max_transactions: usize,
+    /// Frames buffered in one transaction.
+    pub max_transaction_frames: usize,
+}
+
+impl Default for SessionSettings {
+    fn default() -> SessionSettings {
+        SessionSettings {
+            heart_beat: (10_000, 10_000),
+            users: HashMap::new(),
+            anonymous: AnonymousAccess::Loopback,
+            default_prefetch: 256,
+            max_prefetch: 10_000,
+            max_subscriptions: 1024,
+            max_transactions: 64,
+            max_transaction_frames: 10_000,
+        }
+    }
+}
+
+/// What the driver should do after a frame was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// CONNECT succeeded: switch the codec to `version`, start heart-beat timers.
+    Connected {
+        /// The agreed version.
+        version: Version,
+        /// The agreed heart-beats.
+        heartbeat: Heartbeat,
+    },
+    /// Write what is queued (an ERROR or a DISCONNECT receipt), then close.
+    Close(CloseReason),
+}
+
+#[derive(Debug)]
+struct Subscription {
+    destination: Destination,
+}
+
+/// A delivery the client has to acknowledge.
+#[derive(Debug)]
+struct Unacked {
+    delivery: Delivery,
+}
+
+#[derive(Debug)]
+enum TxOp {
+    Send(ClientFrame),
+    Ack(AckTarget),
+    Nack(AckTarget),
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    broker: Arc<Broker>,
+    settings: Arc<SessionSettings>,
+    outbox: Arc<Outbox>,
+    peer_is_loopback: bool,
+    version: Option<Version>,
+    subscriptions: HashMap<SubscriptionId, Subscription>,
+    /// Deliveries awaiting ACK/NACK by their ack id; ids grow, so the map
+    /// is in delivery order, which cumulative `client` acks rely on.
+    unacked: BTreeMap<u64, Unacked>,
+    next_ack_id: u64,
+    /// Auto-ack queue deliveries written since the last settle.
+    written: Vec<(Arc<QueueDestination>, SubscriptionId)>,
+    transactions: HashMap<ByteString, Vec<TxOp>>,
+    closed: bool,
+}
+
+impl Session {
+    /// A session that has not seen CONNECT yet.
+    pub fn new(
+        broker: Arc<Broker>,
+        settings: Arc<SessionSettings>,
+        outbox: Arc<Outbox>,
+        peer_is_loopback: bool,
+    ) -> Session {
+        Session {
+            id: broker.new_session_id(),
+            broker,
+            settings,
+            outbox,
+            peer_is_loopback,
+            version: None,
+            subscriptions: HashMap::new(),
+            unacked: BTreeMap::new(),
+            next_ack_id: 1,
+            written: Vec::new(),
+            transactions: HashMap::new(),
+            closed: false,
+        }
+    }
+
+    /// This session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The negotiated version, once connected.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// Handles one frame from the client.
+    pub fn handle(&mut self, frame: Frame) -> Flow {
+        let receipt = match frame.command {
+            Command::Connect | Command::Stomp => None,
+            _ => frame.headers.get_shared("receipt").cloned(),
+        };
+        let quoted = protocol::quote_frame(&frame);
+        let result = self.apply(frame);
+        match result {
+            Ok(flow) => {
+                if let Some(receipt) = receipt {
+                    self.outbox.push_frame(protocol::receipt_frame(receipt));
+                }
+                flow
+            }
+            Err(error) => self.fail(error, Some(&quoted), receipt),
+        }
+    }
+
+    /// Sends the client an ERROR for `error` and asks the driver to close.
+    pub fn fail(
+        &mut self,
+        error: SessionError,
+        offending: Option<&str>,
+        receipt: Option<ByteString>,
+    ) -> Flow {
+        self.outbox
+            .push_frame(protocol::error_frame(&error, offending, receipt));
+        Flow::Close(CloseReason::ProtocolError(error))
+    }
+
+    fn apply(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        let Some(version) = self.version else {
+            if !matches!(frame.command, Command::Connect | Command::Stomp) {
+                return Err(SessionError::NotConnected {
+                    command: frame.command.as_str(),
+                });
+            }
+            let ClientFrame::Connect(connect) = ClientFrame::parse(frame, Version::V1_2)? else {
+                return Err(SessionError::NotConnected { command: "CONNECT" });
+            };
+            return self.connect(connect);
+        };
+        match ClientFrame::parse(frame, version)? {
+            ClientFrame::Connect(_) => Err(SessionError::AlreadyConnected),
+            ClientFrame::Disconnect => Ok(Flow::Close(CloseReason::ClientDisconnect)),
+            send @ ClientFrame::Send { .. } => {
+                if let ClientFrame::Send {
+                    transaction: Some(tx),
+                    ..
+                } = &send
+                {
+                    let tx = tx.clone();
+                    return self.buffer(&tx, TxOp::Send(send));
+                }
+                self.send(send)
+            }
+            ClientFrame::Subscribe {
+                destination,
+                id,
+                ack,
+                prefetch,
+            } => self.subscribe(destination, id, ack, prefetch),
+            ClientFrame::Unsubscribe { id } => {
+                let subscription = self
+                    .subscriptions
+                    .remove(&id)
+                    .ok_or_else(|| SessionError::UnknownSubscription(id.as_str().to_string()))?;
+                subscription.destination.unsubscribe(self.id, &id);
+                self.requeue_unacked(|u| u.delivery.subscription == id);
+                Ok(Flow::Continue)
+            }
+            ClientFrame::Ack {
+                target,
+                transaction,
+            } => match transaction {
+                Some(tx) => {
+                    self.find_unacked(&target)?;
+                    self.buffer(&tx, TxOp::Ack(target))
+                }
+                None => self.ack(&target, false),
+            },
+            ClientFrame::Nack {
+                target,
+                transaction,
+            } => match transaction {
+                Some(tx) => {
+                    self.find_unacked(&target)?;
+                    self.buffer(&tx, TxOp::Nack(target))
+                }
+                None => self.ack(&target, true),
+            },
+            ClientFrame::Begin(tx) => {
+                if self.transactions.contains_key(&tx) {
+                    return Err(SessionError::DuplicateTransaction(tx.to_string()));
+                }
+                if self.transactions.len() >= self.settings.max_transactions {
+                    return Err(SessionError::LimitReached("too many open transactions"));
+                }
+                self.transactions.insert(tx, Vec::new());
+                Ok(Flow::Continue)
+            }
+            ClientFrame::Commit(tx) => {
+                let ops = self
+                    .transactions
+                    .remove(&tx)
+                    .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
+                for op in ops {
+                    match op {
+                        TxOp::Send(send) => {
+                            self.send(send)?;
+                        }
+                        // Acked twice inside one transaction, or requeued
+                        // since: nothing is left to acknowledge.
+                        TxOp::Ack(target) => {
+                            if self.find_unacked(&target).is_ok() {
+                                self.ack(&target, false)?;
+                            }
+                        }
+                        TxOp::Nack(target) => {
+                            if self.find_unacked(&target).is_ok() {
+                                self.ack(&target, true)?;
+                            }
+                        }
+                    }
+                }
+                Ok(Flow::Continue)
+            }
+            ClientFrame::Abort(tx) => {
+                self.transactions
+                    .remove(&tx)
+                    .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    fn connect(&mut self, connect: Connect) -> Result<Flow, SessionError> {
+        let version = match &connect.accept_version {
+            None => Version::V1_0,
+            Some(offered) => offered
+                .split(',')
+                .filter_map(Version::parse)
+                .max()
+                .ok_or_else(|| SessionError::UnsupportedVersion {
+                    offered: offered.chars().take(80).collect(),
+                })?,
+        };
+        self.authenticate(&connect)?;
+        let heartbeat = Heartbeat::negotiate(connect.heart_beat, self.settings.heart_beat);
+        let (sx, sy) = self.settings.heart_beat;
+        self.version = Some(version);
+        self.outbox.push_frame(
+            Frame::new(Command::Connected)
+                .header("version", version.as_str())
+                .header("session", self.id.to_string())
+                .header("server", concat!("stompbox/", env!("CARGO_PKG_VERSION")))
+                .header("heart-beat", format!("{sx},{sy}")),
+        );
+        Ok(Flow::Connected { version, heartbeat })
+    }
+
+    fn authenticate(&self, connect: &Connect) -> Result<(), SessionError> {
+        match (&connect.login, &connect.passcode) {
+            (Some(login), passcode) if !self.settings.users.is_empty() => {
+                match self.settings.users.get(login) {
+                    Some(expected) if Some(expected) == passcode.as_ref() => Ok(()),
+                    _ => Err(SessionError::AuthenticationFailed),
+                }
+            }
+            _ => match self.settings.anonymous {
+                AnonymousAccess::Always => Ok(()),
+                AnonymousAccess::Loopback if self.peer_is_loopback => Ok(()),
+                AnonymousAccess::Loopback => Err(SessionError::AnonymousRefused(
+                    "anonymous access is allowed from loopback only; log in as a configured user",
+                )),
+                AnonymousAccess::Never => Err(SessionError::AnonymousRefused(
+                    "anonymous access is disabled; log in as a configured user",
+                )),
+            },
+        }
+    }
+
+    fn buffer(&mut self, tx: &ByteString, op: TxOp) -> Result<Flow, SessionError> {
+        let limit = self.settings.max_transaction_frames;
+        let ops = self
+            .transactions
+            .get_mut(tx)
+            .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
+        if ops.len() >= limit {
+            return Err(SessionError::LimitReached(
+                "too many frames in one transaction",
+            ));
+        }
+        ops.push(op);
+        Ok(Flow::Continue)
+    }
+
+    fn send(&mut self, send: ClientFrame) -> Result<Flow, SessionError> {
+        if let ClientFrame::Send {
+            destination,
+            headers,
+            body,
+            ..
+        } = send
+        {
+            self.broker.send(destination, headers, body)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn subscribe(
+        &mut self,
+        destination: ByteString,
+        id: SubscriptionId,
+        ack: AckMode,
+        prefetch: Option<usize>,
+    ) -> Result<Flow, SessionError> {
+        if self.subscriptions.contains_key(&id) {
+            return Err(SessionError::DuplicateSubscription(id.as_str().to_string()));
+        }
+        if self.subscriptions.len() >= self.settings.max_subscriptions {
+            return Err(SessionError::LimitReached(
+                "too many subscriptions on one connection",
+            ));
+        }
+        let prefetch = match prefetch {
+            None => self.settings.default_prefetch,
+            Some(0) => self.settings.max_prefetch,
+            Some(n) => n.min(self.settings.max_prefetch),
+        };
+        let spec = ConsumerSpec {
+            session: self.id,
+            subscription: id.clone(),
+            ack,
+            prefetch,
+            outbox: self.outbox.clone(),
+        };
+        let destination = self.broker.subscribe(&destination, spec)?;
+        self.subscriptions.insert(id, Subscription { destination });
+        Ok(Flow::Continue)
+    }
+
+    /// The ack id of the delivery an ACK/NACK names.
+    fn find_unacked(&self, target: &AckTarget) -> Result<u64, SessionError> {
+        let found = match target {
+            AckTarget::Id(id) => id
+                .parse::<u64>()
+                .ok()
+                .filter(|n| self.unacked.contains_key(n)),
+            AckTarget::MessageId {
+                message_id,
+                subscription,
+            } => self
+                .unacked
+                .iter()
+                .find(|(_, u)| {
+                    u.delivery.message.id.as_str() == &**message_id
+                        && subscription
+                            .as_ref()
+                            .is_none_or(|s| *s == u.delivery.subscription)
+                })
+                .map(|(n, _)| *n),
+        };
+        found.ok_or_else(|| match target {
+            AckTarget::Id(id) => SessionError::UnknownAck(format!("ack id {:?}", id.to_string())),
+            AckTarget::MessageId {
+                message_id,
+                subscription: Some(s),
+            } if !self.subscriptions.contains_key(s) => {
+                SessionError::UnknownSubscription(s.as_str().to_string())
+            }
+            AckTarget::MessageId { message_id, .. } => {
+                SessionError::UnknownAck(format!("message-id {:?}", message_id.to_string()))
+            }
+        })
+    }
+
+    /// ACK (or NACK when `negative`) of the delivery `target` names, and in
+    /// `client` mode of every earlier delivery of the same subscription.
+    fn ack(&mut self, target: &AckTarget, negative: bool) -> Result<Flow, SessionError> {
+        let ack_id = self.find_unacked(target)?;
+        let Some(named) = self.unacked.get(&ack_id) else {
+            return Err(SessionError::UnknownAck(format!("ack id {ack_id}")));
+        };
+        let subscription = named.delivery.subscription.clone();
+        let ids: Vec<u64> = if named.delivery.ack == AckMode::Client {
+            self.unacked
+                .range(..=ack_id)
+                .filter(|(_, u)| u.delivery.subscription == subscription)
+                .map(|(n, _)| *n)
+                .collect()
+        } else {
+            vec![ack_id]
+        };
+        let taken: Vec<Delivery> = ids
+            .iter()
+            .filter_map(|n| self.unacked.remove(n))
+            .map(|u| u.delivery)
+            .collect();
+        if negative {
+            requeue(self.id, taken);
+        } else if let Some(Origin::Queue(queue)) = taken.first().map(|d| &d.origin) {
+            queue.settle(self.id, &subscription, taken.len());
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Gives every unacked delivery that matches back to its queue.
+    fn requeue_unacked(&mut self, matches: impl Fn(&Unacked) -> bool) {
+        let ids: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| matches(u))
+            .map(|(n, _)| *n)
+            .collect();
+        let taken = ids
+            .iter()
+            .filter_map(|n| self.unacked.remove(n))
+            .map(|u| u.delivery)
+            .collect();
+        requeue(self.id, taken);
+    }
+
+    /// Turns a delivery from the outbox into the MESSAGE to write, and
+    /// remembers it when the client has to acknowledge it.
+    pub fn render(&mut self, delivery: Delivery) -> Frame {
+        if !delivery.ack.needs_ack() {
+            if let Origin::Queue(queue) = &delivery.origin {
+                self.written
+                    .push((queue.clone(), delivery.subscription.clone()));
+            }
+            return protocol::message_frame(&delivery, None);
+        }
+        let ack_id = self.next_ack_id;
+        self.next_ack_id += 1;
+        let frame = protocol::message_frame(&delivery, Some(&ack_id.to_string()));
+        self.unacked.insert(ack_id, Unacked { delivery });
+        frame
+    }
+
+    /// Returns credit for auto-ack queue deliveries once they are written.
+    pub fn settle_written(&mut self) {
+        for (queue, subscription) in self.written.drain(..) {
+            queue.settle(self.id, &subscription, 1);
+        }
+    }
+
+    /// Ends the session: stops its subscriptions, returns every message it
+    /// held to its queue, drops open transactions. Idempotent.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.settle_written();
+        let leftovers: Vec<Delivery> = self
+            .outbox
+            .close()
+            .into_iter()
+            .filter_map(|item| match item {
+                Outbound::Delivery(d) => Some(d),
+                Outbound::Frame(_) => None,
+            })
+            .collect();
+        for (id, subscription) in self.subscriptions.drain() {
+            subscription.destination.unsubscribe(self.id, &id);
+        }
+        // Never-seen deliveries first, then the unacked ones in front of
+        // them, so the queue's order is what it was.
+        let mut by_queue: Vec<(Arc<QueueDestination>, Vec<Delivery>)> = Vec::new();
+        for d in leftovers {
+            if let Origin::Queue(q) = &d.origin {
+                let q = q.clone();
+                match by_queue
+                    .iter_mut()
+                    .find(|(known, _)| Arc::ptr_eq(known, &q))
+                {
+                    Some((_, list)) => list.push(d),
+                    None => by_queue.push((q, vec![d])),
+                }
+            }
+        }
+        for (queue, deliveries) in by_queue {
+            queue.return_undelivered(deliveries);
+        }
+        self.requeue_unacked(|_| true);
+        self.transactions.clear();
+    }
+}
+
+/// Puts deliveries back on their queues, marked redelivered; topic
+/// deliveries have nowhere to go back to and are dropped.
+fn requeue(session: SessionId, deliveries: Vec<Delivery>) {
+    let mut groups: Vec<(
+        Arc<QueueDestination>,
+        SubscriptionId,
+        Vec<Arc<crate::broker::Message>>,
+    )> = Vec::new();
+    for d in deliveries {
+        let Origin::Queue(q) = &d.origin else {
+            continue;
+        };
+        match groups
+            .iter_mut()
+            .find(|(known, sub, _)| Arc::ptr_eq(known, q) && *sub == d.subscription)
+        {
+            Some((_, _, list)) => list.push(d.message),
+            None => groups.push((q.clone(), d.subscription.clone(), vec![d.message])),
+        }
+    }
+    for (queue, subscription, messages) in groups {
+        queue.requeue(session, &subscription, messages);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,82 @@
+//! The HTTP side: WebSocket at `/ws`, `/health`, and the web client at `/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::services::ServeDir;
+
+use super::tcp::is_loopback;
+use super::ws::{SUBPROTOCOLS, WsTransport};
+use crate::broker::Broker;
+use crate::session::driver::{DriverSettings, run_session};
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Per-connection settings.
+    pub settings: Arc<DriverSettings>,
+    /// Frame limits for WebSocket sessions.
+    pub limits: stomp_codec::Limits,
+    /// Cancelled on shutdown.
+    pub cancel: CancellationToken,
+    /// WebSocket sessions run on it: axum does not wait for upgraded sockets on shutdown.
+    pub tracker: TaskTracker,
+}
+
+/// The axum router.
+pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
+    let router = Router::new()
+        .route("/ws", get(websocket))
+        .route("/health", get(health));
+    let router = match web_root {
+        Some(root) => {
+            router.fallback_service(ServeDir::new(root).append_index_html_on_directories(true))
+        }
+        None => router,
+    };
+    router.with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        [("content-type", "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+}
+
+async fn websocket(
+    upgrade: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<HttpState>,
+) -> Response {
+    // The decoder enforces the frame limit; the WebSocket layer only needs
+    // a ceiling so one message cannot exceed it by much.
+    let max = state.limits.max_frame_size + 1024;
+    upgrade
+        .protocols(SUBPROTOCOLS)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let HttpState {
+                broker,
+                settings,
+                limits,
+                cancel,
+                tracker,
+            } = state;
+            let cancel = cancel.child_token();
+            tracker.track_future(async move {
+                let transport = WsTransport::new(socket, limits);
+                run_session(transport, broker, &settings, is_loopback(&peer), cancel).await;
+            })
+        })
+}

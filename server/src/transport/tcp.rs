@@ -1,0 +1,124 @@
+//! STOMP over plain TCP: `FramedRead` for input, one buffered write per batch.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use stomp_codec::{CodecError, Decoded, StompCodec, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport, run_session};
+
+/// One TCP connection.
+pub struct TcpTransport {
+    reader: FramedRead<OwnedReadHalf, StompCodec>,
+    writer: OwnedWriteHalf,
+    version: Version,
+    buf: BytesMut,
+}
+
+impl TcpTransport {
+    /// Wraps a connected socket.
+    pub fn new(stream: tokio::net::TcpStream, limits: stomp_codec::Limits) -> TcpTransport {
+        // Small frames go out at once rather than waiting for Nagle: chat latency matters more.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        TcpTransport {
+            reader: FramedRead::new(read, StompCodec::with_limits(limits)),
+            writer: write,
+            version: Version::V1_2,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    async fn next(&mut self) -> Option<Result<Decoded, ReadError>> {
+        match self.reader.next().await? {
+            Ok(item) => Some(Ok(item)),
+            Err(CodecError::Decode(e)) => Some(Err(ReadError::Decode(e))),
+            Err(CodecError::Io(e)) => Some(Err(ReadError::Io(e))),
+            Err(CodecError::Encode(e)) => Some(Err(ReadError::Io(io::Error::other(e)))),
+        }
+    }
+
+    async fn write(&mut self, batch: &[Outgoing]) -> io::Result<()> {
+        self.buf.clear();
+        for item in batch {
+            match item {
+                Outgoing::Heartbeat => self.buf.extend_from_slice(b"\n"),
+                Outgoing::Frame(frame) => {
+                    if let Err(e) = frame.encode(self.version, &mut self.buf) {
+                        tracing::warn!(error = %e, command = %frame.command, "frame not writable in the session's version; skipped");
+                    }
+                }
+            }
+        }
+        self.writer.write_all(&self.buf).await?;
+        self.writer.flush().await
+    }
+
+    fn set_version(&mut self, version: Version) {
+        self.version = version;
+        self.reader.decoder_mut().set_version(version);
+    }
+
+    fn pending_line(&self) -> Option<String> {
+        super::first_line(self.reader.read_buffer())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+/// Accepts TCP connections until `cancel`, one session task per connection.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    settings: Arc<DriverSettings>,
+    limits: stomp_codec::Limits,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let broker = broker.clone();
+        let settings = settings.clone();
+        let cancel = cancel.child_token();
+        tracker.spawn(async move {
+            let transport = TcpTransport::new(stream, limits);
+            run_session(transport, broker, &settings, is_loopback(&peer), cancel).await;
+        });
+    }
+}
+
+/// Whether a peer address is on this machine.
+pub fn is_loopback(peer: &SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
