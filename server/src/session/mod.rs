@@ -614,3 +614,6 @@ impl Drop for Session {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests;

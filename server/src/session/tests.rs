@@ -1,0 +1,483 @@
+//! Session rules, tested by feeding frames and reading what comes out of
+//! the outbox: no sockets, no timers.
+
+use std::sync::Arc;
+
+use stomp_codec::{Command, Frame};
+
+use super::*;
+use crate::outbox::{Outbox, OutboxWaker, SlowConsumerPolicy};
+
+struct Client {
+    session: Session,
+    outbox: Arc<Outbox>,
+    _waker: OutboxWaker,
+}
+
+impl Client {
+    fn new(broker: &Arc<Broker>) -> Client {
+        Client::with(broker, SessionSettings::default(), true, 100)
+    }
+
+    fn with(broker: &Arc<Broker>, settings: SessionSettings, loopback: bool, backlog: usize) -> Client {
+        let (outbox, waker) = Outbox::new(backlog, SlowConsumerPolicy::Disconnect);
+        let outbox = Arc::new(outbox);
+        Client {
+            session: Session::new(broker.clone(), Arc::new(settings), outbox.clone(), loopback),
+            outbox,
+            _waker: waker,
+        }
+    }
+
+    fn connected(broker: &Arc<Broker>) -> Client {
+        let mut c = Client::new(broker);
+        let flow = c.send(frame("CONNECT", &[("accept-version", "1.2"), ("host", "x")]));
+        assert!(matches!(flow, Flow::Connected { .. }), "{flow:?}");
+        assert_eq!(c.frames()[0].command, Command::Connected);
+        c
+    }
+
+    fn send(&mut self, frame: Frame) -> Flow {
+        self.session.handle(frame)
+    }
+
+    /// What the driver would write now, in order.
+    fn frames(&mut self) -> Vec<Frame> {
+        let mut items = Vec::new();
+        self.outbox.drain_into(&mut items);
+        let frames = items
+            .into_iter()
+            .map(|item| match item {
+                Outbound::Frame(f) => f,
+                Outbound::Delivery(d) => self.session.render(d),
+            })
+            .collect();
+        self.session.settle_written();
+        frames
+    }
+
+    fn bodies(&mut self) -> Vec<String> {
+        self.frames()
+            .into_iter()
+            .filter(|f| f.command == Command::Message)
+            .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+            .collect()
+    }
+
+    fn error(&mut self, frame: Frame) -> Frame {
+        let flow = self.send(frame);
+        assert!(matches!(flow, Flow::Close(CloseReason::ProtocolError(_))), "{flow:?}");
+        let frames = self.frames();
+        let error = frames.last().expect("an ERROR frame").clone();
+        assert_eq!(error.command, Command::Error);
+        assert!(error.headers.get("message").is_some_and(|m| !m.is_empty()));
+        error
+    }
+}
+
+fn frame(command: &str, headers: &[(&str, &str)]) -> Frame {
+    let mut f = Frame::new(Command::from_bytes(command.as_bytes()).expect("a command"));
+    for (n, v) in headers {
+        f = f.header(*n, *v);
+    }
+    f
+}
+
+fn send(dest: &str, body: &str) -> Frame {
+    frame("SEND", &[("destination", dest)]).body(body.to_string())
+}
+
+fn subscribe(id: &str, dest: &str, ack: &str) -> Frame {
+    frame("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", ack)])
+}
+
+fn broker() -> Arc<Broker> {
+    Arc::new(Broker::new())
+}
+
+// --- CONNECT ------------------------------------------------------------------------
+
+#[test]
+fn frames_before_connect_are_refused() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    let error = c.error(send("/queue/a", "x"));
+    assert!(error.headers.get("message").unwrap().contains("not connected"));
+    assert!(String::from_utf8_lossy(&error.body).contains("SEND\ndestination:/queue/a"));
+}
+
+#[test]
+fn version_negotiation() {
+    let b = broker();
+    for (offered, expected) in [(None, "1.0"), (Some("1.0,1.1"), "1.1"), (Some("1.1,1.2"), "1.2"), (Some("1.2,3.0"), "1.2")] {
+        let mut c = Client::new(&b);
+        let mut connect = frame("STOMP", &[("host", "x")]);
+        if let Some(v) = offered {
+            connect = connect.header("accept-version", v);
+        }
+        c.send(connect);
+        let connected = &c.frames()[0];
+        assert_eq!(connected.command, Command::Connected);
+        assert_eq!(connected.headers.get("version"), Some(expected), "{offered:?}");
+        assert!(connected.headers.get("session").is_some());
+        assert!(connected.headers.get("server").unwrap().starts_with("stompbox/"));
+        assert_eq!(connected.headers.get("heart-beat"), Some("10000,10000"));
+    }
+    let mut c = Client::new(&b);
+    let error = c.error(frame("CONNECT", &[("accept-version", "2.0")]));
+    assert_eq!(error.headers.get("version"), Some("1.0,1.1,1.2"));
+}
+
+#[test]
+fn heart_beat_header_is_negotiated_or_refused() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    let flow = c.send(frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "5000,20000")]));
+    assert_eq!(
+        flow,
+        Flow::Connected {
+            version: Version::V1_2,
+            heartbeat: Heartbeat::negotiate((5000, 20000), (10_000, 10_000)),
+        }
+    );
+    let mut c = Client::new(&b);
+    c.error(frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "soon")]));
+}
+
+#[test]
+fn second_connect_is_refused() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.error(frame("CONNECT", &[("accept-version", "1.2")]));
+}
+
+#[test]
+fn credentials_and_anonymous_access() {
+    let b = broker();
+    let users = SessionSettings {
+        users: [("alice".to_string(), "secret".to_string())].into(),
+        ..SessionSettings::default()
+    };
+    let mut c = Client::with(&b, users.clone(), false, 10);
+    let ok = c.send(frame("CONNECT", &[("accept-version", "1.2"), ("login", "alice"), ("passcode", "secret")]));
+    assert!(matches!(ok, Flow::Connected { .. }));
+    let mut c = Client::with(&b, users.clone(), false, 10);
+    c.error(frame("CONNECT", &[("accept-version", "1.2"), ("login", "alice"), ("passcode", "nope")]));
+    let mut c = Client::with(&b, users, false, 10);
+    let e = c.error(frame("CONNECT", &[("accept-version", "1.2")]));
+    assert!(e.headers.get("message").unwrap().contains("loopback"));
+    let mut c = Client::with(&b, SessionSettings::default(), true, 10);
+    assert!(matches!(c.send(frame("CONNECT", &[])), Flow::Connected { .. }));
+}
+
+// --- Bad frames ---------------------------------------------------------------------------
+
+#[test]
+fn every_bad_frame_gets_an_error_with_its_receipt() {
+    let b = broker();
+    let cases = [
+        frame("SEND", &[("receipt", "r9")]),
+        frame("SUBSCRIBE", &[("destination", "/queue/a"), ("receipt", "r9")]),
+        frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/a"), ("ack", "sometimes"), ("receipt", "r9")]),
+        frame("SEND", &[("destination", "/elsewhere/a"), ("receipt", "r9")]),
+        frame("SEND", &[("destination", "/queue/"), ("receipt", "r9")]),
+        frame("UNSUBSCRIBE", &[("id", "nope"), ("receipt", "r9")]),
+        frame("ACK", &[("id", "12345"), ("receipt", "r9")]),
+        frame("NACK", &[("id", "x"), ("receipt", "r9")]),
+        frame("COMMIT", &[("transaction", "t"), ("receipt", "r9")]),
+        frame("ABORT", &[("transaction", "t"), ("receipt", "r9")]),
+        frame("SEND", &[("destination", "/queue/a"), ("transaction", "t"), ("receipt", "r9")]),
+        frame("MESSAGE", &[("receipt", "r9")]),
+        frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/a"), ("prefetch-count", "-1"), ("receipt", "r9")]),
+    ];
+    for bad in cases {
+        let mut c = Client::connected(&b);
+        let quoted = bad.command.as_str();
+        let error = c.error(bad);
+        assert_eq!(error.headers.get("receipt-id"), Some("r9"));
+        let body = String::from_utf8_lossy(&error.body);
+        assert!(body.contains(&format!("-----\n{quoted}\n")), "{body}");
+    }
+}
+
+#[test]
+fn duplicate_subscription_id_is_refused() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/topic/t", "auto"));
+    let e = c.error(subscribe("s", "/queue/q", "auto"));
+    assert!(e.headers.get("message").unwrap().contains("already in use"));
+}
+
+#[test]
+fn nack_does_not_exist_in_1_0() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.send(frame("CONNECT", &[]));
+    c.frames();
+    c.error(frame("NACK", &[("message-id", "m-1")]));
+}
+
+// --- Receipts and headers -------------------------------------------------------------------
+
+#[test]
+fn receipt_follows_the_effect() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("0", "/queue/r", "auto").header("receipt", "sub-1"));
+    let frames = c.frames();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].headers.get("receipt-id"), Some("sub-1"));
+    // The subscription is active by the time the receipt is out.
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/r", "hi").header("receipt", "s-1"));
+    assert_eq!(p.frames()[0].headers.get("receipt-id"), Some("s-1"));
+    assert_eq!(c.bodies(), ["hi"]);
+}
+
+#[test]
+fn message_carries_user_headers_and_broker_headers_cannot_be_forged() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("sub-7", "/topic/h", "client"));
+    c.send(
+        frame(
+            "SEND",
+            &[
+                ("destination", "/topic/h"),
+                ("content-type", "application/json"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+                ("message-id", "forged"),
+                ("subscription", "forged"),
+            ],
+        )
+        .body("{}"),
+    );
+    let frames = c.frames();
+    let m = &frames[0];
+    assert_eq!(m.command, Command::Message);
+    assert_eq!(m.headers.get("destination"), Some("/topic/h"));
+    assert_eq!(m.headers.get("subscription"), Some("sub-7"));
+    assert!(m.headers.get("message-id").unwrap().starts_with("m-"));
+    assert!(m.headers.get("ack").is_some());
+    assert_eq!(m.headers.get("content-type"), Some("application/json"));
+    assert_eq!(m.headers.get_all("x-a").collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(m.headers.get_all("message-id").count(), 1);
+}
+
+// --- Queues ------------------------------------------------------------------------------------
+
+#[test]
+fn queue_round_robins_and_delivers_each_message_once() {
+    let b = broker();
+    let mut c1 = Client::connected(&b);
+    let mut c2 = Client::connected(&b);
+    c1.send(subscribe("a", "/queue/work", "auto"));
+    c2.send(subscribe("b", "/queue/work", "auto"));
+    let mut p = Client::connected(&b);
+    for i in 0..10 {
+        p.send(send("/queue/work", &i.to_string()));
+    }
+    let one = c1.bodies();
+    let two = c2.bodies();
+    assert_eq!(one, ["0", "2", "4", "6", "8"]);
+    assert_eq!(two, ["1", "3", "5", "7", "9"]);
+}
+
+#[test]
+fn queue_keeps_messages_until_a_consumer_comes() {
+    let b = broker();
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/later", "1"));
+    p.send(send("/queue/later", "2"));
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/later", "auto"));
+    assert_eq!(c.bodies(), ["1", "2"]);
+}
+
+#[test]
+fn prefetch_limits_unacked_deliveries() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(frame("SUBSCRIBE", &[("id", "s"), ("destination", "/queue/pf"), ("ack", "client-individual"), ("prefetch-count", "2")]));
+    let mut p = Client::connected(&b);
+    for i in 0..5 {
+        p.send(send("/queue/pf", &i.to_string()));
+    }
+    let frames = c.frames();
+    assert_eq!(frames.len(), 2);
+    let ack = frames[0].headers.get("ack").unwrap().to_string();
+    c.send(frame("ACK", &[("id", &ack)]));
+    assert_eq!(c.bodies(), ["2"]);
+}
+
+#[test]
+fn client_ack_is_cumulative_within_its_subscription_only() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("x", "/queue/cx", "client"));
+    c.send(subscribe("y", "/queue/cy", "client"));
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/cx", "x1"));
+    p.send(send("/queue/cy", "y1"));
+    p.send(send("/queue/cx", "x2"));
+    let frames = c.frames();
+    let x2 = frames.iter().find(|f| &f.body[..] == b"x2").unwrap();
+    c.send(frame("ACK", &[("id", x2.headers.get("ack").unwrap())]));
+    assert!(c.frames().is_empty());
+    // x1 and x2 are gone; y1 is still unacked and comes back on close.
+    c.session.close();
+    let mut d = Client::connected(&b);
+    d.send(subscribe("x", "/queue/cx", "auto"));
+    d.send(subscribe("y", "/queue/cy", "auto"));
+    let frames = d.frames();
+    let bodies: Vec<_> = frames.iter().map(|f| String::from_utf8_lossy(&f.body).into_owned()).collect();
+    assert_eq!(bodies, ["y1"]);
+    assert_eq!(frames[0].headers.get("redelivered"), Some("true"));
+}
+
+#[test]
+fn nack_requeues_at_the_head_marked_redelivered() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/n", "client-individual"));
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/n", "first"));
+    p.send(send("/queue/n", "second"));
+    let frames = c.frames();
+    let first_ack = frames[0].headers.get("ack").unwrap().to_string();
+    c.send(frame("NACK", &[("id", &first_ack)]));
+    let again = c.frames();
+    assert_eq!(&again[0].body[..], b"first");
+    assert_eq!(again[0].headers.get("redelivered"), Some("true"));
+    // The old ack id is spent.
+    c.error(frame("ACK", &[("id", &first_ack)]));
+}
+
+#[test]
+fn unsubscribe_and_disconnect_requeue_unacked() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/u", "client"));
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/u", "kept"));
+    assert_eq!(c.bodies(), ["kept"]);
+    c.send(frame("UNSUBSCRIBE", &[("id", "s")]));
+    let mut d = Client::connected(&b);
+    d.send(subscribe("s", "/queue/u", "client"));
+    assert_eq!(d.bodies(), ["kept"]);
+    assert_eq!(d.send(frame("DISCONNECT", &[("receipt", "bye")])), Flow::Close(CloseReason::ClientDisconnect));
+    assert_eq!(d.frames()[0].headers.get("receipt-id"), Some("bye"));
+    drop(d);
+    let mut e = Client::connected(&b);
+    e.send(subscribe("s", "/queue/u", "auto"));
+    assert_eq!(e.bodies(), ["kept"]);
+}
+
+#[test]
+fn ack_by_message_id_in_1_1() {
+    let b = broker();
+    let mut c = Client::new(&b);
+    c.send(frame("CONNECT", &[("accept-version", "1.1")]));
+    c.frames();
+    c.send(subscribe("s", "/queue/v11", "client-individual"));
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/v11", "m"));
+    let frames = c.frames();
+    let id = frames[0].headers.get("message-id").unwrap().to_string();
+    c.send(frame("ACK", &[("message-id", &id), ("subscription", "s"), ("receipt", "r")]));
+    assert_eq!(c.frames()[0].command, Command::Receipt);
+    c.error(frame("ACK", &[("message-id", &id), ("subscription", "other")]));
+}
+
+// --- Topics --------------------------------------------------------------------------------------
+
+#[test]
+fn topic_fans_out_to_every_subscriber() {
+    let b = broker();
+    let mut subs: Vec<Client> = (0..3).map(|_| Client::connected(&b)).collect();
+    for (i, c) in subs.iter_mut().enumerate() {
+        c.send(subscribe(&format!("t{i}"), "/topic/room", "auto"));
+    }
+    let mut p = Client::connected(&b);
+    p.send(send("/topic/room", "hello"));
+    p.send(send("/topic/other", "elsewhere"));
+    for c in &mut subs {
+        assert_eq!(c.bodies(), ["hello"]);
+    }
+}
+
+#[test]
+fn slow_topic_subscriber_is_flagged_not_buffered_without_bound() {
+    let b = broker();
+    let mut c = Client::with(&b, SessionSettings::default(), true, 3);
+    c.send(frame("CONNECT", &[("accept-version", "1.2")]));
+    c.send(subscribe("s", "/topic/fast", "auto"));
+    c.frames();
+    let mut p = Client::connected(&b);
+    for i in 0..10 {
+        p.send(send("/topic/fast", &i.to_string()));
+    }
+    assert!(c.outbox.is_slow());
+    assert_eq!(c.outbox.dropped(), 7);
+    assert_eq!(c.bodies().len(), 3);
+}
+
+// --- Transactions ----------------------------------------------------------------------------------
+
+#[test]
+fn transactional_sends_happen_at_commit_only() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/tx", "auto"));
+    let mut p = Client::connected(&b);
+    p.send(frame("BEGIN", &[("transaction", "t1")]));
+    p.send(send("/queue/tx", "a").header("transaction", "t1"));
+    p.send(send("/queue/tx", "b").header("transaction", "t1"));
+    assert!(c.bodies().is_empty());
+    p.send(frame("COMMIT", &[("transaction", "t1")]));
+    assert_eq!(c.bodies(), ["a", "b"]);
+
+    p.send(frame("BEGIN", &[("transaction", "t2")]));
+    p.send(send("/queue/tx", "never").header("transaction", "t2"));
+    p.send(frame("ABORT", &[("transaction", "t2")]));
+    assert!(c.bodies().is_empty());
+    p.error(frame("COMMIT", &[("transaction", "t2")]));
+}
+
+#[test]
+fn transactional_acks_happen_at_commit_and_abort_discards_them() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/txa", "client-individual"));
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/txa", "m1"));
+    let frames = c.frames();
+    let ack = frames[0].headers.get("ack").unwrap().to_string();
+    c.send(frame("BEGIN", &[("transaction", "t")]));
+    c.send(frame("ACK", &[("id", &ack), ("transaction", "t")]));
+    c.send(frame("ABORT", &[("transaction", "t")]));
+    // Still unacked: closing puts it back.
+    c.session.close();
+    let mut d = Client::connected(&b);
+    d.send(subscribe("s", "/queue/txa", "client-individual"));
+    let frames = d.frames();
+    assert_eq!(&frames[0].body[..], b"m1");
+    let ack = frames[0].headers.get("ack").unwrap().to_string();
+    d.send(frame("BEGIN", &[("transaction", "t")]));
+    d.send(frame("ACK", &[("id", &ack), ("transaction", "t")]));
+    d.send(frame("COMMIT", &[("transaction", "t")]));
+    d.session.close();
+    let mut e = Client::connected(&b);
+    e.send(subscribe("s", "/queue/txa", "auto"));
+    assert!(e.bodies().is_empty());
+}
+
+#[test]
+fn duplicate_begin_is_refused() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(frame("BEGIN", &[("transaction", "t")]));
+    c.error(frame("BEGIN", &[("transaction", "t")]));
+}
