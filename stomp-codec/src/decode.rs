@@ -239,7 +239,7 @@ impl FrameDecoder {
         let (mut rest, command_line) = match parse::line(buf) {
             Ok(ok) => ok,
             Err(_) => {
-                check_line(buf.len())?;
+                check_line(partial_line_len(buf))?;
                 return Ok(incomplete());
             }
         };
@@ -257,7 +257,7 @@ impl FrameDecoder {
             let (after, line) = match parse::line(rest) {
                 Ok(ok) => ok,
                 Err(_) => {
-                    check_line(rest.len())?;
+                    check_line(partial_line_len(rest))?;
                     check_frame(buf.len())?;
                     return Ok(incomplete());
                 }
@@ -364,6 +364,13 @@ impl FrameDecoder {
             body: bytes.slice(layout.body.0..layout.body.1),
         }
     }
+}
+
+/// The length a line being received will have at least, not counting a
+/// trailing CR that may turn out to be the first half of its CRLF (so that a
+/// line cut before its LF is judged exactly as the whole line would be).
+fn partial_line_len(rest: &[u8]) -> usize {
+    rest.len() - usize::from(rest.ends_with(b"\r"))
 }
 
 /// Checks one header line; returns its raw name and value.

@@ -520,3 +520,24 @@ fn errors_leave_the_buffer_for_quoting() {
     assert!(FrameDecoder::new().decode(&mut buf).is_err());
     assert_eq!(&buf[..], b"BOGUS\n\n\0");
 }
+
+/// Found by fuzzing: a line exactly at the limit, cut between its CR and LF,
+/// was refused while the same line received whole was accepted.
+#[test]
+fn line_at_the_limit_cut_before_its_lf_is_accepted() {
+    let limits = Limits {
+        max_line_length: 8,
+        ..Limits::default()
+    };
+    let mut d = limited(limits);
+    let mut buf = BytesMut::from(&b"SEND\r\nabc:1234\r"[..]);
+    assert_eq!(d.decode(&mut buf).unwrap(), None);
+    buf.extend_from_slice(b"\n\r\n\0");
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Some(Decoded::Frame(_))
+    ));
+    let mut d = limited(limits);
+    let mut buf = BytesMut::from(&b"12345678\r"[..]);
+    assert_eq!(d.decode(&mut buf).unwrap(), None);
+}

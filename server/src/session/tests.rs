@@ -19,7 +19,12 @@ impl Client {
         Client::with(broker, SessionSettings::default(), true, 100)
     }
 
-    fn with(broker: &Arc<Broker>, settings: SessionSettings, loopback: bool, backlog: usize) -> Client {
+    fn with(
+        broker: &Arc<Broker>,
+        settings: SessionSettings,
+        loopback: bool,
+        backlog: usize,
+    ) -> Client {
         let (outbox, waker) = Outbox::new(backlog, SlowConsumerPolicy::Disconnect);
         let outbox = Arc::new(outbox);
         Client {
@@ -31,7 +36,10 @@ impl Client {
 
     fn connected(broker: &Arc<Broker>) -> Client {
         let mut c = Client::new(broker);
-        let flow = c.send(frame("CONNECT", &[("accept-version", "1.2"), ("host", "x")]));
+        let flow = c.send(frame(
+            "CONNECT",
+            &[("accept-version", "1.2"), ("host", "x")],
+        ));
         assert!(matches!(flow, Flow::Connected { .. }), "{flow:?}");
         assert_eq!(c.frames()[0].command, Command::Connected);
         c
@@ -66,7 +74,10 @@ impl Client {
 
     fn error(&mut self, frame: Frame) -> Frame {
         let flow = self.send(frame);
-        assert!(matches!(flow, Flow::Close(CloseReason::ProtocolError(_))), "{flow:?}");
+        assert!(
+            matches!(flow, Flow::Close(CloseReason::ProtocolError(_))),
+            "{flow:?}"
+        );
         let frames = self.frames();
         let error = frames.last().expect("an ERROR frame").clone();
         assert_eq!(error.command, Command::Error);
@@ -88,7 +99,10 @@ fn send(dest: &str, body: &str) -> Frame {
 }
 
 fn subscribe(id: &str, dest: &str, ack: &str) -> Frame {
-    frame("SUBSCRIBE", &[("id", id), ("destination", dest), ("ack", ack)])
+    frame(
+        "SUBSCRIBE",
+        &[("id", id), ("destination", dest), ("ack", ack)],
+    )
 }
 
 fn broker() -> Arc<Broker> {
@@ -102,14 +116,25 @@ fn frames_before_connect_are_refused() {
     let b = broker();
     let mut c = Client::new(&b);
     let error = c.error(send("/queue/a", "x"));
-    assert!(error.headers.get("message").unwrap().contains("not connected"));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .unwrap()
+            .contains("not connected")
+    );
     assert!(String::from_utf8_lossy(&error.body).contains("SEND\ndestination:/queue/a"));
 }
 
 #[test]
 fn version_negotiation() {
     let b = broker();
-    for (offered, expected) in [(None, "1.0"), (Some("1.0,1.1"), "1.1"), (Some("1.1,1.2"), "1.2"), (Some("1.2,3.0"), "1.2")] {
+    for (offered, expected) in [
+        (None, "1.0"),
+        (Some("1.0,1.1"), "1.1"),
+        (Some("1.1,1.2"), "1.2"),
+        (Some("1.2,3.0"), "1.2"),
+    ] {
         let mut c = Client::new(&b);
         let mut connect = frame("STOMP", &[("host", "x")]);
         if let Some(v) = offered {
@@ -118,9 +143,19 @@ fn version_negotiation() {
         c.send(connect);
         let connected = &c.frames()[0];
         assert_eq!(connected.command, Command::Connected);
-        assert_eq!(connected.headers.get("version"), Some(expected), "{offered:?}");
+        assert_eq!(
+            connected.headers.get("version"),
+            Some(expected),
+            "{offered:?}"
+        );
         assert!(connected.headers.get("session").is_some());
-        assert!(connected.headers.get("server").unwrap().starts_with("stompbox/"));
+        assert!(
+            connected
+                .headers
+                .get("server")
+                .unwrap()
+                .starts_with("stompbox/")
+        );
         assert_eq!(connected.headers.get("heart-beat"), Some("10000,10000"));
     }
     let mut c = Client::new(&b);
@@ -132,7 +167,10 @@ fn version_negotiation() {
 fn heart_beat_header_is_negotiated_or_refused() {
     let b = broker();
     let mut c = Client::new(&b);
-    let flow = c.send(frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "5000,20000")]));
+    let flow = c.send(frame(
+        "CONNECT",
+        &[("accept-version", "1.2"), ("heart-beat", "5000,20000")],
+    ));
     assert_eq!(
         flow,
         Flow::Connected {
@@ -141,7 +179,10 @@ fn heart_beat_header_is_negotiated_or_refused() {
         }
     );
     let mut c = Client::new(&b);
-    c.error(frame("CONNECT", &[("accept-version", "1.2"), ("heart-beat", "soon")]));
+    c.error(frame(
+        "CONNECT",
+        &[("accept-version", "1.2"), ("heart-beat", "soon")],
+    ));
 }
 
 #[test]
@@ -159,15 +200,32 @@ fn credentials_and_anonymous_access() {
         ..SessionSettings::default()
     };
     let mut c = Client::with(&b, users.clone(), false, 10);
-    let ok = c.send(frame("CONNECT", &[("accept-version", "1.2"), ("login", "alice"), ("passcode", "secret")]));
+    let ok = c.send(frame(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("login", "alice"),
+            ("passcode", "secret"),
+        ],
+    ));
     assert!(matches!(ok, Flow::Connected { .. }));
     let mut c = Client::with(&b, users.clone(), false, 10);
-    c.error(frame("CONNECT", &[("accept-version", "1.2"), ("login", "alice"), ("passcode", "nope")]));
+    c.error(frame(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("login", "alice"),
+            ("passcode", "nope"),
+        ],
+    ));
     let mut c = Client::with(&b, users, false, 10);
     let e = c.error(frame("CONNECT", &[("accept-version", "1.2")]));
     assert!(e.headers.get("message").unwrap().contains("loopback"));
     let mut c = Client::with(&b, SessionSettings::default(), true, 10);
-    assert!(matches!(c.send(frame("CONNECT", &[])), Flow::Connected { .. }));
+    assert!(matches!(
+        c.send(frame("CONNECT", &[])),
+        Flow::Connected { .. }
+    ));
 }
 
 // --- Bad frames ---------------------------------------------------------------------------
@@ -177,18 +235,47 @@ fn every_bad_frame_gets_an_error_with_its_receipt() {
     let b = broker();
     let cases = [
         frame("SEND", &[("receipt", "r9")]),
-        frame("SUBSCRIBE", &[("destination", "/queue/a"), ("receipt", "r9")]),
-        frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/a"), ("ack", "sometimes"), ("receipt", "r9")]),
-        frame("SEND", &[("destination", "/elsewhere/a"), ("receipt", "r9")]),
+        frame(
+            "SUBSCRIBE",
+            &[("destination", "/queue/a"), ("receipt", "r9")],
+        ),
+        frame(
+            "SUBSCRIBE",
+            &[
+                ("id", "1"),
+                ("destination", "/queue/a"),
+                ("ack", "sometimes"),
+                ("receipt", "r9"),
+            ],
+        ),
+        frame(
+            "SEND",
+            &[("destination", "/elsewhere/a"), ("receipt", "r9")],
+        ),
         frame("SEND", &[("destination", "/queue/"), ("receipt", "r9")]),
         frame("UNSUBSCRIBE", &[("id", "nope"), ("receipt", "r9")]),
         frame("ACK", &[("id", "12345"), ("receipt", "r9")]),
         frame("NACK", &[("id", "x"), ("receipt", "r9")]),
         frame("COMMIT", &[("transaction", "t"), ("receipt", "r9")]),
         frame("ABORT", &[("transaction", "t"), ("receipt", "r9")]),
-        frame("SEND", &[("destination", "/queue/a"), ("transaction", "t"), ("receipt", "r9")]),
+        frame(
+            "SEND",
+            &[
+                ("destination", "/queue/a"),
+                ("transaction", "t"),
+                ("receipt", "r9"),
+            ],
+        ),
         frame("MESSAGE", &[("receipt", "r9")]),
-        frame("SUBSCRIBE", &[("id", "1"), ("destination", "/queue/a"), ("prefetch-count", "-1"), ("receipt", "r9")]),
+        frame(
+            "SUBSCRIBE",
+            &[
+                ("id", "1"),
+                ("destination", "/queue/a"),
+                ("prefetch-count", "-1"),
+                ("receipt", "r9"),
+            ],
+        ),
     ];
     for bad in cases {
         let mut c = Client::connected(&b);
@@ -300,7 +387,15 @@ fn queue_keeps_messages_until_a_consumer_comes() {
 fn prefetch_limits_unacked_deliveries() {
     let b = broker();
     let mut c = Client::connected(&b);
-    c.send(frame("SUBSCRIBE", &[("id", "s"), ("destination", "/queue/pf"), ("ack", "client-individual"), ("prefetch-count", "2")]));
+    c.send(frame(
+        "SUBSCRIBE",
+        &[
+            ("id", "s"),
+            ("destination", "/queue/pf"),
+            ("ack", "client-individual"),
+            ("prefetch-count", "2"),
+        ],
+    ));
     let mut p = Client::connected(&b);
     for i in 0..5 {
         p.send(send("/queue/pf", &i.to_string()));
@@ -332,7 +427,10 @@ fn client_ack_is_cumulative_within_its_subscription_only() {
     d.send(subscribe("x", "/queue/cx", "auto"));
     d.send(subscribe("y", "/queue/cy", "auto"));
     let frames = d.frames();
-    let bodies: Vec<_> = frames.iter().map(|f| String::from_utf8_lossy(&f.body).into_owned()).collect();
+    let bodies: Vec<_> = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+        .collect();
     assert_eq!(bodies, ["y1"]);
     assert_eq!(frames[0].headers.get("redelivered"), Some("true"));
 }
@@ -367,7 +465,10 @@ fn unsubscribe_and_disconnect_requeue_unacked() {
     let mut d = Client::connected(&b);
     d.send(subscribe("s", "/queue/u", "client"));
     assert_eq!(d.bodies(), ["kept"]);
-    assert_eq!(d.send(frame("DISCONNECT", &[("receipt", "bye")])), Flow::Close(CloseReason::ClientDisconnect));
+    assert_eq!(
+        d.send(frame("DISCONNECT", &[("receipt", "bye")])),
+        Flow::Close(CloseReason::ClientDisconnect)
+    );
     assert_eq!(d.frames()[0].headers.get("receipt-id"), Some("bye"));
     drop(d);
     let mut e = Client::connected(&b);
@@ -386,9 +487,15 @@ fn ack_by_message_id_in_1_1() {
     p.send(send("/queue/v11", "m"));
     let frames = c.frames();
     let id = frames[0].headers.get("message-id").unwrap().to_string();
-    c.send(frame("ACK", &[("message-id", &id), ("subscription", "s"), ("receipt", "r")]));
+    c.send(frame(
+        "ACK",
+        &[("message-id", &id), ("subscription", "s"), ("receipt", "r")],
+    ));
     assert_eq!(c.frames()[0].command, Command::Receipt);
-    c.error(frame("ACK", &[("message-id", &id), ("subscription", "other")]));
+    c.error(frame(
+        "ACK",
+        &[("message-id", &id), ("subscription", "other")],
+    ));
 }
 
 // --- Topics --------------------------------------------------------------------------------------

@@ -1,0 +1,307 @@
+//! Helpers for end-to-end tests: start the real broker on ephemeral
+//! loopback ports and talk to it over real TCP and WebSocket connections.
+//! Every wait is bounded by [`WAIT`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use stomp_codec::{Command, Decoded, Frame, FrameDecoder, StompCodec, Version};
+use stompbox::Server;
+use stompbox::config::Config;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::codec::Framed;
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker started for one test.
+pub struct TestServer {
+    server: Server,
+}
+
+impl TestServer {
+    /// Starts a broker on 127.0.0.1:0 (both listeners) with `adjust` applied to the defaults.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            tcp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace_ms: 2000,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        TestServer {
+            server: Server::start(config).await.expect("broker starts"),
+        }
+    }
+
+    /// A broker with the default settings.
+    pub async fn default() -> TestServer {
+        TestServer::start(|_| {}).await
+    }
+
+    /// The STOMP-over-TCP address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.server.tcp_addr()
+    }
+
+    /// The WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.server.http_addr())
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.server.http_addr()
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Graceful shutdown.
+    pub async fn shutdown(self) {
+        tokio::time::timeout(WAIT, self.server.shutdown())
+            .await
+            .expect("shutdown within the wait limit");
+    }
+}
+
+enum Link {
+    Tcp(Framed<TcpStream, StompCodec>),
+    Ws {
+        socket:
+            Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+        decoder: FrameDecoder,
+        buf: BytesMut,
+        /// Every WebSocket message received, to check "one frame per message".
+        messages: Vec<Vec<u8>>,
+    },
+}
+
+/// A STOMP client over TCP or WebSocket, for tests.
+pub struct Client {
+    link: Link,
+    /// Heart-beats received so far.
+    pub heartbeats: usize,
+}
+
+/// Builds a frame from a command and header pairs.
+pub fn frame(command: Command, headers: &[(&str, &str)]) -> Frame {
+    let mut f = Frame::new(command);
+    for (n, v) in headers {
+        f = f.header(*n, *v);
+    }
+    f
+}
+
+impl Client {
+    /// Opens a TCP connection (no CONNECT yet).
+    pub async fn tcp(addr: SocketAddr) -> Client {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client {
+            link: Link::Tcp(Framed::new(stream, StompCodec::default())),
+            heartbeats: 0,
+        }
+    }
+
+    /// Opens a WebSocket connection offering the STOMP subprotocols (no CONNECT yet).
+    /// Returns the subprotocol the server chose too.
+    pub async fn ws(url: &str) -> (Client, Option<String>) {
+        let mut request = url.into_client_request().expect("valid url");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v10.stomp, v11.stomp, v12.stomp"
+                .parse()
+                .expect("valid header"),
+        );
+        let (socket, response) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("connect in time")
+                .expect("websocket handshake");
+        let protocol = response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (
+            Client {
+                link: Link::Ws {
+                    socket: Box::new(socket),
+                    decoder: FrameDecoder::new(),
+                    buf: BytesMut::new(),
+                    messages: Vec::new(),
+                },
+                heartbeats: 0,
+            },
+            protocol,
+        )
+    }
+
+    /// Sends CONNECT for 1.2 and returns CONNECTED.
+    pub async fn connect(&mut self, extra: &[(&str, &str)]) -> Frame {
+        let mut f = frame(
+            Command::Connect,
+            &[("accept-version", "1.2"), ("host", "localhost")],
+        );
+        for (n, v) in extra {
+            f = f.header(*n, *v);
+        }
+        self.send(f).await;
+        let connected = self.recv().await;
+        assert_eq!(connected.command, Command::Connected, "{connected:?}");
+        connected
+    }
+
+    /// A connected 1.2 TCP client.
+    pub async fn connected_tcp(addr: SocketAddr) -> Client {
+        let mut c = Client::tcp(addr).await;
+        c.connect(&[]).await;
+        c
+    }
+
+    /// A connected 1.2 WebSocket client.
+    pub async fn connected_ws(url: &str) -> Client {
+        let (mut c, _) = Client::ws(url).await;
+        c.connect(&[]).await;
+        c
+    }
+
+    /// Sends a frame.
+    pub async fn send(&mut self, frame: Frame) {
+        match &mut self.link {
+            Link::Tcp(framed) => framed.send(frame).await.expect("send"),
+            Link::Ws { socket, .. } => {
+                let mut buf = BytesMut::new();
+                frame.encode(Version::V1_2, &mut buf).expect("encodable");
+                let text = String::from_utf8(buf.to_vec()).expect("tests send UTF-8 frames");
+                socket.send(Message::text(text)).await.expect("send");
+            }
+        }
+    }
+
+    /// Sends raw bytes (as one WebSocket text message over WebSocket).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        match &mut self.link {
+            Link::Tcp(framed) => {
+                use tokio::io::AsyncWriteExt;
+                framed.get_mut().write_all(bytes).await.expect("send");
+            }
+            Link::Ws { socket, .. } => {
+                let message = match std::str::from_utf8(bytes) {
+                    Ok(text) => Message::text(text),
+                    Err(_) => Message::binary(bytes.to_vec()),
+                };
+                socket.send(message).await.expect("send");
+            }
+        }
+    }
+
+    /// The next frame or heart-beat; `None` when the connection closed. Bounded by [`WAIT`].
+    pub async fn next(&mut self) -> Option<Decoded> {
+        self.next_within(WAIT)
+            .await
+            .expect("something arrives in time")
+    }
+
+    /// Like [`next`](Self::next), but `Err(())` on timeout instead of failing.
+    #[allow(clippy::result_unit_err)]
+    pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Decoded>, ()> {
+        let item = tokio::time::timeout(limit, self.read())
+            .await
+            .map_err(|_| ())?;
+        if matches!(item, Some(Decoded::Heartbeat)) {
+            self.heartbeats += 1;
+        }
+        Ok(item)
+    }
+
+    async fn read(&mut self) -> Option<Decoded> {
+        match &mut self.link {
+            Link::Tcp(framed) => match framed.next().await {
+                Some(Ok(item)) => Some(item),
+                _ => None,
+            },
+            Link::Ws {
+                socket,
+                decoder,
+                buf,
+                messages,
+            } => loop {
+                if let Some(item) = decoder.decode(buf).expect("server sends valid frames") {
+                    return Some(item);
+                }
+                match socket.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        messages.push(t.as_bytes().to_vec());
+                        buf.extend_from_slice(t.as_bytes());
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        messages.push(b.to_vec());
+                        buf.extend_from_slice(&b);
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => {}
+                }
+            },
+        }
+    }
+
+    /// The next frame, skipping heart-beats; panics if the connection closes.
+    pub async fn recv(&mut self) -> Frame {
+        loop {
+            match self.next().await {
+                Some(Decoded::Frame(f)) => return f,
+                Some(Decoded::Heartbeat) => continue,
+                None => panic!("connection closed while a frame was expected"),
+            }
+        }
+    }
+
+    /// Waits for a RECEIPT with this id, returning the frames that came before it.
+    pub async fn until_receipt(&mut self, id: &str) -> Vec<Frame> {
+        let mut before = Vec::new();
+        loop {
+            let f = self.recv().await;
+            if f.command == Command::Receipt && f.headers.get("receipt-id") == Some(id) {
+                return before;
+            }
+            before.push(f);
+        }
+    }
+
+    /// Expects an ERROR and then the connection closing.
+    pub async fn expect_error_and_close(&mut self) -> Frame {
+        let error = self.recv().await;
+        assert_eq!(error.command, Command::Error, "{error:?}");
+        self.expect_closed().await;
+        error
+    }
+
+    /// Expects the connection to close (heart-beats aside) within [`WAIT`].
+    pub async fn expect_closed(&mut self) {
+        loop {
+            match self.next().await {
+                None => return,
+                Some(Decoded::Heartbeat) => continue,
+                Some(Decoded::Frame(f)) => panic!("expected the connection to close, got {f:?}"),
+            }
+        }
+    }
+
+    /// WebSocket messages received so far (empty for TCP).
+    pub fn ws_messages(&self) -> &[Vec<u8>] {
+        match &self.link {
+            Link::Tcp(_) => &[],
+            Link::Ws { messages, .. } => messages,
+        }
+    }
+}
