@@ -86,6 +86,8 @@ enum Link {
 /// A STOMP client over TCP or WebSocket, for tests.
 pub struct Client {
     link: Link,
+    /// Frames read while waiting for a receipt, handed out by the next reads.
+    pending: std::collections::VecDeque<Frame>,
     /// Heart-beats received so far.
     pub heartbeats: usize,
 }
@@ -108,6 +110,7 @@ impl Client {
             .expect("connect");
         Client {
             link: Link::Tcp(Framed::new(stream, StompCodec::default())),
+            pending: Default::default(),
             heartbeats: 0,
         }
     }
@@ -140,6 +143,7 @@ impl Client {
                     buf: BytesMut::new(),
                     messages: Vec::new(),
                 },
+                pending: Default::default(),
                 heartbeats: 0,
             },
             protocol,
@@ -215,6 +219,9 @@ impl Client {
     /// Like [`next`](Self::next), but `Err(())` on timeout instead of failing.
     #[allow(clippy::result_unit_err)]
     pub async fn next_within(&mut self, limit: Duration) -> Result<Option<Decoded>, ()> {
+        if let Some(f) = self.pending.pop_front() {
+            return Ok(Some(Decoded::Frame(f)));
+        }
         let item = tokio::time::timeout(limit, self.read())
             .await
             .map_err(|_| ())?;
@@ -266,12 +273,24 @@ impl Client {
         }
     }
 
-    /// Waits for a RECEIPT with this id, returning the frames that came before it.
+    /// Waits for a RECEIPT with this id. Frames that came before it are
+    /// returned, and also kept for the next reads.
     pub async fn until_receipt(&mut self, id: &str) -> Vec<Frame> {
         let mut before = Vec::new();
         loop {
-            let f = self.recv().await;
+            let item = tokio::time::timeout(WAIT, self.read())
+                .await
+                .expect("the receipt arrives in time");
+            let f = match item {
+                Some(Decoded::Frame(f)) => f,
+                Some(Decoded::Heartbeat) => {
+                    self.heartbeats += 1;
+                    continue;
+                }
+                None => panic!("connection closed while waiting for receipt {id}"),
+            };
             if f.command == Command::Receipt && f.headers.get("receipt-id") == Some(id) {
+                self.pending.extend(before.iter().cloned());
                 return before;
             }
             before.push(f);
@@ -304,4 +323,103 @@ impl Client {
             Link::Ws { messages, .. } => messages,
         }
     }
+}
+
+/// Which transport a test runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// STOMP over TCP.
+    Tcp,
+    /// STOMP over WebSocket at /ws.
+    Ws,
+}
+
+impl TestServer {
+    /// A connected 1.2 client over `via`.
+    pub async fn client(&self, via: Via) -> Client {
+        match via {
+            Via::Tcp => Client::connected_tcp(self.tcp_addr()).await,
+            Via::Ws => Client::connected_ws(&self.ws_url()).await,
+        }
+    }
+
+    /// An unconnected client over `via`.
+    pub async fn raw_client(&self, via: Via) -> Client {
+        match via {
+            Via::Tcp => Client::tcp(self.tcp_addr()).await,
+            Via::Ws => Client::ws(&self.ws_url()).await.0,
+        }
+    }
+}
+
+impl Client {
+    /// SUBSCRIBE and wait for its receipt, so the subscription is active.
+    pub async fn subscribe(
+        &mut self,
+        id: &str,
+        destination: &str,
+        ack: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let receipt = format!("sub-{id}");
+        let mut f = frame(
+            Command::Subscribe,
+            &[
+                ("id", id),
+                ("destination", destination),
+                ("ack", ack),
+                ("receipt", &receipt),
+            ],
+        );
+        for (n, v) in extra {
+            f = f.header(*n, *v);
+        }
+        self.send(f).await;
+        let before = self.until_receipt(&receipt).await;
+        assert!(before.is_empty() || before.iter().all(|f| f.command == Command::Message));
+    }
+
+    /// SEND a text body.
+    pub async fn publish(&mut self, destination: &str, body: &str) {
+        self.send(frame(Command::Send, &[("destination", destination)]).body(body.to_string()))
+            .await;
+    }
+
+    /// Sends a frame with a receipt and waits for it.
+    pub async fn send_confirmed(&mut self, frame: Frame, receipt: &str) -> Vec<Frame> {
+        self.send(frame.header("receipt", receipt)).await;
+        self.until_receipt(receipt).await
+    }
+
+    /// Receives `n` MESSAGE frames (heart-beats skipped).
+    pub async fn messages(&mut self, n: usize) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let f = self.recv().await;
+            assert_eq!(f.command, Command::Message, "{f:?}");
+            out.push(f);
+        }
+        out
+    }
+
+    /// Asserts nothing but heart-beats arrives for `quiet`.
+    pub async fn expect_nothing(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.next_within(left).await {
+                Err(()) => return,
+                Ok(Some(Decoded::Heartbeat)) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// The body as text.
+pub fn body(frame: &Frame) -> String {
+    String::from_utf8_lossy(&frame.body).into_owned()
 }
