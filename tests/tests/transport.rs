@@ -1,0 +1,269 @@
+//! Transport details: telnet-style input, WebSocket framing, slow consumers,
+//! many connections, shutdown, HTTP endpoints.
+
+use std::time::Duration;
+
+use integration_tests::{Client, TestServer, WAIT, body, frame};
+use stomp_codec::{Command, Decoded, FrameDecoder};
+use stompbox::broker::Destination;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn telnet_session_with_crlf_and_nul() {
+    let server = TestServer::default().await;
+    let mut s = TcpStream::connect(server.tcp_addr()).await.unwrap();
+    // What a person types: CRLF line endings, blank line, Ctrl+@ (NUL), Enter.
+    s.write_all(b"CONNECT\r\naccept-version:1.2\r\nhost:localhost\r\n\r\n\x00\r\n")
+        .await
+        .unwrap();
+    s.write_all(b"SUBSCRIBE\r\nid:0\r\ndestination:/topic/chat\r\n\r\n\x00\r\n")
+        .await
+        .unwrap();
+    s.write_all(b"SEND\r\ndestination:/topic/chat\r\n\r\nhello from telnet\x00\r\n")
+        .await
+        .unwrap();
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&text).contains("hello from telnet") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&text));
+        text.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.starts_with("CONNECTED\nversion:1.2\n"), "{text}");
+    assert!(text.contains("MESSAGE\nsubscription:0\n"), "{text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_negotiates_stomp_subprotocol() {
+    let server = TestServer::default().await;
+    let (_c, protocol) = Client::ws(&server.ws_url()).await;
+    assert_eq!(protocol.as_deref(), Some("v12.stomp"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_frames_in_one_message_and_split_over_many() {
+    let server = TestServer::default().await;
+    let mut sub = Client::connected_ws(&server.ws_url()).await;
+    sub.subscribe("0", "/queue/ws-split", "auto", &[]).await;
+    let (mut c, _) = Client::ws(&server.ws_url()).await;
+    // Several frames in one message.
+    c.send_raw(
+        b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:/queue/ws-split\n\none\0SEND\ndestination:/queue/ws-split\n\ntwo\0",
+    )
+    .await;
+    assert_eq!(c.recv().await.command, Command::Connected);
+    // One 40 KiB frame split into 16 KiB messages, as @stomp/stompjs does.
+    let big = "x".repeat(40 * 1024);
+    let raw = format!(
+        "SEND\ndestination:/queue/ws-split\ncontent-length:{}\n\n{big}\0",
+        big.len()
+    );
+    for piece in raw.as_bytes().chunks(16 * 1024) {
+        c.send_raw(piece).await;
+    }
+    let got = sub.messages(3).await;
+    assert_eq!(body(&got[0]), "one");
+    assert_eq!(body(&got[1]), "two");
+    assert_eq!(got[2].body.len(), big.len());
+    // The server sent exactly one frame per WebSocket message.
+    for message in sub.ws_messages() {
+        let mut buf = bytes::BytesMut::from(&message[..]);
+        let mut decoder = FrameDecoder::new();
+        let first = decoder.decode(&mut buf).unwrap();
+        assert!(matches!(
+            first,
+            Some(Decoded::Frame(_)) | Some(Decoded::Heartbeat)
+        ));
+        assert!(buf.is_empty(), "more than one frame in a message");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_binary_bodies_round_trip() {
+    let server = TestServer::default().await;
+    let mut sub = Client::connected_ws(&server.ws_url()).await;
+    sub.subscribe("0", "/topic/bin", "auto", &[]).await;
+    let mut p = Client::connected_tcp(server.tcp_addr()).await;
+    let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    p.send(frame(Command::Send, &[("destination", "/topic/bin")]).body(payload.clone()))
+        .await;
+    assert_eq!(&sub.recv().await.body[..], &payload[..]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_topic_subscriber_is_disconnected_and_others_are_unaffected() {
+    let server = TestServer::start(|c| {
+        c.max_topic_backlog = 64;
+        c.write_timeout_ms = 1000;
+    })
+    .await;
+    // A subscriber that never reads.
+    let mut slow = TcpStream::connect(server.tcp_addr()).await.unwrap();
+    slow.write_all(b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:0\ndestination:/topic/firehose\nreceipt:s\n\n\0")
+        .await
+        .unwrap();
+    let mut fast = Client::connected_tcp(server.tcp_addr()).await;
+    fast.subscribe("0", "/topic/firehose", "auto", &[]).await;
+    // Let the slow subscription's receipt come back before publishing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut publisher = Client::connected_tcp(server.tcp_addr()).await;
+    let body = "z".repeat(16 * 1024);
+    let count = 1500; // ~24 MiB: more than loopback socket buffers hold.
+    let reader = tokio::spawn(async move {
+        let got = fast.messages(count).await;
+        assert!(got.iter().all(|m| m.body.len() == 16 * 1024));
+        fast
+    });
+    for _ in 0..count {
+        publisher.publish("/topic/firehose", &body).await;
+    }
+    let mut fast = tokio::time::timeout(WAIT * 3, reader)
+        .await
+        .expect("fast reader in time")
+        .unwrap();
+
+    // The slow connection was closed: reading it now ends in EOF.
+    let mut sink = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match slow.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow subscriber was not disconnected");
+    assert!(
+        total < count * body.len(),
+        "the slow subscriber got everything: {total}"
+    );
+    // The broker carries on.
+    fast.subscribe("1", "/queue/after-slow", "auto", &[]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_queue_consumer_leaves_messages_in_the_queue() {
+    let server = TestServer::default().await;
+    let mut c = Client::connected_tcp(server.tcp_addr()).await;
+    c.subscribe(
+        "0",
+        "/queue/backlog",
+        "client-individual",
+        &[("prefetch-count", "10")],
+    )
+    .await;
+    let mut p = Client::connected_tcp(server.tcp_addr()).await;
+    for i in 0..100 {
+        p.publish("/queue/backlog", &i.to_string()).await;
+    }
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/topic/x")]),
+        "flushed",
+    )
+    .await;
+    let got = c.messages(10).await;
+    c.expect_nothing(Duration::from_millis(200)).await;
+    let Ok(Destination::Queue(q)) = server.server().broker().destination("/queue/backlog") else {
+        panic!("queue exists");
+    };
+    assert_eq!(q.depth(), 90, "undelivered messages stay in the queue");
+    // Acking one lets exactly one more through.
+    c.send(frame(
+        Command::Ack,
+        &[("id", got[0].headers.get("ack").unwrap())],
+    ))
+    .await;
+    assert_eq!(body(&c.recv().await), "10");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_thousand_connections_exchange_messages_with_nothing_lost() {
+    let server = TestServer::default().await;
+    let addr = server.tcp_addr();
+    let n = 1000;
+    let per = 5;
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = Client::connected_tcp(addr).await;
+        c.subscribe("in", &format!("/queue/inbox-{i}"), "client-individual", &[])
+            .await;
+        clients.push(c);
+    }
+    // Everyone sends to the next one, all at once.
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                let to = format!("/queue/inbox-{}", (i + 1) % n);
+                for k in 0..per {
+                    c.publish(&to, &format!("{i}:{k}")).await;
+                }
+                let got = c.messages(per).await;
+                let from = (i + n - 1) % n;
+                let bodies: Vec<String> = got.iter().map(body).collect();
+                let expected: Vec<String> = (0..per).map(|k| format!("{from}:{k}")).collect();
+                assert_eq!(bodies, expected);
+                for m in &got {
+                    c.send(frame(
+                        Command::Ack,
+                        &[("id", m.headers.get("ack").unwrap())],
+                    ))
+                    .await;
+                }
+                c.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+                    .await;
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(WAIT * 3, t)
+            .await
+            .expect("in time")
+            .expect("no panic");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_with_an_error() {
+    let server = TestServer::default().await;
+    let mut tcp = Client::connected_tcp(server.tcp_addr()).await;
+    let mut ws = Client::connected_ws(&server.ws_url()).await;
+    server.shutdown().await;
+    for c in [&mut tcp, &mut ws] {
+        let error = c.expect_error_and_close().await;
+        assert_eq!(error.headers.get("message"), Some("server shutting down"));
+    }
+}
+
+#[tokio::test]
+async fn health_endpoint() {
+    let server = TestServer::default().await;
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("{\"status\":\"ok\"}"));
+    server.shutdown().await;
+}
