@@ -25,6 +25,15 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "tests"
 cargo test --workspace --locked
 
+step "client compatibility: stomp.py over TCP"
+cargo build -p stompbox --locked
+venv=target/compat-venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv "$venv"; }
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/compat/requirements.txt
+STOMPBOX_BIN=target/debug/stompbox "$venv/bin/python" -m pytest -q tests/compat
+
 step "fuzz target builds (stable, no sanitizer)"
 (cd stomp-codec && cargo fuzz build -s none decode)
 

@@ -1,0 +1,167 @@
+"""Compatibility with stomp.py, the most used Python STOMP client, over TCP.
+
+Starts the real `stompbox` binary (STOMPBOX_BIN) on ephemeral loopback ports.
+Every wait is bounded.
+"""
+
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import stomp
+
+WAIT = 10.0
+
+
+class Recorder(stomp.ConnectionListener):
+    """Collects what the broker sends, with bounded waits."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.messages = []
+        self.receipts = set()
+        self.errors = []
+        self.disconnected = False
+
+    def on_message(self, frame):
+        with self.cond:
+            self.messages.append(frame)
+            self.cond.notify_all()
+
+    def on_receipt(self, frame):
+        with self.cond:
+            self.receipts.add(frame.headers["receipt-id"])
+            self.cond.notify_all()
+
+    def on_error(self, frame):
+        with self.cond:
+            self.errors.append(frame)
+            self.cond.notify_all()
+
+    def on_disconnected(self):
+        with self.cond:
+            self.disconnected = True
+            self.cond.notify_all()
+
+    def wait(self, predicate, what):
+        with self.cond:
+            assert self.cond.wait_for(predicate, timeout=WAIT), f"timed out waiting for {what}"
+
+    def wait_messages(self, n):
+        self.wait(lambda: len(self.messages) >= n, f"{n} messages")
+        return self.messages[:n]
+
+    def wait_receipt(self, receipt):
+        self.wait(lambda: receipt in self.receipts, f"receipt {receipt}")
+
+
+@pytest.fixture(scope="module")
+def broker():
+    binary = os.environ.get("STOMPBOX_BIN", "target/debug/stompbox")
+    proc = subprocess.Popen(
+        [binary, "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log", "info"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    port = None
+    deadline = time.monotonic() + WAIT
+    while port is None and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        found = re.search(r"tcp_addr=127\.0\.0\.1:(\d+)", line)
+        if found:
+            port = int(found.group(1))
+    assert port, "the broker did not report its TCP port"
+    # Keep draining the log so the broker never blocks on a full pipe.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    yield port
+    proc.terminate()
+    assert proc.wait(timeout=WAIT) == 0, "the broker did not shut down cleanly"
+
+
+def connect(port):
+    conn = stomp.Connection12([("127.0.0.1", port)], heartbeats=(1000, 1000), timeout=WAIT)
+    rec = Recorder()
+    conn.set_listener("rec", rec)
+    conn.connect(wait=True)
+    return conn, rec
+
+
+def subscribe(conn, rec, destination, sub_id, ack):
+    receipt = f"sub-{uuid.uuid4()}"
+    conn.subscribe(destination=destination, id=sub_id, ack=ack, receipt=receipt)
+    rec.wait_receipt(receipt)
+
+
+def send(conn, rec, destination, body, **headers):
+    receipt = f"send-{uuid.uuid4()}"
+    conn.send(destination=destination, body=body, receipt=receipt, **headers)
+    rec.wait_receipt(receipt)
+
+
+def test_connect_send_subscribe_receive(broker):
+    conn, rec = connect(broker)
+    subscribe(conn, rec, "/queue/py-basic", "1", "auto")
+    send(conn, rec, "/queue/py-basic", "hello from python", headers={"x-lang": "python"})
+    (msg,) = rec.wait_messages(1)
+    assert msg.body == "hello from python"
+    assert msg.headers["x-lang"] == "python"
+    assert msg.headers["subscription"] == "1"
+    conn.disconnect(receipt="bye")
+    assert "bye" in rec.receipts
+
+
+def test_client_individual_ack_and_nack(broker):
+    conn, rec = connect(broker)
+    subscribe(conn, rec, "/queue/py-ack", "s", "client-individual")
+    send(conn, rec, "/queue/py-ack", "one")
+    send(conn, rec, "/queue/py-ack", "two")
+    first, second = rec.wait_messages(2)
+    conn.ack(first.headers["ack"], receipt="acked")
+    rec.wait_receipt("acked")
+    conn.nack(second.headers["ack"], receipt="nacked")
+    rec.wait_receipt("nacked")
+    (_, _, again) = rec.wait_messages(3)
+    assert again.body == "two"
+    assert again.headers.get("redelivered") == "true"
+    conn.ack(again.headers["ack"])
+    conn.disconnect(receipt="bye")
+    # Nothing is left for the next consumer.
+    conn2, rec2 = connect(broker)
+    subscribe(conn2, rec2, "/queue/py-ack", "s", "auto")
+    send(conn2, rec2, "/topic/py-sync", "sync")
+    assert rec2.messages == []
+    conn2.disconnect()
+
+
+def test_transaction_commit_and_abort(broker):
+    conn, rec = connect(broker)
+    subscribe(conn, rec, "/queue/py-tx", "t", "auto")
+    tx = conn.begin()
+    conn.send(destination="/queue/py-tx", body="in tx", transaction=tx)
+    send(conn, rec, "/topic/py-sync", "sync")
+    assert rec.messages == [], "a transactional SEND waits for COMMIT"
+    conn.commit(tx, receipt="committed")
+    rec.wait_receipt("committed")
+    (msg,) = rec.wait_messages(1)
+    assert msg.body == "in tx"
+    tx2 = conn.begin()
+    conn.send(destination="/queue/py-tx", body="aborted", transaction=tx2)
+    conn.abort(tx2, receipt="aborted")
+    rec.wait_receipt("aborted")
+    send(conn, rec, "/topic/py-sync", "sync")
+    assert len(rec.messages) == 1
+    conn.disconnect()
+
+
+def test_error_frame_reaches_the_client(broker):
+    conn, rec = connect(broker)
+    conn.ack("no-such-ack-id")
+    rec.wait(lambda: rec.errors, "an ERROR frame")
+    assert "awaiting acknowledgement" in rec.errors[0].headers["message"]
+    rec.wait(lambda: rec.disconnected, "the broker to close the connection")
