@@ -150,7 +150,18 @@ fn parse_users(specs: &[String]) -> Result<HashMap<String, String>> {
     Ok(users)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line with the chain of causes; no backtrace for a user's mistake.
+            eprintln!("stompbox: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Cmd::Serve(args)) => args,

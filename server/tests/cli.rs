@@ -1,0 +1,135 @@
+//! The binary's edge: help, configuration precedence, clear errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stompbox");
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Starts the broker and returns it with its TCP port, read from the log.
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("STOMPBOX_HEART_BEAT")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("binary starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("tcp_addr=127.0.0.1:").nth(1) {
+                let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let _ = tx.send(port.parse::<u16>().expect("a port"));
+            }
+        }
+    });
+    let port = rx.recv_timeout(WAIT).expect("the broker logs its TCP address");
+    (child, port)
+}
+
+fn connected_frame(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(b"CONNECT\naccept-version:1.2\nheart-beat:1,1\n\n\0").expect("write");
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\0") {
+        if s.read(&mut byte).expect("read") == 0 {
+            break;
+        }
+        out.push(byte[0]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn stop(mut child: Child) {
+    // SIGTERM through the standard `kill`, so the graceful path is what runs.
+    let status = Command::new("kill").arg(child.id().to_string()).status().expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "graceful shutdown exits 0, got {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn help_documents_the_options() {
+    let out = Command::new(BIN).arg("--help").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for flag in ["--tcp-listen", "--http-listen", "--config", "--heart-beat", "--max-frame-size", "--slow-consumer", "--user"] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let dir = std::env::temp_dir().join(format!("stompbox-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("stompbox.toml");
+    std::fs::write(&file, "heart_beat = \"1111,1111\"\nmax_headers = 50\n").expect("write config");
+    let file = file.to_string_lossy().into_owned();
+
+    let (child, port) = start(&["--config", &file], &[]);
+    assert!(connected_frame(port).contains("heart-beat:1111,1111"));
+    stop(child);
+
+    let (child, port) = start(&["--config", &file], &[("STOMPBOX_HEART_BEAT", "2222,2222")]);
+    assert!(connected_frame(port).contains("heart-beat:2222,2222"));
+    stop(child);
+
+    let (child, port) = start(
+        &["--config", &file, "--heart-beat", "3333,3333"],
+        &[("STOMPBOX_HEART_BEAT", "2222,2222")],
+    );
+    assert!(connected_frame(port).contains("heart-beat:3333,3333"));
+    stop(child);
+}
+
+#[test]
+fn bad_configuration_is_named() {
+    let out = Command::new(BIN)
+        .args(["--heart-beat", "often", "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid setting heart_beat"));
+
+    let dir = std::env::temp_dir().join(format!("stompbox-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "max_frame_sise = 10\n").expect("write config");
+    let out = Command::new(BIN).args(["--config", &file.to_string_lossy()]).output().expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid config file") && err.contains("max_frame_sise"), "{err}");
+
+    let out = Command::new(BIN).args(["--user", "nopasscode"]).output().expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected login:passcode"));
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args(["--tcp-listen", &addr, "--http-listen", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
