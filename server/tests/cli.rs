@@ -11,11 +11,16 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Starts the broker and returns it with its TCP port, read from the log.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("STOMPBOX_HEART_BEAT")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+    cmd.args([
+        "--tcp-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ])
+    .args(args)
+    .env_remove("STOMPBOX_HEART_BEAT")
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -30,14 +35,17 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
             }
         }
     });
-    let port = rx.recv_timeout(WAIT).expect("the broker logs its TCP address");
+    let port = rx
+        .recv_timeout(WAIT)
+        .expect("the broker logs its TCP address");
     (child, port)
 }
 
 fn connected_frame(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(WAIT)).expect("timeout");
-    s.write_all(b"CONNECT\naccept-version:1.2\nheart-beat:1,1\n\n\0").expect("write");
+    s.write_all(b"CONNECT\naccept-version:1.2\nheart-beat:1,1\n\n\0")
+        .expect("write");
     let mut out = Vec::new();
     let mut byte = [0u8; 1];
     while !out.ends_with(b"\0") {
@@ -51,7 +59,10 @@ fn connected_frame(port: u16) -> String {
 
 fn stop(mut child: Child) {
     // SIGTERM through the standard `kill`, so the graceful path is what runs.
-    let status = Command::new("kill").arg(child.id().to_string()).status().expect("kill runs");
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
     assert!(status.success());
     let deadline = Instant::now() + WAIT;
     loop {
@@ -69,7 +80,15 @@ fn help_documents_the_options() {
     let out = Command::new(BIN).arg("--help").output().expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for flag in ["--tcp-listen", "--http-listen", "--config", "--heart-beat", "--max-frame-size", "--slow-consumer", "--user"] {
+    for flag in [
+        "--tcp-listen",
+        "--http-listen",
+        "--config",
+        "--heart-beat",
+        "--max-frame-size",
+        "--slow-consumer",
+        "--user",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
 }
@@ -86,7 +105,10 @@ fn file_then_environment_then_flags() {
     assert!(connected_frame(port).contains("heart-beat:1111,1111"));
     stop(child);
 
-    let (child, port) = start(&["--config", &file], &[("STOMPBOX_HEART_BEAT", "2222,2222")]);
+    let (child, port) = start(
+        &["--config", &file],
+        &[("STOMPBOX_HEART_BEAT", "2222,2222")],
+    );
     assert!(connected_frame(port).contains("heart-beat:2222,2222"));
     stop(child);
 
@@ -101,7 +123,14 @@ fn file_then_environment_then_flags() {
 #[test]
 fn bad_configuration_is_named() {
     let out = Command::new(BIN)
-        .args(["--heart-beat", "often", "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "--heart-beat",
+            "often",
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("runs");
     assert!(!out.status.success());
@@ -111,12 +140,21 @@ fn bad_configuration_is_named() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("bad.toml");
     std::fs::write(&file, "max_frame_sise = 10\n").expect("write config");
-    let out = Command::new(BIN).args(["--config", &file.to_string_lossy()]).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["--config", &file.to_string_lossy()])
+        .output()
+        .expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid config file") && err.contains("max_frame_sise"), "{err}");
+    assert!(
+        err.contains("invalid config file") && err.contains("max_frame_sise"),
+        "{err}"
+    );
 
-    let out = Command::new(BIN).args(["--user", "nopasscode"]).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["--user", "nopasscode"])
+        .output()
+        .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected login:passcode"));
 }
