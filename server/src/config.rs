@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::broker::TopicPolicy;
 use crate::outbox::SlowConsumerPolicy;
 use crate::session::driver::DriverSettings;
 use crate::session::{AnonymousAccess, SessionSettings};
@@ -56,6 +57,8 @@ pub struct Config {
     pub users: HashMap<String, String>,
     /// Milliseconds sessions get to finish on shutdown.
     pub shutdown_grace_ms: u64,
+    /// Topic policies (history, size and rate limits) by name pattern; first match wins.
+    pub topics: Vec<TopicPolicy>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             anonymous: session.anonymous,
             users: HashMap::new(),
             shutdown_grace_ms: 5000,
+            topics: vec![TopicPolicy::chat_default()],
         }
     }
 }
@@ -168,6 +172,24 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     setting,
                     reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        for topic in &self.topics {
+            if !topic.pattern.starts_with("/topic/") && topic.pattern != "*" {
+                return Err(ConfigError::Invalid {
+                    setting: "topics.pattern",
+                    reason: format!("{:?} does not start with /topic/", topic.pattern),
+                });
+            }
+            let valid = |x: f64| x.is_finite() && x >= 0.0;
+            if !valid(topic.publish_rate) || !valid(topic.publish_burst) {
+                return Err(ConfigError::Invalid {
+                    setting: "topics.publish_rate",
+                    reason: format!(
+                        "rate and burst for {:?} must be non-negative numbers",
+                        topic.pattern
+                    ),
                 });
             }
         }

@@ -9,7 +9,7 @@ use crate::broker::DestinationError;
 
 /// Everything a client can get wrong. Each becomes an ERROR frame whose
 /// `message` header is this error's `Display`, after which the connection closes.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum SessionError {
     /// The bytes were not a STOMP frame.
     #[error("malformed frame: {0}")]
@@ -88,9 +88,41 @@ pub enum SessionError {
     /// Too many open transactions or subscriptions.
     #[error("limit reached: {0}")]
     LimitReached(&'static str),
+    /// A message over the destination's size limit.
+    #[error("message too large: {size} bytes, the limit for this destination is {limit}")]
+    MessageTooLarge {
+        /// The body's size.
+        size: usize,
+        /// The destination's limit.
+        limit: usize,
+    },
+    /// Publishing faster than the destination allows.
+    #[error("rate limited: at most {rate} messages a second to this destination")]
+    RateLimited {
+        /// The allowed rate.
+        rate: f64,
+    },
 }
 
 impl SessionError {
+    /// Whether this refuses one SEND without breaking the session, so it
+    /// can be answered on the SEND's receipt instead of with ERROR and close.
+    pub fn is_refused_publish(&self) -> bool {
+        matches!(
+            self,
+            SessionError::MessageTooLarge { .. } | SessionError::RateLimited { .. }
+        )
+    }
+
+    /// A short machine-readable code for refused publishes (`x-error`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SessionError::MessageTooLarge { .. } => "too-large",
+            SessionError::RateLimited { .. } => "rate-limited",
+            _ => "error",
+        }
+    }
+
     /// A longer explanation for the ERROR frame's body.
     pub fn explanation(&self) -> &'static str {
         match self {
@@ -132,12 +164,18 @@ impl SessionError {
             SessionError::LimitReached(_) => {
                 "The broker's configuration limits this per connection."
             }
+            SessionError::MessageTooLarge { .. } => {
+                "Send a shorter message. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+            }
+            SessionError::RateLimited { .. } => {
+                "Slow down. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+            }
         }
     }
 }
 
 /// Why a session ended; logged once per session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CloseReason {
     /// DISCONNECT, or the peer closed the socket.
     ClientDisconnect,

@@ -68,7 +68,7 @@ impl Server {
         config.validate()?;
         let settings = Arc::new(config.driver_settings()?);
         let limits = config.limits();
-        let broker = Arc::new(Broker::new());
+        let broker = Arc::new(Broker::with_policies(config.topics.clone()));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 

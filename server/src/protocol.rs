@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use stomp_codec::{ByteString, Command, Frame, Headers, Version};
 
-use crate::broker::{AckMode, Delivery};
+use crate::broker::{AckMode, Delivery, DestinationKind, Presence, Recovery, TopicOptions};
 use crate::error::SessionError;
 use crate::session::SubscriptionId;
 
@@ -20,6 +20,20 @@ pub struct Connect {
     pub passcode: Option<String>,
     /// `cx,cy` in milliseconds: what the client can send, what it wants.
     pub heart_beat: (u64, u64),
+    /// The last will, published if the connection ends without DISCONNECT.
+    pub will: Option<Will>,
+}
+
+/// A message the broker publishes for a client whose connection ends
+/// without DISCONNECT (`x-will-destination`, `x-will-body`, `x-will-header-NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Where to publish it.
+    pub destination: ByteString,
+    /// Its headers.
+    pub headers: Headers,
+    /// Its body.
+    pub body: Bytes,
 }
 
 /// What an ACK or NACK points at.
@@ -37,7 +51,7 @@ pub enum AckTarget {
 }
 
 /// A client frame whose required headers are present and well formed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ClientFrame {
     /// CONNECT or STOMP.
     Connect(Connect),
@@ -51,6 +65,8 @@ pub enum ClientFrame {
         headers: Headers,
         /// The body.
         body: Bytes,
+        /// `x-ephemeral:true`: not kept in topic history.
+        ephemeral: bool,
     },
     /// SUBSCRIBE.
     Subscribe {
@@ -62,6 +78,8 @@ pub enum ClientFrame {
         ack: AckMode,
         /// `prefetch-count`, when given.
         prefetch: Option<usize>,
+        /// History and presence requests (topics only).
+        options: TopicOptions,
     },
     /// UNSUBSCRIBE.
     Unsubscribe {
@@ -93,7 +111,7 @@ pub enum ClientFrame {
 }
 
 /// Headers the broker sets on MESSAGE itself, so a SEND cannot forge them.
-const BROKER_HEADERS: [&str; 8] = [
+const BROKER_HEADERS: [&str; 13] = [
     "destination",
     "message-id",
     "subscription",
@@ -102,7 +120,16 @@ const BROKER_HEADERS: [&str; 8] = [
     "receipt",
     "transaction",
     "content-length",
+    "x-stream-epoch",
+    "x-stream-position",
+    "x-history",
+    "x-recovery",
+    "x-presence-event",
 ];
+
+/// Longest presence name and metadata accepted.
+const MAX_PRESENCE_NAME: usize = 64;
+const MAX_PRESENCE_META: usize = 1024;
 
 fn required(frame: &Frame, header: &'static str) -> Result<ByteString, SessionError> {
     frame
@@ -130,6 +157,93 @@ fn parse_heart_beat(value: Option<&str>) -> Result<(u64, u64), SessionError> {
     Ok((cx, cy))
 }
 
+fn parse_will(frame: &Frame) -> Result<Option<Will>, SessionError> {
+    let Some(destination) = frame.headers.get_shared("x-will-destination") else {
+        return Ok(None);
+    };
+    DestinationKind::of(destination)?;
+    let mut headers = Headers::new();
+    for (name, value) in frame.headers.iter() {
+        if let Some(name) = name.strip_prefix("x-will-header-")
+            && !name.is_empty()
+            && !BROKER_HEADERS.contains(&name)
+        {
+            headers.push(name, value);
+        }
+    }
+    Ok(Some(Will {
+        destination: destination.clone(),
+        headers,
+        body: Bytes::from(
+            frame
+                .headers
+                .get("x-will-body")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+    }))
+}
+
+fn parse_topic_options(frame: &Frame) -> Result<TopicOptions, SessionError> {
+    let number = |header: &'static str| -> Result<Option<u64>, SessionError> {
+        frame
+            .headers
+            .get(header)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| SessionError::InvalidHeader {
+                        header,
+                        value: v.chars().take(40).collect(),
+                        expected: "a non-negative integer",
+                    })
+            })
+            .transpose()
+    };
+    let recovery = match (number("x-since")?, number("x-history")?) {
+        (Some(position), _) => Some(Recovery::Since {
+            epoch: frame
+                .headers
+                .get("x-since-epoch")
+                .unwrap_or_default()
+                .to_string(),
+            position,
+        }),
+        (None, Some(n)) => Some(Recovery::Last(usize::try_from(n).unwrap_or(usize::MAX))),
+        (None, None) => None,
+    };
+    let presence = match frame.headers.get("x-presence") {
+        None => None,
+        Some(name) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > MAX_PRESENCE_NAME {
+                return Err(SessionError::InvalidHeader {
+                    header: "x-presence",
+                    value: name.chars().take(80).collect(),
+                    expected: "a display name of 1 to 64 characters",
+                });
+            }
+            let meta = frame.headers.get("x-presence-meta").unwrap_or_default();
+            if meta.len() > MAX_PRESENCE_META {
+                return Err(SessionError::InvalidHeader {
+                    header: "x-presence-meta",
+                    value: meta.chars().take(80).collect(),
+                    expected: "at most 1024 bytes of metadata",
+                });
+            }
+            Some(Presence {
+                name: name.to_string(),
+                meta: meta.to_string(),
+            })
+        }
+    };
+    Ok(TopicOptions {
+        recovery,
+        presence,
+        watch_presence: frame.headers.get("x-presence-watch") == Some("true"),
+    })
+}
+
 impl ClientFrame {
     /// Validates a decoded frame for a session speaking `version`.
     pub fn parse(frame: Frame, version: Version) -> Result<ClientFrame, SessionError> {
@@ -141,6 +255,7 @@ impl ClientFrame {
                 login: frame.headers.get("login").map(str::to_string),
                 passcode: frame.headers.get("passcode").map(str::to_string),
                 heart_beat: parse_heart_beat(frame.headers.get("heart-beat"))?,
+                will: parse_will(&frame)?,
             }),
             Command::Send => {
                 let destination = required(&frame, "destination")?;
@@ -153,6 +268,7 @@ impl ClientFrame {
                 ClientFrame::Send {
                     destination,
                     transaction,
+                    ephemeral: frame.headers.get("x-ephemeral") == Some("true"),
                     headers,
                     body: frame.body,
                 }
@@ -182,6 +298,7 @@ impl ClientFrame {
                     })?),
                 };
                 ClientFrame::Subscribe {
+                    options: parse_topic_options(&frame)?,
                     destination,
                     id: SubscriptionId::from(id),
                     ack,
@@ -248,7 +365,7 @@ impl ClientFrame {
 /// The MESSAGE frame for a delivery. `ack_id` is set when the client must acknowledge.
 pub fn message_frame(delivery: &Delivery, ack_id: Option<&str>) -> Frame {
     let message = &delivery.message;
-    let mut headers = Headers::with_capacity(message.headers.len() + 5);
+    let mut headers = Headers::with_capacity(message.headers.len() + 7);
     headers.push("subscription", delivery.subscription.shared());
     headers.push("message-id", message.id.shared());
     headers.push("destination", message.destination.clone());
@@ -257,6 +374,13 @@ pub fn message_frame(delivery: &Delivery, ack_id: Option<&str>) -> Frame {
     }
     if delivery.redelivered {
         headers.push("redelivered", "true");
+    }
+    if let Some(stream) = &message.stream {
+        headers.push("x-stream-epoch", stream.epoch.clone());
+        headers.push("x-stream-position", stream.position.to_string());
+    }
+    if delivery.history {
+        headers.push("x-history", "true");
     }
     for (name, value) in message.headers.iter_shared() {
         headers.push(name.clone(), value.clone());

@@ -86,15 +86,13 @@ async fn topic_fan_out(via: Via) {
     let mut subscribers = Vec::new();
     for i in 0..3 {
         let mut c = server.client(via).await;
-        c.subscribe(&format!("s{i}"), "/topic/chat.general", "auto", &[])
+        c.subscribe(&format!("s{i}"), "/topic/news", "auto", &[])
             .await;
         subscribers.push(c);
     }
     let mut publisher = server.client(via).await;
     for i in 0..50 {
-        publisher
-            .publish("/topic/chat.general", &format!("m{i}"))
-            .await;
+        publisher.publish("/topic/news", &format!("m{i}")).await;
     }
     for c in &mut subscribers {
         let got: Vec<String> = c.messages(50).await.iter().map(body).collect();

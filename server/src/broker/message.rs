@@ -46,6 +46,22 @@ pub struct Message {
     pub headers: Headers,
     /// The body, shared with the SEND frame's read buffer.
     pub body: Bytes,
+    /// Where the message sits in its topic's stream; `None` for queue,
+    /// ephemeral and control messages.
+    pub stream: Option<StreamPosition>,
+    /// Sent with `x-ephemeral:true`: delivered live, never kept in history.
+    pub ephemeral: bool,
+}
+
+/// A message's place in a topic's stream. Positions count up from 1 per
+/// topic; the epoch changes whenever the broker starts, so a client can tell
+/// a position of a previous run from one of this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// The broker run.
+    pub epoch: ByteString,
+    /// The position in the topic's stream.
+    pub position: u64,
 }
 
 /// How a subscription acknowledges what it receives.
@@ -98,4 +114,8 @@ pub struct Delivery {
     pub ack: AckMode,
     /// Where acks, nacks and requeues go.
     pub origin: Origin,
+    /// Replayed from history on SUBSCRIBE rather than live.
+    pub history: bool,
+    /// A broker notice (recovery result, presence event): never acknowledged.
+    pub control: bool,
 }

@@ -1,12 +1,13 @@
 //! The broker core: destinations and the routing of messages to them.
 //!
 //! Plain synchronous code, no sockets and no tasks: sessions call it, and
-//! it pushes deliveries into the subscribers' [`Outbox`]es. Destinations
+//! it pushes deliveries into the subscribers' [`Outbox`](crate::outbox::Outbox)es. Destinations
 //! live in a sharded map, and each destination has its own lock, so
 //! traffic to different rooms does not contend.
 
 mod destination;
 mod message;
+mod policy;
 mod queue;
 mod topic;
 
@@ -16,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use destination::{DestinationError, DestinationKind};
-pub use message::{AckMode, Delivery, Message, MessageId, Origin};
+pub use message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
+pub use policy::{TopicPolicy, policy_for};
 pub use queue::{ConsumerSpec, QueueDestination};
-pub use topic::TopicDestination;
+pub use topic::{Presence, Recovery, TopicDestination, TopicSubscription};
 
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
@@ -41,8 +43,21 @@ const SHARDS: usize = 16;
 pub struct Broker {
     shards: Vec<Mutex<HashMap<String, Destination>>>,
     hasher: RandomState,
-    next_message: AtomicU64,
+    next_message: Arc<AtomicU64>,
     next_session: AtomicU64,
+    policies: Vec<TopicPolicy>,
+    epoch: ByteString,
+}
+
+/// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
+#[derive(Debug, Default, Clone)]
+pub struct TopicOptions {
+    /// History to replay first.
+    pub recovery: Option<Recovery>,
+    /// Announce the subscriber.
+    pub presence: Option<Presence>,
+    /// Receive presence snapshots and events.
+    pub watch_presence: bool,
 }
 
 impl Default for Broker {
@@ -52,14 +67,32 @@ impl Default for Broker {
 }
 
 impl Broker {
-    /// An empty broker.
+    /// An empty broker with the built-in chat topic policy.
     pub fn new() -> Broker {
+        Broker::with_policies(vec![TopicPolicy::chat_default()])
+    }
+
+    /// An empty broker with these topic policies (first match wins).
+    pub fn with_policies(policies: Vec<TopicPolicy>) -> Broker {
+        let hasher = RandomState::new();
+        // Unique per run: a clock reading mixed with the process's random hash keys.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let epoch = ByteString::from(format!("{:016x}", hasher.hash_one(now)));
         Broker {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-            next_message: AtomicU64::new(1),
+            hasher,
+            next_message: Arc::new(AtomicU64::new(1)),
             next_session: AtomicU64::new(1),
+            policies,
+            epoch,
         }
+    }
+
+    /// This broker run's stream epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// A fresh session id.
@@ -77,29 +110,50 @@ impl Broker {
         }
         let d = match kind {
             DestinationKind::Queue => Destination::Queue(QueueDestination::new(name.to_string())),
-            DestinationKind::Topic => Destination::Topic(TopicDestination::new(name.to_string())),
+            DestinationKind::Topic => Destination::Topic(TopicDestination::new(
+                name.to_string(),
+                policy_for(&self.policies, name),
+                self.epoch.clone(),
+                self.next_message.clone(),
+            )),
         };
         map.insert(name.to_string(), d.clone());
         Ok(d)
     }
 
     /// Accepts a message for `destination`: queued, or fanned out.
+    /// An `ephemeral` message is never kept in a topic's history.
     pub fn send(
         &self,
         destination: ByteString,
         headers: Headers,
         body: Bytes,
+        ephemeral: bool,
     ) -> Result<MessageId, DestinationError> {
         let target = self.destination(&destination)?;
+        Ok(self.send_to(&target, destination, headers, body, ephemeral))
+    }
+
+    /// Like [`send`](Self::send), to a destination already looked up.
+    pub fn send_to(
+        &self,
+        target: &Destination,
+        destination: ByteString,
+        headers: Headers,
+        body: Bytes,
+        ephemeral: bool,
+    ) -> MessageId {
         let id = MessageId::new(self.next_message.fetch_add(1, Ordering::Relaxed));
-        let message = Arc::new(Message {
+        let message = Message {
             id: id.clone(),
             destination,
             headers,
             body,
-        });
+            stream: None,
+            ephemeral,
+        };
         match target {
-            Destination::Queue(q) => q.enqueue(message),
+            Destination::Queue(q) => q.enqueue(Arc::new(message)),
             Destination::Topic(t) => {
                 let dropped = t.publish(message);
                 if dropped > 0 {
@@ -111,7 +165,7 @@ impl Broker {
                 }
             }
         }
-        Ok(id)
+        id
     }
 
     /// Starts delivering `destination`'s messages to a subscription.
@@ -119,13 +173,20 @@ impl Broker {
         &self,
         destination: &str,
         spec: ConsumerSpec,
+        options: TopicOptions,
     ) -> Result<Destination, DestinationError> {
         let target = self.destination(destination)?;
         match &target {
             Destination::Queue(q) => q.subscribe(spec),
-            Destination::Topic(t) => {
-                t.subscribe(spec.session, spec.subscription, spec.ack, spec.outbox)
-            }
+            Destination::Topic(t) => t.subscribe(TopicSubscription {
+                session: spec.session,
+                subscription: spec.subscription,
+                ack: spec.ack,
+                outbox: spec.outbox,
+                recovery: options.recovery,
+                presence: options.presence,
+                watch_presence: options.watch_presence,
+            }),
         }
         Ok(target)
     }

@@ -197,6 +197,8 @@ impl QueueDestination {
                 redelivered: pending.redelivered,
                 ack: consumer.ack,
                 origin: Origin::Queue(this.clone()),
+                history: false,
+                control: false,
             };
             match consumer.outbox.push_queue(delivery) {
                 Ok(()) => {

@@ -1,10 +1,60 @@
-//! `/topic/NAME`: every current subscriber gets a copy.
+//! `/topic/NAME`: every current subscriber gets a copy. A topic may keep
+//! recent messages for history and recovery, and tracks who is present.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use super::message::{AckMode, Delivery, Message, Origin};
+use bytes::Bytes;
+use stomp_codec::{ByteString, Headers};
+
+use super::message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
+use super::policy::TopicPolicy;
 use crate::outbox::{Outbox, TopicPush};
 use crate::session::{SessionId, SubscriptionId};
+
+/// What a SUBSCRIBE asks to be replayed before live messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The last `n` kept messages (`x-history: n`).
+    Last(usize),
+    /// Every kept message after `position` of `epoch` (`x-since`, `x-since-epoch`).
+    Since {
+        /// The broker run the position belongs to.
+        epoch: String,
+        /// The last position the client has.
+        position: u64,
+    },
+}
+
+/// A subscriber announcing itself (`x-presence`, `x-presence-meta`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// Display name.
+    pub name: String,
+    /// Small free-form metadata (for example JSON with an avatar colour).
+    pub meta: String,
+}
+
+/// Everything about one topic subscription.
+#[derive(Debug)]
+pub struct TopicSubscription {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// The client's id for it.
+    pub subscription: SubscriptionId,
+    /// How it acknowledges.
+    pub ack: AckMode,
+    /// Where its deliveries go.
+    pub outbox: Arc<Outbox>,
+    /// History to replay first.
+    pub recovery: Option<Recovery>,
+    /// Announce this subscriber to the others.
+    pub presence: Option<Presence>,
+    /// Receive the presence snapshot and join/leave events.
+    pub watch_presence: bool,
+}
 
 #[derive(Debug)]
 struct Subscriber {
@@ -12,27 +62,70 @@ struct Subscriber {
     subscription: SubscriptionId,
     ack: AckMode,
     outbox: Arc<Outbox>,
+    presence: Option<Presence>,
+    watch_presence: bool,
+}
+
+impl Subscriber {
+    /// Present subscribers see each other; others only when they asked to watch.
+    fn watches(&self) -> bool {
+        self.watch_presence || self.presence.is_some()
+    }
+
+    fn member_id(&self) -> String {
+        format!("{}.{}", self.session.0, self.subscription.as_str())
+    }
+}
+
+#[derive(Debug)]
+struct Kept {
+    at: Instant,
+    message: Arc<Message>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    subscribers: Vec<Subscriber>,
+    kept: VecDeque<Kept>,
+    /// The position the next published message gets.
+    next_position: u64,
 }
 
 /// One topic. Publishing holds its lock while pushing into subscribers'
 /// outboxes, which never blocks (slow subscribers are handled by the
-/// outbox's policy), so a slow socket cannot stall a fan-out.
+/// outbox's policy), so a slow socket cannot stall a fan-out. Because
+/// history replay and joining happen under the same lock, a subscriber
+/// sees no gap and no duplicate between history and live messages.
 #[derive(Debug)]
 pub struct TopicDestination {
-    name: String,
-    subscribers: Mutex<Vec<Subscriber>>,
+    name: ByteString,
+    policy: TopicPolicy,
+    epoch: ByteString,
+    ids: Arc<AtomicU64>,
+    state: Mutex<State>,
 }
 
 impl TopicDestination {
-    pub(crate) fn new(name: String) -> Arc<TopicDestination> {
+    pub(crate) fn new(
+        name: String,
+        policy: TopicPolicy,
+        epoch: ByteString,
+        ids: Arc<AtomicU64>,
+    ) -> Arc<TopicDestination> {
         Arc::new(TopicDestination {
-            name,
-            subscribers: Mutex::new(Vec::new()),
+            name: ByteString::from(name),
+            policy,
+            epoch,
+            ids,
+            state: Mutex::new(State {
+                next_position: 1,
+                ..State::default()
+            }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The topic's destination name.
@@ -40,40 +133,135 @@ impl TopicDestination {
         &self.name
     }
 
-    /// Adds a subscriber; it receives messages published from now on.
-    pub fn subscribe(
-        &self,
-        session: SessionId,
-        subscription: SubscriptionId,
-        ack: AckMode,
-        outbox: Arc<Outbox>,
-    ) {
-        self.lock().push(Subscriber {
-            session,
-            subscription,
-            ack,
-            outbox,
-        });
+    /// The policy that applies to this topic.
+    pub fn policy(&self) -> &TopicPolicy {
+        &self.policy
     }
 
-    /// Removes a subscriber.
+    /// Adds a subscriber: replays what it asked for, tells it who is
+    /// present, announces it, then it receives messages published from now on.
+    pub fn subscribe(&self, sub: TopicSubscription) {
+        let mut state = self.lock();
+        self.trim(&mut state, Instant::now());
+        let subscriber = Subscriber {
+            session: sub.session,
+            subscription: sub.subscription,
+            ack: sub.ack,
+            outbox: sub.outbox,
+            presence: sub.presence,
+            watch_presence: sub.watch_presence,
+        };
+        if let Some(recovery) = &sub.recovery {
+            let (replay, complete) = self.replay(&state, recovery);
+            for message in replay {
+                let _ = subscriber.outbox.push_topic(Delivery {
+                    subscription: subscriber.subscription.clone(),
+                    message,
+                    redelivered: false,
+                    ack: subscriber.ack,
+                    origin: Origin::Topic,
+                    history: true,
+                    control: false,
+                });
+            }
+            let head = (state.next_position - 1).to_string();
+            let marker = self.control(
+                &[
+                    ("x-recovery", if complete { "complete" } else { "gap" }),
+                    ("x-stream-epoch", &self.epoch),
+                    ("x-stream-position", &head),
+                ],
+                Bytes::new(),
+            );
+            self.push_control(&subscriber, marker);
+        }
+        if subscriber.watches() {
+            let members: Vec<String> = state
+                .subscribers
+                .iter()
+                .chain(std::iter::once(&subscriber))
+                .filter_map(|s| s.presence.as_ref().map(|p| member_json(&s.member_id(), p)))
+                .collect();
+            let snapshot = self.control(
+                &[
+                    ("x-presence-event", "snapshot"),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(format!("[{}]", members.join(","))),
+            );
+            self.push_control(&subscriber, snapshot);
+        }
+        if let Some(p) = &subscriber.presence {
+            let join = self.control(
+                &[
+                    ("x-presence-event", "join"),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(member_json(&subscriber.member_id(), p)),
+            );
+            for other in state.subscribers.iter().filter(|s| s.watches()) {
+                self.push_control(other, join.clone());
+            }
+        }
+        state.subscribers.push(subscriber);
+    }
+
+    /// Removes a subscriber, announcing its leave if it was present.
     pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {
-        self.lock()
-            .retain(|s| !(s.session == session && &s.subscription == subscription));
+        let mut state = self.lock();
+        let Some(index) = state
+            .subscribers
+            .iter()
+            .position(|s| s.session == session && &s.subscription == subscription)
+        else {
+            return;
+        };
+        let gone = state.subscribers.swap_remove(index);
+        if let Some(p) = &gone.presence {
+            let leave = self.control(
+                &[
+                    ("x-presence-event", "leave"),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(member_json(&gone.member_id(), p)),
+            );
+            for other in state.subscribers.iter().filter(|s| s.watches()) {
+                self.push_control(other, leave.clone());
+            }
+        }
     }
 
-    /// Sends a copy to every subscriber; returns how many were dropped by
-    /// slow-consumer policy.
-    pub fn publish(&self, message: Arc<Message>) -> usize {
-        let subscribers = self.lock();
+    /// Assigns the message its stream position, keeps it if the policy says
+    /// so, and sends a copy to every subscriber; returns how many copies the
+    /// slow-consumer policy dropped.
+    pub fn publish(&self, mut message: Message) -> usize {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if !message.ephemeral {
+            message.stream = Some(StreamPosition {
+                epoch: self.epoch.clone(),
+                position: state.next_position,
+            });
+            state.next_position += 1;
+        }
+        let message = Arc::new(message);
+        if self.policy.history > 0 && !message.ephemeral {
+            state.kept.push_back(Kept {
+                at: now,
+                message: message.clone(),
+            });
+        }
+        self.trim(&mut state, now);
         let mut dropped = 0;
-        for s in subscribers.iter() {
+        for s in state.subscribers.iter() {
             let delivery = Delivery {
                 subscription: s.subscription.clone(),
                 message: message.clone(),
                 redelivered: false,
                 ack: s.ack,
                 origin: Origin::Topic,
+                history: false,
+                control: false,
             };
             if s.outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
@@ -84,6 +272,112 @@ impl TopicDestination {
 
     /// The number of current subscribers.
     pub fn subscriber_count(&self) -> usize {
-        self.lock().len()
+        self.lock().subscribers.len()
     }
+
+    /// The number of messages kept for history.
+    pub fn kept(&self) -> usize {
+        self.lock().kept.len()
+    }
+
+    fn trim(&self, state: &mut State, now: Instant) {
+        while state.kept.len() > self.policy.history {
+            state.kept.pop_front();
+        }
+        if let Some(max_age) = self.policy.max_age() {
+            while state
+                .kept
+                .front()
+                .is_some_and(|k| now.duration_since(k.at) > max_age)
+            {
+                state.kept.pop_front();
+            }
+        }
+    }
+
+    /// The kept messages to replay, and whether they connect to what the
+    /// client already has (no gap).
+    fn replay(&self, state: &State, recovery: &Recovery) -> (Vec<Arc<Message>>, bool) {
+        let all = || state.kept.iter().map(|k| k.message.clone());
+        match recovery {
+            Recovery::Last(n) => {
+                let skip = state.kept.len().saturating_sub(*n);
+                (all().skip(skip).collect(), true)
+            }
+            Recovery::Since { epoch, position } if *epoch == *self.epoch => {
+                let head = state.next_position - 1;
+                if *position >= head {
+                    return (Vec::new(), true);
+                }
+                let oldest = state
+                    .kept
+                    .front()
+                    .and_then(|k| k.message.stream.as_ref())
+                    .map_or(state.next_position, |s| s.position);
+                let replay = all()
+                    .filter(|m| m.stream.as_ref().is_some_and(|s| s.position > *position))
+                    .collect();
+                (replay, oldest <= position + 1)
+            }
+            // Another broker run: positions do not compare. Everything kept is
+            // new to the client, and what it missed in between is unknown.
+            Recovery::Since { .. } => (all().collect(), false),
+        }
+    }
+
+    /// A broker notice for this topic's subscribers.
+    fn control(&self, headers: &[(&str, &str)], body: Bytes) -> Arc<Message> {
+        let mut h = Headers::with_capacity(headers.len());
+        for (n, v) in headers {
+            h.push(*n, *v);
+        }
+        Arc::new(Message {
+            id: MessageId::new(self.ids.fetch_add(1, Ordering::Relaxed)),
+            destination: self.name.clone(),
+            headers: h,
+            body,
+            stream: None,
+            ephemeral: true,
+        })
+    }
+
+    fn push_control(&self, to: &Subscriber, message: Arc<Message>) {
+        let _ = to.outbox.push_topic(Delivery {
+            subscription: to.subscription.clone(),
+            message,
+            redelivered: false,
+            ack: to.ack,
+            origin: Origin::Topic,
+            history: false,
+            control: true,
+        });
+    }
+}
+
+fn member_json(id: &str, presence: &Presence) -> String {
+    format!(
+        "{{\"id\":{},\"name\":{},\"meta\":{}}}",
+        json_string(id),
+        json_string(&presence.name),
+        json_string(&presence.meta)
+    )
+}
+
+/// A JSON string literal: the few escapes JSON requires, no dependency needed.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

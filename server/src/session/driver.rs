@@ -218,6 +218,14 @@ async fn drive<T: Transport>(
             .flush(transport, outbox, session, settings.write_timeout)
             .await;
     }
+    // A will is for connections that died, not for clean goodbyes or a
+    // broker going down.
+    if !matches!(
+        reason,
+        CloseReason::ClientDisconnect | CloseReason::ServerShutdown | CloseReason::ConnectTimeout
+    ) {
+        session.publish_will();
+    }
     session.close();
     transport.close().await;
     match &reason {

@@ -14,11 +14,11 @@ use stomp_codec::{ByteString, Command, Frame, Version};
 pub use heartbeat::Heartbeat;
 
 use crate::broker::{
-    AckMode, Broker, ConsumerSpec, Delivery, Destination, Origin, QueueDestination,
+    AckMode, Broker, ConsumerSpec, Delivery, Destination, Origin, QueueDestination, TopicOptions,
 };
 use crate::error::{CloseReason, SessionError};
 use crate::outbox::{Outbound, Outbox};
-use crate::protocol::{self, AckTarget, ClientFrame, Connect};
+use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
 
 /// Identifies a connection within the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,7 +106,7 @@ impl Default for SessionSettings {
 }
 
 /// What the driver should do after a frame was handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Flow {
     /// Keep going.
     Continue,
@@ -156,7 +156,33 @@ pub struct Session {
     /// Auto-ack queue deliveries written since the last settle.
     written: Vec<(Arc<QueueDestination>, SubscriptionId)>,
     transactions: HashMap<ByteString, Vec<TxOp>>,
+    /// Published if the connection ends without DISCONNECT.
+    will: Option<Will>,
+    /// Publish-rate budgets, one per topic policy pattern.
+    buckets: HashMap<String, TokenBucket>,
     closed: bool,
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self, rate: f64, burst: f64, now: std::time::Instant) -> bool {
+        let capacity = burst.max(1.0);
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Session {
@@ -179,6 +205,8 @@ impl Session {
             next_ack_id: 1,
             written: Vec::new(),
             transactions: HashMap::new(),
+            will: None,
+            buckets: HashMap::new(),
             closed: false,
         }
     }
@@ -207,6 +235,17 @@ impl Session {
                     self.outbox.push_frame(protocol::receipt_frame(receipt));
                 }
                 flow
+            }
+            // A refused publish that asked for a receipt is answered on the
+            // receipt, so a chat client can say "too long" and carry on.
+            Err(error) if error.is_refused_publish() && receipt.is_some() => {
+                let receipt = receipt.unwrap_or_default();
+                self.outbox.push_frame(
+                    protocol::receipt_frame(receipt)
+                        .header("x-error", error.code())
+                        .header("message", error.to_string()),
+                );
+                Flow::Continue
             }
             Err(error) => self.fail(error, Some(&quoted), receipt),
         }
@@ -255,7 +294,8 @@ impl Session {
                 id,
                 ack,
                 prefetch,
-            } => self.subscribe(destination, id, ack, prefetch),
+                options,
+            } => self.subscribe(destination, id, ack, prefetch, options),
             ClientFrame::Unsubscribe { id } => {
                 let subscription = self
                     .subscriptions
@@ -342,6 +382,7 @@ impl Session {
                 })?,
         };
         self.authenticate(&connect)?;
+        self.will = connect.will.clone();
         let heartbeat = Heartbeat::negotiate(connect.heart_beat, self.settings.heart_beat);
         let (sx, sy) = self.settings.heart_beat;
         self.version = Some(version);
@@ -392,16 +433,57 @@ impl Session {
     }
 
     fn send(&mut self, send: ClientFrame) -> Result<Flow, SessionError> {
-        if let ClientFrame::Send {
+        let ClientFrame::Send {
             destination,
             headers,
             body,
+            ephemeral,
             ..
         } = send
-        {
-            self.broker.send(destination, headers, body)?;
+        else {
+            return Ok(Flow::Continue);
+        };
+        let target = self.broker.destination(&destination)?;
+        if let Destination::Topic(topic) = &target {
+            let policy = topic.policy();
+            if policy.max_message_size > 0 && body.len() > policy.max_message_size {
+                return Err(SessionError::MessageTooLarge {
+                    size: body.len(),
+                    limit: policy.max_message_size,
+                });
+            }
+            if policy.publish_rate > 0.0 {
+                let now = std::time::Instant::now();
+                let bucket = self
+                    .buckets
+                    .entry(policy.pattern.clone())
+                    .or_insert(TokenBucket {
+                        tokens: policy.publish_burst.max(1.0),
+                        last: now,
+                    });
+                if !bucket.take(policy.publish_rate, policy.publish_burst, now) {
+                    return Err(SessionError::RateLimited {
+                        rate: policy.publish_rate,
+                    });
+                }
+            }
         }
+        self.broker
+            .send_to(&target, destination, headers, body, ephemeral);
         Ok(Flow::Continue)
+    }
+
+    /// Publishes the last will, if the client left one; called when the
+    /// connection ends without DISCONNECT. At most once.
+    pub fn publish_will(&mut self) {
+        if let Some(will) = self.will.take() {
+            if let Err(e) = self
+                .broker
+                .send(will.destination, will.headers, will.body, false)
+            {
+                tracing::warn!(error = %e, "last will not published");
+            }
+        }
     }
 
     fn subscribe(
@@ -410,6 +492,7 @@ impl Session {
         id: SubscriptionId,
         ack: AckMode,
         prefetch: Option<usize>,
+        options: TopicOptions,
     ) -> Result<Flow, SessionError> {
         if self.subscriptions.contains_key(&id) {
             return Err(SessionError::DuplicateSubscription(id.as_str().to_string()));
@@ -431,7 +514,7 @@ impl Session {
             prefetch,
             outbox: self.outbox.clone(),
         };
-        let destination = self.broker.subscribe(&destination, spec)?;
+        let destination = self.broker.subscribe(&destination, spec, options)?;
         self.subscriptions.insert(id, Subscription { destination });
         Ok(Flow::Continue)
     }
@@ -529,6 +612,9 @@ impl Session {
         }
         let ack_id = self.next_ack_id;
         self.next_ack_id += 1;
+        if delivery.control {
+            return protocol::message_frame(&delivery, None);
+        }
         let frame = protocol::message_frame(&delivery, Some(&ack_id.to_string()));
         self.unacked.insert(ack_id, Unacked { delivery });
         frame

@@ -1,0 +1,121 @@
+//! Per-topic policies chosen by destination-name pattern: how much history
+//! a topic keeps, and the limits on what may be published to it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What applies to the topics whose names match `pattern`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPolicy {
+    /// A destination name where `*` matches any run of characters, e.g. `/topic/chat.*`.
+    pub pattern: String,
+    /// Messages kept for history and recovery (0: none).
+    #[serde(default)]
+    pub history: usize,
+    /// Kept messages older than this many seconds are dropped (0: no age limit).
+    #[serde(default)]
+    pub max_age_secs: u64,
+    /// Largest body accepted for these topics, bytes (0: only the frame limits apply).
+    #[serde(default)]
+    pub max_message_size: usize,
+    /// Messages per second one connection may publish to these topics (0: unlimited).
+    #[serde(default)]
+    pub publish_rate: f64,
+    /// How many messages a connection may publish in a burst above the rate.
+    #[serde(default)]
+    pub publish_burst: f64,
+}
+
+impl TopicPolicy {
+    /// The built-in policy for chat rooms (`/topic/chat.*`): the last 200
+    /// messages of the past day, 16 KiB per message, 20 messages a second
+    /// per connection with bursts of 40 (a fast typist sends a few a second;
+    /// a runaway script is stopped).
+    pub fn chat_default() -> TopicPolicy {
+        TopicPolicy {
+            pattern: "/topic/chat.*".into(),
+            history: 200,
+            max_age_secs: 86_400,
+            max_message_size: 16 * 1024,
+            publish_rate: 20.0,
+            publish_burst: 40.0,
+        }
+    }
+
+    /// No history, no extra limits: what topics matching no pattern get.
+    pub fn plain() -> TopicPolicy {
+        TopicPolicy {
+            pattern: "*".into(),
+            history: 0,
+            max_age_secs: 0,
+            max_message_size: 0,
+            publish_rate: 0.0,
+            publish_burst: 0.0,
+        }
+    }
+
+    /// The age limit, if any.
+    pub fn max_age(&self) -> Option<Duration> {
+        (self.max_age_secs > 0).then(|| Duration::from_secs(self.max_age_secs))
+    }
+
+    /// Whether `name` matches this policy's pattern.
+    ///
+    /// ```
+    /// use stompbox::broker::TopicPolicy;
+    /// let p = TopicPolicy::chat_default();
+    /// assert!(p.matches("/topic/chat.general"));
+    /// assert!(!p.matches("/topic/prices"));
+    /// ```
+    pub fn matches(&self, name: &str) -> bool {
+        glob(self.pattern.as_bytes(), name.as_bytes())
+    }
+}
+
+/// `*` matches any run of bytes, everything else itself.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
+        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    }
+}
+
+/// The first policy whose pattern matches, or [`TopicPolicy::plain`].
+pub fn policy_for(policies: &[TopicPolicy], name: &str) -> TopicPolicy {
+    policies
+        .iter()
+        .find(|p| p.matches(name))
+        .cloned()
+        .unwrap_or_else(TopicPolicy::plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob(b"/topic/chat.*", b"/topic/chat."));
+        assert!(glob(b"*", b"anything"));
+        assert!(glob(b"/topic/*.log", b"/topic/app.log"));
+        assert!(!glob(b"/topic/*.log", b"/topic/app.logs"));
+        assert!(glob(b"/topic/exact", b"/topic/exact"));
+        assert!(!glob(b"/topic/exact", b"/topic/exactly"));
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let policies = vec![
+            TopicPolicy {
+                history: 5,
+                ..TopicPolicy::chat_default()
+            },
+            TopicPolicy::chat_default(),
+        ];
+        assert_eq!(policy_for(&policies, "/topic/chat.x").history, 5);
+        assert_eq!(policy_for(&policies, "/topic/other").history, 0);
+    }
+}
