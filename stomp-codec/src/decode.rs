@@ -97,11 +97,28 @@ struct Layout {
     /// Offsets of the header block (the header lines and their EOLs).
     headers: (usize, usize),
     header_count: usize,
+    /// Where the first headers' names and values are, so building the
+    /// frame does not scan them again (more headers are rescanned).
+    spans: [HeaderSpan; INLINE_SPANS],
     body: (usize, usize),
     /// The frame's length including its NUL.
     total: usize,
 }
 
+const INLINE_SPANS: usize = 12;
+
+/// Offsets of one header's name and value in the frame.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeaderSpan {
+    name: (u32, u32),
+    value: (u32, u32),
+    /// Contains escape sequences to decode.
+    escaped: bool,
+}
+
+// Lives on the stack for one call; boxing the layout would cost an
+// allocation per frame, which is what the inline spans avoid.
+#[allow(clippy::large_enum_variant)]
 enum Scan {
     Heartbeat(usize),
     Frame(Layout),
@@ -252,6 +269,7 @@ impl FrameDecoder {
 
         let headers_start = buf.len() - rest.len();
         let mut header_count = 0;
+        let mut spans = [HeaderSpan::default(); INLINE_SPANS];
         let mut content_length: Option<usize> = None;
         loop {
             let (after, line) = match parse::line(rest) {
@@ -278,6 +296,7 @@ impl FrameDecoder {
                             command,
                             headers: (headers_start, headers_end),
                             header_count,
+                            spans,
                             body: (body_start, body_start + body_len),
                             total: body_start + body_len + 1,
                         }),
@@ -289,9 +308,19 @@ impl FrameDecoder {
                     limit: limits.max_headers,
                 });
             }
-            let (name, value) = validate_header(line, escaping)?;
+            let (colon, escaped) = validate_header(line, escaping)?;
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
             if content_length.is_none() && name == b"content-length" {
                 content_length = Some(parse_content_length(value)?);
+            }
+            if let Some(span) = spans.get_mut(header_count - 1) {
+                // Frames are far below 4 GiB (the limits say so), so u32 offsets fit.
+                let start = (buf.len() - rest.len()) as u32;
+                *span = HeaderSpan {
+                    name: (start, start + colon as u32),
+                    value: (start + colon as u32 + 1, start + line.len() as u32),
+                    escaped,
+                };
             }
             rest = after;
         }
@@ -351,11 +380,33 @@ impl FrameDecoder {
     fn build(&self, bytes: &Bytes, layout: &Layout) -> Frame {
         let escaping = Escaping::for_frame(self.version, layout.command);
         let mut headers = Headers::with_capacity(layout.header_count);
+        let inline = layout.header_count.min(INLINE_SPANS);
+        for span in &layout.spans[..inline] {
+            let range = |(a, b): (u32, u32)| a as usize..b as usize;
+            let name = match known_name(&bytes[range(span.name)]) {
+                Some(known) => ByteString::from_static(known),
+                None => text_at(bytes, range(span.name), span.escaped, escaping),
+            };
+            headers.push(
+                name,
+                text_at(bytes, range(span.value), span.escaped, escaping),
+            );
+        }
+        // Headers beyond the inline spans: found again by scanning.
         let mut block = &bytes[layout.headers.0..layout.headers.1];
+        let mut index = 0;
         while let Ok((rest, line)) = parse::line(block) {
             block = rest;
+            index += 1;
+            if index <= INLINE_SPANS {
+                continue;
+            }
             if let Some((name, value)) = parse::header(line) {
-                headers.push(text(bytes, name, escaping), text(bytes, value, escaping));
+                let escaped = escaping != Escaping::None && memchr::memchr(b'\\', line).is_some();
+                headers.push(
+                    text(bytes, name, escaped, escaping),
+                    text(bytes, value, escaped, escaping),
+                );
             }
         }
         Frame {
@@ -373,23 +424,29 @@ fn partial_line_len(rest: &[u8]) -> usize {
     rest.len() - usize::from(rest.ends_with(b"\r"))
 }
 
-/// Checks one header line; returns its raw name and value.
-fn validate_header(line: &[u8], escaping: Escaping) -> Result<(&[u8], &[u8]), DecodeError> {
-    let (name, value) = parse::header(line).ok_or_else(|| DecodeError::MalformedHeader {
+/// Checks one header line; returns where its first colon is and whether it
+/// has escapes to decode. The common all-ASCII line without escapes needs
+/// no UTF-8 validation and no escape decoding.
+fn validate_header(line: &[u8], escaping: Escaping) -> Result<(usize, bool), DecodeError> {
+    let colon = memchr::memchr(b':', line);
+    let ascii = line.is_ascii();
+    let backslash = escaping != Escaping::None && memchr::memchr(b'\\', line).is_some();
+    let colon = colon.ok_or_else(|| DecodeError::MalformedHeader {
         line: quote(line),
         reason: "expected name:value",
     })?;
-    if name.is_empty() {
+    if colon == 0 {
         return Err(DecodeError::MalformedHeader {
             line: quote(line),
             reason: "the header name is empty",
         });
     }
-    if std::str::from_utf8(line).is_err() {
+    if !ascii && std::str::from_utf8(line).is_err() {
         return Err(DecodeError::InvalidUtf8 { line: quote(line) });
     }
-    if escaping != Escaping::None {
-        for part in [name, value] {
+    let escaped = backslash && escaping != Escaping::None;
+    if escaped {
+        for part in [&line[..colon], &line[colon + 1..]] {
             let mut i = 0;
             while let Some(pos) = memchr::memchr(b'\\', &part[i..]) {
                 let at = i + pos;
@@ -404,7 +461,7 @@ fn validate_header(line: &[u8], escaping: Escaping) -> Result<(&[u8], &[u8]), De
             }
         }
     }
-    Ok((name, value))
+    Ok((colon, escaped))
 }
 
 fn parse_content_length(value: &[u8]) -> Result<usize, DecodeError> {
@@ -422,13 +479,56 @@ fn parse_content_length(value: &[u8]) -> Result<usize, DecodeError> {
         .ok_or_else(bad)
 }
 
+/// The standard header names, so the common ones cost no reference count
+/// on the frame's buffer (each shared slice is an atomic increment and
+/// decrement, a measurable part of decoding a small frame).
+fn known_name(name: &[u8]) -> Option<&'static str> {
+    Some(match name {
+        b"destination" => "destination",
+        b"content-type" => "content-type",
+        b"content-length" => "content-length",
+        b"receipt" => "receipt",
+        b"receipt-id" => "receipt-id",
+        b"id" => "id",
+        b"ack" => "ack",
+        b"subscription" => "subscription",
+        b"message-id" => "message-id",
+        b"transaction" => "transaction",
+        b"accept-version" => "accept-version",
+        b"host" => "host",
+        b"login" => "login",
+        b"passcode" => "passcode",
+        b"heart-beat" => "heart-beat",
+        b"version" => "version",
+        b"session" => "session",
+        b"server" => "server",
+        b"message" => "message",
+        b"redelivered" => "redelivered",
+        _ => return None,
+    })
+}
+
 /// A header name or value as shared text: a slice of the frame when it has
 /// no escapes (the common case), a fresh string when it had some.
 ///
 /// The slice was validated by `scan`, so the conversions cannot fail; an
 /// empty string stands in should that invariant ever break.
-fn text(frame: &Bytes, raw: &[u8], escaping: Escaping) -> ByteString {
-    if escaping == Escaping::None || memchr::memchr(b'\\', raw).is_none() {
+fn text_at(
+    frame: &Bytes,
+    range: std::ops::Range<usize>,
+    escaped: bool,
+    escaping: Escaping,
+) -> ByteString {
+    if escaped {
+        text(frame, &frame[range], escaped, escaping)
+    } else {
+        ByteString::try_from(frame.slice(range)).unwrap_or_default()
+    }
+}
+
+/// Like [`text_at`], for a sub-slice of `frame`.
+fn text(frame: &Bytes, raw: &[u8], escaped: bool, escaping: Escaping) -> ByteString {
+    if !escaped {
         return ByteString::try_from(frame.slice_ref(raw)).unwrap_or_default();
     }
     let mut out = Vec::with_capacity(raw.len());

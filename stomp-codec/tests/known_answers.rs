@@ -541,3 +541,18 @@ fn line_at_the_limit_cut_before_its_lf_is_accepted() {
     let mut buf = BytesMut::from(&b"12345678\r"[..]);
     assert_eq!(d.decode(&mut buf).unwrap(), None);
 }
+
+#[test]
+fn many_headers_beyond_the_inline_spans_keep_order_and_escapes() {
+    let mut raw = String::from("MESSAGE\n");
+    for i in 0..30 {
+        raw.push_str(&format!("h{i}:v\\c{i}\n"));
+    }
+    raw.push_str("\n\0");
+    let f = one_frame(raw.as_bytes());
+    assert_eq!(f.headers.len(), 30);
+    for (i, (name, value)) in f.headers.iter().enumerate() {
+        assert_eq!(name, format!("h{i}"));
+        assert_eq!(value, format!("v:{i}"));
+    }
+}

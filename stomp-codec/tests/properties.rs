@@ -48,7 +48,7 @@ fn carryable(s: &str, is_name: bool, version: Version, command: Command) -> Stri
 fn frame_for(version: Version) -> impl Strategy<Value = Frame> {
     (
         command(),
-        prop::collection::vec((text(1), text(0)), 0..6),
+        prop::collection::vec((text(1), text(0)), 0..20),
         prop::collection::vec(any::<u8>(), 0..300),
     )
         .prop_map(move |(command, headers, body)| {
