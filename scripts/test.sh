@@ -34,6 +34,15 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/compat/requirements.txt
 STOMPBOX_BIN=target/debug/stompbox "$venv/bin/python" -m pytest -q tests/compat
 
+step "browser tests: the chat page and @stomp/stompjs in headless Chromium"
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Debian's chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && STOMPBOX_BIN="$PWD/../../target/debug/stompbox" npm test)
+
 step "fuzz target builds (stable, no sanitizer)"
 (cd stomp-codec && cargo fuzz build -s none decode)
 

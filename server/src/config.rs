@@ -23,7 +23,7 @@ pub struct Config {
     pub tcp_listen: SocketAddr,
     /// HTTP: WebSocket at /ws, /health, the web client.
     pub http_listen: SocketAddr,
-    /// A folder served at `/`; `None` serves nothing there.
+    /// A folder served at `/` instead of the chat page built into the binary.
     pub web_root: Option<PathBuf>,
     /// "sx,sy": the heart-beats the server offers and asks for, in ms.
     pub heart_beat: String,
@@ -69,7 +69,7 @@ impl Default for Config {
         Config {
             tcp_listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 15674)),
-            web_root: default_web_root(),
+            web_root: None,
             heart_beat: format!("{},{}", session.heart_beat.0, session.heart_beat.1),
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,
             write_timeout_ms: driver.write_timeout.as_millis() as u64,
@@ -89,12 +89,6 @@ impl Default for Config {
             topics: vec![TopicPolicy::chat_default()],
         }
     }
-}
-
-/// The repository's `web/` folder when running from a checkout.
-fn default_web_root() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
-    dir.is_dir().then_some(dir)
 }
 
 /// A configuration that cannot be used, naming the setting.

@@ -158,12 +158,19 @@ impl Server {
     /// Stops accepting, tells every session to close (each sends an ERROR
     /// and flushes), and waits for them up to the grace period.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.grace;
         self.cancel.cancel();
+        // The HTTP server waits for its open connections (browsers keep
+        // some alive); past the grace period they are dropped.
         for task in self.listeners {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!("a listener did not stop within the grace period");
+                abort.abort();
+            }
         }
         self.tracker.close();
-        if tokio::time::timeout(self.grace, self.tracker.wait())
+        if tokio::time::timeout_at(deadline, self.tracker.wait())
             .await
             .is_err()
         {

@@ -41,7 +41,7 @@ struct ServeArgs {
     /// HTTP address: WebSocket at /ws, /health, web client at / [default: 127.0.0.1:15674].
     #[arg(long, env = "STOMPBOX_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
-    /// Folder served at / [default: the checkout's web/ folder].
+    /// Folder served at / instead of the built-in chat page.
     #[arg(long, env = "STOMPBOX_WEB_ROOT")]
     web_root: Option<PathBuf>,
     /// Heart-beats the server offers and asks for, "sx,sy" in ms [default: 10000,10000].

@@ -41,7 +41,7 @@ pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
         Some(root) => {
             router.fallback_service(ServeDir::new(root).append_index_html_on_directories(true))
         }
-        None => router,
+        None => router.fallback(super::web::embedded),
     };
     router.with_state(state)
 }

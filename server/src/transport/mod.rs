@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod tcp;
+pub mod web;
 pub mod ws;
 
 /// The first line of unparsed input, shortened, for quoting in an ERROR body.

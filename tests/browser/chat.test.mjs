@@ -1,0 +1,180 @@
+// The chat page in real headless Chromium (Debian's /usr/bin/chromium)
+// against the real broker, plus @stomp/stompjs and a TCP client talking to it.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+import { startBroker, stopBroker, TcpStomp, WAIT } from "./broker.mjs";
+
+// The package's UMD bundle (not in its "exports", so located by path).
+const STOMPJS = new URL("node_modules/@stomp/stompjs/bundles/stomp.umd.js", import.meta.url).pathname;
+const SHOTS = new URL("../../target/browser/", import.meta.url).pathname;
+
+let broker;
+let browser;
+
+before(async () => {
+  broker = await startBroker();
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    // This machine has no network but loopback: keep Chromium from trying.
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (broker) await stopBroker(broker);
+});
+
+/** Opens the chat as a new user (own storage) and joins `room`. */
+async function user(nick, room = "general") {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(broker.url);
+  await page.fill("#nick", nick);
+  await page.fill("#first-room", room);
+  await page.click("#login-form button");
+  await page.locator('#state[data-state="connected"]').waitFor();
+  await page.locator("#login").waitFor({ state: "hidden" });
+  return { context, page };
+}
+
+const chatLine = (page, text) => page.locator("#messages li[data-kind=chat]", { hasText: text });
+
+async function say(page, text) {
+  await page.fill("#text", text);
+  await page.press("#text", "Enter");
+}
+
+async function presenceNames(page) {
+  return page.locator("#presence li").allTextContents();
+}
+
+let ana;
+let bob;
+
+test("two users chat both ways and see each other present", async () => {
+  ana = await user("ana");
+  bob = await user("bob");
+  await say(ana.page, "hello bob");
+  await chatLine(bob.page, "hello bob").waitFor();
+  await say(bob.page, "hi ana, all good?");
+  await chatLine(ana.page, "hi ana, all good?").waitFor();
+  // A message ends its author's typing indicator.
+  await ana.page.locator("#typing", { hasText: /^$/ }).waitFor();
+  await assert.doesNotReject(() => ana.page.waitForFunction(() => document.querySelectorAll("#presence li").length === 2));
+  assert.deepEqual(await presenceNames(ana.page), ["ana", "bob"]);
+  assert.deepEqual(await presenceNames(bob.page), ["ana", "bob"]);
+  assert.equal(await chatLine(ana.page, "hello bob").locator(".author").textContent(), "ana");
+
+  mkdirSync(SHOTS, { recursive: true });
+  const shot = `${SHOTS}chat-two-users.png`;
+  await ana.page.screenshot({ path: shot });
+  console.log(`screenshot of the chat with two users: ${shot}`);
+});
+
+test("unread counts for other rooms, typing indicator", async () => {
+  await ana.page.fill("#join-room", "random");
+  await ana.page.press("#join-room", "Enter");
+  await ana.page.locator('#room-list button[aria-current="true"][data-room="random"]').waitFor();
+  await say(bob.page, "ana, are you there?");
+  await ana.page.locator('#room-list button[data-room="general"] .unread', { hasText: "1" }).waitFor();
+  await ana.page.click('#room-list button[data-room="general"]');
+  await chatLine(ana.page, "ana, are you there?").waitFor();
+  assert.equal(await ana.page.locator('#room-list button[data-room="general"] .unread').count(), 0);
+  await bob.page.type("#text", "typing…");
+  await ana.page.locator("#typing", { hasText: "bob is typing" }).waitFor();
+  await bob.page.fill("#text", "");
+});
+
+test("nicknames and messages with HTML are shown as text", async () => {
+  const mallory = await user("<img src=x onerror=pwned=1>");
+  await say(mallory.page, "<b>bold</b><script>window.pwned=2</script>");
+  const line = chatLine(ana.page, "<b>bold</b>");
+  await line.waitFor();
+  assert.equal(await line.locator(".text").textContent(), "<b>bold</b><script>window.pwned=2</script>");
+  assert.equal(await line.locator(".author").textContent(), "<img src=x onerror=pwned=1>");
+  assert.equal(await ana.page.locator("#messages b, #messages img, #messages script").count(), 0);
+  assert.equal(await ana.page.evaluate(() => window.pwned), undefined);
+  await mallory.context.close();
+});
+
+test("closing a tab makes the others see the leave", async () => {
+  await bob.context.close();
+  await ana.page.locator("#messages li[data-kind=system]", { hasText: "bob left" }).waitFor();
+  await ana.page.waitForFunction(() => ![...document.querySelectorAll("#presence li")].some((li) => li.textContent === "bob"));
+});
+
+test("a reload shows the room's history", async () => {
+  await ana.page.reload();
+  await ana.page.locator('#state[data-state="connected"]').waitFor();
+  await chatLine(ana.page, "hi ana, all good?").waitFor();
+  assert.ok(await chatLine(ana.page, "hello bob").evaluate((li) => li.classList.contains("history")));
+});
+
+test("after a broker restart the page reconnects by itself and says history may be missing", async () => {
+  const { tcpPort, httpPort } = broker;
+  assert.equal(await stopBroker(broker), 0);
+  await ana.page.locator('#state[data-state="reconnecting"], #state[data-state="offline"]').waitFor();
+  broker = await startBroker({ tcpPort, httpPort });
+  await ana.page.locator('#state[data-state="connected"]').waitFor({ timeout: 3 * WAIT });
+  const notice = ana.page.locator("#notice");
+  await notice.waitFor();
+  assert.match(await notice.textContent(), /may be missing/);
+  // And the chat works again.
+  const carol = await user("carol");
+  await say(carol.page, "back online");
+  await chatLine(ana.page, "back online").waitFor();
+  await carol.context.close();
+});
+
+test("@stomp/stompjs, the chat page and a TCP client exchange messages", async () => {
+  const tcp = new TcpStomp(broker.tcpPort);
+  await tcp.open();
+  tcp.send("CONNECT", { "accept-version": "1.2", host: "localhost" });
+  await tcp.waitFor((f) => f.command === "CONNECTED", "CONNECTED over TCP");
+  tcp.send("SUBSCRIBE", { id: "t", destination: "/topic/chat.general", receipt: "sub" });
+  await tcp.waitFor((f) => f.command === "RECEIPT", "the TCP subscription");
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(`${broker.url}health`);
+  await page.addScriptTag({ path: STOMPJS });
+  await page.evaluate((url) => {
+    window.received = [];
+    window.stomp = new StompJs.Client({ brokerURL: url, reconnectDelay: 0 });
+    window.stomp.onConnect = () => {
+      window.stomp.subscribe("/topic/chat.general", (m) => window.received.push({ body: m.body, nick: m.headers["x-nick"] }));
+      window.stompReady = true;
+    };
+    window.stomp.activate();
+  }, `ws://127.0.0.1:${broker.httpPort}/ws`);
+  await page.waitForFunction(() => window.stompReady === true);
+
+  await page.evaluate(() => window.stomp.publish({ destination: "/topic/chat.general", body: "hi from stompjs", headers: { "x-nick": "stompjs" } }));
+  await chatLine(ana.page, "hi from stompjs").waitFor();
+  await tcp.waitFor((f) => f.body === "hi from stompjs", "the stompjs message over TCP");
+
+  await say(ana.page, "hi stompjs, ana here");
+  await page.waitForFunction(() => window.received.some((m) => m.body === "hi stompjs, ana here" && m.nick === "ana"));
+
+  tcp.send("SEND", { destination: "/topic/chat.general", "x-nick": "netcat" }, "hello from tcp");
+  await chatLine(ana.page, "hello from tcp").waitFor();
+  await page.waitForFunction(() => window.received.some((m) => m.body === "hello from tcp"));
+
+  await page.evaluate(() => window.stomp.deactivate());
+  tcp.close();
+  await context.close();
+});
