@@ -9,7 +9,8 @@ const wsUrl = new URL("ws", location.href);
 wsUrl.protocol = location.protocol === "https:" ? "wss:" : "ws:";
 
 const ROOM_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/;
-const COLORS = ["#0b6e63", "#7b3fa0", "#b5501b", "#1f5fae", "#8c2f55", "#4d7a12"];
+// Nickname colours are CSS variables so light and dark themes each get readable ones.
+const COLORS = [0, 1, 2, 3, 4, 5].map((i) => `var(--nick-${i})`);
 
 const saved = JSON.parse(localStorage.getItem("stompbox-chat") || "{}");
 let nick = saved.nick || "";
@@ -72,7 +73,7 @@ function joinRoom(name, focus = true) {
     room.sub = client.subscribe(room.destination, (frame) => onFrame(room, frame), {
       "x-history": "50",
       "x-presence": nick,
-      "x-presence-meta": JSON.stringify({ color: colorOf(nick) }),
+      "x-presence-meta": JSON.stringify({ color: COLORS.indexOf(colorOf(nick)) }),
     });
   }
   if (focus) switchTo(name);

@@ -110,6 +110,30 @@ test("nicknames and messages with HTML are shown as text", async () => {
   await mallory.context.close();
 });
 
+test("keyboard only, at phone width, in dark mode", async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 760 }, colorScheme: "dark" });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  await page.goto(broker.url);
+  // The nickname field has focus on load; Tab moves to the room, Enter joins.
+  await page.keyboard.type("dora");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Enter");
+  await page.locator('#state[data-state="connected"]').waitFor();
+  await page.keyboard.type("typed without a mouse");
+  await page.keyboard.press("Enter");
+  await chatLine(ana.page, "typed without a mouse").waitFor();
+  const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  const [r, g, b] = background.match(/\d+/g).map(Number);
+  assert.ok(r + g + b < 150, `dark background expected, got ${background}`);
+  const composer = await page.locator("#send-form").boundingBox();
+  assert.ok(composer.x >= 0 && composer.x + composer.width <= 390, "the composer fits the phone's width");
+  const shot = `${SHOTS}chat-phone-dark.png`;
+  await page.screenshot({ path: shot });
+  console.log(`screenshot at phone width in dark mode: ${shot}`);
+  await context.close();
+});
+
 test("closing a tab makes the others see the leave", async () => {
   await bob.context.close();
   await ana.page.locator("#messages li[data-kind=system]", { hasText: "bob left" }).waitFor();
