@@ -241,15 +241,15 @@ async fn presence_snapshot_join_and_leave_including_a_killed_connection() {
 
 #[tokio::test]
 async fn presence_leaves_when_the_heart_beat_times_out() {
-    let server = TestServer::start(|c| c.heart_beat = "0,100".into()).await;
+    let server = TestServer::start(|c| c.heart_beat = "0,300".into()).await;
     let (mut ana, _) = join(&server, Via::Ws, "ana", &[]).await;
-    // Carol promises heart-beats every 100 ms, then goes silent (a closed laptop lid).
-    let (mut carol, _) = join(&server, Via::Tcp, "carol", &[("heart-beat", "100,0")]).await;
+    // Carol promises heart-beats every 300 ms, then goes silent (a closed laptop lid).
+    let (mut carol, _) = join(&server, Via::Tcp, "carol", &[("heart-beat", "300,0")]).await;
     let (event, _) = presence_event(&ana.recv().await);
     assert_eq!(event, "join");
     // Ana keeps heart-beating; Carol does not.
     let mut left = None;
-    for _ in 0..40 {
+    for _ in 0..80 {
         ana.send_raw(b"\n").await;
         if let Ok(Some(stomp_codec::Decoded::Frame(f))) =
             ana.next_within(Duration::from_millis(50)).await
@@ -258,7 +258,7 @@ async fn presence_leaves_when_the_heart_beat_times_out() {
             break;
         }
     }
-    let (event, who) = presence_event(&left.expect("a leave event within 2 s"));
+    let (event, who) = presence_event(&left.expect("a leave event within 4 s"));
     assert_eq!(event, "leave");
     assert!(who.contains("carol"));
     assert_eq!(

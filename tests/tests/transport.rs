@@ -119,18 +119,15 @@ async fn slow_topic_subscriber_is_disconnected_and_others_are_unaffected() {
     let mut publisher = Client::connected_tcp(server.tcp_addr()).await;
     let body = "z".repeat(16 * 1024);
     let count = 1500; // ~24 MiB: more than loopback socket buffers hold.
-    let reader = tokio::spawn(async move {
-        let got = fast.messages(count).await;
+    // In steps the fast reader keeps up with, however loaded the machine:
+    // it never falls behind, the subscriber that never reads does.
+    for _ in 0..count / 30 {
+        for _ in 0..30 {
+            publisher.publish("/topic/firehose", &body).await;
+        }
+        let got = fast.messages(30).await;
         assert!(got.iter().all(|m| m.body.len() == 16 * 1024));
-        fast
-    });
-    for _ in 0..count {
-        publisher.publish("/topic/firehose", &body).await;
     }
-    let mut fast = tokio::time::timeout(WAIT * 3, reader)
-        .await
-        .expect("fast reader in time")
-        .unwrap();
 
     // The slow connection was closed: reading it now ends in EOF.
     let mut sink = vec![0u8; 1 << 20];
