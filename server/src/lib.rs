@@ -11,6 +11,7 @@
 //!
 //! [`Server::start`] is what `main` and the end-to-end tests call.
 
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod error;

@@ -27,7 +27,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the broker (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Load-test a STOMP broker (this one or any other) over TCP or WebSocket.
+    Bench(stompbox::bench::BenchArgs),
 }
 
 #[derive(Args, Default)]
@@ -164,7 +166,8 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Cmd::Serve(args)) => args,
+        Some(Cmd::Serve(args)) => *args,
+        Some(Cmd::Bench(bench)) => return run_bench(bench),
         None => cli.serve,
     };
     let log = args.log.clone().unwrap_or_else(|| "info".into());
@@ -182,37 +185,61 @@ fn run() -> Result<()> {
         .block_on(serve(config))
 }
 
+fn run_bench(args: stompbox::bench::BenchArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .init();
+    tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")?
+        .block_on(stompbox::bench::run(args))?;
+    Ok(())
+}
+
 async fn serve(config: Config) -> Result<()> {
+    // Listen for signals before the listeners open, so a SIGTERM that comes
+    // right after startup is a graceful shutdown, not the default kill.
+    let signals = ShutdownSignals::install()?;
     let server = Server::start(config).await?;
-    shutdown_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl+C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT (Ctrl+C) and, on Unix, SIGTERM.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    #[cfg(unix)]
+    fn install() -> Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    fn install() -> Result<ShutdownSignals> {
+        Ok(ShutdownSignals {})
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
