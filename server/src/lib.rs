@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -117,6 +118,13 @@ impl Server {
             config.web_root.clone(),
         );
         let http_cancel = cancel.clone();
+        // WebSocket frames are small and latency-bound: send them at once
+        // instead of letting Nagle's algorithm hold them for an ACK.
+        let http = http.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let http_task = tokio::spawn(async move {
             let served = axum::serve(
                 http,

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Stompbox side by side with RabbitMQ 3.10 (STOMP and Web-STOMP plugins) and
+# ActiveMQ Classic 5.17, all from Debian's packages, on this machine's
+# loopback only. Installs what is missing, starts each broker by hand on its
+# own ports, runs the same `stompbox bench` scenarios against each, stops
+# what it started, and writes docs/benchmarks.md and docs/benchmarks.svg.
+#
+# Usage: scripts/bench-compare.sh            (about 10 minutes on 2 cores)
+#        QUICK=1 scripts/bench-compare.sh    (smaller runs, to check the script)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=target/bench-compare
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+WORK=$(mktemp -d /tmp/stompbox-compare.XXXXXX)
+PIDS=()
+
+if [ -n "${QUICK:-}" ]; then
+  QUEUE_N=20000 FANOUT_N=300 LAT_SECS=3 CHAT_SECS=3 CONNS=2000
+else
+  QUEUE_N=200000 FANOUT_N=2000 LAT_SECS=10 CHAT_SECS=10 CONNS=9000
+fi
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 2
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  # RabbitMQ's Erlang port mapper outlives the node.
+  pkill -f "epmd.*-address 127.0.0.1" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+install_missing() {
+  local need=()
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+  [ -f /usr/share/activemq/bin/activemq.jar ] || need+=(activemq)
+  if [ "${#need[@]}" -gt 0 ]; then
+    log "installing ${need[*]} from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}"
+  fi
+}
+
+wait_port() {
+  local port=$1
+  for _ in $(seq 1 120); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.5
+  done
+  echo "nothing listens on 127.0.0.1:$port after 60 s" >&2
+  return 1
+}
+
+# Ports: Stompbox 62613/25674, RabbitMQ 62614/25675, ActiveMQ 62615.
+start_stompbox() {
+  target/release/stompbox --tcp-listen 127.0.0.1:62613 --http-listen 127.0.0.1:25674 --log warn \
+    2> "$WORK/stompbox.log" &
+  PIDS+=($!)
+  BROKER_PID=$!
+  wait_port 62613
+}
+
+start_rabbitmq() {
+  local dir="$WORK/rabbitmq"
+  mkdir -p "$dir"
+  sed -e 's/@AMQP_PORT@/5673/; s/@STOMP_PORT@/62614/; s/@WS_PORT@/25675/' scripts/bench/rabbitmq.conf > "$dir/rabbitmq.conf"
+  cp scripts/bench/enabled_plugins "$dir/enabled_plugins"
+  env HOME="$dir" ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=stompbox-compare@localhost \
+    RABBITMQ_DIST_PORT=25673 RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_PID_FILE="$dir/pid" \
+    /usr/lib/rabbitmq/bin/rabbitmq-server > "$dir/out.log" 2>&1 &
+  PIDS+=($!)
+  wait_port 62614
+  wait_port 25675
+  # The Erlang VM is a child of the start script: measure its memory.
+  BROKER_PID=$(pgrep -f "beam.smp.*stompbox-compare" | head -1)
+}
+
+start_activemq() {
+  local dir="$WORK/activemq"
+  mkdir -p "$dir/data"
+  sed -e 's/@STOMP_PORT@/62615/' scripts/bench/activemq.xml > "$dir/activemq.xml"
+  cp /etc/activemq/instances-available/main/log4j2.properties "$dir/"
+  (cd "$dir" && exec java -Xms1G -Xmx1G -Dactivemq.home=/usr/share/activemq -Dactivemq.base="$dir" \
+    -Dactivemq.conf="$dir" -Dactivemq.data="$dir/data" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -jar /usr/share/activemq/bin/activemq.jar start "xbean:file:$dir/activemq.xml" > "$dir/out.log" 2>&1) &
+  PIDS+=($!)
+  BROKER_PID=$!
+  wait_port 62615
+}
+
+stop_broker() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 3
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  PIDS=()
+  pkill -9 -f "beam.smp.*stompbox-compare" 2>/dev/null || true
+}
+
+# run BROKER TRANSPORT -- bench arguments...: records one JSON line (or the error).
+run() {
+  local broker=$1 transport=$2
+  shift 3
+  log "$broker over $transport: $*"
+  local line err
+  if line=$(target/release/stompbox bench --json --timeout 300 "$@" 2> "$WORK/err"); then
+    python3 scripts/bench/report.py record "$RESULTS" "$broker" "$transport" "$line"
+  else
+    err=$(tail -1 "$WORK/err")
+    echo "failed: $err" >&2
+    python3 scripts/bench/report.py record-error "$RESULTS" "$broker" "$transport" "$*" "$err"
+  fi
+}
+
+# The scenarios, for one broker reachable at URL with extra CONNECT options.
+scenarios() {
+  local broker=$1 transport=$2 url=$3
+  shift 3
+  local opts=("$@")
+  # Warm-up, not recorded: JIT compilation (ActiveMQ) and first-use allocations.
+  target/release/stompbox bench --url "$url" "${opts[@]}" queue -n 20000 > /dev/null 2>&1 || true
+  run "$broker" "$transport" -- --url "$url" "${opts[@]}" queue -p 2 -c 2 -n "$QUEUE_N" -s 128
+  run "$broker" "$transport" -- --url "$url" "${opts[@]}" fanout -k 100 -n "$FANOUT_N" -s 128
+  run "$broker" "$transport" -- --url "$url" "${opts[@]}" latency -r 5000 -t "$LAT_SECS" -s 128
+  run "$broker" "$transport" -- --url "$url" "${opts[@]}" chat --rooms 10 --users 10 --rate 2 -t "$CHAT_SECS" -s 128
+}
+
+connections() {
+  local broker=$1 url=$2
+  shift 2
+  run "$broker" tcp -- --url "$url" "$@" connections -m "$CONNS" --pid "$BROKER_PID" --hold 1
+}
+
+install_missing
+log "building Stompbox (release)"
+cargo build --release -p stompbox --locked
+
+RABBIT=(--login guest --passcode guest --host /)
+
+log "Stompbox"
+start_stompbox
+connections stompbox stomp://127.0.0.1:62613
+scenarios stompbox tcp stomp://127.0.0.1:62613
+scenarios stompbox ws ws://127.0.0.1:25674/ws
+stop_broker
+
+log "RabbitMQ"
+start_rabbitmq
+connections rabbitmq stomp://127.0.0.1:62614 "${RABBIT[@]}"
+scenarios rabbitmq tcp stomp://127.0.0.1:62614 "${RABBIT[@]}"
+scenarios rabbitmq ws ws://127.0.0.1:25675/ws "${RABBIT[@]}"
+stop_broker
+
+log "ActiveMQ"
+start_activemq
+connections activemq stomp://127.0.0.1:62615
+scenarios activemq tcp stomp://127.0.0.1:62615
+stop_broker
+
+python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks.md docs/benchmarks.svg
+log "wrote docs/benchmarks.md and docs/benchmarks.svg"

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Collects `stompbox bench --json` lines and renders the comparison page.
+
+    report.py record FILE BROKER TRANSPORT JSON_LINE
+    report.py record-error FILE BROKER TRANSPORT ARGS ERROR
+    report.py render FILE OUT.md OUT.svg
+"""
+
+import datetime
+import html
+import json
+import os
+import platform
+import subprocess
+import sys
+
+BROKERS = ["stompbox", "rabbitmq", "activemq"]
+NAMES = {"stompbox": "Stompbox", "rabbitmq": "RabbitMQ", "activemq": "ActiveMQ"}
+
+# (scenario, result key, label, higher is better)
+METRICS = [
+    ("queue", "msgs_per_sec", "queue, 2 producers → 2 consumers, msgs/s", True),
+    ("fanout", "delivered_per_sec", "topic fan-out 1 → 100, delivered msgs/s", True),
+    ("latency", "p50_us", "latency at 5k msgs/s, p50 µs", False),
+    ("latency", "p99_us", "latency at 5k msgs/s, p99 µs", False),
+    ("latency", "p99_9_us", "latency at 5k msgs/s, p99.9 µs", False),
+    ("chat", "p99_us", "chat 10 rooms × 10 users × 2 msgs/s, p99 µs", False),
+    ("connections", "kib_per_connection", "broker memory per idle connection, KiB", False),
+    ("connections", "connects_per_sec", "connection setup, conn/s", True),
+]
+
+
+def record(path, broker, transport, line):
+    data = json.loads(line)
+    data["broker"] = broker
+    data["transport"] = transport
+    with open(path, "a") as f:
+        f.write(json.dumps(data) + "\n")
+
+
+def record_error(path, broker, transport, args, error):
+    scenario = next((w for w in args.split() if w in {m[0] for m in METRICS}), "?")
+    with open(path, "a") as f:
+        f.write(json.dumps({"broker": broker, "transport": transport, "scenario": scenario,
+                            "error": error, "args": args}) + "\n")
+
+
+def load(path):
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                rows[(d["broker"], d["transport"], d["scenario"])] = d
+    return rows
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}"
+
+
+def cell(rows, broker, transport, scenario, key):
+    d = rows.get((broker, transport, scenario))
+    if d is None:
+        return None, "not run"
+    if "error" in d:
+        return None, "failed: " + d["error"].replace("|", "/")[:80]
+    v = d["results"].get(key)
+    return v, fmt(v)
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def render(path, md_path, svg_path):
+    rows = load(path)
+    columns = [(b, t) for b in BROKERS for t in ("tcp", "ws") if any(k[:2] == (b, t) for k in rows)]
+    out = []
+    out.append("# Benchmarks: Stompbox, RabbitMQ and ActiveMQ\n")
+    out.append(f"Measured {datetime.date.today().isoformat()} by `scripts/bench-compare.sh` with `stompbox bench`, "
+               "every broker on the same machine as the load tool, loopback only, one broker at a time, "
+               "128-byte messages.\n")
+    out.append(f"- Machine: {machine()}; the load tool and the broker share these cores.")
+    out.append(f"- Stompbox {version(['git', 'rev-parse', '--short', 'HEAD'])} (release build, defaults, in memory).")
+    out.append(f"- RabbitMQ {version(['dpkg-query', '-W', '-f=${Version}', 'rabbitmq-server'])} (Debian), "
+               "`rabbitmq_stomp` and `rabbitmq_web_stomp`, default settings.")
+    out.append(f"- ActiveMQ Classic {version(['dpkg-query', '-W', '-f=${Version}', 'activemq'])} (Debian), "
+               "`stomp+nio` connector, non-persistent, 1 GiB heap. Debian's build has no WebSocket transport, "
+               "so ActiveMQ runs over TCP only.")
+    out.append("- Every run checks that each message arrived exactly once; a run that lost or repeated a "
+               "message is shown as failed.\n")
+    head = "| scenario | " + " | ".join(f"{NAMES[b]} {t.upper()}" for b, t in columns) + " | Stompbox / best peer |"
+    out.append(head)
+    out.append("|" + " --- |" * (len(columns) + 2))
+    ratios = {}
+    for scenario, key, label, higher in METRICS:
+        values = {}
+        cells = []
+        for b, t in columns:
+            v, text = cell(rows, b, t, scenario, key)
+            values[(b, t)] = v
+            cells.append(text)
+        ratio_parts = []
+        for t in ("tcp", "ws"):
+            ours = values.get(("stompbox", t))
+            peers = [v for (b, tt), v in values.items() if tt == t and b != "stompbox" and v]
+            if ours and peers:
+                best = max(peers) if higher else min(peers)
+                r = ours / best if higher else best / ours
+                ratios[(scenario, key, t)] = r
+                ratio_parts.append(f"{t.upper()} {r:.1f}×")
+        out.append(f"| {label} | " + " | ".join(cells) + " | " + (", ".join(ratio_parts) or "–") + " |")
+    out.append("\nRatios are how many times better Stompbox is than the best other broker on the same "
+               "transport: higher throughput divided, or lower latency and memory inverted.\n")
+    out.append("![Throughput, latency and memory by broker](benchmarks.svg)\n")
+    out.append("## Per-peer ratios against the targets\n")
+    def peer_ratio(scenario, key, transport, peer, higher=True):
+        ours, _ = cell(rows, "stompbox", transport, scenario, key)
+        theirs, _ = cell(rows, peer, transport, scenario, key)
+        if not ours or not theirs:
+            return "not measured"
+        return f"{(ours / theirs if higher else theirs / ours):.1f}×"
+    out.append("| target | measured |")
+    out.append("| --- | --- |")
+    out.append(f"| queue ≥ 10× RabbitMQ (TCP) | {peer_ratio('queue', 'msgs_per_sec', 'tcp', 'rabbitmq')} |")
+    out.append(f"| queue ≥ 10× RabbitMQ (WebSocket) | {peer_ratio('queue', 'msgs_per_sec', 'ws', 'rabbitmq')} |")
+    out.append(f"| queue ≥ 3× ActiveMQ (TCP) | {peer_ratio('queue', 'msgs_per_sec', 'tcp', 'activemq')} |")
+    out.append(f"| fan-out 1 → 100 ≥ 10× RabbitMQ (TCP) | {peer_ratio('fanout', 'delivered_per_sec', 'tcp', 'rabbitmq')} |")
+    p99, _ = cell(rows, "stompbox", "tcp", "latency", "p99_us")
+    p999, _ = cell(rows, "stompbox", "tcp", "latency", "p99_9_us")
+    out.append(f"| latency at 5k msgs/s: p99 < 250 µs | {fmt(p99)} µs |")
+    out.append(f"| latency at 5k msgs/s: p99.9 < 1 ms | {fmt(p999)} µs |")
+    kib, _ = cell(rows, "stompbox", "tcp", "connections", "kib_per_connection")
+    opened, _ = cell(rows, "stompbox", "tcp", "connections", "opened")
+    out.append(f"| idle connections < 8 KiB each | {fmt(kib)} KiB each over {fmt(opened)} connections |")
+    out.append("\nThe connection count is limited by this machine: its hard limit on open files is "
+               f"{version(['sh', '-c', 'ulimit -Hn'])} per process and cannot be raised here, and the broker "
+               "needs one descriptor per connection.\n")
+    with open(md_path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    with open(svg_path, "w") as f:
+        f.write(svg(rows, columns))
+
+
+def svg(rows, columns):
+    """One small bar group per metric; bars scaled to the group's largest value."""
+    colors = {"stompbox": "#0b6e63", "rabbitmq": "#e07a1f", "activemq": "#5a55a8"}
+    group_h, bar_h, left, width = 26 + 18 * len(columns), 16, 330, 420
+    metrics = METRICS
+    height = 40 + group_h * len(metrics)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 150}" height="{height}" '
+             'font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             '<text x="10" y="22" font-size="15" font-weight="bold">Stompbox, RabbitMQ, ActiveMQ '
+             '(↑ higher is better, ↓ lower is better)</text>']
+    y = 40
+    for scenario, key, label, higher in metrics:
+        values = [(b, t, cell(rows, b, t, scenario, key)[0]) for b, t in columns]
+        top = max([v for _, _, v in values if v] or [1])
+        parts.append(f'<text x="10" y="{y + 14}" font-weight="bold">{html.escape(label)} {"↑" if higher else "↓"}</text>')
+        yy = y + 20
+        for b, t, v in values:
+            w = 0 if not v else max(1, width * v / top)
+            parts.append(f'<text x="{left - 8}" y="{yy + 12}" text-anchor="end">{NAMES[b]} {t.upper()}</text>')
+            parts.append(f'<rect x="{left}" y="{yy}" width="{w:.1f}" height="{bar_h - 2}" fill="{colors[b]}"/>')
+            parts.append(f'<text x="{left + w + 6:.1f}" y="{yy + 12}">{fmt(v) if v else "n/a"}</text>')
+            yy += 18
+        y += group_h
+    parts.append("</svg>\n")
+    return "\n".join(parts)
+
+
+def main(argv):
+    if len(argv) >= 5 and argv[1] == "record":
+        record(argv[2], argv[3], argv[4], argv[5])
+    elif len(argv) >= 7 and argv[1] == "record-error":
+        record_error(argv[2], argv[3], argv[4], argv[5], argv[6])
+    elif len(argv) == 5 and argv[1] == "render":
+        render(argv[2], argv[3], argv[4])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
