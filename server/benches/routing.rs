@@ -28,7 +28,12 @@ struct Subscriber {
 fn subscriber(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber {
     let (outbox, waker) = Outbox::new(1 << 20, SlowConsumerPolicy::Disconnect);
     let outbox = Arc::new(outbox);
-    let session = Session::new(broker.clone(), Arc::new(SessionSettings::default()), outbox.clone(), true);
+    let session = Session::new(
+        broker.clone(),
+        Arc::new(SessionSettings::default()),
+        outbox.clone(),
+        true,
+    );
     broker
         .subscribe(
             destination,
@@ -42,7 +47,11 @@ fn subscriber(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber 
             TopicOptions::default(),
         )
         .expect("valid destination");
-    Subscriber { outbox, _waker: waker, session }
+    Subscriber {
+        outbox,
+        _waker: waker,
+        session,
+    }
 }
 
 fn fanout(c: &mut Criterion) {
@@ -102,7 +111,13 @@ fn render(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("render_and_encode_message", |b| {
         b.iter(|| {
-            broker.send_to(&target, ByteString::from("/topic/render"), headers(), Bytes::from_static(&[b'y'; 128]), false);
+            broker.send_to(
+                &target,
+                ByteString::from("/topic/render"),
+                headers(),
+                Bytes::from_static(&[b'y'; 128]),
+                false,
+            );
             sub.outbox.drain_into(&mut drained);
             for item in drained.drain(..) {
                 if let Outbound::Delivery(d) = item {
