@@ -146,22 +146,23 @@ RABBIT=(--login guest --passcode guest --host /)
 
 log "Stompbox"
 start_stompbox
-connections stompbox stomp://127.0.0.1:62613
 scenarios stompbox tcp stomp://127.0.0.1:62613
 scenarios stompbox ws ws://127.0.0.1:25674/ws
+# Last, so closing thousands of connections does not disturb the other runs.
+connections stompbox stomp://127.0.0.1:62613
 stop_broker
 
 log "RabbitMQ"
 start_rabbitmq
-connections rabbitmq stomp://127.0.0.1:62614 "${RABBIT[@]}"
 scenarios rabbitmq tcp stomp://127.0.0.1:62614 "${RABBIT[@]}"
 scenarios rabbitmq ws ws://127.0.0.1:25675/ws "${RABBIT[@]}"
+connections rabbitmq stomp://127.0.0.1:62614 "${RABBIT[@]}"
 stop_broker
 
 log "ActiveMQ"
 start_activemq
-connections activemq stomp://127.0.0.1:62615
 scenarios activemq tcp stomp://127.0.0.1:62615
+connections activemq stomp://127.0.0.1:62615
 stop_broker
 
 python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks.md docs/benchmarks.svg

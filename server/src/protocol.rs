@@ -246,7 +246,7 @@ fn parse_topic_options(frame: &Frame) -> Result<TopicOptions, SessionError> {
 
 impl ClientFrame {
     /// Validates a decoded frame for a session speaking `version`.
-    pub fn parse(frame: Frame, version: Version) -> Result<ClientFrame, SessionError> {
+    pub fn parse(frame: &Frame, version: Version) -> Result<ClientFrame, SessionError> {
         let transaction = frame.headers.get_shared("transaction").cloned();
         Ok(match frame.command {
             Command::Connect | Command::Stomp => ClientFrame::Connect(Connect {
@@ -255,10 +255,10 @@ impl ClientFrame {
                 login: frame.headers.get("login").map(str::to_string),
                 passcode: frame.headers.get("passcode").map(str::to_string),
                 heart_beat: parse_heart_beat(frame.headers.get("heart-beat"))?,
-                will: parse_will(&frame)?,
+                will: parse_will(frame)?,
             }),
             Command::Send => {
-                let destination = required(&frame, "destination")?;
+                let destination = required(frame, "destination")?;
                 let mut headers = Headers::with_capacity(frame.headers.len());
                 for (name, value) in frame.headers.iter_shared() {
                     if !BROKER_HEADERS.contains(&&**name) {
@@ -270,16 +270,16 @@ impl ClientFrame {
                     transaction,
                     ephemeral: frame.headers.get("x-ephemeral") == Some("true"),
                     headers,
-                    body: frame.body,
+                    body: frame.body.clone(),
                 }
             }
             Command::Subscribe => {
-                let destination = required(&frame, "destination")?;
+                let destination = required(frame, "destination")?;
                 // 1.0 made the id optional; its UNSUBSCRIBE can name the destination instead.
                 let id = match frame.headers.get_shared("id") {
                     Some(id) => id.clone(),
                     None if version == Version::V1_0 => destination.clone(),
-                    None => required(&frame, "id")?,
+                    None => required(frame, "id")?,
                 };
                 let ack_value = frame.headers.get("ack");
                 let ack = AckMode::parse(ack_value).ok_or_else(|| SessionError::InvalidHeader {
@@ -298,7 +298,7 @@ impl ClientFrame {
                     })?),
                 };
                 ClientFrame::Subscribe {
-                    options: parse_topic_options(&frame)?,
+                    options: parse_topic_options(frame)?,
                     destination,
                     id: SubscriptionId::from(id),
                     ack,
@@ -308,8 +308,8 @@ impl ClientFrame {
             Command::Unsubscribe => {
                 let id = match frame.headers.get_shared("id") {
                     Some(id) => id.clone(),
-                    None if version == Version::V1_0 => required(&frame, "destination")?,
-                    None => required(&frame, "id")?,
+                    None if version == Version::V1_0 => required(frame, "destination")?,
+                    None => required(frame, "id")?,
                 };
                 ClientFrame::Unsubscribe {
                     id: SubscriptionId::from(id),
@@ -323,13 +323,13 @@ impl ClientFrame {
                     });
                 }
                 let target = match version {
-                    Version::V1_2 => AckTarget::Id(required(&frame, "id")?),
+                    Version::V1_2 => AckTarget::Id(required(frame, "id")?),
                     Version::V1_1 => AckTarget::MessageId {
-                        message_id: required(&frame, "message-id")?,
-                        subscription: Some(SubscriptionId::from(required(&frame, "subscription")?)),
+                        message_id: required(frame, "message-id")?,
+                        subscription: Some(SubscriptionId::from(required(frame, "subscription")?)),
                     },
                     Version::V1_0 => AckTarget::MessageId {
-                        message_id: required(&frame, "message-id")?,
+                        message_id: required(frame, "message-id")?,
                         subscription: frame
                             .headers
                             .get_shared("subscription")
@@ -349,9 +349,9 @@ impl ClientFrame {
                     }
                 }
             }
-            Command::Begin => ClientFrame::Begin(required(&frame, "transaction")?),
-            Command::Commit => ClientFrame::Commit(required(&frame, "transaction")?),
-            Command::Abort => ClientFrame::Abort(required(&frame, "transaction")?),
+            Command::Begin => ClientFrame::Begin(required(frame, "transaction")?),
+            Command::Commit => ClientFrame::Commit(required(frame, "transaction")?),
+            Command::Abort => ClientFrame::Abort(required(frame, "transaction")?),
             Command::Disconnect => ClientFrame::Disconnect,
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
                 return Err(SessionError::ServerCommand {

@@ -227,8 +227,7 @@ impl Session {
             Command::Connect | Command::Stomp => None,
             _ => frame.headers.get_shared("receipt").cloned(),
         };
-        let quoted = protocol::quote_frame(&frame);
-        let result = self.apply(frame);
+        let result = self.apply(&frame);
         match result {
             Ok(flow) => {
                 if let Some(receipt) = receipt {
@@ -247,7 +246,7 @@ impl Session {
                 );
                 Flow::Continue
             }
-            Err(error) => self.fail(error, Some(&quoted), receipt),
+            Err(error) => self.fail(error, Some(&protocol::quote_frame(&frame)), receipt),
         }
     }
 
@@ -263,7 +262,7 @@ impl Session {
         Flow::Close(CloseReason::ProtocolError(error))
     }
 
-    fn apply(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+    fn apply(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
         let Some(version) = self.version else {
             if !matches!(frame.command, Command::Connect | Command::Stomp) {
                 return Err(SessionError::NotConnected {
