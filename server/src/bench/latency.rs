@@ -17,7 +17,7 @@ use stomp_codec::{Command, Frame};
 use tokio::task::JoinSet;
 
 use super::client::{Writer, connect};
-use super::{BenchError, Common, Report, body, parse_body, progress, unique};
+use super::{BenchError, Common, Report, body, hold_open, parse_body, progress, unique};
 
 /// `latency` options.
 #[derive(Args, Debug, Clone)]
@@ -190,9 +190,7 @@ pub async fn latency(common: &Common, args: &LatencyArgs) -> Result<Report, Benc
             size,
         )
         .await?;
-        std::future::pending::<()>().await;
-        drop(writer);
-        Ok(())
+        hold_open(writer).await
     });
     let deadline = common.deadline() + Duration::from_secs(args.seconds);
     let outcome = collect(&received, total, deadline, &mut tasks).await;
@@ -333,9 +331,7 @@ pub async fn chat(common: &Common, args: &ChatArgs) -> Result<Report, BenchError
                 size,
             )
             .await?;
-            std::future::pending::<()>().await;
-            drop(writer);
-            Ok(())
+            hold_open(writer).await
         });
     }
     let deadline = common.deadline() + Duration::from_secs(args.seconds);

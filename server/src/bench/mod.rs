@@ -136,6 +136,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// Keeps a producer's connection open until the run is over (its task is
+/// aborted then): some brokers drop the unflushed work of a closed producer.
+async fn hold_open<T>(connection: T) -> Result<(), BenchError> {
+    std::future::pending::<()>().await;
+    drop(connection);
+    Ok(())
+}
+
 /// A destination name no other run uses.
 fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::client::{Reader, Writer, connect};
-use super::{AckArg, BenchError, Common, Report, body, parse_body, progress, unique};
+use super::{AckArg, BenchError, Common, Report, body, hold_open, parse_body, progress, unique};
 
 /// Frames fed before one flush: large enough to amortise the write, small
 /// enough that the broker sees a steady stream.
@@ -90,6 +90,14 @@ impl Ledger {
         }
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(())
+    }
+
+    /// When the last message arrived (now, if none did).
+    fn last_seen(&self) -> Instant {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(Instant::now)
     }
 
     fn missing(&self) -> u64 {
@@ -270,12 +278,7 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
         let destination = destination.clone();
         let size = args.size;
         tasks.spawn(async move {
-            // Keep the connection open until the run ends: some brokers
-            // drop unflushed work of a closed producer.
-            let writer = produce(writer, destination, p as u64, per_producer, size).await?;
-            std::future::pending::<()>().await;
-            drop(writer);
-            Ok(())
+            hold_open(produce(writer, destination, p as u64, per_producer, size).await?).await
         });
     }
     let outcome = wait_for(&ledger, deadline, &mut tasks).await;
@@ -288,11 +291,7 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
             "{duplicates} messages arrived more than once"
         )));
     }
-    let end = ledger
-        .last
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or_else(Instant::now);
+    let end = ledger.last_seen();
     let secs = end.duration_since(start).as_secs_f64().max(1e-9);
     let mut params = serde_json::Map::new();
     params.insert("producers".into(), json!(args.producers));
@@ -373,19 +372,13 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> Result<Report, BenchE
     let publish_to = destination.clone();
     tasks.spawn(async move {
         let writer = produce(writer, publish_to, 0, messages, size).await?;
-        std::future::pending::<()>().await;
-        drop((writer, _reader));
-        Ok(())
+        hold_open((writer, _reader)).await
     });
     let outcome = wait_for(&ledger, deadline, &mut tasks).await;
     tasks.abort_all();
     bar.finish_and_clear();
     outcome?;
-    let end = ledger
-        .last
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or_else(Instant::now);
+    let end = ledger.last_seen();
     let secs = end.duration_since(start).as_secs_f64().max(1e-9);
     let mut params = serde_json::Map::new();
     params.insert("subscribers".into(), json!(args.subscribers));

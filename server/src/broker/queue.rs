@@ -34,6 +34,20 @@ struct State {
     next: usize,
 }
 
+impl State {
+    /// Gives a consumer back credit for `count` settled deliveries. A
+    /// consumer that has gone meanwhile has nothing to get back.
+    fn return_credit(&mut self, session: SessionId, subscription: &SubscriptionId, count: usize) {
+        if let Some(c) = self
+            .consumers
+            .iter_mut()
+            .find(|c| c.session == session && &c.subscription == subscription)
+        {
+            c.in_flight = c.in_flight.saturating_sub(count);
+        }
+    }
+}
+
 /// One queue. Its lock is held only to move messages between the queue
 /// and consumers' outboxes; it is never held across an await.
 #[derive(Debug)]
@@ -117,13 +131,7 @@ impl QueueDestination {
     /// mode, written out; more messages may flow.
     pub fn settle(&self, session: SessionId, subscription: &SubscriptionId, count: usize) {
         let mut state = self.lock();
-        if let Some(c) = state
-            .consumers
-            .iter_mut()
-            .find(|c| c.session == session && &c.subscription == subscription)
-        {
-            c.in_flight = c.in_flight.saturating_sub(count);
-        }
+        state.return_credit(session, subscription, count);
         self.dispatch(&mut state);
     }
 
@@ -143,13 +151,7 @@ impl QueueDestination {
                 redelivered: true,
             });
         }
-        if let Some(c) = state
-            .consumers
-            .iter_mut()
-            .find(|c| c.session == session && &c.subscription == subscription)
-        {
-            c.in_flight = c.in_flight.saturating_sub(count);
-        }
+        state.return_credit(session, subscription, count);
         self.dispatch(&mut state);
     }
 
