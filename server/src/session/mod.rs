@@ -4,8 +4,9 @@
 
 pub mod driver;
 mod heartbeat;
+mod ledger;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -13,9 +14,7 @@ use stomp_codec::{ByteString, Command, Frame, Version};
 
 pub use heartbeat::Heartbeat;
 
-use crate::broker::{
-    AckMode, Broker, ConsumerSpec, Delivery, Destination, Origin, QueueDestination, TopicOptions,
-};
+use crate::broker::{AckMode, Broker, ConsumerSpec, Delivery, Destination, TopicOptions};
 use crate::error::{CloseReason, SessionError};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
@@ -126,12 +125,6 @@ struct Subscription {
     destination: Destination,
 }
 
-/// A delivery the client has to acknowledge.
-#[derive(Debug)]
-struct Unacked {
-    delivery: Delivery,
-}
-
 #[derive(Debug)]
 enum TxOp {
     Send(ClientFrame),
@@ -149,12 +142,8 @@ pub struct Session {
     peer_is_loopback: bool,
     version: Option<Version>,
     subscriptions: HashMap<SubscriptionId, Subscription>,
-    /// Deliveries awaiting ACK/NACK by their ack id; ids grow, so the map
-    /// is in delivery order, which cumulative `client` acks rely on.
-    unacked: BTreeMap<u64, Unacked>,
-    next_ack_id: u64,
-    /// Auto-ack queue deliveries written since the last settle.
-    written: Vec<(Arc<QueueDestination>, SubscriptionId)>,
+    /// Deliveries awaiting ACK/NACK, and queue credit owed for written ones.
+    ledger: ledger::AckLedger,
     transactions: HashMap<ByteString, Vec<TxOp>>,
     /// Published if the connection ends without DISCONNECT.
     will: Option<Will>,
@@ -201,9 +190,7 @@ impl Session {
             peer_is_loopback,
             version: None,
             subscriptions: HashMap::new(),
-            unacked: BTreeMap::new(),
-            next_ack_id: 1,
-            written: Vec::new(),
+            ledger: ledger::AckLedger::default(),
             transactions: HashMap::new(),
             will: None,
             buckets: HashMap::new(),
@@ -301,7 +288,8 @@ impl Session {
                     .remove(&id)
                     .ok_or_else(|| SessionError::UnknownSubscription(id.as_str().to_string()))?;
                 subscription.destination.unsubscribe(self.id, &id);
-                self.requeue_unacked(|u| u.delivery.subscription == id);
+                let held = self.ledger.take_where(|_, d| d.subscription == id);
+                ledger::requeue(self.id, held);
                 Ok(Flow::Continue)
             }
             ClientFrame::Ack {
@@ -520,30 +508,11 @@ impl Session {
 
     /// The ack id of the delivery an ACK/NACK names.
     fn find_unacked(&self, target: &AckTarget) -> Result<u64, SessionError> {
-        let found = match target {
-            AckTarget::Id(id) => id
-                .parse::<u64>()
-                .ok()
-                .filter(|n| self.unacked.contains_key(n)),
-            AckTarget::MessageId {
-                message_id,
-                subscription,
-            } => self
-                .unacked
-                .iter()
-                .find(|(_, u)| {
-                    u.delivery.message.id.as_str() == &**message_id
-                        && subscription
-                            .as_ref()
-                            .is_none_or(|s| *s == u.delivery.subscription)
-                })
-                .map(|(n, _)| *n),
-        };
-        found.ok_or_else(|| match target {
+        self.ledger.find(target).ok_or_else(|| match target {
             AckTarget::Id(id) => SessionError::UnknownAck(format!("ack id {:?}", id.to_string())),
             AckTarget::MessageId {
-                message_id,
                 subscription: Some(s),
+                ..
             } if !self.subscriptions.contains_key(s) => {
                 SessionError::UnknownSubscription(s.as_str().to_string())
             }
@@ -557,73 +526,24 @@ impl Session {
     /// `client` mode of every earlier delivery of the same subscription.
     fn ack(&mut self, target: &AckTarget, negative: bool) -> Result<Flow, SessionError> {
         let ack_id = self.find_unacked(target)?;
-        let Some(named) = self.unacked.get(&ack_id) else {
-            return Err(SessionError::UnknownAck(format!("ack id {ack_id}")));
-        };
-        let subscription = named.delivery.subscription.clone();
-        let ids: Vec<u64> = if named.delivery.ack == AckMode::Client {
-            self.unacked
-                .range(..=ack_id)
-                .filter(|(_, u)| u.delivery.subscription == subscription)
-                .map(|(n, _)| *n)
-                .collect()
-        } else {
-            vec![ack_id]
-        };
-        let taken: Vec<Delivery> = ids
-            .iter()
-            .filter_map(|n| self.unacked.remove(n))
-            .map(|u| u.delivery)
-            .collect();
+        let taken = self.ledger.take(ack_id);
         if negative {
-            requeue(self.id, taken);
-        } else if let Some(Origin::Queue(queue)) = taken.first().map(|d| &d.origin) {
-            queue.settle(self.id, &subscription, taken.len());
+            ledger::requeue(self.id, taken);
+        } else {
+            ledger::settle(self.id, &taken);
         }
         Ok(Flow::Continue)
-    }
-
-    /// Gives every unacked delivery that matches back to its queue.
-    fn requeue_unacked(&mut self, matches: impl Fn(&Unacked) -> bool) {
-        let ids: Vec<u64> = self
-            .unacked
-            .iter()
-            .filter(|(_, u)| matches(u))
-            .map(|(n, _)| *n)
-            .collect();
-        let taken = ids
-            .iter()
-            .filter_map(|n| self.unacked.remove(n))
-            .map(|u| u.delivery)
-            .collect();
-        requeue(self.id, taken);
     }
 
     /// Turns a delivery from the outbox into the MESSAGE to write, and
     /// remembers it when the client has to acknowledge it.
     pub fn render(&mut self, delivery: Delivery) -> Frame {
-        if !delivery.ack.needs_ack() {
-            if let Origin::Queue(queue) = &delivery.origin {
-                self.written
-                    .push((queue.clone(), delivery.subscription.clone()));
-            }
-            return protocol::message_frame(&delivery, None);
-        }
-        let ack_id = self.next_ack_id;
-        self.next_ack_id += 1;
-        if delivery.control {
-            return protocol::message_frame(&delivery, None);
-        }
-        let frame = protocol::message_frame(&delivery, Some(&ack_id.to_string()));
-        self.unacked.insert(ack_id, Unacked { delivery });
-        frame
+        self.ledger.render(delivery)
     }
 
     /// Returns credit for auto-ack queue deliveries once they are written.
     pub fn settle_written(&mut self) {
-        for (queue, subscription) in self.written.drain(..) {
-            queue.settle(self.id, &subscription, 1);
-        }
+        self.ledger.settle_written(self.id);
     }
 
     /// Ends the session: stops its subscriptions, returns every message it
@@ -648,49 +568,10 @@ impl Session {
         }
         // Never-seen deliveries first, then the unacked ones in front of
         // them, so the queue's order is what it was.
-        let mut by_queue: Vec<(Arc<QueueDestination>, Vec<Delivery>)> = Vec::new();
-        for d in leftovers {
-            if let Origin::Queue(q) = &d.origin {
-                let q = q.clone();
-                match by_queue
-                    .iter_mut()
-                    .find(|(known, _)| Arc::ptr_eq(known, &q))
-                {
-                    Some((_, list)) => list.push(d),
-                    None => by_queue.push((q, vec![d])),
-                }
-            }
-        }
-        for (queue, deliveries) in by_queue {
-            queue.return_undelivered(deliveries);
-        }
-        self.requeue_unacked(|_| true);
+        ledger::return_undelivered(leftovers);
+        let held = self.ledger.take_where(|_, _| true);
+        ledger::requeue(self.id, held);
         self.transactions.clear();
-    }
-}
-
-/// Puts deliveries back on their queues, marked redelivered; topic
-/// deliveries have nowhere to go back to and are dropped.
-fn requeue(session: SessionId, deliveries: Vec<Delivery>) {
-    let mut groups: Vec<(
-        Arc<QueueDestination>,
-        SubscriptionId,
-        Vec<Arc<crate::broker::Message>>,
-    )> = Vec::new();
-    for d in deliveries {
-        let Origin::Queue(q) = &d.origin else {
-            continue;
-        };
-        match groups
-            .iter_mut()
-            .find(|(known, sub, _)| Arc::ptr_eq(known, q) && *sub == d.subscription)
-        {
-            Some((_, _, list)) => list.push(d.message),
-            None => groups.push((q.clone(), d.subscription.clone(), vec![d.message])),
-        }
-    }
-    for (queue, subscription, messages) in groups {
-        queue.requeue(session, &subscription, messages);
     }
 }
 
