@@ -18,6 +18,8 @@ const rooms = new Map(); // name -> room state
 let active = null;
 
 const client = new StompClient(wsUrl.href);
+// A handle for the browser console (and the browser tests): window.stompbox.client.
+window.stompbox = { client };
 
 client.onstate = (state, detail) => {
   const badge = $("state");

@@ -134,6 +134,19 @@ test("keyboard only, at phone width, in dark mode", async () => {
   await context.close();
 });
 
+test("after a dropped connection, messages sent meanwhile appear once, in order", async () => {
+  await ana.page.evaluate(() => window.stompbox.client.ws.close());
+  await ana.page.locator('#state[data-state="reconnecting"]').waitFor();
+  await say(bob.page, "while you were away 1");
+  await say(bob.page, "while you were away 2");
+  await ana.page.locator('#state[data-state="connected"]').waitFor();
+  await chatLine(ana.page, "while you were away 2").waitFor();
+  const texts = await ana.page.locator("#messages li[data-kind=chat] .text").allTextContents();
+  const away = texts.filter((t) => t.startsWith("while you were away"));
+  assert.deepEqual(away, ["while you were away 1", "while you were away 2"]);
+  assert.equal(await ana.page.locator("#notice").isVisible(), false, "nothing was missing");
+});
+
 test("closing a tab makes the others see the leave", async () => {
   await bob.context.close();
   await ana.page.locator("#messages li[data-kind=system]", { hasText: "bob left" }).waitFor();
