@@ -53,6 +53,9 @@ pub enum StartError {
     },
 }
 
+/// How often unused destinations are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// A running broker.
 pub struct Server {
     tcp_addr: SocketAddr,
@@ -136,6 +139,26 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+        // Forget unused destinations once a minute.
+        let sweeper = {
+            let broker = broker.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = every.tick() => {
+                            let removed = broker.sweep();
+                            if removed > 0 {
+                                tracing::debug!(removed, "unused destinations forgotten");
+                            }
+                        }
+                    }
+                }
+            })
+        };
         tracing::info!(%tcp_addr, "STOMP over TCP listening");
         tracing::info!(%http_addr, "HTTP listening: WebSocket at ws://{http_addr}/ws, health at /health");
         Ok(Server {
@@ -143,7 +166,7 @@ impl Server {
             http_addr,
             cancel,
             tracker,
-            listeners: vec![tcp_task, http_task],
+            listeners: vec![tcp_task, http_task, sweeper],
             grace: Duration::from_millis(config.shutdown_grace_ms),
             broker,
         })

@@ -192,6 +192,36 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Forgets destinations nobody uses: no messages, subscribers or kept
+    /// history, and no reference held anywhere but here (a session that
+    /// just looked one up keeps it alive). Without this, every name ever
+    /// used (private rooms, benchmark runs) would stay in memory.
+    /// Returns how many were removed.
+    pub fn sweep(&self) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            // Lock order: shard, then destination; nothing takes them the other way.
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|_, d| match d {
+                Destination::Queue(q) => Arc::strong_count(q) > 1 || !q.is_idle(),
+                Destination::Topic(t) => Arc::strong_count(t) > 1 || !t.is_idle(),
+            });
+            removed += before - map.len();
+        }
+        removed
+    }
+
+    /// How many destinations exist.
+    pub fn destination_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
 impl Destination {
     /// Stops delivering to a subscription.
     pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {

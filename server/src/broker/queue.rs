@@ -169,6 +169,12 @@ impl QueueDestination {
         self.dispatch(&mut state);
     }
 
+    /// No messages and no consumers: nothing would be lost by forgetting it.
+    pub fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.messages.is_empty() && state.consumers.is_empty()
+    }
+
     /// Messages waiting for a consumer.
     pub fn depth(&self) -> usize {
         self.lock().messages.len()

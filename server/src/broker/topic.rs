@@ -270,6 +270,13 @@ impl TopicDestination {
         dropped
     }
 
+    /// No subscribers and, once expired history is trimmed, nothing kept.
+    pub fn is_idle(&self) -> bool {
+        let mut state = self.lock();
+        self.trim(&mut state, Instant::now());
+        state.subscribers.is_empty() && state.kept.is_empty()
+    }
+
     /// The number of current subscribers.
     pub fn subscriber_count(&self) -> usize {
         self.lock().subscribers.len()

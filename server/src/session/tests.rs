@@ -588,3 +588,26 @@ fn duplicate_begin_is_refused() {
     c.send(frame("BEGIN", &[("transaction", "t")]));
     c.error(frame("BEGIN", &[("transaction", "t")]));
 }
+
+#[test]
+fn unused_destinations_are_forgotten_and_used_ones_kept() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/topic/live", "auto"));
+    let mut p = Client::connected(&b);
+    p.send(send("/queue/full", "waiting"));
+    p.send(send("/topic/nobody", "gone"));
+    p.send(send("/topic/chat.kept", "history"));
+    c.send(subscribe("q", "/queue/drained", "auto"));
+    p.send(send("/queue/drained", "taken"));
+    c.frames();
+    c.send(frame("UNSUBSCRIBE", &[("id", "q")]));
+    assert_eq!(b.destination_count(), 5);
+    // /topic/nobody (no subscriber, no history) and /queue/drained (empty, no consumer) go;
+    // the live topic, the queue with a message and the chat topic's history stay.
+    assert_eq!(b.sweep(), 2);
+    assert_eq!(b.destination_count(), 3);
+    c.send(send("/queue/full", "second"));
+    c.send(subscribe("again", "/queue/full", "auto"));
+    assert_eq!(c.bodies(), ["waiting", "second"]);
+}
