@@ -415,7 +415,7 @@ pub fn error_frame(
         body.push_str("\n-----\n");
     }
     let mut frame = Frame::new(Command::Error)
-        .header("message", one_line(&error.to_string()))
+        .header("message", message_header(&error.to_string()))
         .header("content-type", "text/plain");
     if let SessionError::UnsupportedVersion { .. } = error {
         frame = frame.header("version", "1.0,1.1,1.2");
@@ -429,12 +429,20 @@ pub fn error_frame(
 /// An ERROR the broker sends on its own account (shutdown, slow consumer, timeouts).
 pub fn notice_frame(message: &str, explanation: &str) -> Frame {
     Frame::new(Command::Error)
-        .header("message", one_line(message))
+        .header("message", message_header(message))
         .header("content-type", "text/plain")
         .body(format!("{message}\n\n{explanation}\n"))
 }
 
-/// Header values of ERROR frames are single lines, so the frame stays readable in 1.0.
+/// The `message` header of an ERROR: one line, and ": " written as " - ",
+/// because 1.1 and 1.2 escape every colon in a header value as `\c`, which
+/// a person reading the frame in telnet should not have to decode. The
+/// body keeps the text as it is.
+fn message_header(s: &str) -> String {
+    one_line(s).replace(": ", " - ")
+}
+
+/// Text on a single line, so quoted header values stay readable.
 fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }

@@ -264,3 +264,27 @@ async fn health_endpoint() {
     assert!(response.contains("{\"status\":\"ok\"}"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn error_message_header_reads_plainly_in_telnet() {
+    let server = TestServer::default().await;
+    let mut s = TcpStream::connect(server.tcp_addr()).await.unwrap();
+    s.write_all(b"CONNECT\r\naccept-version:1.2\r\n\r\n\x00\r\nsend\r\n\r\n\x00\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut text))
+        .await
+        .unwrap()
+        .unwrap();
+    // No "\c" escapes to decode by eye; the body keeps the original wording.
+    assert!(
+        text.contains("\nmessage:malformed frame - unknown command \"send\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nmalformed frame: unknown command \"send\""),
+        "{text}"
+    );
+    server.shutdown().await;
+}
