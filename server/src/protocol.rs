@@ -1,7 +1,8 @@
 //! Typed, validated client frames, and the frames the server builds.
 
 use bytes::Bytes;
-use stomp_codec::{ByteString, Command, Frame, Headers, Version};
+use bytes::BytesMut;
+use stomp_codec::{ByteString, Command, EncodeError, Frame, Headers, Version, encode_frame};
 
 use crate::broker::{AckMode, Delivery, DestinationKind, Presence, Recovery, TopicOptions};
 use crate::error::SessionError;
@@ -362,34 +363,38 @@ impl ClientFrame {
     }
 }
 
-/// The MESSAGE frame for a delivery. `ack_id` is set when the client must acknowledge.
-pub fn message_frame(delivery: &Delivery, ack_id: Option<&str>) -> Frame {
+/// Writes the MESSAGE for a delivery straight into `dst`, from the shared
+/// message and the subscriber's few headers: no `Frame`, no header list and
+/// no string is allocated per subscriber. `ack_id` is set when the client
+/// must acknowledge.
+pub fn encode_message(
+    delivery: &Delivery,
+    ack_id: Option<u64>,
+    version: Version,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let message = &delivery.message;
-    let mut headers = Headers::with_capacity(message.headers.len() + 7);
-    headers.push("subscription", delivery.subscription.shared());
-    headers.push("message-id", message.id.shared());
-    headers.push("destination", message.destination.clone());
-    if let Some(ack) = ack_id {
-        headers.push("ack", ack);
-    }
-    if delivery.redelivered {
-        headers.push("redelivered", "true");
-    }
-    if let Some(stream) = &message.stream {
-        headers.push("x-stream-epoch", stream.epoch.clone());
-        headers.push("x-stream-position", stream.position.to_string());
-    }
-    if delivery.history {
-        headers.push("x-history", "true");
-    }
-    for (name, value) in message.headers.iter_shared() {
-        headers.push(name.clone(), value.clone());
-    }
-    Frame {
-        command: Command::Message,
-        headers,
-        body: message.body.clone(),
-    }
+    let mut ack_text = itoa::Buffer::new();
+    let ack = ack_id.map(|n| ("ack", ack_text.format(n)));
+    let mut position_text = itoa::Buffer::new();
+    let stream = message.stream.as_ref().map(|s| {
+        [
+            ("x-stream-epoch", &*s.epoch),
+            ("x-stream-position", position_text.format(s.position)),
+        ]
+    });
+    let headers = [
+        ("subscription", delivery.subscription.as_str()),
+        ("message-id", message.id.as_str()),
+        ("destination", &*message.destination),
+    ]
+    .into_iter()
+    .chain(ack)
+    .chain(delivery.redelivered.then_some(("redelivered", "true")))
+    .chain(stream.into_iter().flatten())
+    .chain(delivery.history.then_some(("x-history", "true")))
+    .chain(message.headers.iter());
+    encode_frame(Command::Message, headers, &message.body, version, dst)
 }
 
 /// A RECEIPT for the frame that carried `receipt`.

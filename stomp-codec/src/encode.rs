@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 
-use crate::command::Version;
+use crate::command::{Command, Version};
 use crate::error::EncodeError;
 use crate::frame::Frame;
 use crate::headers::Escaping;
@@ -28,39 +28,70 @@ impl Frame {
     /// assert_eq!(&out[..], b"SEND\ndestination:/queue/a\nnote:a\\cb\ncontent-length:2\n\nhi\0");
     /// ```
     pub fn encode(&self, version: Version, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let escaping = Escaping::for_frame(version, self.command);
-        let mut headers_len = 0;
-        for (name, value) in self.headers.iter() {
-            if name.is_empty() {
-                return Err(EncodeError::EmptyHeaderName);
-            }
-            check_encodable(name, true, escaping, version)?;
-            check_encodable(value, false, escaping, version)?;
-            headers_len += name.len() + value.len() + 2;
-        }
-        // 32 covers the command's EOL, "content-length:" + 20 digits + EOL, the blank line and NUL.
-        dst.reserve(self.command.as_str().len() + headers_len + 32 + self.body.len());
-        dst.extend_from_slice(self.command.as_str().as_bytes());
-        dst.extend_from_slice(b"\n");
-        for (name, value) in self.headers.iter() {
-            if name == "content-length" {
-                continue;
-            }
-            write_escaped(dst, name.as_bytes(), escaping);
-            dst.extend_from_slice(b":");
-            write_escaped(dst, value.as_bytes(), escaping);
-            dst.extend_from_slice(b"\n");
-        }
-        if !self.body.is_empty() {
-            dst.extend_from_slice(b"content-length:");
-            dst.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
-            dst.extend_from_slice(b"\n");
-        }
-        dst.extend_from_slice(b"\n");
-        dst.extend_from_slice(&self.body);
-        dst.extend_from_slice(b"\0");
-        Ok(())
+        encode_frame(self.command, self.headers.iter(), &self.body, version, dst)
     }
+}
+
+/// Appends a frame given as parts, without building a [`Frame`]: what a
+/// broker uses to write one MESSAGE per subscriber from shared parts, with
+/// no allocation per subscriber. Same rules as [`Frame::encode`]; the
+/// headers are walked twice (check, then write), hence `Clone`.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use stomp_codec::{Command, Version, encode_frame};
+/// let mut out = BytesMut::new();
+/// let headers = [("subscription", "0"), ("message-id", "m-1"), ("destination", "/topic/a")];
+/// encode_frame(Command::Message, headers, b"hi", Version::V1_2, &mut out).unwrap();
+/// assert_eq!(
+///     &out[..],
+///     b"MESSAGE\nsubscription:0\nmessage-id:m-1\ndestination:/topic/a\ncontent-length:2\n\nhi\0"
+/// );
+/// ```
+pub fn encode_frame<'a, H>(
+    command: Command,
+    headers: H,
+    body: &[u8],
+    version: Version,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError>
+where
+    H: IntoIterator<Item = (&'a str, &'a str)>,
+    H::IntoIter: Clone,
+{
+    let headers = headers.into_iter();
+    let escaping = Escaping::for_frame(version, command);
+    let mut headers_len = 0;
+    for (name, value) in headers.clone() {
+        if name.is_empty() {
+            return Err(EncodeError::EmptyHeaderName);
+        }
+        check_encodable(name, true, escaping, version)?;
+        check_encodable(value, false, escaping, version)?;
+        headers_len += name.len() + value.len() + 2;
+    }
+    // 32 covers the command's EOL, "content-length:" + 20 digits + EOL, the blank line and NUL.
+    dst.reserve(command.as_str().len() + headers_len + 32 + body.len());
+    dst.extend_from_slice(command.as_str().as_bytes());
+    dst.extend_from_slice(b"\n");
+    for (name, value) in headers {
+        if name == "content-length" {
+            continue;
+        }
+        write_escaped(dst, name.as_bytes(), escaping);
+        dst.extend_from_slice(b":");
+        write_escaped(dst, value.as_bytes(), escaping);
+        dst.extend_from_slice(b"\n");
+    }
+    if !body.is_empty() {
+        dst.extend_from_slice(b"content-length:");
+        dst.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        dst.extend_from_slice(b"\n");
+    }
+    dst.extend_from_slice(b"\n");
+    dst.extend_from_slice(body);
+    dst.extend_from_slice(b"\0");
+    Ok(())
 }
 
 /// Refuses bytes that would change the frame's structure and that the

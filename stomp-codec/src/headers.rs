@@ -155,7 +155,7 @@ impl Headers {
     /// h.push("a", "1");
     /// assert_eq!(h.iter().next(), Some(("a", "1")));
     /// ```
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
         self.entries.iter().map(|(n, v)| (&**n, &**v))
     }
 

@@ -33,7 +33,7 @@
 //! - `frame`: [`Frame`], the wire shape.
 //! - `parse`: the nom rules of the STOMP grammar.
 //! - `decode`: [`FrameDecoder`], [`Decoded`], [`Limits`].
-//! - `encode`: [`Frame::encode`].
+//! - `encode`: [`Frame::encode`], and [`encode_frame`] for frames given as parts.
 //! - `error`: [`DecodeError`], [`EncodeError`].
 //! - `tokio_codec` (feature `tokio`): [`StompCodec`] for `tokio_util::codec::Framed`.
 
@@ -51,6 +51,7 @@ pub use bytes;
 pub use bytestring::ByteString;
 pub use command::{Command, Version};
 pub use decode::{Decoded, FrameDecoder, Limits};
+pub use encode::encode_frame;
 pub use error::{DecodeError, EncodeError};
 pub use frame::Frame;
 pub use headers::Headers;

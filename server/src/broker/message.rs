@@ -22,10 +22,6 @@ impl MessageId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub(crate) fn shared(&self) -> ByteString {
-        self.0.clone()
-    }
 }
 
 impl fmt::Display for MessageId {

@@ -7,24 +7,48 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stomp_codec::{DecodeError, Decoded, Frame, Version};
+use bytes::BytesMut;
+use stomp_codec::{DecodeError, Decoded, EncodeError, Frame, Version};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Flow, Heartbeat, Session, SessionSettings};
-use crate::broker::Broker;
+use crate::broker::{Broker, Delivery};
 use crate::error::CloseReason;
 use crate::outbox::{Outbound, Outbox, OutboxWaker, SlowConsumerPolicy};
 use crate::protocol;
 
-/// Something to write: a frame or a heart-beat EOL.
+/// Something to write: a frame, a delivery, or a heart-beat EOL.
 #[derive(Debug)]
 pub enum Outgoing {
     /// A frame.
     Frame(Frame),
+    /// A MESSAGE, encoded from the delivery when written.
+    Message {
+        /// The delivery.
+        delivery: Delivery,
+        /// The `ack` header's value, when the client must acknowledge.
+        ack_id: Option<u64>,
+    },
     /// A heart-beat (one EOL).
     Heartbeat,
+}
+
+impl Outgoing {
+    /// Appends the wire form for `version` to `dst`.
+    pub fn encode(&self, version: Version, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            Outgoing::Frame(frame) => frame.encode(version, dst),
+            Outgoing::Message { delivery, ack_id } => {
+                protocol::encode_message(delivery, *ack_id, version, dst)
+            }
+            Outgoing::Heartbeat => {
+                dst.extend_from_slice(b"\n");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Why reading failed.
@@ -271,7 +295,7 @@ impl BatchWriter {
         for item in self.items.drain(..) {
             self.batch.push(match item {
                 Outbound::Frame(frame) => Outgoing::Frame(frame),
-                Outbound::Delivery(delivery) => Outgoing::Frame(session.render(delivery)),
+                Outbound::Delivery(delivery) => session.render(delivery),
             });
         }
         if self.batch.is_empty() && self.heartbeat_due {

@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use stomp_codec::Frame;
-
+use super::driver::Outgoing;
 use super::{SessionId, SubscriptionId};
 use crate::broker::{AckMode, Delivery, Message, Origin, QueueDestination};
-use crate::protocol::{self, AckTarget};
+use crate::protocol::AckTarget;
 
 #[derive(Debug, Default)]
 pub(super) struct AckLedger {
@@ -25,21 +24,30 @@ pub(super) struct AckLedger {
 impl AckLedger {
     /// The MESSAGE to write for a delivery; remembers the delivery when the
     /// client has to acknowledge it.
-    pub(super) fn render(&mut self, delivery: Delivery) -> Frame {
+    pub(super) fn render(&mut self, delivery: Delivery) -> Outgoing {
         if delivery.control {
-            return protocol::message_frame(&delivery, None);
+            return Outgoing::Message {
+                delivery,
+                ack_id: None,
+            };
         }
         if !delivery.ack.needs_ack() {
             if let Origin::Queue(queue) = &delivery.origin {
                 self.written
                     .push((queue.clone(), delivery.subscription.clone()));
             }
-            return protocol::message_frame(&delivery, None);
+            return Outgoing::Message {
+                delivery,
+                ack_id: None,
+            };
         }
         self.next_id += 1;
-        let frame = protocol::message_frame(&delivery, Some(&self.next_id.to_string()));
-        self.unacked.insert(self.next_id, delivery);
-        frame
+        // The clone is reference counts only: the message is shared.
+        self.unacked.insert(self.next_id, delivery.clone());
+        Outgoing::Message {
+            delivery,
+            ack_id: Some(self.next_id),
+        }
     }
 
     /// Returns queue credit for auto-ack deliveries once they are written.

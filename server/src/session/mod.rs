@@ -38,10 +38,6 @@ impl SubscriptionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub(crate) fn shared(&self) -> ByteString {
-        self.0.clone()
-    }
 }
 
 impl From<ByteString> for SubscriptionId {
@@ -537,7 +533,7 @@ impl Session {
 
     /// Turns a delivery from the outbox into the MESSAGE to write, and
     /// remembers it when the client has to acknowledge it.
-    pub fn render(&mut self, delivery: Delivery) -> Frame {
+    pub fn render(&mut self, delivery: Delivery) -> driver::Outgoing {
         self.ledger.render(delivery)
     }
 

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use stomp_codec::{Command, Frame};
+use bytes::BytesMut;
+use stomp_codec::{Command, Decoded, Frame, FrameDecoder};
+
+use super::driver::Outgoing;
 
 use super::*;
 use crate::outbox::{Outbox, OutboxWaker, SlowConsumerPolicy};
@@ -49,18 +52,29 @@ impl Client {
         self.session.handle(frame)
     }
 
-    /// What the driver would write now, in order.
+    /// What the driver would write now, in order: encoded as the
+    /// transports do, and decoded back as the client would read it.
     fn frames(&mut self) -> Vec<Frame> {
         let mut items = Vec::new();
         self.outbox.drain_into(&mut items);
-        let frames = items
-            .into_iter()
-            .map(|item| match item {
-                Outbound::Frame(f) => f,
+        let version = self.session.version().unwrap_or(Version::V1_2);
+        let mut wire = BytesMut::new();
+        for item in items {
+            let outgoing = match item {
+                Outbound::Frame(f) => Outgoing::Frame(f),
                 Outbound::Delivery(d) => self.session.render(d),
-            })
-            .collect();
+            };
+            outgoing.encode(version, &mut wire).expect("encodable");
+        }
         self.session.settle_written();
+        let mut decoder = FrameDecoder::new();
+        decoder.set_version(version);
+        let mut frames = Vec::new();
+        while let Some(item) = decoder.decode(&mut wire).expect("decodable") {
+            if let Decoded::Frame(f) = item {
+                frames.push(f);
+            }
+        }
         frames
     }
 

@@ -74,13 +74,8 @@ impl Transport for TcpTransport {
     async fn write(&mut self, batch: &[Outgoing]) -> io::Result<()> {
         self.buf.clear();
         for item in batch {
-            match item {
-                Outgoing::Heartbeat => self.buf.extend_from_slice(b"\n"),
-                Outgoing::Frame(frame) => {
-                    if let Err(e) = frame.encode(self.version, &mut self.buf) {
-                        tracing::warn!(error = %e, command = %frame.command, "frame not writable in the session's version; skipped");
-                    }
-                }
+            if let Err(e) = item.encode(self.version, &mut self.buf) {
+                tracing::warn!(error = %e, "frame not writable in the session's version; skipped");
             }
         }
         self.writer.write_all(&self.buf).await?;

@@ -65,10 +65,10 @@ impl Transport for WsTransport {
         for item in batch {
             let message = match item {
                 Outgoing::Heartbeat => Message::Text(Utf8Bytes::from_static("\n")),
-                Outgoing::Frame(frame) => {
+                frame => {
                     self.encoded.clear();
                     if let Err(e) = frame.encode(self.decoder.version(), &mut self.encoded) {
-                        tracing::warn!(error = %e, command = %frame.command, "frame not writable in the session's version; skipped");
+                        tracing::warn!(error = %e, "frame not writable in the session's version; skipped");
                         continue;
                     }
                     let bytes = self.encoded.split().freeze();
