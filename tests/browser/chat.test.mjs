@@ -147,6 +147,17 @@ test("after a dropped connection, messages sent meanwhile appear once, in order"
   assert.equal(await ana.page.locator("#notice").isVisible(), false, "nothing was missing");
 });
 
+test("a message over the room's size limit gets a friendly error and the connection stays", async () => {
+  await ana.page.fill("#text", "x".repeat(17 * 1024));
+  await ana.page.press("#text", "Enter");
+  await ana.page.locator("#send-error", { hasText: "too long" }).waitFor();
+  assert.equal(await ana.page.locator("#state").getAttribute("data-state"), "connected");
+  // The text is kept for editing, and a normal message still goes through.
+  assert.equal((await ana.page.inputValue("#text")).length, 17 * 1024);
+  await say(ana.page, "short again");
+  await chatLine(bob.page, "short again").waitFor();
+});
+
 test("closing a tab makes the others see the leave", async () => {
   await bob.context.close();
   await ana.page.locator("#messages li[data-kind=system]", { hasText: "bob left" }).waitFor();
