@@ -42,7 +42,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A listener could not bind.
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what})")]
     Bind {
         /// Which listener.
         what: &'static str,
