@@ -53,6 +53,17 @@ pub enum StartError {
     },
 }
 
+/// Binds a listener and reports the address it got (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let fail = |source| StartError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(fail)?;
+    let local = listener.local_addr().map_err(fail)?;
+    Ok((listener, local))
+}
+
 /// How often unused destinations are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -77,30 +88,8 @@ impl Server {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        let tcp = TcpListener::bind(config.tcp_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "STOMP over TCP",
-                addr: config.tcp_listen,
-                source,
-            })?;
-        let http = TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "HTTP and WebSocket",
-                addr: config.http_listen,
-                source,
-            })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
-            what: "STOMP over TCP",
-            addr: config.tcp_listen,
-            source,
-        })?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP and WebSocket",
-            addr: config.http_listen,
-            source,
-        })?;
+        let (tcp, tcp_addr) = bind(config.tcp_listen, "STOMP over TCP").await?;
+        let (http, http_addr) = bind(config.http_listen, "HTTP and WebSocket").await?;
 
         let tcp_task = tokio::spawn(transport::tcp::serve(
             tcp,

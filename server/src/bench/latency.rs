@@ -62,6 +62,18 @@ fn histogram() -> Result<Shared, BenchError> {
         .map_err(|e| BenchError::Usage(format!("histogram: {e}")))
 }
 
+/// Records the time since `stamp` (ns since `base`) as one latency.
+fn record(hist: &Shared, base: Instant, stamp: u64) {
+    let latency = (base.elapsed().as_nanos() as u64)
+        .saturating_sub(stamp)
+        .max(1);
+    // Values above the histogram's 60 s bound are refused; a run never waits that long.
+    let _ = hist
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(latency);
+}
+
 fn percentiles(h: &Histogram<u64>) -> Vec<(&'static str, f64, &'static str)> {
     let us = |ns: u64| ns as f64 / 1000.0;
     vec![
@@ -161,13 +173,7 @@ pub async fn latency(common: &Common, args: &LatencyArgs) -> Result<Report, Benc
                 let Some((_, stamp)) = parse_body(&f.body, b'T') else {
                     continue;
                 };
-                let latency = (base.elapsed().as_nanos() as u64)
-                    .saturating_sub(stamp)
-                    .max(1);
-                let _ = hist
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(latency);
+                record(&hist, base, stamp);
                 received.fetch_add(1, Ordering::Relaxed);
                 bar.inc(1);
             }
@@ -301,13 +307,7 @@ pub async fn chat(common: &Common, args: &ChatArgs) -> Result<Report, BenchError
                     }
                 }
                 got += 1;
-                let latency = (base.elapsed().as_nanos() as u64)
-                    .saturating_sub(stamp)
-                    .max(1);
-                let _ = hist
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(latency);
+                record(&hist, base, stamp);
                 received.fetch_add(1, Ordering::Relaxed);
                 bar.inc(1);
             }
