@@ -191,18 +191,7 @@ impl TopicDestination {
             );
             self.push_control(&subscriber, snapshot);
         }
-        if let Some(p) = &subscriber.presence {
-            let join = self.control(
-                &[
-                    ("x-presence-event", "join"),
-                    ("content-type", "application/json"),
-                ],
-                Bytes::from(member_json(&subscriber.member_id(), p)),
-            );
-            for other in state.subscribers.iter().filter(|s| s.watches()) {
-                self.push_control(other, join.clone());
-            }
-        }
+        self.announce(&state.subscribers, "join", &subscriber);
         state.subscribers.push(subscriber);
     }
 
@@ -217,17 +206,23 @@ impl TopicDestination {
             return;
         };
         let gone = state.subscribers.swap_remove(index);
-        if let Some(p) = &gone.presence {
-            let leave = self.control(
-                &[
-                    ("x-presence-event", "leave"),
-                    ("content-type", "application/json"),
-                ],
-                Bytes::from(member_json(&gone.member_id(), p)),
-            );
-            for other in state.subscribers.iter().filter(|s| s.watches()) {
-                self.push_control(other, leave.clone());
-            }
+        self.announce(&state.subscribers, "leave", &gone);
+    }
+
+    /// Tells the watching `others` that `who` joined or left, if `who` is present.
+    fn announce(&self, others: &[Subscriber], event: &str, who: &Subscriber) {
+        let Some(p) = &who.presence else {
+            return;
+        };
+        let notice = self.control(
+            &[
+                ("x-presence-event", event),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from(member_json(&who.member_id(), p)),
+        );
+        for other in others.iter().filter(|s| s.watches()) {
+            self.push_control(other, notice.clone());
         }
     }
 
