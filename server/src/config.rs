@@ -57,6 +57,9 @@ pub struct Config {
     pub users: HashMap<String, String>,
     /// Milliseconds sessions get to finish on shutdown.
     pub shutdown_grace_ms: u64,
+    /// STOMP connections (TCP and WebSocket together) held at once; unset:
+    /// as many as the open-file limit allows, less a reserve.
+    pub max_connections: Option<usize>,
     /// Topic policies (history, size and rate limits) by name pattern; first match wins.
     pub topics: Vec<TopicPolicy>,
 }
@@ -86,6 +89,7 @@ impl Default for Config {
             anonymous: session.anonymous,
             users: HashMap::new(),
             shutdown_grace_ms: 5000,
+            max_connections: None,
             topics: vec![TopicPolicy::chat_default()],
         }
     }
@@ -160,6 +164,7 @@ impl Config {
             ("default_prefetch", self.default_prefetch),
             ("max_prefetch", self.max_prefetch),
             ("max_topic_backlog", self.max_topic_backlog),
+            ("max_connections", self.max_connections.unwrap_or(1)),
         ];
         for (setting, value) in positive {
             if value == 0 {

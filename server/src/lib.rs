@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
+use crate::transport::admission::ConnectionSlots;
 use crate::transport::http::{HttpState, router};
 
 /// Why the server could not start.
@@ -64,6 +65,17 @@ async fn bind(
     Ok((listener, local))
 }
 
+/// The configured connection limit, or the one the open-file limit allows.
+fn max_connections(config: &Config) -> usize {
+    config.max_connections.unwrap_or_else(|| {
+        match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            Ok((soft, _hard)) => transport::admission::fitting_open_file_limit(soft),
+            // Not knowable here (not Unix, say): no limit of our own.
+            Err(_) => usize::MAX,
+        }
+    })
+}
+
 /// How often unused destinations are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -91,11 +103,14 @@ impl Server {
         let (tcp, tcp_addr) = bind(config.tcp_listen, "STOMP over TCP").await?;
         let (http, http_addr) = bind(config.http_listen, "HTTP and WebSocket").await?;
 
+        let slots = ConnectionSlots::new(max_connections(&config));
+        tracing::info!(max = slots.max(), "connection limit");
         let tcp_task = tokio::spawn(transport::tcp::serve(
             tcp,
             broker.clone(),
             settings.clone(),
             limits,
+            slots.clone(),
             cancel.clone(),
             tracker.clone(),
         ));
@@ -106,6 +121,7 @@ impl Server {
                 limits,
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
+                slots,
             },
             config.web_root.clone(),
         );

@@ -94,6 +94,9 @@ struct ServeArgs {
     /// Milliseconds sessions get to finish on shutdown [default: 5000].
     #[arg(long, env = "STOMPBOX_SHUTDOWN_GRACE_MS")]
     shutdown_grace_ms: Option<u64>,
+    /// STOMP connections held at once, TCP and WebSocket together [default: the open-file limit less a reserve].
+    #[arg(long, env = "STOMPBOX_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Log filter, e.g. info or stompbox=debug [default: info].
     #[arg(long, env = "STOMPBOX_LOG")]
     log: Option<String>,
@@ -127,6 +130,9 @@ impl ServeArgs {
             anonymous,
             shutdown_grace_ms
         );
+        if let Some(max) = self.max_connections {
+            config.max_connections = Some(max);
+        }
         if let Some(root) = self.web_root {
             config.web_root = Some(root);
         }
@@ -200,11 +206,22 @@ async fn serve(config: Config) -> Result<()> {
     // Listen for signals before the listeners open, so a SIGTERM that comes
     // right after startup is a graceful shutdown, not the default kill.
     let signals = ShutdownSignals::install()?;
+    raise_open_file_limit();
     let server = Server::start(config).await?;
     signals.wait().await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// Each connection needs a file descriptor, and many systems start
+/// programs with a soft limit of 1024 under a much higher hard limit: take
+/// what is allowed, as servers do, rather than refuse clients at 1024.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 /// SIGINT (Ctrl+C) and, on Unix, SIGTERM.

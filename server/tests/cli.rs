@@ -10,7 +10,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Starts the broker and returns it with its TCP port, read from the log.
 fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
-    let mut cmd = Command::new(BIN);
+    start_command(Command::new(BIN), args, env)
+}
+
+/// Like [`start`], with `cmd` running the broker (under `prlimit`, say).
+fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
     cmd.args([
         "--tcp-listen",
         "127.0.0.1:0",
@@ -43,6 +47,11 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
 
 fn connected_frame(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    first_reply(&mut s)
+}
+
+/// Sends CONNECT and reads the frame that answers it.
+fn first_reply(s: &mut TcpStream) -> String {
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     s.write_all(b"CONNECT\naccept-version:1.2\nheart-beat:1,1\n\n\0")
         .expect("write");
@@ -88,6 +97,7 @@ fn help_documents_the_options() {
         "--max-frame-size",
         "--slow-consumer",
         "--user",
+        "--max-connections",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -170,4 +180,62 @@ fn port_in_use_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn connections_fill_the_open_file_limit_then_are_refused_with_an_error() {
+    // A soft limit of 64 under a hard limit of 160: the broker raises its
+    // soft limit to 160 and keeps a reserve of 32 descriptors, so it holds
+    // 128 connections. Had it not raised the limit, it would hold 32.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64:160", BIN]);
+    let (child, port) = start_command(cmd, &[], &[]);
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..130 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let reply = first_reply(&mut s);
+        if reply.starts_with("CONNECTED") {
+            held.push(s);
+        } else {
+            refused.push(reply);
+        }
+    }
+    assert_eq!(
+        held.len(),
+        128,
+        "{} refused, the first with {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert_eq!(refused.len(), 2);
+    for reply in &refused {
+        assert!(
+            reply.starts_with("ERROR") && reply.contains("message:server full"),
+            "{reply}"
+        );
+    }
+    // Everyone held is still served: each gets a RECEIPT.
+    for (i, s) in held.iter_mut().enumerate() {
+        s.write_all(format!("SEND\ndestination:/queue/held\nreceipt:{i}\n\nhi\0").as_bytes())
+            .expect("write");
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut out = Vec::new();
+        let mut byte = [0u8; 1];
+        while !out.ends_with(b"\0") {
+            if s.read(&mut byte).expect("read") == 0 {
+                break;
+            }
+            out.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.trim_start_matches('\n').starts_with("RECEIPT")
+                && text.contains(&format!("receipt-id:{i}\n")),
+            "{text}"
+        );
+    }
+    drop(held);
+    stop(child);
 }

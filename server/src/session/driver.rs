@@ -131,6 +131,24 @@ pub async fn run_session<T: Transport>(
     .await
 }
 
+/// How long a refused connection is given to read why before it is dropped.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Tells a connection the broker will not serve why (`refusal`, an ERROR),
+/// then closes it. Bounded: a client that neither reads nor closes costs
+/// the broker at most two [`REFUSAL_LINGER`]s.
+pub async fn refuse<T: Transport>(mut transport: T, refusal: Frame) {
+    let _ = timeout(REFUSAL_LINGER, transport.write(&[Outgoing::Frame(refusal)])).await;
+    transport.close().await;
+    // Closing a socket with unread input makes the kernel reset the
+    // connection, which can destroy the ERROR before the client reads it;
+    // so the client's CONNECT is read and dropped until it hangs up.
+    let _ = timeout(REFUSAL_LINGER, async {
+        while let Some(Ok(_)) = transport.next().await {}
+    })
+    .await;
+}
+
 async fn drive<T: Transport>(
     transport: &mut T,
     session: &mut Session,

@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
+use super::admission::ConnectionSlots;
 use super::tcp::is_loopback;
 use super::ws::{SUBPROTOCOLS, WsTransport};
 use crate::broker::Broker;
-use crate::session::driver::{DriverSettings, run_session};
+use crate::session::driver::{DriverSettings, refuse, run_session};
 
 /// Bytes read from a WebSocket at a time.
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -35,6 +36,8 @@ pub struct HttpState {
     pub cancel: CancellationToken,
     /// WebSocket sessions run on it: axum does not wait for upgraded sockets on shutdown.
     pub tracker: TaskTracker,
+    /// Shared with the TCP listener: one limit for all STOMP connections.
+    pub slots: Arc<ConnectionSlots>,
 }
 
 /// The axum router.
@@ -51,10 +54,14 @@ pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
     router.with_state(state)
 }
 
-async fn health() -> impl IntoResponse {
+async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     (
         [("content-type", "application/json")],
-        "{\"status\":\"ok\"}",
+        format!(
+            "{{\"status\":\"ok\",\"connections\":{},\"max_connections\":{}}}",
+            state.slots.open(),
+            state.slots.max()
+        ),
     )
 }
 
@@ -83,11 +90,20 @@ async fn websocket(
                 limits,
                 cancel,
                 tracker,
+                slots,
             } = state;
+            let transport = WsTransport::new(socket, limits);
+            // Claimed after the upgrade, so a browser over the limit reads
+            // why in a STOMP ERROR instead of a bare failed handshake.
+            let slot = slots.claim();
             let cancel = cancel.child_token();
             tracker.track_future(async move {
-                let transport = WsTransport::new(socket, limits);
+                let Some(slot) = slot else {
+                    tracing::debug!(%peer, max = slots.max(), "connection refused: server full");
+                    return refuse(transport, slots.refusal()).await;
+                };
                 run_session(transport, broker, &settings, is_loopback(&peer), cancel).await;
+                drop(slot);
             })
         })
 }

@@ -1,5 +1,6 @@
 //! Thin adapters between sockets and [`run_session`](crate::session::driver::run_session).
 
+pub mod admission;
 pub mod http;
 pub mod tcp;
 pub mod web;

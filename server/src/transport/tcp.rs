@@ -14,8 +14,9 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::ConnectionSlots;
 use crate::broker::Broker;
-use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport, run_session};
+use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport, refuse, run_session};
 
 /// Read buffer of a new connection: an idle connection should cost little.
 const READ_BUFFER: usize = 1024;
@@ -96,15 +97,23 @@ impl Transport for TcpTransport {
     }
 }
 
-/// Accepts TCP connections until `cancel`, one session task per connection.
+/// How often a failing `accept` is logged: out of descriptors, it fails
+/// every time it is tried.
+const ACCEPT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts TCP connections until `cancel`, one session task per connection
+/// while `slots` has room, a refusal otherwise.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     settings: Arc<DriverSettings>,
     limits: stomp_codec::Limits,
+    slots: Arc<ConnectionSlots>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut failures_since_warning = 0u64;
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -113,18 +122,35 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(ok) => ok,
             Err(e) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                // Usually out of file descriptors: back off instead of
+                // spinning, and say so now and then rather than 20 times a second.
+                failures_since_warning += 1;
+                if last_warning.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                    tracing::warn!(
+                        error = %e,
+                        failures = failures_since_warning,
+                        open_connections = slots.open(),
+                        "accept failed; retrying"
+                    );
+                    last_warning = Some(tokio::time::Instant::now());
+                    failures_since_warning = 0;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let transport = TcpTransport::new(stream, limits);
+        let Some(slot) = slots.claim() else {
+            tracing::debug!(%peer, max = slots.max(), "connection refused: server full");
+            tracker.spawn(refuse(transport, slots.refusal()));
+            continue;
         };
         let broker = broker.clone();
         let settings = settings.clone();
         let cancel = cancel.child_token();
         tracker.spawn(async move {
-            let transport = TcpTransport::new(stream, limits);
             run_session(transport, broker, &settings, is_loopback(&peer), cancel).await;
+            drop(slot);
         });
     }
 }
