@@ -21,13 +21,11 @@ fn headers() -> Headers {
 
 struct Subscriber {
     outbox: Arc<Outbox>,
-    _waker: stompbox::outbox::OutboxWaker,
     session: Session,
 }
 
 fn subscriber(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber {
-    let (outbox, waker) = Outbox::new(1 << 20, SlowConsumerPolicy::Disconnect);
-    let outbox = Arc::new(outbox);
+    let outbox = Arc::new(Outbox::new(1 << 20, SlowConsumerPolicy::Disconnect));
     let session = Session::new(
         broker.clone(),
         Arc::new(SessionSettings::default()),
@@ -47,11 +45,7 @@ fn subscriber(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber 
             TopicOptions::default(),
         )
         .expect("valid destination");
-    Subscriber {
-        outbox,
-        _waker: waker,
-        session,
-    }
+    Subscriber { outbox, session }
 }
 
 fn fanout(c: &mut Criterion) {

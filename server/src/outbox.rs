@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 use stomp_codec::Frame;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::broker::Delivery;
 
@@ -49,22 +49,12 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    wake: mpsc::Sender<()>,
+    // A pending wake-up is a flag, not a count: `notify_one` keeps one
+    // permit when nobody waits. (A channel did the same job at 500 bytes
+    // a connection.)
+    wake: Notify,
     max_topic_backlog: usize,
     policy: SlowConsumerPolicy,
-}
-
-/// The driver's half: wakes when the outbox has something.
-#[derive(Debug)]
-pub struct OutboxWaker(mpsc::Receiver<()>);
-
-impl OutboxWaker {
-    /// Resolves once something was pushed since the last call. Cancel-safe.
-    pub async fn ready(&mut self) {
-        // The sender lives in the Outbox, which the driver also owns, so
-        // the channel cannot close while this is awaited.
-        let _ = self.0.recv().await;
-    }
 }
 
 /// What a push did with a topic delivery.
@@ -77,11 +67,9 @@ pub enum TopicPush {
 }
 
 impl Outbox {
-    /// A new outbox and the waker its driver listens on.
-    pub fn new(max_topic_backlog: usize, policy: SlowConsumerPolicy) -> (Outbox, OutboxWaker) {
-        // Capacity 1: a pending wake-up is a flag, not a count.
-        let (wake, rx) = mpsc::channel(1);
-        let outbox = Outbox {
+    /// A new, empty outbox.
+    pub fn new(max_topic_backlog: usize, policy: SlowConsumerPolicy) -> Outbox {
+        Outbox {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 topic_backlog: 0,
@@ -89,11 +77,17 @@ impl Outbox {
                 slow: false,
                 dropped: 0,
             }),
-            wake,
+            wake: Notify::new(),
             max_topic_backlog,
             policy,
-        };
-        (outbox, OutboxWaker(rx))
+        }
+    }
+
+    /// Resolves once something was pushed since the last time it resolved.
+    /// Cancel-safe (a wake-up taken by a dropped call is kept); for the
+    /// one driver that drains this outbox.
+    pub async fn ready(&self) {
+        self.wake.notified().await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,7 +96,7 @@ impl Outbox {
     }
 
     fn wake(&self) {
-        let _ = self.wake.try_send(());
+        self.wake.notify_one();
     }
 
     /// Queues a frame of the session's own.

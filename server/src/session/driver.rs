@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::{Flow, Heartbeat, Session, SessionSettings};
 use crate::broker::{Broker, Delivery};
 use crate::error::CloseReason;
-use crate::outbox::{Outbound, Outbox, OutboxWaker, SlowConsumerPolicy};
+use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
 use crate::protocol;
 
 /// Something to write: a frame, a delivery, or a heart-beat EOL.
@@ -110,7 +110,7 @@ pub async fn run_session<T: Transport>(
     peer_is_loopback: bool,
     cancel: CancellationToken,
 ) -> CloseReason {
-    let (outbox, mut waker) = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
+    let outbox = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
     let outbox = Arc::new(outbox);
     let mut session = Session::new(
         broker,
@@ -119,16 +119,9 @@ pub async fn run_session<T: Transport>(
         peer_is_loopback,
     );
     let span = tracing::info_span!("session", session_id = session.id().0);
-    drive(
-        &mut transport,
-        &mut session,
-        &outbox,
-        &mut waker,
-        settings,
-        cancel,
-    )
-    .instrument(span)
-    .await
+    drive(&mut transport, &mut session, &outbox, settings, cancel)
+        .instrument(span)
+        .await
 }
 
 /// How long a refused connection is given to read why before it is dropped.
@@ -153,7 +146,6 @@ async fn drive<T: Transport>(
     transport: &mut T,
     session: &mut Session,
     outbox: &Outbox,
-    waker: &mut OutboxWaker,
     settings: &DriverSettings,
     cancel: CancellationToken,
 ) -> CloseReason {
@@ -183,7 +175,7 @@ async fn drive<T: Transport>(
                 ));
                 Flow::Close(CloseReason::ServerShutdown)
             }
-            _ = waker.ready() => {
+            _ = outbox.ready() => {
                 if outbox.is_slow() {
                     // Written directly, ahead of the backlog; the backlog's
                     // queue messages go back to their queues in `close`.

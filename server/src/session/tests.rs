@@ -9,12 +9,11 @@ use stomp_codec::{Command, Decoded, Frame, FrameDecoder};
 use super::driver::Outgoing;
 
 use super::*;
-use crate::outbox::{Outbox, OutboxWaker, SlowConsumerPolicy};
+use crate::outbox::{Outbox, SlowConsumerPolicy};
 
 struct Client {
     session: Session,
     outbox: Arc<Outbox>,
-    _waker: OutboxWaker,
 }
 
 impl Client {
@@ -28,12 +27,10 @@ impl Client {
         loopback: bool,
         backlog: usize,
     ) -> Client {
-        let (outbox, waker) = Outbox::new(backlog, SlowConsumerPolicy::Disconnect);
-        let outbox = Arc::new(outbox);
+        let outbox = Arc::new(Outbox::new(backlog, SlowConsumerPolicy::Disconnect));
         Client {
             session: Session::new(broker.clone(), Arc::new(settings), outbox.clone(), loopback),
             outbox,
-            _waker: waker,
         }
     }
 
