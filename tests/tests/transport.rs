@@ -288,3 +288,23 @@ async fn error_message_header_reads_plainly_in_telnet() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn plain_http_on_the_websocket_endpoint_is_told_what_to_do() {
+    let server = TestServer::default().await;
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert!(
+        response.contains("this is a WebSocket endpoint"),
+        "{response}"
+    );
+    server.shutdown().await;
+}

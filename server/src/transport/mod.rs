@@ -2,9 +2,11 @@
 
 pub mod admission;
 pub mod http;
+pub mod read_ahead;
 pub mod tcp;
 pub mod web;
 pub mod ws;
+pub mod ws_handshake;
 
 /// The first line of unparsed input, shortened, for quoting in an ERROR body.
 fn first_line(buf: &[u8]) -> Option<String> {

@@ -4,19 +4,36 @@
 
 use std::io;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::BytesMut;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use stomp_codec::{Decoded, FrameDecoder, Limits, Version};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use super::read_ahead::ReadAhead;
 
 use crate::session::driver::{Outgoing, ReadError, Transport};
 
 /// The subprotocols offered, most recent first.
 pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 
+/// Bytes tungstenite reads at a time, and allocates for each connection:
+/// small, because [`ReadAhead`] below it reads in large chunks.
+const READ_BUFFER: usize = 1024;
+/// Bytes gathered before a WebSocket write goes out without a flush.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// The socket under a WebSocket connection.
+type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
+
 /// One WebSocket connection.
 pub struct WsTransport {
-    socket: WebSocket,
+    socket: Socket,
     decoder: FrameDecoder,
     buf: BytesMut,
     encoded: BytesMut,
@@ -24,8 +41,18 @@ pub struct WsTransport {
 }
 
 impl WsTransport {
-    /// Wraps an upgraded socket.
-    pub fn new(socket: WebSocket, limits: Limits) -> WsTransport {
+    /// Speaks WebSocket on a connection that has completed the handshake.
+    pub async fn new(upgraded: Upgraded, limits: Limits) -> WsTransport {
+        // The decoder enforces the frame limit; the WebSocket layer only
+        // needs a ceiling so one message cannot exceed it by much.
+        let max = limits.max_frame_size.saturating_add(1024);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let io = ReadAhead::new(TokioIo::new(upgraded));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         WsTransport {
             socket,
             decoder: FrameDecoder::with_limits(limits),
@@ -48,14 +75,15 @@ impl Transport for WsTransport {
                 return None;
             }
             // The only await: dropping this future between messages loses nothing.
-            match self.socket.recv().await {
+            match self.socket.next().await {
                 None | Some(Ok(Message::Close(_))) => {
                     self.closed = true;
                     return None;
                 }
                 Some(Ok(Message::Text(text))) => self.buf.extend_from_slice(text.as_bytes()),
                 Some(Ok(Message::Binary(bytes))) => self.buf.extend_from_slice(&bytes),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                // Pings are answered by tungstenite; raw frames are only ever written.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Err(e)) => return Some(Err(ReadError::Io(io::Error::other(e)))),
             }
         }
@@ -97,7 +125,7 @@ impl Transport for WsTransport {
         let _ = self
             .socket
             .send(Message::Close(Some(CloseFrame {
-                code: 1000,
+                code: CloseCode::Normal,
                 reason: Utf8Bytes::from_static("bye"),
             })))
             .await;
