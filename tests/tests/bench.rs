@@ -80,23 +80,29 @@ async fn fanout_latency_and_chat_complete() {
 async fn connections_are_held_and_counted() {
     let server = TestServer::default().await;
     let pid = std::process::id().to_string();
-    let r = bench(&[
-        "--json",
-        "--url",
-        &format!("stomp://{}", server.tcp_addr()),
-        "connections",
-        "-m",
-        "300",
-        "--hold",
-        "0",
-        "--pid",
-        &pid,
-    ])
-    .await
-    .expect("connections");
-    assert_eq!(r.get("opened"), Some(300.0));
-    assert_eq!(r.get("failed"), Some(0.0));
-    assert!(r.get("kib_per_connection").is_some());
+    for url in urls(&server).await {
+        // 100 per source address: 127.0.0.1, .2 and .3 all connect.
+        let r = bench(&[
+            "--json",
+            "--url",
+            &url,
+            "connections",
+            "-m",
+            "300",
+            "--per-source",
+            "100",
+            "--hold",
+            "0",
+            "--pid",
+            &pid,
+        ])
+        .await
+        .expect("connections");
+        assert_eq!(r.get("opened"), Some(300.0), "{url}");
+        assert_eq!(r.get("failed"), Some(0.0), "{url}");
+        assert_eq!(r.get("source_addresses"), Some(3.0), "{url}");
+        assert!(r.get("kib_per_connection").is_some());
+    }
     server.shutdown().await;
 }
 

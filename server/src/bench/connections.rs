@@ -12,9 +12,6 @@ use tokio::task::JoinSet;
 use super::client::connect;
 use super::{BenchError, Common, Report, progress};
 
-/// Connections one source address can make to one port (the ephemeral port range).
-const PER_SOURCE: usize = 20_000;
-
 /// `connections` options.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectionsArgs {
@@ -30,6 +27,18 @@ pub struct ConnectionsArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Connections per loopback source address (127.0.0.1, then .2, ...): one
+    /// address reaches one port from at most its ephemeral port range, about 28,000 by default.
+    #[arg(long, default_value_t = 20_000)]
+    pub per_source: usize,
+}
+
+/// The loopback source address of connection `i`.
+fn source_address(i: usize, per_source: usize) -> IpAddr {
+    let n = u32::try_from(i / per_source).unwrap_or(u32::MAX - 1) + 1;
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(127, 0, 0, 0)).saturating_add(n),
+    ))
 }
 
 /// The resident memory of a process, in KiB.
@@ -46,10 +55,16 @@ fn rss_kib(pid: u32) -> Result<u64, BenchError> {
 /// Opens M connections (spread over loopback source addresses when the
 /// broker is on loopback, so more than one address's port range fits).
 pub async fn connections(common: &Common, args: &ConnectionsArgs) -> Result<Report, BenchError> {
-    if args.count == 0 || args.concurrency == 0 {
+    if args.count == 0 || args.concurrency == 0 || args.per_source == 0 {
         return Err(BenchError::Usage(
-            "--count and --concurrency must be at least 1".into(),
+            "--count, --concurrency and --per-source must be at least 1".into(),
         ));
+    }
+    if args.count.div_ceil(args.per_source) > 254 {
+        return Err(BenchError::Usage(format!(
+            "{} connections at {} per source address need more than 127.0.0.1-254",
+            args.count, args.per_source
+        )));
     }
     let target = common.target()?;
     let credentials = Arc::new(common.credentials());
@@ -73,10 +88,7 @@ pub async fn connections(common: &Common, args: &ConnectionsArgs) -> Result<Repo
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for i in 0..args.count {
-        let source = loopback.then(|| {
-            let n = (i / PER_SOURCE) as u32 + 1;
-            IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + n))
-        });
+        let source = loopback.then(|| source_address(i, args.per_source));
         let target = target.clone();
         let credentials = credentials.clone();
         let gate = gate.clone();
@@ -123,10 +135,16 @@ pub async fn connections(common: &Common, args: &ConnectionsArgs) -> Result<Repo
     let mut params = serde_json::Map::new();
     params.insert("count".into(), json!(args.count));
     params.insert("concurrency".into(), json!(args.concurrency));
+    let sources = if loopback {
+        args.count.div_ceil(args.per_source)
+    } else {
+        1
+    };
     let mut results = vec![
         ("opened", opened as f64, "connections"),
         ("failed", failed as f64, "connections"),
         ("connects_per_sec", opened as f64 / open_secs, "conn/s"),
+        ("source_addresses", sources as f64, "addresses"),
     ];
     if let (Some(b), Some(a)) = (before, after) {
         results.push(("broker_rss_before_kib", b as f64, "KiB"));
@@ -146,4 +164,17 @@ pub async fn connections(common: &Common, args: &ConnectionsArgs) -> Result<Repo
         params,
         results,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_spread_over_loopback_addresses_in_blocks() {
+        assert_eq!(source_address(0, 100).to_string(), "127.0.0.1");
+        assert_eq!(source_address(99, 100).to_string(), "127.0.0.1");
+        assert_eq!(source_address(100, 100).to_string(), "127.0.0.2");
+        assert_eq!(source_address(100_000, 20_000).to_string(), "127.0.0.6");
+    }
 }
