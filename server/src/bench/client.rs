@@ -193,6 +193,17 @@ async fn open_tcp(addr: &str, source: Option<IpAddr>) -> Result<TcpStream, Bench
     }
     .map_err(|e| BenchError::Connect(format!("{addr}: {e}")))?;
     if let Some(ip) = source {
+        // bind() alone would reserve a port per source address whatever the
+        // destination, so ports left in TIME_WAIT by an earlier run (or by
+        // another broker's run) would run the range out; with this, connect()
+        // picks the port by the whole 4-tuple.
+        #[cfg(target_os = "linux")]
+        if ip.is_ipv4() {
+            use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+            if let Err(e) = setsockopt(&socket, IpBindAddressNoPort, &true) {
+                tracing::debug!(error = %e, "cannot set IP_BIND_ADDRESS_NO_PORT");
+            }
+        }
         socket
             .bind(SocketAddr::new(ip, 0))
             .map_err(|e| BenchError::Connect(format!("bind to {ip}: {e}")))?;
