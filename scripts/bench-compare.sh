@@ -23,6 +23,16 @@ else
   QUEUE_N=200000 FANOUT_N=2000 LAT_SECS=10 CHAT_SECS=10 CONNS=9000
 fi
 
+# One descriptor per connection, in the broker and in the tool: take the
+# hard limit (both also raise their own soft limit). The broker keeps a
+# tenth of its limit, 32 to 1,024, in reserve; the tool needs 256 spare.
+HARD=$(ulimit -Hn)
+[ "$HARD" = unlimited ] && HARD=1048576
+ulimit -n "$HARD"
+RESERVE=$(( HARD / 10 )); [ "$RESERVE" -lt 32 ] && RESERVE=32; [ "$RESERVE" -gt 1024 ] && RESERVE=1024
+MOST=$(( HARD - RESERVE - 64 )); [ "$MOST" -gt 100000 ] && MOST=100000
+[ -n "${QUICK:-}" ] && [ "$MOST" -gt 3000 ] && MOST=3000
+
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   sleep 2
@@ -111,7 +121,7 @@ run() {
   log "$broker over $transport: $*"
   local line err
   if line=$(target/release/stompbox bench --json --timeout 300 "$@" 2> "$WORK/err"); then
-    python3 scripts/bench/report.py record "$RESULTS" "$broker" "$transport" "$line"
+    python3 scripts/bench/report.py record "$RESULTS" "$broker" "$transport" "$line" "${SCENARIO_AS:-}"
   else
     err=$(tail -1 "$WORK/err")
     echo "failed: $err" >&2
@@ -135,10 +145,11 @@ scenarios() {
   run "$broker" "$transport" -- --url "$url" "${opts[@]}" chat --rooms 10 --users 10 --rate 2 -t "$CHAT_SECS" -s 128
 }
 
+# connections BROKER TRANSPORT URL COUNT [CONNECT options]
 connections() {
-  local broker=$1 url=$2
-  shift 2
-  run "$broker" tcp -- --url "$url" "$@" connections -m "$CONNS" --pid "$BROKER_PID" --hold 1
+  local broker=$1 transport=$2 url=$3 count=$4
+  shift 4
+  run "$broker" "$transport" -- --url "$url" "$@" connections -m "$count" --pid "$BROKER_PID" --hold 1
 }
 
 install_missing
@@ -155,7 +166,17 @@ stop_broker
 # Memory per connection is measured on a fresh process: one that has run
 # the other scenarios reuses memory it already holds and looks cheaper.
 start_stompbox
-connections stompbox stomp://127.0.0.1:62613
+connections stompbox tcp stomp://127.0.0.1:62613 "$CONNS"
+stop_broker
+start_stompbox
+connections stompbox ws ws://127.0.0.1:25674/ws "$CONNS"
+stop_broker
+# And as many as this machine allows, up to the 100,000 of the target.
+start_stompbox
+SCENARIO_AS=connections-most connections stompbox tcp stomp://127.0.0.1:62613 "$MOST"
+stop_broker
+start_stompbox
+SCENARIO_AS=connections-most connections stompbox ws ws://127.0.0.1:25674/ws "$MOST"
 stop_broker
 
 log "RabbitMQ"
@@ -164,7 +185,10 @@ scenarios rabbitmq tcp stomp://127.0.0.1:62614 "${RABBIT[@]}"
 scenarios rabbitmq ws ws://127.0.0.1:25675/ws "${RABBIT[@]}"
 stop_broker
 start_rabbitmq
-connections rabbitmq stomp://127.0.0.1:62614 "${RABBIT[@]}"
+connections rabbitmq tcp stomp://127.0.0.1:62614 "$CONNS" "${RABBIT[@]}"
+stop_broker
+start_rabbitmq
+connections rabbitmq ws ws://127.0.0.1:25675/ws "$CONNS" "${RABBIT[@]}"
 stop_broker
 
 log "ActiveMQ"
@@ -172,7 +196,7 @@ start_activemq
 scenarios activemq tcp stomp://127.0.0.1:62615
 stop_broker
 start_activemq
-connections activemq stomp://127.0.0.1:62615
+connections activemq tcp stomp://127.0.0.1:62615 "$CONNS"
 stop_broker
 
 python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks.md docs/benchmarks.svg

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Collects `stompbox bench --json` lines and renders the comparison page.
 
-    report.py record FILE BROKER TRANSPORT JSON_LINE
+    report.py record FILE BROKER TRANSPORT JSON_LINE [SCENARIO]
     report.py record-error FILE BROKER TRANSPORT ARGS ERROR
     report.py render FILE OUT.md OUT.svg
 """
@@ -29,9 +29,18 @@ METRICS = [
     ("connections", "connects_per_sec", "connection setup, conn/s", True),
 ]
 
+# Stompbox alone, at the most connections this machine allows (up to 100,000).
+MOST = [
+    ("connections-most", "opened", "idle connections held", True),
+    ("connections-most", "kib_per_connection", "broker memory per idle connection, KiB", False),
+    ("connections-most", "connects_per_sec", "connection setup, conn/s", True),
+]
 
-def record(path, broker, transport, line):
+
+def record(path, broker, transport, line, scenario=None):
     data = json.loads(line)
+    if scenario:
+        data["scenario"] = scenario
     data["broker"] = broker
     data["transport"] = transport
     with open(path, "a") as f:
@@ -40,6 +49,8 @@ def record(path, broker, transport, line):
 
 def record_error(path, broker, transport, args, error):
     scenario = next((w for w in args.split() if w in {m[0] for m in METRICS}), "?")
+    if scenario == "connections" and os.environ.get("SCENARIO_AS"):
+        scenario = os.environ["SCENARIO_AS"]
     with open(path, "a") as f:
         f.write(json.dumps({"broker": broker, "transport": transport, "scenario": scenario,
                             "error": error, "args": args}) + "\n")
@@ -47,7 +58,8 @@ def record_error(path, broker, transport, args, error):
 
 # The result that orders repeated runs of a scenario; the median run is shown.
 PRIMARY = {"queue": "msgs_per_sec", "fanout": "delivered_per_sec", "latency": "p99_us",
-           "chat": "p99_us", "connections": "kib_per_connection"}
+           "chat": "p99_us", "connections": "kib_per_connection",
+           "connections-most": "kib_per_connection"}
 
 
 def load(path):
@@ -168,12 +180,28 @@ def render(path, md_path, svg_path):
     p999, _ = cell(rows, "stompbox", "tcp", "latency", "p99_9_us")
     out.append(f"| latency at 5k msgs/s: p99 < 250 µs | {fmt(p99)} µs |")
     out.append(f"| latency at 5k msgs/s: p99.9 < 1 ms | {fmt(p999)} µs |")
-    kib, _ = cell(rows, "stompbox", "tcp", "connections", "kib_per_connection")
-    opened, _ = cell(rows, "stompbox", "tcp", "connections", "opened")
-    out.append(f"| idle connections < 8 KiB each | {fmt(kib)} KiB each over {fmt(opened)} connections |")
-    out.append("\nThe connection count is limited by this machine: its hard limit on open files is "
-               f"{version(['sh', '-c', 'ulimit -Hn'])} per process and cannot be raised here, and the broker "
-               "needs one descriptor per connection.\n")
+    most = {}
+    for t in ("tcp", "ws"):
+        kib, _ = cell(rows, "stompbox", t, "connections-most", "kib_per_connection")
+        opened, _ = cell(rows, "stompbox", t, "connections-most", "opened")
+        most[t] = (kib, opened)
+        out.append(f"| 100,000 idle connections < 8 KiB each ({'TCP' if t == 'tcp' else 'WebSocket'}) | "
+                   f"{fmt(kib)} KiB each over {fmt(opened)} connections |")
+    out.append("\n## The most connections this machine allows\n")
+    out.append("Stompbox alone, each transport on a freshly started broker, connections opened by one "
+               "`stompbox bench connections` process spread over 127.0.0.x source addresses.\n")
+    out.append("| | Stompbox TCP | Stompbox WS |")
+    out.append("| --- | --- | --- |")
+    for scenario, key, label, _ in MOST:
+        out.append(f"| {label} | " + " | ".join(cell(rows, "stompbox", t, scenario, key)[1] for t in ("tcp", "ws")) + " |")
+    hard = version(["sh", "-c", "ulimit -Hn"])
+    if any((opened or 0) < 100_000 for _, opened in most.values()):
+        out.append(f"\nFewer than 100,000: this machine's hard limit on open files is {hard} per process, "
+                   "and it cannot be raised here (the process lacks CAP_SYS_RESOURCE, even as root). Every "
+                   "connection needs one descriptor in the broker and one in the load tool; the broker keeps "
+                   "a tenth of its limit (at most 1,024) in reserve. For 100,000 the tool needs an open-file "
+                   "limit of 100,256 and the broker 101,024 (both raise their soft limit to the hard limit "
+                   "themselves), and five source addresses at the default 20,000 per address.\n")
     with open(md_path, "w") as f:
         f.write("\n".join(out) + "\n")
     with open(svg_path, "w") as f:
@@ -209,8 +237,8 @@ def svg(rows, columns):
 
 
 def main(argv):
-    if len(argv) >= 5 and argv[1] == "record":
-        record(argv[2], argv[3], argv[4], argv[5])
+    if len(argv) >= 6 and argv[1] == "record":
+        record(argv[2], argv[3], argv[4], argv[5], argv[6] if len(argv) > 6 else None)
     elif len(argv) >= 7 and argv[1] == "record-error":
         record_error(argv[2], argv[3], argv[4], argv[5], argv[6])
     elif len(argv) == 5 and argv[1] == "render":
