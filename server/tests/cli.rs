@@ -55,6 +55,11 @@ fn first_reply(s: &mut TcpStream) -> String {
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     s.write_all(b"CONNECT\naccept-version:1.2\nheart-beat:1,1\n\n\0")
         .expect("write");
+    read_frame(s)
+}
+
+/// Reads up to and including the next NUL (or the end of the stream).
+fn read_frame(s: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let mut byte = [0u8; 1];
     while !out.ends_with(b"\0") {
@@ -221,15 +226,7 @@ fn connections_fill_the_open_file_limit_then_are_refused_with_an_error() {
             .expect("write");
     }
     for (i, s) in held.iter_mut().enumerate() {
-        let mut out = Vec::new();
-        let mut byte = [0u8; 1];
-        while !out.ends_with(b"\0") {
-            if s.read(&mut byte).expect("read") == 0 {
-                break;
-            }
-            out.push(byte[0]);
-        }
-        let text = String::from_utf8_lossy(&out);
+        let text = read_frame(s);
         assert!(
             text.trim_start_matches('\n').starts_with("RECEIPT")
                 && text.contains(&format!("receipt-id:{i}\n")),

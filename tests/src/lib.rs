@@ -419,6 +419,20 @@ impl Client {
     }
 }
 
+/// A plain HTTP/1.1 GET of `path`, the whole response as text. Bounded by [`WAIT`].
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut response))
+        .await
+        .expect("the response arrives in time")
+        .expect("read");
+    response
+}
+
 /// The body as text.
 pub fn body(frame: &Frame) -> String {
     String::from_utf8_lossy(&frame.body).into_owned()

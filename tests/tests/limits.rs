@@ -4,24 +4,11 @@
 
 use std::time::Duration;
 
-use integration_tests::{Client, TestServer, Via, WAIT, body, frame};
+use integration_tests::{Client, TestServer, Via, WAIT, body, frame, http_get};
 use stomp_codec::Command;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 async fn health(server: &TestServer) -> String {
-    let mut s = TcpStream::connect(server.http_addr())
-        .await
-        .expect("connect");
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut response))
-        .await
-        .expect("health answers in time")
-        .expect("read");
-    response
+    http_get(server.http_addr(), "/health").await
 }
 
 /// Connects over `via` until CONNECTED, for at most [`WAIT`]: a slot is

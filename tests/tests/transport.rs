@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Client, TestServer, WAIT, body, frame};
+use integration_tests::{Client, TestServer, WAIT, body, frame, http_get};
 use stomp_codec::{Command, Decoded, FrameDecoder};
 use stompbox::broker::Destination;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -251,15 +251,7 @@ async fn shutdown_tells_clients_with_an_error() {
 #[tokio::test]
 async fn health_endpoint() {
     let server = TestServer::default().await;
-    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = http_get(server.http_addr(), "/health").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("{\"status\":\"ok\","), "{response}");
     server.shutdown().await;
@@ -292,15 +284,7 @@ async fn error_message_header_reads_plainly_in_telnet() {
 #[tokio::test]
 async fn plain_http_on_the_websocket_endpoint_is_told_what_to_do() {
     let server = TestServer::default().await;
-    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
+    let response = http_get(server.http_addr(), "/ws").await;
     assert!(response.starts_with("HTTP/1.1 426"), "{response}");
     assert!(
         response.contains("this is a WebSocket endpoint"),

@@ -129,7 +129,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Tells a connection the broker will not serve why (`refusal`, an ERROR),
 /// then closes it. Bounded: a client that neither reads nor closes costs
-/// the broker at most two [`REFUSAL_LINGER`]s.
+/// the broker at most two seconds.
 pub async fn refuse<T: Transport>(mut transport: T, refusal: Frame) {
     let _ = timeout(REFUSAL_LINGER, transport.write(&[Outgoing::Frame(refusal)])).await;
     transport.close().await;
