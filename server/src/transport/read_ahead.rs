@@ -8,7 +8,10 @@
 //! one cost); a small one costs a system call per small read (WebSocket
 //! queue throughput fell from a median of 531k to 322k msgs/s with 1 KiB).
 //! Under this wrapper tungstenite's buffer can be small: its reads are
-//! served from what one large read brought in.
+//! served from what one large read brought in. The TCP transport's decoder
+//! buffer sits on it for the same reason: with a 16 KiB buffer of its own,
+//! a connection that had been busy kept it when idle (14.7 KiB per
+//! connection after 64 SENDs, 5.0 KiB under this wrapper).
 
 use std::io;
 use std::mem::MaybeUninit;
