@@ -9,12 +9,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_stompbox");
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Starts the broker and returns it with its TCP port, read from the log.
-fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Running, u16) {
     start_command(Command::new(BIN), args, env)
 }
 
 /// Like [`start`], with `cmd` running the broker (under `prlimit`, say).
-fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> (Child, u16) {
+fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> (Running, u16) {
     cmd.args([
         "--tcp-listen",
         "127.0.0.1:0",
@@ -28,8 +28,8 @@ fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> (Chil
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("binary starts");
-    let stderr = child.stderr.take().expect("piped");
+    let mut child = Running(cmd.spawn().expect("binary starts"));
+    let stderr = child.0.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -71,16 +71,28 @@ fn read_frame(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn stop(mut child: Child) {
+/// A started broker; killed if a test fails before [`stop`]ping it, so a
+/// failing test leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Ok and no signal if stop() already reaped it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stop(mut child: Running) {
     // SIGTERM through the standard `kill`, so the graceful path is what runs.
     let status = Command::new("kill")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .expect("kill runs");
     assert!(status.success());
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = child.0.try_wait().expect("wait") {
             assert!(status.success(), "graceful shutdown exits 0, got {status}");
             return;
         }
