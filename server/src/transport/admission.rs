@@ -7,12 +7,17 @@
 //! open-file limit, one connection too many is accepted, told in an ERROR
 //! frame that the broker is full, and closed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stomp_codec::Frame;
+use tokio_util::sync::CancellationToken;
 
+use super::tcp::is_loopback;
+use crate::broker::Broker;
 use crate::protocol;
+use crate::session::driver::{DriverSettings, Transport, refuse, run_session};
 
 /// The open STOMP connections (TCP and WebSocket together) and their limit.
 #[derive(Debug)]
@@ -75,6 +80,24 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.open.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Serves one new connection, over either transport: its session while
+/// `slots` has room, a refusal otherwise.
+pub async fn serve<T: Transport>(
+    transport: T,
+    peer: SocketAddr,
+    slots: &Arc<ConnectionSlots>,
+    broker: Arc<Broker>,
+    settings: &DriverSettings,
+    cancel: CancellationToken,
+) {
+    let Some(slot) = slots.claim() else {
+        tracing::debug!(%peer, max = slots.max(), "connection refused: server full");
+        return refuse(transport, slots.refusal()).await;
+    };
+    run_session(transport, broker, settings, is_loopback(&peer), cancel).await;
+    drop(slot);
 }
 
 /// The connection limit that fits an open-file limit: what is left after a

@@ -12,12 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::services::ServeDir;
 
-use super::admission::ConnectionSlots;
-use super::tcp::is_loopback;
+use super::admission::{self, ConnectionSlots};
 use super::ws::{SUBPROTOCOLS, WsTransport};
 use super::ws_handshake::Handshake;
 use crate::broker::Broker;
-use crate::session::driver::{DriverSettings, refuse, run_session};
+use crate::session::driver::DriverSettings;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -86,14 +85,9 @@ async fn websocket(
             return;
         };
         let transport = WsTransport::new(upgraded, limits).await;
-        // Claimed after the upgrade, so a browser over the limit reads
+        // Admitted after the upgrade, so a browser over the limit reads
         // why in a STOMP ERROR instead of a bare failed handshake.
-        let Some(slot) = slots.claim() else {
-            tracing::debug!(%peer, max = slots.max(), "connection refused: server full");
-            return refuse(transport, slots.refusal()).await;
-        };
-        run_session(transport, broker, &settings, is_loopback(&peer), cancel).await;
-        drop(slot);
+        admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
     });
     response
 }

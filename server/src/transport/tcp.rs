@@ -14,10 +14,10 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::admission::ConnectionSlots;
+use super::admission::{self, ConnectionSlots};
 use super::read_ahead::ReadAhead;
 use crate::broker::Broker;
-use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport, refuse, run_session};
+use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport};
 
 /// The decoder's read buffer. Small, so an idle connection costs little
 /// even after it was busy; [`ReadAhead`] below it still reads 16 KiB per
@@ -130,17 +130,10 @@ pub async fn serve(
             }
         };
         let transport = TcpTransport::new(stream, limits);
-        let Some(slot) = slots.claim() else {
-            tracing::debug!(%peer, max = slots.max(), "connection refused: server full");
-            tracker.spawn(refuse(transport, slots.refusal()));
-            continue;
-        };
-        let broker = broker.clone();
-        let settings = settings.clone();
+        let (slots, broker, settings) = (slots.clone(), broker.clone(), settings.clone());
         let cancel = cancel.child_token();
         tracker.spawn(async move {
-            run_session(transport, broker, &settings, is_loopback(&peer), cancel).await;
-            drop(slot);
+            admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
         });
     }
 }
