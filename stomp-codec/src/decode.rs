@@ -431,6 +431,12 @@ fn validate_header(line: &[u8], escaping: Escaping) -> Result<(usize, bool), Dec
     let colon = memchr::memchr(b':', line);
     let ascii = line.is_ascii();
     let backslash = escaping != Escaping::None && memchr::memchr(b'\\', line).is_some();
+    // A NUL ends a frame for every reader that does not trust content-length
+    // (and for every reader inside a header block), so a NUL relayed in a
+    // header would let a sender forge frames in other clients' streams.
+    if memchr::memchr(0, line).is_some() {
+        return Err(DecodeError::NulInHeader { line: quote(line) });
+    }
     let colon = colon.ok_or_else(|| DecodeError::MalformedHeader {
         line: quote(line),
         reason: "expected name:value",

@@ -94,10 +94,28 @@ where
     Ok(())
 }
 
+/// Whether a header can be written in a frame of `command` for `version`
+/// exactly as it is: what a broker asks before relaying a header from a
+/// sender of one version to a receiver of another.
+///
+/// ```
+/// use stomp_codec::{Command, Version, header_encodable};
+/// assert!(header_encodable(Command::Message, Version::V1_2, "note", "two\nlines"));
+/// assert!(!header_encodable(Command::Message, Version::V1_0, "note", "two\nlines"));
+/// assert!(!header_encodable(Command::Message, Version::V1_1, "note", "a\rb"));
+/// assert!(!header_encodable(Command::Message, Version::V1_2, "note", "a\0b"));
+/// ```
+pub fn header_encodable(command: Command, version: Version, name: &str, value: &str) -> bool {
+    let escaping = Escaping::for_frame(version, command);
+    !name.is_empty()
+        && check_encodable(name, true, escaping, version).is_ok()
+        && check_encodable(value, false, escaping, version).is_ok()
+}
+
 /// Refuses bytes that would change the frame's structure and that the
-/// scheme cannot escape: LF and CR anywhere (CR is only escapable in 1.2),
-/// and a colon in a name (a colon in a value is read back correctly
-/// because lines split at the first colon).
+/// scheme cannot escape: NUL in every version (it ends the frame), LF and
+/// CR (CR is only escapable in 1.2), and a colon in a name (a colon in a
+/// value is read back correctly because lines split at the first colon).
 fn check_encodable(
     text: &str,
     is_name: bool,
@@ -105,11 +123,14 @@ fn check_encodable(
     version: Version,
 ) -> Result<(), EncodeError> {
     let bad = text.bytes().find(|&b| {
-        let structural = b == b'\n' || b == b'\r' || (is_name && b == b':');
+        let structural = b == b'\n' || b == b'\r' || b == 0 || (is_name && b == b':');
         structural && escaping.escape_letter(b).is_none()
     });
     match bad {
         None => Ok(()),
+        Some(0) => Err(EncodeError::NulInHeader {
+            name: text.chars().take(80).collect(),
+        }),
         Some(b) => Err(EncodeError::Unencodable {
             name: text.chars().take(80).collect(),
             version,

@@ -62,6 +62,15 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A NUL byte in a header line. NUL ends a frame, so it may appear only
+    /// in a body (with `content-length`).
+    #[error(
+        "header line {line:?} contains a NUL byte, which ends a frame (NUL may appear only in a body sent with content-length)"
+    )]
+    NulInHeader {
+        /// The header line as received (lossily decoded, shortened).
+        line: String,
+    },
     /// A backslash followed by a letter the negotiated version does not define.
     #[error("undefined escape sequence {sequence:?} in header {line:?}")]
     InvalidEscape {
@@ -118,6 +127,14 @@ pub enum EncodeError {
     /// A header with an empty name.
     #[error("a header name must not be empty")]
     EmptyHeaderName,
+    /// A header holds a NUL byte, which ends a frame in every version:
+    /// written as it is, it would let the rest of the header be read as
+    /// a frame of its own.
+    #[error("header {name:?} contains a NUL byte, which no STOMP version can carry in a header")]
+    NulInHeader {
+        /// The header's name (shortened).
+        name: String,
+    },
 }
 
 /// Cuts text quoted in an error so a hostile 1 MiB line does not end up in a log line.

@@ -556,3 +556,17 @@ fn many_headers_beyond_the_inline_spans_keep_order_and_escapes() {
         assert_eq!(value, format!("v:{i}"));
     }
 }
+
+#[test]
+fn a_nul_in_a_header_line_is_an_error() {
+    // The frame a client could use to forge a RECEIPT in another client's
+    // stream if the broker relayed the header: a reader that ends frames at
+    // the first NUL would see "RECEIPT\nreceipt-id:forged-42" as a frame.
+    let err = decode_err(b"SEND\ndestination:/queue/v\nx-a:\0RECEIPT\nreceipt-id:forged-42\n\n\0");
+    assert!(matches!(err, DecodeError::NulInHeader { .. }), "{err:?}");
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert!(matches!(
+        decode_err(b"SEND\nx\0y:1\n\n\0"),
+        DecodeError::NulInHeader { .. }
+    ));
+}

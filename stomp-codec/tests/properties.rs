@@ -37,6 +37,7 @@ fn carryable(s: &str, is_name: bool, version: Version, command: Command) -> Stri
     let raw = version == Version::V1_0 || command.is_unescaped();
     s.chars()
         .map(|c| match c {
+            '\u{0}' => '0',
             '\n' if raw => 'n',
             '\r' if raw || version == Version::V1_1 => 'r',
             ':' if raw && is_name => 'c',
@@ -85,8 +86,56 @@ fn decode_stream(decoder: &mut FrameDecoder, chunks: &[&[u8]]) -> Vec<Decoded> {
     out
 }
 
+/// Headers as a hostile sender might make them: any of the bytes that
+/// matter to framing, in names and values, unfiltered.
+fn hostile_headers() -> impl Strategy<Value = Vec<(String, String)>> {
+    prop::collection::vec((text(1), text(0)), 0..8)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever headers a frame carries, what the encoder writes (when it
+    /// writes anything) is one frame to a receiver of every version: its
+    /// header block holds no NUL, and no decoder reads two frames or a
+    /// header the sender did not write.
+    #[test]
+    fn no_written_frame_splits_in_two(
+        headers in hostile_headers(),
+        body in prop::collection::vec(any::<u8>(), 0..64),
+        command in command(),
+        writer in version(),
+    ) {
+        let frame = Frame {
+            command,
+            headers: headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(),
+            body: Bytes::from(body),
+        };
+        let mut wire = BytesMut::new();
+        if frame.encode(writer, &mut wire).is_err() {
+            prop_assert!(wire.is_empty(), "a refused frame writes nothing");
+            return Ok(());
+        }
+        let header_block = wire.windows(2).position(|w| w == b"\n\n").expect("a blank line");
+        prop_assert!(!wire[..header_block].contains(&0), "NUL in the header block");
+        // A reader that ends the frame at the first NUL unless content-length says otherwise.
+        let body_start = header_block + 2;
+        let first_nul = body_start + wire[body_start..].iter().position(|&b| b == 0).expect("a NUL");
+        if !frame.body.contains(&0) {
+            prop_assert_eq!(first_nul, wire.len() - 1, "the first NUL ends the frame");
+        }
+        for reader in Version::ALL {
+            let mut decoder = FrameDecoder::new();
+            decoder.set_version(reader);
+            let mut buf = wire.clone();
+            if let Ok(Some(Decoded::Frame(read))) = decoder.decode(&mut buf) {
+                prop_assert!(buf.is_empty(), "{} bytes left over for a {} reader", buf.len(), reader);
+                let expected = frame.headers.iter().filter(|(n, _)| *n != "content-length").count()
+                    + usize::from(!frame.body.is_empty());
+                prop_assert_eq!(read.headers.len(), expected);
+            }
+        }
+    }
 
     #[test]
     fn encode_then_decode_is_identity((version, frame) in version().prop_flat_map(|v| (Just(v), frame_for(v)))) {

@@ -1,0 +1,99 @@
+//! A client cannot be turned against other clients: no frame injection, no
+//! silent loss between versions.
+
+use std::net::SocketAddr;
+
+use integration_tests::{Client, TestServer, Via, WAIT, body, frame};
+use stomp_codec::Command;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A reader that ends each frame at the first NUL and ignores
+/// content-length, as some clients do: what an injected NUL would fool.
+struct NaiveReader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl NaiveReader {
+    async fn connect(addr: SocketAddr, connect: &[u8]) -> NaiveReader {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(connect).await.expect("write");
+        NaiveReader {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next frame's command line and header lines, split at the first NUL.
+    async fn next_frame(&mut self) -> Vec<String> {
+        loop {
+            if let Some(nul) = self.buf.iter().position(|&b| b == 0) {
+                let raw: Vec<u8> = self.buf.drain(..=nul).collect();
+                let text = String::from_utf8_lossy(&raw[..nul]).into_owned();
+                let text = text.trim_start_matches(['\r', '\n']);
+                let head = text.split("\n\n").next().unwrap_or_default();
+                return head.lines().map(str::to_string).collect();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a frame arrives in time")
+                .expect("read");
+            assert!(n > 0, "connection closed while a frame was expected");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_nul_in_a_header_cannot_forge_frames_for_other_clients() {
+    let server = TestServer::default().await;
+    let mut consumer = NaiveReader::connect(
+        server.tcp_addr(),
+        b"CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:0\ndestination:/queue/v\nreceipt:sub\n\n\0",
+    )
+    .await;
+    assert_eq!(consumer.next_frame().await[0], "CONNECTED");
+    assert_eq!(consumer.next_frame().await, ["RECEIPT", "receipt-id:sub"]);
+
+    let mut attacker = Client::tcp(server.tcp_addr()).await;
+    attacker.connect(&[]).await;
+    attacker
+        .send_raw(b"SEND\ndestination:/queue/v\nx-a:\0RECEIPT\nreceipt-id:forged-42\n\n\0")
+        .await;
+    let error = attacker.expect_error_and_close().await;
+    let message = error.headers.get("message").unwrap_or_default();
+    assert!(message.contains("NUL"), "{message}");
+    assert!(!message.contains('\0'), "the ERROR itself carries no NUL");
+
+    // What the consumer reads next is the next real message, nothing forged.
+    let mut producer = server.client(Via::Tcp).await;
+    producer
+        .send_confirmed(
+            frame(Command::Send, &[("destination", "/queue/v")]).body("after"),
+            "p",
+        )
+        .await;
+    let next = consumer.next_frame().await;
+    assert_eq!(next[0], "MESSAGE", "{next:?}");
+    consumer.write(b"DISCONNECT\nreceipt:bye\n\n\0").await;
+    assert_eq!(consumer.next_frame().await, ["RECEIPT", "receipt-id:bye"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nul_in_a_header_over_websocket_is_refused_too() {
+    let server = TestServer::default().await;
+    let mut attacker = server.client(Via::Ws).await;
+    attacker
+        .send_raw(b"SEND\ndestination:/queue/v\nx-a:\0RECEIPT\nreceipt-id:forged\n\n\0")
+        .await;
+    let error = attacker.expect_error_and_close().await;
+    assert!(body(&error).contains("NUL"), "{}", body(&error));
+    server.shutdown().await;
+}
