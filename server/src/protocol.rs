@@ -4,7 +4,11 @@ use bytes::Bytes;
 use bytes::BytesMut;
 use stomp_codec::{ByteString, Command, EncodeError, Frame, Headers, Version, encode_frame};
 
-use crate::broker::{AckMode, Delivery, DestinationKind, Presence, Recovery, TopicOptions};
+use std::sync::Arc;
+
+use crate::broker::{
+    AckMode, Delivery, DestinationKind, Message, Presence, Recovery, TopicOptions,
+};
 use crate::error::SessionError;
 use crate::session::SubscriptionId;
 
@@ -282,6 +286,13 @@ impl ClientFrame {
                     None if version == Version::V1_0 => destination.clone(),
                     None => required(frame, "id")?,
                 };
+                if id.chars().any(char::is_control) {
+                    return Err(SessionError::InvalidHeader {
+                        header: "id",
+                        value: id.chars().take(40).collect(),
+                        expected: "printable text without control characters",
+                    });
+                }
                 let ack_value = frame.headers.get("ack");
                 let ack = AckMode::parse(ack_value).ok_or_else(|| SessionError::InvalidHeader {
                     header: "ack",
@@ -361,6 +372,33 @@ impl ClientFrame {
             }
         })
     }
+}
+
+/// The message as a receiver of `version` can be sent it: `None` when every
+/// header can be written as it is (always so for 1.2), otherwise a copy
+/// without the headers that version cannot carry (a line break in a 1.0
+/// value, a carriage return in 1.1, a colon in a 1.0 name). Dropping them
+/// beats the alternative, a message the receiver never gets.
+pub fn fit_for_version(message: &Message, version: Version) -> Option<Arc<Message>> {
+    let fits = |(name, value): (&str, &str)| {
+        stomp_codec::header_encodable(Command::Message, version, name, value)
+    };
+    if version == Version::V1_2 || message.headers.iter().all(fits) {
+        return None;
+    }
+    Some(Arc::new(Message {
+        id: message.id.clone(),
+        destination: message.destination.clone(),
+        headers: message
+            .headers
+            .iter_shared()
+            .filter(|(n, v)| fits((n, v)))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
+        body: message.body.clone(),
+        stream: message.stream.clone(),
+        ephemeral: message.ephemeral,
+    }))
 }
 
 /// Writes the MESSAGE for a delivery straight into `dst`, from the shared

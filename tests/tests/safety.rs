@@ -97,3 +97,33 @@ async fn a_nul_in_a_header_over_websocket_is_refused_too() {
     assert!(body(&error).contains("NUL"), "{}", body(&error));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_1_0_consumer_gets_a_1_2_message_whose_header_it_cannot_carry() {
+    let server = TestServer::default().await;
+    let mut old = Client::tcp(server.tcp_addr()).await;
+    old.send(frame(Command::Connect, &[("host", "localhost")]))
+        .await;
+    let connected = old.recv().await;
+    assert_eq!(connected.headers.get("version"), Some("1.0"));
+    old.subscribe("s", "/queue/versions", "client", &[]).await;
+
+    let mut producer = server.client(Via::Tcp).await;
+    producer
+        .send_confirmed(
+            frame(
+                Command::Send,
+                &[("destination", "/queue/versions"), ("x-note", "two\nlines")],
+            )
+            .body("hi"),
+            "r",
+        )
+        .await;
+    let message = old.recv().await;
+    assert_eq!(message.command, Command::Message);
+    assert_eq!(body(&message), "hi");
+    assert_eq!(message.headers.get("x-note"), None);
+    let health = integration_tests::http_get(server.http_addr(), "/health").await;
+    assert!(health.contains("\"headers_dropped\":1"), "{health}");
+    server.shutdown().await;
+}

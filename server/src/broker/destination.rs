@@ -22,6 +22,10 @@ pub enum DestinationError {
     /// `/queue/` or `/topic/` with nothing after it.
     #[error("destination {0:?} has an empty name")]
     EmptyName(String),
+    /// A control character (newline, carriage return, tab…) in the name:
+    /// receivers of STOMP 1.0 and 1.1 could not be sent the name back.
+    #[error("destination {0:?} contains a control character; names are printable text")]
+    ControlCharacter(String),
 }
 
 impl DestinationKind {
@@ -32,6 +36,7 @@ impl DestinationKind {
     /// assert_eq!(DestinationKind::of("/queue/jobs"), Ok(DestinationKind::Queue));
     /// assert_eq!(DestinationKind::of("/topic/chat.general"), Ok(DestinationKind::Topic));
     /// assert!(DestinationKind::of("jobs").is_err());
+    /// assert!(DestinationKind::of("/queue/two\nlines").is_err());
     /// ```
     pub fn of(name: &str) -> Result<DestinationKind, DestinationError> {
         let (kind, rest) = if let Some(rest) = name.strip_prefix("/queue/") {
@@ -43,6 +48,11 @@ impl DestinationKind {
         };
         if rest.is_empty() {
             return Err(DestinationError::EmptyName(name.to_string()));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(DestinationError::ControlCharacter(
+                name.chars().take(100).collect(),
+            ));
         }
         Ok(kind)
     }

@@ -9,6 +9,7 @@ mod destination;
 mod message;
 mod policy;
 mod queue;
+mod stats;
 mod topic;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ pub use destination::{DestinationError, DestinationKind};
 pub use message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
 pub use policy::{TopicPolicy, policy_for};
 pub use queue::{ConsumerSpec, QueueDestination};
+pub use stats::Stats;
 pub use topic::{Presence, Recovery, TopicDestination, TopicSubscription};
 
 use bytes::Bytes;
@@ -47,6 +49,7 @@ pub struct Broker {
     next_session: AtomicU64,
     policies: Vec<TopicPolicy>,
     epoch: ByteString,
+    stats: Stats,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -87,12 +90,18 @@ impl Broker {
             next_session: AtomicU64::new(1),
             policies,
             epoch,
+            stats: Stats::default(),
         }
     }
 
     /// This broker run's stream epoch.
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// Counters of what happened since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// A fresh session id.

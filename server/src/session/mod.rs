@@ -534,7 +534,22 @@ impl Session {
     /// Turns a delivery from the outbox into the MESSAGE to write, and
     /// remembers it when the client has to acknowledge it.
     pub fn render(&mut self, delivery: Delivery) -> driver::Outgoing {
-        self.ledger.render(delivery)
+        let mut outgoing = self.ledger.render(delivery);
+        // Fitted after the ledger took its copy, so a message that goes
+        // back to its queue keeps every header for the next receiver.
+        if let (Some(version), driver::Outgoing::Message { delivery, .. }) =
+            (self.version, &mut outgoing)
+            && let Some(fitted) = protocol::fit_for_version(&delivery.message, version)
+        {
+            self.broker.stats().note_headers_dropped();
+            tracing::debug!(
+                message_id = %delivery.message.id,
+                %version,
+                "headers this version cannot carry were dropped"
+            );
+            delivery.message = fitted;
+        }
+        outgoing
     }
 
     /// Returns credit for auto-ack queue deliveries once they are written.

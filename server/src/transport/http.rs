@@ -53,9 +53,10 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     (
         [("content-type", "application/json")],
         format!(
-            "{{\"status\":\"ok\",\"connections\":{},\"max_connections\":{}}}",
+            "{{\"status\":\"ok\",\"connections\":{},\"max_connections\":{},\"headers_dropped\":{}}}",
             state.slots.open(),
-            state.slots.max()
+            state.slots.max(),
+            state.broker.stats().headers_dropped()
         ),
     )
 }

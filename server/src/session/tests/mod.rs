@@ -11,6 +11,8 @@ use super::driver::Outgoing;
 use super::*;
 use crate::outbox::{Outbox, SlowConsumerPolicy};
 
+mod safety;
+
 struct Client {
     session: Session,
     outbox: Arc<Outbox>,
