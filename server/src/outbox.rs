@@ -15,6 +15,7 @@ use stomp_codec::Frame;
 use tokio::sync::Notify;
 
 use crate::broker::Delivery;
+use crate::session::SubscriptionId;
 
 /// What happens when a topic subscriber falls `max_topic_backlog` messages behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -157,6 +158,29 @@ impl Outbox {
             }
             batch.push(item);
         }
+    }
+
+    /// Takes back every delivery still queued for one subscription (it has
+    /// just been cancelled), so queue messages can return to their queue
+    /// instead of being written for a subscription that no longer exists.
+    pub fn take_subscription(&self, subscription: &SubscriptionId) -> Vec<Delivery> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(state.items.len());
+        for item in state.items.drain(..) {
+            match item {
+                Outbound::Delivery(d) if d.subscription == *subscription => {
+                    if matches!(d.origin, crate::broker::Origin::Topic) {
+                        state.topic_backlog = state.topic_backlog.saturating_sub(1);
+                    }
+                    taken.push(d);
+                }
+                other => kept.push_back(other),
+            }
+        }
+        state.items = kept;
+        taken
     }
 
     /// Whether a topic subscriber overflowed under the disconnect policy.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use integration_tests::{Client, TestServer, Via, body, frame};
 use stomp_codec::{Command, Frame};
-use stompbox::broker::TopicPolicy;
+use stompbox::broker::{Destination, TopicPolicy};
 
 fn position(m: &Frame) -> u64 {
     m.headers
@@ -125,7 +125,7 @@ async fn trimmed_history_is_reported_as_a_gap() {
     .await;
     let mut p = server.client(Via::Tcp).await;
     publish_n(&mut p, "/topic/chat.trim", 0, 10).await;
-    let epoch = server.server().broker().epoch().to_string();
+    let epoch = topic_epoch(&server, "/topic/chat.trim");
     let mut c = server.client(Via::Tcp).await;
     c.send(frame(
         Command::Subscribe,
@@ -151,11 +151,11 @@ async fn a_restarted_broker_reports_the_epoch_change() {
     let first = TestServer::default().await;
     let mut p = first.client(Via::Tcp).await;
     publish_n(&mut p, "/topic/chat.restart", 0, 2).await;
-    let old_epoch = first.server().broker().epoch().to_string();
+    let old_epoch = topic_epoch(&first, "/topic/chat.restart");
     first.shutdown().await;
 
     let second = TestServer::default().await;
-    assert_ne!(second.server().broker().epoch(), old_epoch);
+    assert_ne!(topic_epoch(&second, "/topic/chat.restart"), old_epoch);
     let mut c = second.client(Via::Ws).await;
     c.send(frame(
         Command::Subscribe,
@@ -410,4 +410,12 @@ async fn publishing_too_fast_is_rate_limited() {
     )
     .await;
     server.shutdown().await;
+}
+
+/// The stream epoch of a topic, as its messages carry it.
+fn topic_epoch(server: &TestServer, name: &str) -> String {
+    match server.server().broker().destination(name) {
+        Ok(Destination::Topic(t)) => t.epoch().to_string(),
+        other => panic!("{name} is not a topic: {other:?}"),
+    }
 }

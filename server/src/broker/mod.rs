@@ -49,6 +49,10 @@ pub struct Broker {
     next_session: AtomicU64,
     policies: Vec<TopicPolicy>,
     epoch: ByteString,
+    /// Topics created so far: each new topic's stream gets an epoch of
+    /// its own, so a topic forgotten by [`sweep`](Self::sweep) and created
+    /// again never reuses an (epoch, position) pair of its earlier life.
+    topics_created: AtomicU64,
     stats: Stats,
 }
 
@@ -90,11 +94,13 @@ impl Broker {
             next_session: AtomicU64::new(1),
             policies,
             epoch,
+            topics_created: AtomicU64::new(0),
             stats: Stats::default(),
         }
     }
 
-    /// This broker run's stream epoch.
+    /// This broker run's id. Each topic's stream epoch starts with it
+    /// (see [`TopicDestination::epoch`]).
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
@@ -122,7 +128,11 @@ impl Broker {
             DestinationKind::Topic => Destination::Topic(TopicDestination::new(
                 name.to_string(),
                 policy_for(&self.policies, name),
-                self.epoch.clone(),
+                ByteString::from(format!(
+                    "{}.{}",
+                    self.epoch,
+                    self.topics_created.fetch_add(1, Ordering::Relaxed) + 1
+                )),
                 self.next_message.clone(),
             )),
         };

@@ -133,6 +133,12 @@ impl TopicDestination {
         &self.name
     }
 
+    /// This topic's stream epoch: the broker run and which topic of the
+    /// run this is. Positions count from 1 within one epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
     /// The policy that applies to this topic.
     pub fn policy(&self) -> &TopicPolicy {
         &self.policy
@@ -308,8 +314,13 @@ impl TopicDestination {
             }
             Recovery::Since { epoch, position } if *epoch == *self.epoch => {
                 let head = state.next_position - 1;
-                if *position >= head {
+                if *position == head {
                     return (Vec::new(), true);
+                }
+                // Beyond the head: the client has positions this stream
+                // never gave out, so what it holds cannot be trusted.
+                if *position > head {
+                    return (all().collect(), false);
                 }
                 let oldest = state
                     .kept

@@ -284,6 +284,10 @@ impl Session {
                     .remove(&id)
                     .ok_or_else(|| SessionError::UnknownSubscription(id.as_str().to_string()))?;
                 subscription.destination.unsubscribe(self.id, &id);
+                // Not yet written: back to the queue unmarked (topic copies
+                // are dropped); then what was written and not acked, in
+                // front of them, marked redelivered.
+                ledger::return_undelivered(self.outbox.take_subscription(&id));
                 let held = self.ledger.take_where(|_, d| d.subscription == id);
                 ledger::requeue(self.id, held);
                 Ok(Flow::Continue)

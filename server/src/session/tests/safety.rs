@@ -87,3 +87,83 @@ fn names_with_control_characters_are_refused() {
         "{error:?}"
     );
 }
+
+#[test]
+fn unsubscribe_returns_deliveries_not_yet_written_to_the_queue() {
+    let b = broker();
+    let mut producer = Client::connected(&b);
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/q", "auto"));
+    c.send(subscribe("t", "/topic/t", "auto"));
+    for body in ["1", "2", "3"] {
+        producer.send(send("/queue/q", body));
+    }
+    producer.send(send("/topic/t", "live"));
+    // The deliveries sit in the outbox, unwritten, when UNSUBSCRIBE arrives.
+    c.send(frame("UNSUBSCRIBE", &[("id", "s")]));
+    c.send(frame("UNSUBSCRIBE", &[("id", "t")]));
+    assert!(
+        c.frames().iter().all(|f| f.command != Command::Message),
+        "nothing is written for a cancelled subscription"
+    );
+    let mut other = Client::connected(&b);
+    other.send(subscribe("s", "/queue/q", "auto"));
+    let got = other.frames();
+    let bodies: Vec<_> = got
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.body))
+        .collect();
+    assert_eq!(bodies, ["1", "2", "3"]);
+    assert!(
+        got.iter().all(|f| f.headers.get("redelivered").is_none()),
+        "never seen, so not redelivered"
+    );
+}
+
+#[test]
+fn a_topic_forgotten_and_created_again_never_reuses_a_stream_position() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/topic/plain", "auto"));
+    for body in ["1", "2", "3"] {
+        c.send(send("/topic/plain", body));
+    }
+    let last = c.frames().pop().expect("three messages");
+    let epoch = last.headers.get("x-stream-epoch").unwrap().to_string();
+    assert_eq!(last.headers.get("x-stream-position"), Some("3"));
+    c.send(frame("UNSUBSCRIBE", &[("id", "s")]));
+    assert_eq!(b.sweep(), 1, "the unused topic is forgotten");
+
+    // Created again: a publisher sends one message, then the client
+    // recovers from position 3 of the old stream.
+    c.send(send("/topic/plain", "4"));
+    c.send(
+        subscribe("r", "/topic/plain", "auto")
+            .header("x-since", "3")
+            .header("x-since-epoch", epoch.as_str()),
+    );
+    let marker = c.frames().pop().expect("a recovery marker");
+    assert_eq!(marker.headers.get("x-recovery"), Some("gap"), "{marker:?}");
+    assert_ne!(marker.headers.get("x-stream-epoch"), Some(epoch.as_str()));
+}
+
+#[test]
+fn a_position_beyond_the_head_is_a_gap() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/topic/chat.x", "auto"));
+    c.send(send("/topic/chat.x", "only"));
+    let epoch = c.frames()[0]
+        .headers
+        .get("x-stream-epoch")
+        .unwrap()
+        .to_string();
+    c.send(
+        subscribe("r", "/topic/chat.x", "auto")
+            .header("x-since", "99")
+            .header("x-since-epoch", epoch.as_str()),
+    );
+    let got = c.frames();
+    let marker = got.last().expect("a marker");
+    assert_eq!(marker.headers.get("x-recovery"), Some("gap"));
+}
