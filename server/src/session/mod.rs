@@ -156,17 +156,13 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn take(&mut self, rate: f64, burst: f64, now: std::time::Instant) -> bool {
+    /// Refills for the time passed and says how many tokens there are.
+    fn available(&mut self, rate: f64, burst: f64, now: std::time::Instant) -> f64 {
         let capacity = burst.max(1.0);
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(capacity);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens
     }
 }
 
@@ -327,6 +323,9 @@ impl Session {
                     .transactions
                     .remove(&tx)
                     .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
+                // Everything is checked before anything takes effect; past
+                // this point no operation can fail.
+                self.admit_transaction(&ops)?;
                 for op in ops {
                     match op {
                         TxOp::Send(send) => {
@@ -430,12 +429,28 @@ impl Session {
         else {
             return Ok(Flow::Continue);
         };
-        let target = self.broker.destination(&destination)?;
+        let target = self.admit(&destination, body.len(), 1)?;
+        self.take_publish_tokens(&target, 1);
+        self.broker
+            .send_to(&target, destination, headers, body, ephemeral);
+        Ok(Flow::Continue)
+    }
+
+    /// Checks that `count` messages of `size` bytes may be published to
+    /// `destination` now (its name, the topic policy's size and rate
+    /// limits), without taking anything; returns the destination.
+    fn admit(
+        &mut self,
+        destination: &str,
+        size: usize,
+        count: usize,
+    ) -> Result<Destination, SessionError> {
+        let target = self.broker.destination(destination)?;
         if let Destination::Topic(topic) = &target {
             let policy = topic.policy();
-            if policy.max_message_size > 0 && body.len() > policy.max_message_size {
+            if policy.max_message_size > 0 && size > policy.max_message_size {
                 return Err(SessionError::MessageTooLarge {
-                    size: body.len(),
+                    size,
                     limit: policy.max_message_size,
                 });
             }
@@ -448,16 +463,49 @@ impl Session {
                         tokens: policy.publish_burst.max(1.0),
                         last: now,
                     });
-                if !bucket.take(policy.publish_rate, policy.publish_burst, now) {
+                if bucket.available(policy.publish_rate, policy.publish_burst, now) < count as f64 {
                     return Err(SessionError::RateLimited {
                         rate: policy.publish_rate,
                     });
                 }
             }
         }
-        self.broker
-            .send_to(&target, destination, headers, body, ephemeral);
-        Ok(Flow::Continue)
+        Ok(target)
+    }
+
+    /// Spends the rate budget for `count` messages [`admit`](Self::admit)ted to `target`.
+    fn take_publish_tokens(&mut self, target: &Destination, count: usize) {
+        if let Destination::Topic(topic) = target
+            && let Some(bucket) = self.buckets.get_mut(&topic.policy().pattern)
+        {
+            bucket.tokens -= count as f64;
+        }
+    }
+
+    /// Checks every SEND of a transaction as if they were sent together,
+    /// so that COMMIT applies all of them or none.
+    fn admit_transaction(&mut self, ops: &[TxOp]) -> Result<(), SessionError> {
+        // Destinations under one rate policy share its budget: the n-th
+        // SEND to any of them needs n tokens in all.
+        let mut per_policy: HashMap<String, usize> = HashMap::new();
+        for op in ops {
+            let TxOp::Send(ClientFrame::Send {
+                destination, body, ..
+            }) = op
+            else {
+                continue;
+            };
+            let count = match self.broker.destination(destination)? {
+                Destination::Topic(t) => {
+                    let n = per_policy.entry(t.policy().pattern.clone()).or_default();
+                    *n += 1;
+                    *n
+                }
+                Destination::Queue(_) => 1,
+            };
+            self.admit(destination, body.len(), count)?;
+        }
+        Ok(())
     }
 
     /// Publishes the last will, if the client left one; called when the

@@ -167,3 +167,104 @@ fn a_position_beyond_the_head_is_a_gap() {
     let marker = got.last().expect("a marker");
     assert_eq!(marker.headers.get("x-recovery"), Some("gap"));
 }
+
+#[test]
+fn commit_applies_every_operation_or_none() {
+    let b = broker();
+    let mut watcher = Client::connected(&b);
+    watcher.send(subscribe("q", "/queue/tx", "auto"));
+    watcher.send(subscribe("t", "/topic/chat.tx", "auto"));
+    let mut c = Client::connected(&b);
+    // A valid SEND, then one to a destination that cannot exist.
+    c.send(frame("BEGIN", &[("transaction", "a")]));
+    c.send(
+        frame(
+            "SEND",
+            &[("destination", "/queue/tx"), ("transaction", "a")],
+        )
+        .body("first"),
+    );
+    c.send(
+        frame(
+            "SEND",
+            &[("destination", "/nowhere/x"), ("transaction", "a")],
+        )
+        .body("bad"),
+    );
+    let error = c.error(frame("COMMIT", &[("transaction", "a")]));
+    assert!(
+        error
+            .headers
+            .get("message")
+            .unwrap()
+            .contains("unknown destination")
+    );
+    assert!(
+        watcher.frames().is_empty(),
+        "the valid SEND did not happen either"
+    );
+
+    // A valid SEND, then one over the room's size limit: refused on the receipt, none applied.
+    let mut c = Client::connected(&b);
+    c.send(frame("BEGIN", &[("transaction", "b")]));
+    c.send(
+        frame(
+            "SEND",
+            &[("destination", "/topic/chat.tx"), ("transaction", "b")],
+        )
+        .body("ok"),
+    );
+    c.send(
+        frame(
+            "SEND",
+            &[("destination", "/topic/chat.tx"), ("transaction", "b")],
+        )
+        .body("x".repeat(17 * 1024)),
+    );
+    assert_eq!(
+        c.send(frame("COMMIT", &[("transaction", "b"), ("receipt", "r")])),
+        Flow::Continue
+    );
+    let receipt = c.frames().pop().expect("a receipt");
+    assert_eq!(receipt.headers.get("x-error"), Some("too-large"));
+    assert!(
+        watcher.frames().is_empty(),
+        "nothing of the transaction was published"
+    );
+
+    // More SENDs than the room's burst allows, each fine alone: none applied.
+    let mut c = Client::connected(&b);
+    c.send(frame("BEGIN", &[("transaction", "c")]));
+    for _ in 0..41 {
+        c.send(
+            frame(
+                "SEND",
+                &[("destination", "/topic/chat.tx"), ("transaction", "c")],
+            )
+            .body("m"),
+        );
+    }
+    c.send(frame("COMMIT", &[("transaction", "c"), ("receipt", "r")]));
+    let receipt = c.frames().pop().expect("a receipt");
+    assert_eq!(receipt.headers.get("x-error"), Some("rate-limited"));
+    assert!(watcher.frames().is_empty());
+
+    // Within the limits, everything happens.
+    c.send(frame("BEGIN", &[("transaction", "d")]));
+    c.send(
+        frame(
+            "SEND",
+            &[("destination", "/queue/tx"), ("transaction", "d")],
+        )
+        .body("1"),
+    );
+    c.send(
+        frame(
+            "SEND",
+            &[("destination", "/topic/chat.tx"), ("transaction", "d")],
+        )
+        .body("2"),
+    );
+    c.send(frame("COMMIT", &[("transaction", "d")]));
+    assert_eq!(watcher.bodies(), ["1", "2"]);
+}
