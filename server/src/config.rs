@@ -25,8 +25,12 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// A folder served at `/` instead of the chat page built into the binary.
     pub web_root: Option<PathBuf>,
-    /// "sx,sy": the heart-beats the server offers and asks for, in ms.
+    /// "sx,sy": the heart-beats the server offers and asks for, in ms,
+    /// when the client asks for none of its own.
     pub heart_beat: String,
+    /// The shortest heart-beat interval granted to a client that asks for
+    /// a shorter one, ms.
+    pub min_heart_beat_ms: u64,
     /// Milliseconds a new connection has to send CONNECT.
     pub connect_timeout_ms: u64,
     /// Milliseconds one batch of frames may take to write before the client counts as stuck.
@@ -74,6 +78,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 15674)),
             web_root: None,
             heart_beat: format!("{},{}", session.heart_beat.0, session.heart_beat.1),
+            min_heart_beat_ms: session.min_heart_beat.as_millis() as u64,
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,
             write_timeout_ms: driver.write_timeout.as_millis() as u64,
             max_frame_size: limits.max_frame_size,
@@ -157,6 +162,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.heart_beat_ms()?;
         let positive = [
+            ("min_heart_beat_ms", self.min_heart_beat_ms as usize),
             ("max_frame_size", self.max_frame_size),
             ("max_body_size", self.max_body_size),
             ("max_headers", self.max_headers),
@@ -223,6 +229,7 @@ impl Config {
             slow_consumer: self.slow_consumer,
             session: Arc::new(SessionSettings {
                 heart_beat: self.heart_beat_ms()?,
+                min_heart_beat: Duration::from_millis(self.min_heart_beat_ms),
                 users: self.users.clone(),
                 anonymous: self.anonymous,
                 default_prefetch: self.default_prefetch,

@@ -46,9 +46,12 @@ struct ServeArgs {
     /// Folder served at / instead of the built-in chat page.
     #[arg(long, env = "STOMPBOX_WEB_ROOT")]
     web_root: Option<PathBuf>,
-    /// Heart-beats the server offers and asks for, "sx,sy" in ms [default: 10000,10000].
+    /// Heart-beats when the client asks for none, "sx,sy" in ms [default: 10000,10000].
     #[arg(long, env = "STOMPBOX_HEART_BEAT")]
     heart_beat: Option<String>,
+    /// Shortest heart-beat interval granted to a client asking for less, ms [default: 1000].
+    #[arg(long, env = "STOMPBOX_MIN_HEART_BEAT_MS")]
+    min_heart_beat_ms: Option<u64>,
     /// Milliseconds a new connection has to send CONNECT [default: 10000].
     #[arg(long, env = "STOMPBOX_CONNECT_TIMEOUT_MS")]
     connect_timeout_ms: Option<u64>,
@@ -115,6 +118,7 @@ impl ServeArgs {
             tcp_listen,
             http_listen,
             heart_beat,
+            min_heart_beat_ms,
             connect_timeout_ms,
             write_timeout_ms,
             max_frame_size,

@@ -241,7 +241,11 @@ async fn presence_snapshot_join_and_leave_including_a_killed_connection() {
 
 #[tokio::test]
 async fn presence_leaves_when_the_heart_beat_times_out() {
-    let server = TestServer::start(|c| c.heart_beat = "0,300".into()).await;
+    let server = TestServer::start(|c| {
+        c.heart_beat = "0,300".into();
+        c.min_heart_beat_ms = 50;
+    })
+    .await;
     let (mut ana, _) = join(&server, Via::Ws, "ana", &[]).await;
     // Carol promises heart-beats every 300 ms, then goes silent (a closed laptop lid).
     let (mut carol, _) = join(&server, Via::Tcp, "carol", &[("heart-beat", "300,0")]).await;

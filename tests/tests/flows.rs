@@ -295,7 +295,11 @@ async fn disconnect_receipt_then_close(via: Via) {
 }
 
 async fn heart_beats_from_server(via: Via) {
-    let server = TestServer::start(|c| c.heart_beat = "100,0".into()).await;
+    let server = TestServer::start(|c| {
+        c.heart_beat = "100,0".into();
+        c.min_heart_beat_ms = 50;
+    })
+    .await;
     let mut c = server.raw_client(via).await;
     let connected = c.connect(&[("heart-beat", "0,100")]).await;
     assert_eq!(connected.headers.get("heart-beat"), Some("100,0"));
@@ -306,7 +310,11 @@ async fn heart_beats_from_server(via: Via) {
 }
 
 async fn silent_client_is_disconnected(via: Via) {
-    let server = TestServer::start(|c| c.heart_beat = "0,100".into()).await;
+    let server = TestServer::start(|c| {
+        c.heart_beat = "0,100".into();
+        c.min_heart_beat_ms = 50;
+    })
+    .await;
     let mut c = server.raw_client(via).await;
     c.connect(&[("heart-beat", "100,0")]).await;
     let error = c.expect_error_and_close().await;
@@ -319,7 +327,11 @@ async fn silent_client_is_disconnected(via: Via) {
 
 async fn heart_beating_client_stays_connected(via: Via) {
     // A generous window (1 s) against a beat every 100 ms, so a loaded machine does not flake.
-    let server = TestServer::start(|c| c.heart_beat = "0,500".into()).await;
+    let server = TestServer::start(|c| {
+        c.heart_beat = "0,500".into();
+        c.min_heart_beat_ms = 50;
+    })
+    .await;
     let mut c = server.raw_client(via).await;
     c.connect(&[("heart-beat", "500,0")]).await;
     for _ in 0..15 {

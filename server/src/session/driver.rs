@@ -165,7 +165,7 @@ async fn drive<T: Transport>(
         } else {
             Some(connect_deadline)
         };
-        let write_tick = heartbeat.send_every.map(|t| last_write + t);
+        let write_tick = heartbeat.write_every().map(|t| last_write + t);
         let now = Instant::now();
         let flow = tokio::select! {
             _ = cancel.cancelled() => {

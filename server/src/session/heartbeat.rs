@@ -18,6 +18,30 @@ impl Heartbeat {
         expect_every: None,
     };
 
+    /// What the server puts in CONNECTED's `heart-beat` for a client that
+    /// sent `cx,cy`: in each direction the client asks for, what it asks,
+    /// but not below `floor` ms (so a client wanting 1 s failure detection
+    /// gets it, and none gets a busy loop); in a direction it leaves at 0,
+    /// the configured `sx,sy`. A configured 0 keeps that direction off.
+    ///
+    /// ```
+    /// use stompbox::session::Heartbeat;
+    /// assert_eq!(Heartbeat::offer((1000, 1000), (10_000, 10_000), 1000), (1000, 1000));
+    /// assert_eq!(Heartbeat::offer((50, 0), (10_000, 10_000), 1000), (10_000, 1000));
+    /// assert_eq!(Heartbeat::offer((0, 0), (10_000, 10_000), 1000), (10_000, 10_000));
+    /// assert_eq!(Heartbeat::offer((5000, 5000), (0, 10_000), 1000), (0, 5000));
+    /// ```
+    pub fn offer(client: (u64, u64), server: (u64, u64), floor: u64) -> (u64, u64) {
+        let (cx, cy) = client;
+        let (sx, sy) = server;
+        let pick = |configured: u64, asked: u64| match (configured, asked) {
+            (0, _) => 0,
+            (c, 0) => c,
+            (_, a) => a.max(floor),
+        };
+        (pick(sx, cy), pick(sy, cx))
+    }
+
     /// Combines the client's `cx,cy` with the server's `sx,sy`: each
     /// direction runs at the slower of what one side offers and the other
     /// wants, and is off when either side says 0.
@@ -38,6 +62,13 @@ impl Heartbeat {
             send_every: every(sx, cy),
             expect_every: every(cx, sy),
         }
+    }
+
+    /// How often the server writes when it has nothing else to send: a
+    /// tenth early, because strict clients count a heart-beat that arrives
+    /// exactly at the interval (plus network time) as missed.
+    pub fn write_every(&self) -> Option<Duration> {
+        self.send_every.map(|d| d - d / 10)
     }
 
     /// How long the client may stay silent before the connection is

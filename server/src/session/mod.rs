@@ -67,8 +67,11 @@ pub enum AnonymousAccess {
 /// The part of the configuration sessions need.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// `sx,sy`: how often the server can send heart-beats, and wants them, in ms.
+    /// `sx,sy`: how often the server sends heart-beats, and wants them, in
+    /// ms, when the client asks for none (0 in either turns that direction off).
     pub heart_beat: (u64, u64),
+    /// The shortest interval granted to a client that asks for heart-beats.
+    pub min_heart_beat: std::time::Duration,
     /// login → passcode. When not empty, credentials given are checked.
     pub users: HashMap<String, String>,
     /// Who may connect without credentials.
@@ -89,6 +92,7 @@ impl Default for SessionSettings {
     fn default() -> SessionSettings {
         SessionSettings {
             heart_beat: (10_000, 10_000),
+            min_heart_beat: std::time::Duration::from_secs(1),
             users: HashMap::new(),
             anonymous: AnonymousAccess::Loopback,
             default_prefetch: 256,
@@ -369,8 +373,12 @@ impl Session {
         };
         self.authenticate(&connect)?;
         self.will = connect.will.clone();
-        let heartbeat = Heartbeat::negotiate(connect.heart_beat, self.settings.heart_beat);
-        let (sx, sy) = self.settings.heart_beat;
+        let (sx, sy) = Heartbeat::offer(
+            connect.heart_beat,
+            self.settings.heart_beat,
+            self.settings.min_heart_beat.as_millis() as u64,
+        );
+        let heartbeat = Heartbeat::negotiate(connect.heart_beat, (sx, sy));
         self.version = Some(version);
         self.outbox.push_frame(
             Frame::new(Command::Connected)

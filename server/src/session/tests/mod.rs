@@ -188,7 +188,8 @@ fn heart_beat_header_is_negotiated_or_refused() {
         flow,
         Flow::Connected {
             version: Version::V1_2,
-            heartbeat: Heartbeat::negotiate((5000, 20000), (10_000, 10_000)),
+            // What the client asked for, in both directions.
+            heartbeat: Heartbeat::negotiate((5000, 20000), (20_000, 5000)),
         }
     );
     let mut c = Client::new(&b);
@@ -623,4 +624,28 @@ fn unused_destinations_are_forgotten_and_used_ones_kept() {
     c.send(send("/queue/full", "second"));
     c.send(subscribe("again", "/queue/full", "auto"));
     assert_eq!(c.bodies(), ["waiting", "second"]);
+}
+
+#[test]
+fn a_client_gets_the_heart_beats_it_asks_for_down_to_the_floor() {
+    let b = broker();
+    for (asked, offered) in [
+        (Some("1000,1000"), "1000,1000"),
+        (Some("100,2000"), "2000,1000"),
+        (Some("0,0"), "10000,10000"),
+        (None, "10000,10000"),
+    ] {
+        let mut c = Client::new(&b);
+        let mut connect = frame("CONNECT", &[("accept-version", "1.2")]);
+        if let Some(hb) = asked {
+            connect = connect.header("heart-beat", hb);
+        }
+        c.send(connect);
+        let connected = &c.frames()[0];
+        assert_eq!(
+            connected.headers.get("heart-beat"),
+            Some(offered),
+            "{asked:?}"
+        );
+    }
 }
