@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{Client, TestServer, Via};
+use integration_tests::{TestServer, Via};
 use stomp_codec::Decoded;
 
 #[tokio::test]
