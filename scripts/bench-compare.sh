@@ -70,6 +70,7 @@ wait_port() {
 # Ports: Stompbox 62613/25674, RabbitMQ 62614/25675, ActiveMQ 62615.
 start_stompbox() {
   target/release/stompbox --tcp-listen 127.0.0.1:62613 --http-listen 127.0.0.1:25674 --log warn \
+    --max-connections-per-ip 1000000 \
     2> "$WORK/stompbox.log" &
   PIDS+=($!)
   BROKER_PID=$!

@@ -64,6 +64,9 @@ pub struct Config {
     /// STOMP connections (TCP and WebSocket together) held at once; unset:
     /// as many as the open-file limit allows, less a reserve.
     pub max_connections: Option<usize>,
+    /// STOMP connections held at once from one source address; unset: half
+    /// of `max_connections`.
+    pub max_connections_per_ip: Option<usize>,
     /// Topic policies (history, size and rate limits) by name pattern; first match wins.
     pub topics: Vec<TopicPolicy>,
 }
@@ -95,6 +98,7 @@ impl Default for Config {
             users: HashMap::new(),
             shutdown_grace_ms: 5000,
             max_connections: None,
+            max_connections_per_ip: None,
             topics: vec![TopicPolicy::chat_default()],
         }
     }
@@ -171,6 +175,10 @@ impl Config {
             ("max_prefetch", self.max_prefetch),
             ("max_topic_backlog", self.max_topic_backlog),
             ("max_connections", self.max_connections.unwrap_or(1)),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.unwrap_or(1),
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {

@@ -119,8 +119,12 @@ impl Server {
         let (tcp, tcp_addr) = bind(config.tcp_listen, "STOMP over TCP")?;
         let (http, http_addr) = bind(config.http_listen, "HTTP and WebSocket")?;
 
-        let slots = ConnectionSlots::new(max_connections(&config));
-        tracing::info!(max = slots.max(), "connection limit");
+        let max = max_connections(&config);
+        // Half by default: generous (a whole office behind one NAT address
+        // gets in), yet no single address can lock everyone else out.
+        let per_address = config.max_connections_per_ip.unwrap_or((max / 2).max(1));
+        let slots = ConnectionSlots::new(max, per_address);
+        tracing::info!(max, per_address, "connection limits");
         let tcp_task = tokio::spawn(transport::tcp::serve(
             tcp,
             broker.clone(),
@@ -142,13 +146,9 @@ impl Server {
             config.web_root.clone(),
         );
         let http_cancel = cancel.clone();
-        // WebSocket frames are small and latency-bound: send them at once
-        // instead of letting Nagle's algorithm hold them for an ACK.
-        let http = http.tap_io(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
+        // WebSocket frames are small and latency-bound, and a WebSocket
+        // peer can vanish as silently as a TCP one.
+        let http = http.tap_io(|stream| transport::tune_accepted(stream));
         let http_task = tokio::spawn(async move {
             let served = axum::serve(
                 http,

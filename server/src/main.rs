@@ -100,6 +100,9 @@ struct ServeArgs {
     /// STOMP connections held at once, TCP and WebSocket together [default: the open-file limit less a reserve].
     #[arg(long, env = "STOMPBOX_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// STOMP connections held at once from one source address [default: half of max-connections].
+    #[arg(long, env = "STOMPBOX_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Log filter, e.g. info or stompbox=debug [default: info].
     #[arg(long, env = "STOMPBOX_LOG")]
     log: Option<String>,
@@ -136,6 +139,9 @@ impl ServeArgs {
         );
         if let Some(max) = self.max_connections {
             config.max_connections = Some(max);
+        }
+        if let Some(max) = self.max_connections_per_ip {
+            config.max_connections_per_ip = Some(max);
         }
         if let Some(root) = self.web_root {
             config.web_root = Some(root);

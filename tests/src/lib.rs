@@ -108,6 +108,11 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("connect");
+        Client::from_tcp(stream)
+    }
+
+    /// A client over a TCP connection opened elsewhere (no CONNECT yet).
+    pub fn from_tcp(stream: TcpStream) -> Client {
         Client {
             link: Link::Tcp(Framed::new(stream, StompCodec::default())),
             pending: Default::default(),

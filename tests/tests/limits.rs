@@ -33,7 +33,11 @@ async fn connect_when_room(server: &TestServer, via: Via) -> Client {
 }
 
 async fn one_connection_too_many(refused_via: Via) {
-    let server = TestServer::start(|c| c.max_connections = Some(2)).await;
+    let server = TestServer::start(|c| {
+        c.max_connections = Some(2);
+        c.max_connections_per_ip = Some(2);
+    })
+    .await;
     let mut producer = server.client(Via::Tcp).await;
     let mut consumer = server.client(Via::Ws).await;
     consumer.subscribe("1", "/queue/limits", "auto", &[]).await;
@@ -84,7 +88,11 @@ async fn one_websocket_connection_too_many_is_refused_with_an_error() {
 
 #[tokio::test]
 async fn refused_connections_do_not_count_against_the_limit() {
-    let server = TestServer::start(|c| c.max_connections = Some(1)).await;
+    let server = TestServer::start(|c| {
+        c.max_connections = Some(1);
+        c.max_connections_per_ip = Some(1);
+    })
+    .await;
     let mut holder = server.client(Via::Tcp).await;
     for _ in 0..20 {
         let mut refused = server.raw_client(Via::Tcp).await;

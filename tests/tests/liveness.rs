@@ -23,3 +23,43 @@ async fn a_client_asking_for_one_second_heart_beats_gets_them_early() {
     }
     server.shutdown().await;
 }
+
+/// A TCP client connected from a chosen loopback source address.
+async fn client_from(source: [u8; 4], server: &TestServer) -> integration_tests::Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .expect("bind a loopback source");
+    let stream = socket.connect(server.tcp_addr()).await.expect("connect");
+    integration_tests::Client::from_tcp(stream)
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let server = TestServer::start(|c| {
+        c.max_connections = Some(3);
+        c.max_connections_per_ip = Some(2);
+    })
+    .await;
+    let mut first = client_from([127, 0, 0, 1], &server).await;
+    first.connect(&[]).await;
+    let mut second = client_from([127, 0, 0, 1], &server).await;
+    second.connect(&[]).await;
+    let mut third = client_from([127, 0, 0, 1], &server).await;
+    third
+        .send(integration_tests::frame(
+            stomp_codec::Command::Connect,
+            &[("accept-version", "1.2")],
+        ))
+        .await;
+    let error = third.expect_error_and_close().await;
+    assert_eq!(
+        error.headers.get("message"),
+        Some("too many connections from your address")
+    );
+    // Another address still gets in, and the first address's clients keep working.
+    let mut other = client_from([127, 0, 0, 2], &server).await;
+    other.connect(&[]).await;
+    first.subscribe("s", "/queue/still", "auto", &[]).await;
+    server.shutdown().await;
+}

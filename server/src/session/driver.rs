@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::broker::{Broker, Delivery};
 use crate::error::CloseReason;
 use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
 use crate::protocol;
+use crate::transport::tcp::is_loopback;
 
 /// Something to write: a frame, a delivery, or a heart-beat EOL.
 #[derive(Debug)]
@@ -107,7 +109,7 @@ pub async fn run_session<T: Transport>(
     mut transport: T,
     broker: Arc<Broker>,
     settings: &DriverSettings,
-    peer_is_loopback: bool,
+    peer: SocketAddr,
     cancel: CancellationToken,
 ) -> CloseReason {
     let outbox = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
@@ -116,9 +118,10 @@ pub async fn run_session<T: Transport>(
         broker,
         settings.session.clone(),
         outbox.clone(),
-        peer_is_loopback,
+        is_loopback(&peer),
     );
-    let span = tracing::info_span!("session", session_id = session.id().0);
+    // Every line a session logs names the connection and where it came from.
+    let span = tracing::info_span!("session", session_id = session.id().0, %peer);
     drive(&mut transport, &mut session, &outbox, settings, cancel)
         .instrument(span)
         .await

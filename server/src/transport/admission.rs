@@ -7,50 +7,74 @@
 //! open-file limit, one connection too many is accepted, told in an ERROR
 //! frame that the broker is full, and closed.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use stomp_codec::Frame;
 use tokio_util::sync::CancellationToken;
 
-use super::tcp::is_loopback;
 use crate::broker::Broker;
 use crate::protocol;
 use crate::session::driver::{DriverSettings, Transport, refuse, run_session};
 
-/// The open STOMP connections (TCP and WebSocket together) and their limit.
+/// The open STOMP connections (TCP and WebSocket together), their limit,
+/// and the limit for any one source address.
 #[derive(Debug)]
 pub struct ConnectionSlots {
     max: usize,
+    max_per_address: usize,
     open: AtomicUsize,
+    /// Open connections per source address; an address leaves the map
+    /// when its last connection closes, so the map is bounded by `max`.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One held connection; dropping it frees the slot.
 #[derive(Debug)]
 pub struct Slot {
     slots: Arc<ConnectionSlots>,
+    address: IpAddr,
+}
+
+/// Why a connection gets no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every slot is taken.
+    Full,
+    /// The connection's address holds its share already.
+    AddressFull,
 }
 
 impl ConnectionSlots {
-    /// Room for `max` connections.
-    pub fn new(max: usize) -> Arc<ConnectionSlots> {
+    /// Room for `max` connections, at most `max_per_address` from one address.
+    pub fn new(max: usize, max_per_address: usize) -> Arc<ConnectionSlots> {
         Arc::new(ConnectionSlots {
             max,
+            max_per_address: max_per_address.max(1),
             open: AtomicUsize::new(0),
+            per_address: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A slot, or `None` when all `max` are taken.
-    pub fn claim(self: &Arc<Self>) -> Option<Slot> {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < self.max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| Slot {
-                slots: self.clone(),
-            })
+    /// A slot for a connection from `address`, or why there is none.
+    pub fn claim(self: &Arc<Self>, address: IpAddr) -> Result<Slot, Refusal> {
+        let mut per_address = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let held = per_address.get(&address).copied().unwrap_or(0);
+        // Claims take the map's lock, so checking then adding is not a race.
+        if self.open.load(Ordering::Acquire) >= self.max {
+            return Err(Refusal::Full);
+        }
+        if held >= self.max_per_address {
+            return Err(Refusal::AddressFull);
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        per_address.insert(address, held + 1);
+        Ok(Slot {
+            slots: self.clone(),
+            address,
+        })
     }
 
     /// Connections open now.
@@ -63,21 +87,48 @@ impl ConnectionSlots {
         self.max
     }
 
-    /// The ERROR a connection over the limit gets.
-    pub fn refusal(&self) -> Frame {
-        protocol::notice_frame(
-            "server full, too many connections",
-            &format!(
-                "This broker holds at most {} connections and all are in use. \
-                 Try again in a moment.",
-                self.max
+    /// The limit per source address.
+    pub fn max_per_address(&self) -> usize {
+        self.max_per_address
+    }
+
+    /// The ERROR a connection that got no slot is sent.
+    pub fn refusal(&self, why: Refusal) -> Frame {
+        match why {
+            Refusal::Full => protocol::notice_frame(
+                "server full, too many connections",
+                &format!(
+                    "This broker holds at most {} connections and all are in use. \
+                     Try again in a moment.",
+                    self.max
+                ),
             ),
-        )
+            Refusal::AddressFull => protocol::notice_frame(
+                "too many connections from your address",
+                &format!(
+                    "This broker holds at most {} connections from one address, and yours \
+                     has that many open. Close some, or ask the operator to raise \
+                     max_connections_per_ip.",
+                    self.max_per_address
+                ),
+            ),
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let mut per_address = self
+            .slots
+            .per_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = per_address.get_mut(&self.address) {
+            *held -= 1;
+            if *held == 0 {
+                per_address.remove(&self.address);
+            }
+        }
         self.slots.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -92,11 +143,14 @@ pub async fn serve<T: Transport>(
     settings: &DriverSettings,
     cancel: CancellationToken,
 ) {
-    let Some(slot) = slots.claim() else {
-        tracing::debug!(%peer, max = slots.max(), "connection refused: server full");
-        return refuse(transport, slots.refusal()).await;
+    let slot = match slots.claim(peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            tracing::info!(%peer, ?why, max = slots.max(), max_per_address = slots.max_per_address(), "connection refused");
+            return refuse(transport, slots.refusal(why)).await;
+        }
     };
-    run_session(transport, broker, settings, is_loopback(&peer), cancel).await;
+    run_session(transport, broker, settings, peer, cancel).await;
     drop(slot);
 }
 
@@ -116,14 +170,36 @@ mod tests {
 
     #[test]
     fn slots_are_returned_when_dropped() {
-        let slots = ConnectionSlots::new(2);
-        let a = slots.claim().expect("first");
-        let _b = slots.claim().expect("second");
-        assert!(slots.claim().is_none(), "a third is over the limit");
+        let slots = ConnectionSlots::new(2, 2);
+        let here = IpAddr::from([127, 0, 0, 1]);
+        let a = slots.claim(here).expect("first");
+        let _b = slots.claim(here).expect("second");
+        assert_eq!(slots.claim(here).err(), Some(Refusal::Full));
         assert_eq!(slots.open(), 2);
         drop(a);
         assert_eq!(slots.open(), 1);
-        assert!(slots.claim().is_some(), "a freed slot can be claimed again");
+        assert!(
+            slots.claim(here).is_ok(),
+            "a freed slot can be claimed again"
+        );
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_slot() {
+        let slots = ConnectionSlots::new(3, 2);
+        let (one, two) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        let held: Vec<_> = (0..2)
+            .map(|_| slots.claim(one).expect("within its share"))
+            .collect();
+        assert_eq!(slots.claim(one).err(), Some(Refusal::AddressFull));
+        let other = slots.claim(two).expect("another address still gets in");
+        assert_eq!(slots.claim(two).err(), Some(Refusal::Full));
+        drop(held);
+        drop(other);
+        assert!(
+            slots.per_address.lock().unwrap().is_empty(),
+            "addresses are forgotten"
+        );
     }
 
     #[test]
@@ -137,7 +213,7 @@ mod tests {
 
     #[test]
     fn the_refusal_says_why_and_the_limit() {
-        let frame = ConnectionSlots::new(7).refusal();
+        let frame = ConnectionSlots::new(7, 7).refusal(Refusal::Full);
         assert_eq!(
             frame.headers.get("message"),
             Some("server full, too many connections")

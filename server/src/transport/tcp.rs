@@ -36,8 +36,7 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// Wraps a connected socket.
     pub fn new(stream: tokio::net::TcpStream, limits: stomp_codec::Limits) -> TcpTransport {
-        // Small frames go out at once rather than waiting for Nagle: chat latency matters more.
-        let _ = stream.set_nodelay(true);
+        super::tune_accepted(&stream);
         let (read, write) = stream.into_split();
         TcpTransport {
             reader: FramedRead::with_capacity(
