@@ -63,3 +63,25 @@ async fn one_address_cannot_take_every_connection() {
     first.subscribe("s", "/queue/still", "auto", &[]).await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_websocket_message_over_the_frame_limit_gets_an_error_before_the_close() {
+    let server = TestServer::start(|c| {
+        c.max_frame_size = 64 * 1024;
+        c.max_body_size = 32 * 1024;
+    })
+    .await;
+    let mut c = server.client(Via::Ws).await;
+    let mut huge = b"SEND\ndestination:/queue/big\n\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 200 * 1024));
+    huge.push(0);
+    c.send_raw(&huge).await;
+    let error = c.expect_error_and_close().await;
+    let message = error.headers.get("message").unwrap_or_default();
+    assert!(message.contains("frame too large"), "{message}");
+    assert!(message.contains("65536"), "the limit is named: {message}");
+    // Everyone else carries on.
+    let mut other = server.client(Via::Ws).await;
+    other.subscribe("s", "/queue/big", "auto", &[]).await;
+    server.shutdown().await;
+}

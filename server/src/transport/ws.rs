@@ -8,10 +8,11 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use stomp_codec::{Decoded, FrameDecoder, Limits, Version};
+use stomp_codec::{DecodeError, Decoded, FrameDecoder, Limits, Version};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
@@ -84,6 +85,15 @@ impl Transport for WsTransport {
                 Some(Ok(Message::Binary(bytes))) => self.buf.extend_from_slice(&bytes),
                 // Pings are answered by tungstenite; raw frames are only ever written.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // One message over the ceiling: the client is told in a
+                // STOMP ERROR naming the limit, as over TCP, not by a bare close.
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
+                    self.closed = true;
+                    return Some(Err(ReadError::Decode(DecodeError::FrameTooLarge {
+                        limit: self.decoder.limits().max_frame_size,
+                        size,
+                    })));
+                }
                 Some(Err(e)) => return Some(Err(ReadError::Io(io::Error::other(e)))),
             }
         }
