@@ -235,6 +235,7 @@ impl Config {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             max_topic_backlog: self.max_topic_backlog,
             slow_consumer: self.slow_consumer,
+            login_throttle: Arc::default(),
             session: Arc::new(SessionSettings {
                 heart_beat: self.heart_beat_ms()?,
                 min_heart_beat: Duration::from_millis(self.min_heart_beat_ms),

@@ -7,6 +7,7 @@
 //!   [`driver`](session::driver) is the one task per connection.
 //! - [`broker`]: destinations (queues, topics) and routing.
 //! - [`outbox`]: the bounded path from the broker to a connection.
+//! - [`security`]: login throttling.
 //! - [`transport`]: TCP and WebSocket adapters, and the HTTP router.
 //!
 //! [`Server::start`] is what `main` and the end-to-end tests call.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod outbox;
 pub mod protocol;
+pub mod security;
 pub mod session;
 pub mod transport;
 

@@ -498,6 +498,12 @@ pub fn quote_frame(frame: &Frame) -> String {
         out.push('\n');
         out.push_str(name);
         out.push(':');
+        // A secret is never echoed, not even back to whoever sent it: the
+        // ERROR may end up in a log or on a screen.
+        if name == "passcode" {
+            out.push_str("********");
+            continue;
+        }
         let cut: String = value.chars().take(120).collect();
         out.push_str(&one_line(&cut));
     }

@@ -127,3 +127,45 @@ async fn a_1_0_consumer_gets_a_1_2_message_whose_header_it_cannot_carry() {
     assert!(health.contains("\"headers_dropped\":1"), "{health}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn wrong_passcodes_are_never_echoed_and_each_makes_the_next_wait_longer() {
+    let server = TestServer::start(|c| {
+        c.users.insert("ana".into(), "right-one".into());
+    })
+    .await;
+    let mut waits = Vec::new();
+    for attempt in 0..3 {
+        let mut c = Client::tcp(server.tcp_addr()).await;
+        let started = std::time::Instant::now();
+        let guess = format!("guess-{attempt}-secret");
+        c.send(frame(
+            Command::Connect,
+            &[
+                ("accept-version", "1.2"),
+                ("login", "ana"),
+                ("passcode", &guess),
+            ],
+        ))
+        .await;
+        let error = c.expect_error_and_close().await;
+        waits.push(started.elapsed());
+        let text = format!("{error:?}{}", body(&error));
+        assert!(text.contains("access refused"), "{text}");
+        assert!(!text.contains(&guess), "the passcode is echoed: {text}");
+    }
+    // 100 ms, 200 ms, 400 ms: only lower bounds are asserted, the machine may be slow.
+    assert!(
+        waits[1] >= std::time::Duration::from_millis(200),
+        "{waits:?}"
+    );
+    assert!(
+        waits[2] >= std::time::Duration::from_millis(400),
+        "{waits:?}"
+    );
+    // The right passcode still gets in, and forgives the address.
+    let mut c = Client::tcp(server.tcp_addr()).await;
+    c.connect(&[("login", "ana"), ("passcode", "right-one")])
+        .await;
+    server.shutdown().await;
+}

@@ -17,8 +17,10 @@ use tracing::Instrument;
 use super::{Flow, Heartbeat, Session, SessionSettings};
 use crate::broker::{Broker, Delivery};
 use crate::error::CloseReason;
+use crate::error::SessionError;
 use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
 use crate::protocol;
+use crate::security::LoginThrottle;
 use crate::transport::tcp::is_loopback;
 
 /// Something to write: a frame, a delivery, or a heart-beat EOL.
@@ -90,6 +92,8 @@ pub struct DriverSettings {
     pub slow_consumer: SlowConsumerPolicy,
     /// The session's own settings.
     pub session: Arc<SessionSettings>,
+    /// Failed logins per address, shared by every connection.
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 impl Default for DriverSettings {
@@ -100,6 +104,7 @@ impl Default for DriverSettings {
             max_topic_backlog: 4096,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             session: Arc::new(SessionSettings::default()),
+            login_throttle: Arc::new(LoginThrottle::new()),
         }
     }
 }
@@ -122,9 +127,16 @@ pub async fn run_session<T: Transport>(
     );
     // Every line a session logs names the connection and where it came from.
     let span = tracing::info_span!("session", session_id = session.id().0, %peer);
-    drive(&mut transport, &mut session, &outbox, settings, cancel)
-        .instrument(span)
-        .await
+    drive(
+        &mut transport,
+        &mut session,
+        &outbox,
+        settings,
+        peer,
+        cancel,
+    )
+    .instrument(span)
+    .await
 }
 
 /// How long a refused connection is given to read why before it is dropped.
@@ -150,6 +162,7 @@ async fn drive<T: Transport>(
     session: &mut Session,
     outbox: &Outbox,
     settings: &DriverSettings,
+    peer: SocketAddr,
     cancel: CancellationToken,
 ) -> CloseReason {
     tracing::debug!("connection opened");
@@ -232,12 +245,26 @@ async fn drive<T: Transport>(
                 version,
                 heartbeat: agreed,
             } => {
+                settings.login_throttle.succeeded(peer.ip());
                 transport.set_version(version);
                 heartbeat = agreed;
                 connected = true;
                 tracing::debug!(%version, ?agreed, "connected");
             }
-            Flow::Close(reason) => break reason,
+            Flow::Close(reason) => {
+                if matches!(
+                    reason,
+                    CloseReason::ProtocolError(SessionError::AuthenticationFailed)
+                ) {
+                    // Guessing gets slower with every wrong guess from an address.
+                    let wait = settings.login_throttle.failed(peer.ip(), Instant::now());
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                break reason;
+            }
         }
         match writer
             .flush(transport, outbox, session, settings.write_timeout)

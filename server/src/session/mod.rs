@@ -371,7 +371,12 @@ impl Session {
                     offered: offered.chars().take(80).collect(),
                 })?,
         };
-        self.authenticate(&connect)?;
+        let login = connect.login.as_deref().unwrap_or("(anonymous)");
+        if let Err(e) = self.authenticate(&connect) {
+            tracing::warn!(login, error = %e, "login refused");
+            return Err(e);
+        }
+        tracing::info!(login, %version, "connected");
         self.will = connect.will.clone();
         let (sx, sy) = Heartbeat::offer(
             connect.heart_beat,

@@ -1,0 +1,5 @@
+//! Who may connect, and how hard guessing is made for those who may not.
+
+pub mod throttle;
+
+pub use throttle::LoginThrottle;
