@@ -272,13 +272,26 @@ $("send-form").addEventListener("submit", async (event) => {
   }
 });
 
+const ROOM_RULE = "Room names are 1 to 32 lower-case letters, digits, - and _, starting with a letter or digit (no spaces).";
+
+/** Shows `text` in the error line `id` (empty hides it); says whether there was an error. */
+function showFormError(id, text) {
+  const e = $(id);
+  e.textContent = text;
+  e.hidden = !text;
+  return Boolean(text);
+}
+
 $("join-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const name = $("join-room").value.trim().toLowerCase();
-  if (ROOM_PATTERN.test(name)) {
-    joinRoom(name);
-    $("join-room").value = "";
+  if (!name) return;
+  if (showFormError("join-error", ROOM_PATTERN.test(name) ? "" : ROOM_RULE)) {
+    $("join-room").focus();
+    return;
   }
+  joinRoom(name);
+  $("join-room").value = "";
 });
 
 function start(rooms_, focus) {
@@ -294,7 +307,8 @@ $("login-form").addEventListener("submit", (event) => {
   event.preventDefault();
   nick = $("nick").value.trim();
   const room = $("first-room").value.trim().toLowerCase();
-  if (!nick || !ROOM_PATTERN.test(room)) return;
+  const problem = !nick ? "Pick a nickname first." : ROOM_PATTERN.test(room) ? "" : ROOM_RULE;
+  if (showFormError("login-error", problem)) return;
   start([room], room);
 });
 

@@ -84,6 +84,38 @@ test("two users chat both ways and see each other present", async () => {
   console.log(`screenshot of the chat with two users: ${shot}`);
 });
 
+test("the page loads without console errors, and a bad room name says why", async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const errors = [];
+  page.on("console", (msg) => { if (msg.type() === "error" || msg.type() === "warning") errors.push(msg.text()); });
+  page.on("pageerror", (err) => errors.push(String(err)));
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  await page.goto(broker.url, { waitUntil: "networkidle" });
+  // A name the login form refuses, with a sentence saying why.
+  await page.fill("#nick", "cleo");
+  await page.fill("#first-room", "Room With Spaces");
+  await page.click("#login-form button");
+  await page.locator("#login-error", { hasText: "lower-case letters" }).waitFor();
+  assert.equal(await page.locator("#login").isVisible(), true);
+  await page.fill("#first-room", "general");
+  await page.click("#login-form button");
+  await page.locator('#state[data-state="connected"]').waitFor();
+  await page.fill("#join-room", "Room With Spaces");
+  await page.press("#join-room", "Enter");
+  await page.locator("#join-error", { hasText: "no spaces" }).waitFor();
+  assert.equal(await page.locator('#room-list button[data-room="room with spaces"]').count(), 0);
+  await page.fill("#join-room", "room-with-dashes");
+  await page.press("#join-room", "Enter");
+  await page.locator('#room-list button[aria-current="true"][data-room="room-with-dashes"]').waitFor();
+  assert.equal(await page.locator("#join-error").isVisible(), false);
+  const icon = await page.request.get(new URL("/favicon.ico", broker.url).href);
+  assert.equal(icon.status(), 200);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test("unread counts for other rooms, typing indicator", async () => {
   await ana.page.fill("#join-room", "random");
   await ana.page.press("#join-room", "Enter");

@@ -27,12 +27,19 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../../../web/stomp.js"),
     ),
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../../web/favicon.svg"),
+    ),
 ];
 
 /// Serves an embedded file; `/` is the chat page.
 pub async fn embedded(uri: Uri) -> Response {
     let path = match uri.path() {
         "/" => "/index.html",
+        // Asked for by browsers and tools that do not read the page's <link rel="icon">.
+        "/favicon.ico" => "/favicon.svg",
         other => other,
     };
     match FILES.iter().find(|(p, _, _)| *p == path) {
