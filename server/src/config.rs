@@ -67,8 +67,76 @@ pub struct Config {
     /// STOMP connections held at once from one source address; unset: half
     /// of `max_connections`.
     pub max_connections_per_ip: Option<usize>,
+    /// The memory high watermark: bytes (`"512MiB"`, `"2GB"`, `1000000`) or
+    /// a share of the machine's memory (`"40%"`). Above it publishers wait.
+    pub memory_limit: ByteSize,
     /// Topic policies (history, size and rate limits) by name pattern; first match wins.
     pub topics: Vec<TopicPolicy>,
+}
+
+/// A size in bytes as people write it: a number of bytes, a number with a
+/// unit (`KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`), or a percentage of the
+/// machine's memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Plain bytes.
+    Bytes(u64),
+    /// Text to parse.
+    Text(String),
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<ByteSize, Self::Err> {
+        Ok(ByteSize::Text(s.to_string()))
+    }
+}
+
+impl ByteSize {
+    /// The size in bytes; a percentage is of `total` (the machine's memory).
+    pub fn resolve(&self, setting: &'static str, total: Option<u64>) -> Result<u64, ConfigError> {
+        let text = match self {
+            ByteSize::Bytes(n) => return Ok(*n),
+            ByteSize::Text(t) => t.trim(),
+        };
+        let invalid = |reason: String| ConfigError::Invalid { setting, reason };
+        if let Some(percent) = text.strip_suffix('%') {
+            let p: f64 = percent
+                .trim()
+                .parse()
+                .map_err(|_| invalid(format!("{text:?} is not a percentage like 40%")))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(invalid(format!("{text:?} must be between 0% and 100%")));
+            }
+            let total = total.ok_or_else(|| {
+                invalid("the machine's memory cannot be read here; give a size like 2GiB".into())
+            })?;
+            return Ok((total as f64 * p / 100.0) as u64);
+        }
+        let split = text
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| invalid(format!("{text:?} is not a size like 512MiB, 2GB or 40%")))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            other => {
+                return Err(invalid(format!(
+                    "unknown unit {other:?} in {text:?}; use KiB, MiB, GiB, KB, MB, GB or %"
+                )));
+            }
+        };
+        Ok((number * scale as f64) as u64)
+    }
 }
 
 impl Default for Config {
@@ -99,6 +167,7 @@ impl Default for Config {
             shutdown_grace_ms: 5000,
             max_connections: None,
             max_connections_per_ip: None,
+            memory_limit: ByteSize::Text("40%".into()),
             topics: vec![TopicPolicy::chat_default()],
         }
     }
@@ -165,6 +234,7 @@ impl Config {
     /// Checks the settings fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.heart_beat_ms()?;
+        self.memory_limit_bytes()?;
         let positive = [
             ("min_heart_beat_ms", self.min_heart_beat_ms as usize),
             ("max_frame_size", self.max_frame_size),
@@ -218,6 +288,20 @@ impl Config {
         Ok(())
     }
 
+    /// The memory watermark in bytes.
+    pub fn memory_limit_bytes(&self) -> Result<u64, ConfigError> {
+        let bytes = self
+            .memory_limit
+            .resolve("memory_limit", crate::broker::memory::system_memory())?;
+        if bytes < 1 << 20 {
+            return Err(ConfigError::Invalid {
+                setting: "memory_limit",
+                reason: format!("{bytes} bytes is too small to run a broker; give at least 1MiB"),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// The codec limits.
     pub fn limits(&self) -> stomp_codec::Limits {
         stomp_codec::Limits {
@@ -248,5 +332,39 @@ impl Config {
                 ..SessionSettings::default()
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        let gib = 1u64 << 30;
+        let read = |t: &str| ByteSize::Text(t.into()).resolve("memory_limit", Some(10 * gib));
+        assert_eq!(read("512MiB").unwrap(), 512 << 20);
+        assert_eq!(read("2GB").unwrap(), 2_000_000_000);
+        assert_eq!(read("1.5GiB").unwrap(), 3 * gib / 2);
+        assert_eq!(read("40%").unwrap(), 4 * gib);
+        assert_eq!(read("1000").unwrap(), 1000);
+        assert_eq!(ByteSize::Bytes(7).resolve("x", None).unwrap(), 7);
+        for bad in ["lots", "12 parsecs", "140%", "0%", "-5MiB"] {
+            let err = read(bad).expect_err(bad).to_string();
+            assert!(err.contains("memory_limit"), "{err}");
+        }
+        let err = ByteSize::Text("40%".into())
+            .resolve("memory_limit", None)
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn a_tiny_memory_limit_is_refused() {
+        let config = Config {
+            memory_limit: ByteSize::Bytes(1000),
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
     }
 }

@@ -114,7 +114,10 @@ impl Server {
         config.validate()?;
         let settings = Arc::new(config.driver_settings()?);
         let limits = config.limits();
-        let broker = Arc::new(Broker::with_policies(config.topics.clone()));
+        let memory_limit = config.memory_limit_bytes()?;
+        tracing::info!(bytes = memory_limit, "memory limit");
+        let memory = broker::Memory::new(usize::try_from(memory_limit).unwrap_or(usize::MAX));
+        let broker = Arc::new(Broker::with_memory(config.topics.clone(), memory));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 

@@ -103,6 +103,9 @@ struct ServeArgs {
     /// STOMP connections held at once from one source address [default: half of max-connections].
     #[arg(long, env = "STOMPBOX_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
+    /// Memory high watermark: bytes, a size like 2GiB, or a share of the machine's memory like 40% [default: 40%].
+    #[arg(long, env = "STOMPBOX_MEMORY_LIMIT")]
+    memory_limit: Option<stompbox::config::ByteSize>,
     /// Log filter, e.g. info or stompbox=debug [default: info].
     #[arg(long, env = "STOMPBOX_LOG")]
     log: Option<String>,
@@ -135,7 +138,8 @@ impl ServeArgs {
             max_topic_backlog,
             slow_consumer,
             anonymous,
-            shutdown_grace_ms
+            shutdown_grace_ms,
+            memory_limit
         );
         if let Some(max) = self.max_connections {
             config.max_connections = Some(max);

@@ -7,7 +7,7 @@ use stomp_codec::{ByteString, Command, EncodeError, Frame, Headers, Version, enc
 use std::sync::Arc;
 
 use crate::broker::{
-    AckMode, Delivery, DestinationKind, Message, Presence, Recovery, TopicOptions,
+    AckMode, Charge, Delivery, DestinationKind, Message, Presence, Recovery, TopicOptions,
 };
 use crate::error::SessionError;
 use crate::session::SubscriptionId;
@@ -398,6 +398,8 @@ pub fn fit_for_version(message: &Message, version: Version) -> Option<Arc<Messag
         body: message.body.clone(),
         stream: message.stream.clone(),
         ephemeral: message.ephemeral,
+        // A copy for one write, dropped right after: the original keeps the charge.
+        charge: Charge::none(),
     }))
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
+use super::memory::Charge;
 use super::queue::QueueDestination;
 use crate::session::SubscriptionId;
 
@@ -47,6 +48,17 @@ pub struct Message {
     pub stream: Option<StreamPosition>,
     /// Sent with `x-ephemeral:true`: delivered live, never kept in history.
     pub ephemeral: bool,
+    /// Its bytes in the broker's memory accounting, given back when the
+    /// last holder drops it.
+    pub charge: Charge,
+}
+
+/// Bytes a message of these parts holds: its texts and body, and a fixed
+/// allowance for the structures around them.
+pub fn message_size(destination: &str, headers: &Headers, body: &[u8]) -> usize {
+    const OVERHEAD: usize = 128;
+    let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+    OVERHEAD + destination.len() + header_bytes + body.len()
 }
 
 /// A message's place in a topic's stream. Positions count up from 1 per

@@ -6,6 +6,7 @@
 //! traffic to different rooms does not contend.
 
 mod destination;
+pub mod memory;
 mod message;
 mod policy;
 mod queue;
@@ -18,7 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use destination::{DestinationError, DestinationKind};
-pub use message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
+pub use memory::{Charge, Memory};
+pub use message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition, message_size};
 pub use policy::{TopicPolicy, policy_for};
 pub use queue::{ConsumerSpec, QueueDestination};
 pub use stats::Stats;
@@ -54,6 +56,7 @@ pub struct Broker {
     /// again never reuses an (epoch, position) pair of its earlier life.
     topics_created: AtomicU64,
     stats: Stats,
+    memory: Arc<Memory>,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -79,8 +82,14 @@ impl Broker {
         Broker::with_policies(vec![TopicPolicy::chat_default()])
     }
 
-    /// An empty broker with these topic policies (first match wins).
+    /// An empty broker with these topic policies (first match wins) and
+    /// no memory limit.
     pub fn with_policies(policies: Vec<TopicPolicy>) -> Broker {
+        Broker::with_memory(policies, Memory::unlimited())
+    }
+
+    /// An empty broker with these topic policies, accounting its messages in `memory`.
+    pub fn with_memory(policies: Vec<TopicPolicy>, memory: Arc<Memory>) -> Broker {
         let hasher = RandomState::new();
         // Unique per run: a clock reading mixed with the process's random hash keys.
         let now = std::time::SystemTime::now()
@@ -96,6 +105,7 @@ impl Broker {
             epoch,
             topics_created: AtomicU64::new(0),
             stats: Stats::default(),
+            memory,
         }
     }
 
@@ -103,6 +113,11 @@ impl Broker {
     /// (see [`TopicDestination::epoch`]).
     pub fn epoch(&self) -> &str {
         &self.epoch
+    }
+
+    /// The broker's memory accounting.
+    pub fn memory(&self) -> &Arc<Memory> {
+        &self.memory
     }
 
     /// Counters of what happened since start.
@@ -163,6 +178,9 @@ impl Broker {
         ephemeral: bool,
     ) -> MessageId {
         let id = MessageId::new(self.next_message.fetch_add(1, Ordering::Relaxed));
+        let charge = self
+            .memory
+            .charge(message_size(&destination, &headers, &body));
         let message = Message {
             id: id.clone(),
             destination,
@@ -170,6 +188,7 @@ impl Broker {
             body,
             stream: None,
             ephemeral,
+            charge,
         };
         match target {
             Destination::Queue(q) => q.enqueue(Arc::new(message)),

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
+use super::memory::Charge;
 use super::message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
 use super::policy::TopicPolicy;
 use crate::outbox::{Outbox, TopicPush};
@@ -351,6 +352,8 @@ impl TopicDestination {
             body,
             stream: None,
             ephemeral: true,
+            // Notices are small and short-lived: not worth the accounting.
+            charge: Charge::none(),
         })
     }
 

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use stomp_codec::{DecodeError, Decoded, EncodeError, Frame, Version};
+use stomp_codec::{Command, DecodeError, Decoded, EncodeError, Frame, Version};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Flow, Heartbeat, Session, SessionSettings};
-use crate::broker::{Broker, Delivery};
+use crate::broker::{Broker, Delivery, Memory};
 use crate::error::CloseReason;
 use crate::error::SessionError;
 use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
@@ -120,19 +120,21 @@ pub async fn run_session<T: Transport>(
     let outbox = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
     let outbox = Arc::new(outbox);
     let mut session = Session::new(
-        broker,
+        broker.clone(),
         settings.session.clone(),
         outbox.clone(),
         is_loopback(&peer),
     );
     // Every line a session logs names the connection and where it came from.
     let span = tracing::info_span!("session", session_id = session.id().0, %peer);
+    let memory = broker.memory().clone();
     drive(
         &mut transport,
         &mut session,
         &outbox,
         settings,
         peer,
+        &memory,
         cancel,
     )
     .instrument(span)
@@ -163,6 +165,7 @@ async fn drive<T: Transport>(
     outbox: &Outbox,
     settings: &DriverSettings,
     peer: SocketAddr,
+    memory: &Memory,
     cancel: CancellationToken,
 ) -> CloseReason {
     tracing::debug!("connection opened");
@@ -174,9 +177,15 @@ async fn drive<T: Transport>(
     let mut last_write = Instant::now();
     let mut writer = BatchWriter::default();
     let far = Duration::from_secs(86_400 * 365);
+    // A SEND that arrived during a memory alarm: it waits here, and the
+    // connection is not read, until the alarm clears.
+    let mut held: Option<Frame> = None;
 
     let reason = loop {
-        let read_deadline = if connected {
+        let read_deadline = if held.is_some() {
+            // Not reading: the client's heart-beats wait in the socket.
+            None
+        } else if connected {
             heartbeat.read_timeout().map(|t| last_read + t)
         } else {
             Some(connect_deadline)
@@ -209,7 +218,15 @@ async fn drive<T: Transport>(
                     Flow::Continue
                 }
             }
-            item = transport.next() => match item {
+            _ = memory.cleared(), if held.is_some() => {
+                last_read = Instant::now();
+                tracing::debug!("memory alarm cleared: publishing resumes");
+                match held.take() {
+                    Some(frame) => session.handle(frame),
+                    None => Flow::Continue,
+                }
+            }
+            item = transport.next(), if held.is_none() => match item {
                 None => Flow::Close(if connected { CloseReason::ConnectionLost } else { CloseReason::ClientDisconnect }),
                 Some(Err(ReadError::Io(e))) => Flow::Close(CloseReason::Io(e.to_string())),
                 Some(Err(ReadError::Decode(e))) => {
@@ -222,7 +239,13 @@ async fn drive<T: Transport>(
                 }
                 Some(Ok(Decoded::Frame(frame))) => {
                     last_read = Instant::now();
-                    session.handle(frame)
+                    if frame.command == Command::Send && memory.alarm() {
+                        tracing::info!("memory alarm: publisher blocked");
+                        held = Some(frame);
+                        Flow::Continue
+                    } else {
+                        session.handle(frame)
+                    }
                 }
             },
             _ = sleep_until(read_deadline.unwrap_or(now + far)), if read_deadline.is_some() => {

@@ -50,15 +50,18 @@ pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
 }
 
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {
-    (
-        [("content-type", "application/json")],
-        format!(
-            "{{\"status\":\"ok\",\"connections\":{},\"max_connections\":{},\"headers_dropped\":{}}}",
-            state.slots.open(),
-            state.slots.max(),
-            state.broker.stats().headers_dropped()
-        ),
-    )
+    let memory = state.broker.memory();
+    let body = serde_json::json!({
+        "status": if memory.alarm() { "memory alarm: publishers blocked" } else { "ok" },
+        "connections": state.slots.open(),
+        "max_connections": state.slots.max(),
+        "memory_used": memory.used(),
+        "memory_limit": memory.limit(),
+        "memory_alarm": memory.alarm(),
+        "memory_alarms": memory.alarms(),
+        "headers_dropped": state.broker.stats().headers_dropped(),
+    });
+    ([("content-type", "application/json")], body.to_string())
 }
 
 async fn websocket(
