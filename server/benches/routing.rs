@@ -62,7 +62,9 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(k as u64));
         group.bench_function(format!("topic_fanout_{k}"), |b| {
             b.iter(|| {
-                broker.send_to(&target, dest.clone(), h.clone(), body.clone(), false);
+                broker
+                    .send_to(&target, dest.clone(), h.clone(), body.clone(), false)
+                    .expect("accepted");
                 for s in &mut subs {
                     s.outbox.drain_into(&mut drained);
                     drained.clear();
@@ -81,7 +83,9 @@ fn fanout(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("queue_one_consumer", |b| {
         b.iter(|| {
-            broker.send_to(&target, dest.clone(), h.clone(), body.clone(), false);
+            broker
+                .send_to(&target, dest.clone(), h.clone(), body.clone(), false)
+                .expect("accepted");
             sub.outbox.drain_into(&mut drained);
             for item in drained.drain(..) {
                 if let Outbound::Delivery(d) = item {
@@ -105,13 +109,15 @@ fn render(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("render_and_encode_message", |b| {
         b.iter(|| {
-            broker.send_to(
-                &target,
-                ByteString::from("/topic/render"),
-                headers(),
-                Bytes::from_static(&[b'y'; 128]),
-                false,
-            );
+            broker
+                .send_to(
+                    &target,
+                    ByteString::from("/topic/render"),
+                    headers(),
+                    Bytes::from_static(&[b'y'; 128]),
+                    false,
+                )
+                .expect("accepted");
             sub.outbox.drain_into(&mut drained);
             for item in drained.drain(..) {
                 if let Outbound::Delivery(d) = item {

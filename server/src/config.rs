@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::broker::TopicPolicy;
+use crate::broker::{QueuePolicy, TopicPolicy};
 use crate::outbox::SlowConsumerPolicy;
 use crate::session::driver::DriverSettings;
 use crate::session::{AnonymousAccess, SessionSettings};
@@ -72,6 +72,8 @@ pub struct Config {
     pub memory_limit: ByteSize,
     /// Topic policies (history, size and rate limits) by name pattern; first match wins.
     pub topics: Vec<TopicPolicy>,
+    /// Queue policies (length and byte limits, overflow) by name pattern; first match wins.
+    pub queues: Vec<QueuePolicy>,
 }
 
 /// A size in bytes as people write it: a number of bytes, a number with a
@@ -169,6 +171,7 @@ impl Default for Config {
             max_connections_per_ip: None,
             memory_limit: ByteSize::Text("40%".into()),
             topics: vec![TopicPolicy::chat_default()],
+            queues: Vec::new(),
         }
     }
 }
@@ -276,6 +279,14 @@ impl Config {
                 });
             }
         }
+        for queue in &self.queues {
+            if !queue.pattern.starts_with("/queue/") && queue.pattern != "*" {
+                return Err(ConfigError::Invalid {
+                    setting: "queues.pattern",
+                    reason: format!("{:?} does not start with /queue/", queue.pattern),
+                });
+            }
+        }
         if self.max_body_size > self.max_frame_size {
             return Err(ConfigError::Invalid {
                 setting: "max_body_size",
@@ -357,6 +368,42 @@ mod tests {
             .resolve("memory_limit", None)
             .unwrap_err();
         assert!(err.to_string().contains("cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn queue_policies_and_memory_limit_read_from_toml() {
+        let config: Config = toml::from_str(
+            r#"
+            memory_limit = "1GiB"
+            [[queues]]
+            pattern = "/queue/jobs.*"
+            max_length = 1000
+            max_length_bytes = 10485760
+            overflow = "drop-head"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(config.memory_limit_bytes().unwrap(), 1 << 30);
+        assert_eq!(config.queues[0].max_length, 1000);
+        assert_eq!(config.queues[0].overflow, crate::broker::Overflow::DropHead);
+        config.validate().expect("valid");
+        let bad: Result<Config, _> =
+            toml::from_str("[[queues]]\npattern = \"/queue/a\"\noverflow = \"explode\"\n");
+        assert!(bad.is_err());
+        let wrong = Config {
+            queues: vec![crate::broker::QueuePolicy {
+                pattern: "/topic/x".into(),
+                ..crate::broker::QueuePolicy::unlimited()
+            }],
+            ..Config::default()
+        };
+        assert!(
+            wrong
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("queues.pattern")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt;
 use stomp_codec::{DecodeError, Version};
 use thiserror::Error;
 
-use crate::broker::DestinationError;
+use crate::broker::{DestinationError, QueueFull};
 
 /// Everything a client can get wrong. Each becomes an ERROR frame whose
 /// `message` header is this error's `Display`, after which the connection closes.
@@ -89,9 +89,11 @@ pub enum SessionError {
     #[error("limit reached: {0}")]
     LimitReached(&'static str),
     /// A message over the destination's size limit.
-    #[error("message too large: {size} bytes, the limit for this destination is {limit}")]
+    #[error(
+        "message too large: {size} bytes with its headers, the limit for this destination is {limit}"
+    )]
     MessageTooLarge {
-        /// The body's size.
+        /// The frame's size: headers and body.
         size: usize,
         /// The destination's limit.
         limit: usize,
@@ -102,6 +104,9 @@ pub enum SessionError {
         /// The allowed rate.
         rate: f64,
     },
+    /// The queue is at a limit of its policy (`overflow = "reject-publish"`).
+    #[error("{0}")]
+    QueueFull(#[from] QueueFull),
 }
 
 impl SessionError {
@@ -110,7 +115,9 @@ impl SessionError {
     pub fn is_refused_publish(&self) -> bool {
         matches!(
             self,
-            SessionError::MessageTooLarge { .. } | SessionError::RateLimited { .. }
+            SessionError::MessageTooLarge { .. }
+                | SessionError::RateLimited { .. }
+                | SessionError::QueueFull(_)
         )
     }
 
@@ -119,6 +126,7 @@ impl SessionError {
         match self {
             SessionError::MessageTooLarge { .. } => "too-large",
             SessionError::RateLimited { .. } => "rate-limited",
+            SessionError::QueueFull(_) => "queue-full",
             _ => "error",
         }
     }
@@ -169,6 +177,9 @@ impl SessionError {
             }
             SessionError::RateLimited { .. } => {
                 "Slow down. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+            }
+            SessionError::QueueFull(_) => {
+                "The queue holds as many messages as its policy allows until consumers take some. Try again later. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
             }
         }
     }

@@ -117,7 +117,11 @@ impl Server {
         let memory_limit = config.memory_limit_bytes()?;
         tracing::info!(bytes = memory_limit, "memory limit");
         let memory = broker::Memory::new(usize::try_from(memory_limit).unwrap_or(usize::MAX));
-        let broker = Arc::new(Broker::with_memory(config.topics.clone(), memory));
+        let broker = Arc::new(Broker::configured(
+            config.topics.clone(),
+            config.queues.clone(),
+            memory,
+        ));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 

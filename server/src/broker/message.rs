@@ -53,13 +53,23 @@ pub struct Message {
     pub charge: Charge,
 }
 
-/// Bytes a message of these parts holds: its texts and body, and a fixed
-/// allowance for the structures around them.
-pub fn message_size(destination: &str, headers: &Headers, body: &[u8]) -> usize {
-    const OVERHEAD: usize = 128;
+/// The size of the SEND frame that carries these parts, as it is on the
+/// wire (command, headers, body and NUL): what size limits compare against,
+/// so that headers count as much as the body does.
+pub fn frame_size(destination: &str, headers: &Headers, body: &[u8]) -> usize {
     let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
-    OVERHEAD + destination.len() + header_bytes + body.len()
+    "SEND\ndestination:\n\n\0".len() + destination.len() + header_bytes + body.len()
 }
+
+/// Bytes a message of these parts holds in memory: its frame, and a fixed
+/// allowance for the structures around it.
+pub fn message_size(destination: &str, headers: &Headers, body: &[u8]) -> usize {
+    MESSAGE_OVERHEAD + frame_size(destination, headers, body)
+}
+
+/// What a kept message costs besides its texts and body (the `Message`,
+/// its `Arc`, the header list, the queue's slot), roughly.
+pub const MESSAGE_OVERHEAD: usize = 128;
 
 /// A message's place in a topic's stream. Positions count up from 1 per
 /// topic; the epoch changes whenever the broker starts, so a client can tell

@@ -20,9 +20,12 @@ use std::sync::{Arc, Mutex};
 
 pub use destination::{DestinationError, DestinationKind};
 pub use memory::{Charge, Memory};
-pub use message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition, message_size};
-pub use policy::{TopicPolicy, policy_for};
-pub use queue::{ConsumerSpec, QueueDestination};
+pub use message::{
+    AckMode, Delivery, MESSAGE_OVERHEAD, Message, MessageId, Origin, StreamPosition, frame_size,
+    message_size,
+};
+pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
+pub use queue::{ConsumerSpec, QueueDestination, QueueFull};
 pub use stats::Stats;
 pub use topic::{Presence, Recovery, TopicDestination, TopicSubscription};
 
@@ -42,6 +45,17 @@ pub enum Destination {
 
 const SHARDS: usize = 16;
 
+/// Why a message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The destination name is not valid.
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    /// The queue is at a limit of its policy.
+    #[error(transparent)]
+    QueueFull(#[from] QueueFull),
+}
+
 /// The broker: owns every destination.
 #[derive(Debug)]
 pub struct Broker {
@@ -50,6 +64,7 @@ pub struct Broker {
     next_message: Arc<AtomicU64>,
     next_session: AtomicU64,
     policies: Vec<TopicPolicy>,
+    queue_policies: Vec<QueuePolicy>,
     epoch: ByteString,
     /// Topics created so far: each new topic's stream gets an epoch of
     /// its own, so a topic forgotten by [`sweep`](Self::sweep) and created
@@ -85,11 +100,16 @@ impl Broker {
     /// An empty broker with these topic policies (first match wins) and
     /// no memory limit.
     pub fn with_policies(policies: Vec<TopicPolicy>) -> Broker {
-        Broker::with_memory(policies, Memory::unlimited())
+        Broker::configured(policies, Vec::new(), Memory::unlimited())
     }
 
-    /// An empty broker with these topic policies, accounting its messages in `memory`.
-    pub fn with_memory(policies: Vec<TopicPolicy>, memory: Arc<Memory>) -> Broker {
+    /// An empty broker with these topic and queue policies (first match
+    /// wins), accounting its messages in `memory`.
+    pub fn configured(
+        policies: Vec<TopicPolicy>,
+        queue_policies: Vec<QueuePolicy>,
+        memory: Arc<Memory>,
+    ) -> Broker {
         let hasher = RandomState::new();
         // Unique per run: a clock reading mixed with the process's random hash keys.
         let now = std::time::SystemTime::now()
@@ -102,6 +122,7 @@ impl Broker {
             next_message: Arc::new(AtomicU64::new(1)),
             next_session: AtomicU64::new(1),
             policies,
+            queue_policies,
             epoch,
             topics_created: AtomicU64::new(0),
             stats: Stats::default(),
@@ -139,7 +160,10 @@ impl Broker {
             return Ok(d.clone());
         }
         let d = match kind {
-            DestinationKind::Queue => Destination::Queue(QueueDestination::new(name.to_string())),
+            DestinationKind::Queue => Destination::Queue(QueueDestination::new(
+                name.to_string(),
+                queue_policy_for(&self.queue_policies, name),
+            )),
             DestinationKind::Topic => Destination::Topic(TopicDestination::new(
                 name.to_string(),
                 policy_for(&self.policies, name),
@@ -163,12 +187,13 @@ impl Broker {
         headers: Headers,
         body: Bytes,
         ephemeral: bool,
-    ) -> Result<MessageId, DestinationError> {
+    ) -> Result<MessageId, SendError> {
         let target = self.destination(&destination)?;
-        Ok(self.send_to(&target, destination, headers, body, ephemeral))
+        Ok(self.send_to(&target, destination, headers, body, ephemeral)?)
     }
 
-    /// Like [`send`](Self::send), to a destination already looked up.
+    /// Like [`send`](Self::send), to a destination already looked up. A
+    /// queue at a limit of its policy may refuse the message.
     pub fn send_to(
         &self,
         target: &Destination,
@@ -176,7 +201,7 @@ impl Broker {
         headers: Headers,
         body: Bytes,
         ephemeral: bool,
-    ) -> MessageId {
+    ) -> Result<MessageId, QueueFull> {
         let id = MessageId::new(self.next_message.fetch_add(1, Ordering::Relaxed));
         let charge = self
             .memory
@@ -191,7 +216,17 @@ impl Broker {
             charge,
         };
         match target {
-            Destination::Queue(q) => q.enqueue(Arc::new(message)),
+            Destination::Queue(q) => {
+                let dropped = q.enqueue(Arc::new(message))?;
+                if dropped > 0 {
+                    self.stats.note_dropped_from_queue(dropped);
+                    tracing::debug!(
+                        destination = q.name(),
+                        dropped,
+                        "queue full: oldest messages dropped"
+                    );
+                }
+            }
             Destination::Topic(t) => {
                 let dropped = t.publish(message);
                 if dropped > 0 {
@@ -203,7 +238,7 @@ impl Broker {
                 }
             }
         }
-        id
+        Ok(id)
     }
 
     /// Starts delivering `destination`'s messages to a subscription.

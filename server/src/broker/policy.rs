@@ -74,6 +74,62 @@ impl TopicPolicy {
     }
 }
 
+/// What a full queue does with one more message (RabbitMQ's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Refuse the SEND: an ERROR, or a RECEIPT with `x-error: queue-full`
+    /// when the SEND asked for a receipt.
+    #[default]
+    RejectPublish,
+    /// Accept it and drop the oldest waiting messages to make room.
+    DropHead,
+}
+
+/// Limits for the queues whose names match `pattern`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePolicy {
+    /// A destination name where `*` matches any run of characters, e.g. `/queue/jobs.*`.
+    pub pattern: String,
+    /// Messages waiting for a consumer (0: no limit).
+    #[serde(default)]
+    pub max_length: usize,
+    /// Bytes of messages waiting for a consumer (0: no limit).
+    #[serde(default)]
+    pub max_length_bytes: u64,
+    /// What happens when one more message would break a limit.
+    #[serde(default)]
+    pub overflow: Overflow,
+}
+
+impl QueuePolicy {
+    /// No limits of its own (the broker's memory limit still applies).
+    pub fn unlimited() -> QueuePolicy {
+        QueuePolicy {
+            pattern: "*".into(),
+            max_length: 0,
+            max_length_bytes: 0,
+            overflow: Overflow::RejectPublish,
+        }
+    }
+
+    /// Whether `count` messages of `bytes` in all fit next to what waits.
+    pub fn fits(&self, waiting: usize, waiting_bytes: u64, count: usize, bytes: u64) -> bool {
+        (self.max_length == 0 || waiting + count <= self.max_length)
+            && (self.max_length_bytes == 0 || waiting_bytes + bytes <= self.max_length_bytes)
+    }
+}
+
+/// The first queue policy whose pattern matches `name`, or no limits.
+pub fn queue_policy_for(policies: &[QueuePolicy], name: &str) -> QueuePolicy {
+    policies
+        .iter()
+        .find(|p| glob(p.pattern.as_bytes(), name.as_bytes()))
+        .cloned()
+        .unwrap_or_else(QueuePolicy::unlimited)
+}
+
 /// `*` matches any run of bytes, everything else itself.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::message::{AckMode, Delivery, Message, Origin};
+use super::policy::{Overflow, QueuePolicy};
 use crate::outbox::Outbox;
 use crate::session::{SessionId, SubscriptionId};
 
@@ -29,12 +30,30 @@ struct Pending {
 #[derive(Debug, Default)]
 struct State {
     messages: VecDeque<Pending>,
+    /// Accounted bytes of `messages`.
+    bytes: u64,
     consumers: Vec<Consumer>,
     /// Index of the consumer that gets the next message.
     next: usize,
 }
 
 impl State {
+    fn push_back(&mut self, pending: Pending) {
+        self.bytes += pending.message.charge.bytes() as u64;
+        self.messages.push_back(pending);
+    }
+
+    fn push_front(&mut self, pending: Pending) {
+        self.bytes += pending.message.charge.bytes() as u64;
+        self.messages.push_front(pending);
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let pending = self.messages.pop_front()?;
+        self.bytes -= pending.message.charge.bytes() as u64;
+        Some(pending)
+    }
+
     /// Gives a consumer back credit for `count` settled deliveries. A
     /// consumer that has gone meanwhile has nothing to get back.
     fn return_credit(&mut self, session: SessionId, subscription: &SubscriptionId, count: usize) {
@@ -53,6 +72,7 @@ impl State {
 #[derive(Debug)]
 pub struct QueueDestination {
     name: String,
+    policy: QueuePolicy,
     state: Mutex<State>,
     /// Lets deliveries point back at the queue for acks and requeues.
     this: Weak<QueueDestination>,
@@ -74,9 +94,10 @@ pub struct ConsumerSpec {
 }
 
 impl QueueDestination {
-    pub(crate) fn new(name: String) -> Arc<QueueDestination> {
+    pub(crate) fn new(name: String, policy: QueuePolicy) -> Arc<QueueDestination> {
         Arc::new_cyclic(|this| QueueDestination {
             name,
+            policy,
             state: Mutex::new(State::default()),
             this: this.clone(),
         })
@@ -91,14 +112,58 @@ impl QueueDestination {
         &self.name
     }
 
-    /// Appends a message and hands out what the consumers can take.
-    pub fn enqueue(&self, message: Arc<Message>) {
+    /// The limits that apply to this queue.
+    pub fn policy(&self) -> &QueuePolicy {
+        &self.policy
+    }
+
+    /// Whether `count` more messages of `bytes` in all would be accepted now.
+    pub fn has_room(&self, count: usize, bytes: u64) -> bool {
+        if self.policy.overflow == Overflow::DropHead {
+            return true;
+        }
+        let state = self.lock();
+        self.policy
+            .fits(state.messages.len(), state.bytes, count, bytes)
+    }
+
+    /// Appends a message and hands out what the consumers can take. A
+    /// full queue refuses it (`reject-publish`) or drops its oldest waiting
+    /// messages (`drop-head`); returns how many were dropped.
+    pub fn enqueue(&self, message: Arc<Message>) -> Result<usize, QueueFull> {
         let mut state = self.lock();
-        state.messages.push_back(Pending {
+        let size = message.charge.bytes() as u64;
+        let mut dropped = 0;
+        if !self.policy.fits(state.messages.len(), state.bytes, 1, size) {
+            match self.policy.overflow {
+                Overflow::RejectPublish => {
+                    return Err(QueueFull {
+                        destination: self.name.clone(),
+                        max_length: self.policy.max_length,
+                        max_length_bytes: self.policy.max_length_bytes,
+                    });
+                }
+                Overflow::DropHead => {
+                    while !state.messages.is_empty()
+                        && !self.policy.fits(state.messages.len(), state.bytes, 1, size)
+                    {
+                        state.pop_front();
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        state.push_back(Pending {
             message,
             redelivered: false,
         });
         self.dispatch(&mut state);
+        Ok(dropped)
+    }
+
+    /// Bytes of the messages waiting for a consumer.
+    pub fn depth_bytes(&self) -> u64 {
+        self.lock().bytes
     }
 
     /// Adds a consumer and gives it what is waiting.
@@ -146,7 +211,7 @@ impl QueueDestination {
         let mut state = self.lock();
         let count = messages.len();
         for message in messages.into_iter().rev() {
-            state.messages.push_front(Pending {
+            state.push_front(Pending {
                 message,
                 redelivered: true,
             });
@@ -161,7 +226,7 @@ impl QueueDestination {
     pub fn return_undelivered(&self, deliveries: Vec<Delivery>) {
         let mut state = self.lock();
         for d in deliveries.into_iter().rev() {
-            state.messages.push_front(Pending {
+            state.push_front(Pending {
                 message: d.message,
                 redelivered: d.redelivered,
             });
@@ -195,7 +260,7 @@ impl QueueDestination {
                 return;
             };
             let index = (state.next + offset) % n;
-            let Some(pending) = state.messages.pop_front() else {
+            let Some(pending) = state.pop_front() else {
                 return;
             };
             let consumer = &mut state.consumers[index];
@@ -217,7 +282,7 @@ impl QueueDestination {
                     // The session is closing and will unsubscribe; stop
                     // offering it messages until then.
                     consumer.in_flight = consumer.prefetch;
-                    state.messages.push_front(Pending {
+                    state.push_front(Pending {
                         message: back.message,
                         redelivered: back.redelivered,
                     });
@@ -225,4 +290,18 @@ impl QueueDestination {
             }
         }
     }
+}
+
+/// A SEND refused because its queue is at a limit of its policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "queue {destination} is full (max_length {max_length}, max_length_bytes {max_length_bytes}; 0 means no limit)"
+)]
+pub struct QueueFull {
+    /// The queue.
+    pub destination: String,
+    /// Its message limit.
+    pub max_length: usize,
+    /// Its byte limit.
+    pub max_length_bytes: u64,
 }

@@ -14,7 +14,10 @@ use stomp_codec::{ByteString, Command, Frame, Version};
 
 pub use heartbeat::Heartbeat;
 
-use crate::broker::{AckMode, Broker, ConsumerSpec, Delivery, Destination, TopicOptions};
+use crate::broker::{
+    AckMode, Broker, ConsumerSpec, Delivery, Destination, MESSAGE_OVERHEAD, QueueFull,
+    TopicOptions, frame_size,
+};
 use crate::error::{CloseReason, SessionError};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
@@ -150,6 +153,13 @@ pub struct Session {
     /// Publish-rate budgets, one per topic policy pattern.
     buckets: HashMap<String, TokenBucket>,
     closed: bool,
+}
+
+/// Messages admitted before one in the same COMMIT, against one budget.
+#[derive(Debug, Clone, Copy, Default)]
+struct Batch {
+    count: usize,
+    bytes: u64,
 }
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
@@ -442,23 +452,36 @@ impl Session {
         else {
             return Ok(Flow::Continue);
         };
-        let target = self.admit(&destination, body.len(), 1)?;
+        let size = frame_size(&destination, &headers, &body);
+        let target = self.admit(&destination, size, Batch::default())?;
         self.take_publish_tokens(&target, 1);
         self.broker
-            .send_to(&target, destination, headers, body, ephemeral);
+            .send_to(&target, destination, headers, body, ephemeral)?;
         Ok(Flow::Continue)
     }
 
-    /// Checks that `count` messages of `size` bytes may be published to
-    /// `destination` now (its name, the topic policy's size and rate
-    /// limits), without taking anything; returns the destination.
+    /// Checks that a message whose frame is `size` bytes may be published
+    /// to `destination` now, after the `batch` admitted before it in the
+    /// same COMMIT (its name, the queue policy's room, the topic policy's
+    /// size and rate limits), without taking anything; returns the destination.
     fn admit(
         &mut self,
         destination: &str,
         size: usize,
-        count: usize,
+        batch: Batch,
     ) -> Result<Destination, SessionError> {
         let target = self.broker.destination(destination)?;
+        let count = batch.count + 1;
+        if let Destination::Queue(queue) = &target
+            && !queue.has_room(count, batch.bytes + (size + MESSAGE_OVERHEAD) as u64)
+        {
+            let policy = queue.policy();
+            return Err(SessionError::QueueFull(QueueFull {
+                destination: queue.name().to_string(),
+                max_length: policy.max_length,
+                max_length_bytes: policy.max_length_bytes,
+            }));
+        }
         if let Destination::Topic(topic) = &target {
             let policy = topic.policy();
             if policy.max_message_size > 0 && size > policy.max_message_size {
@@ -498,25 +521,29 @@ impl Session {
     /// Checks every SEND of a transaction as if they were sent together,
     /// so that COMMIT applies all of them or none.
     fn admit_transaction(&mut self, ops: &[TxOp]) -> Result<(), SessionError> {
-        // Destinations under one rate policy share its budget: the n-th
-        // SEND to any of them needs n tokens in all.
-        let mut per_policy: HashMap<String, usize> = HashMap::new();
+        // What is admitted before each SEND, per budget: a queue's room is
+        // its own, a rate budget is shared by the topics of one policy.
+        let mut batches: HashMap<String, Batch> = HashMap::new();
         for op in ops {
             let TxOp::Send(ClientFrame::Send {
-                destination, body, ..
+                destination,
+                headers,
+                body,
+                ..
             }) = op
             else {
                 continue;
             };
-            let count = match self.broker.destination(destination)? {
-                Destination::Topic(t) => {
-                    let n = per_policy.entry(t.policy().pattern.clone()).or_default();
-                    *n += 1;
-                    *n
-                }
-                Destination::Queue(_) => 1,
+            let budget = match self.broker.destination(destination)? {
+                Destination::Topic(t) => t.policy().pattern.clone(),
+                Destination::Queue(_) => destination.to_string(),
             };
-            self.admit(destination, body.len(), count)?;
+            let size = frame_size(destination, headers, body);
+            let batch = batches.entry(budget).or_default();
+            let before = *batch;
+            batch.count += 1;
+            batch.bytes += (size + MESSAGE_OVERHEAD) as u64;
+            self.admit(destination, size, before)?;
         }
         Ok(())
     }

@@ -268,3 +268,126 @@ fn commit_applies_every_operation_or_none() {
     c.send(frame("COMMIT", &[("transaction", "d")]));
     assert_eq!(watcher.bodies(), ["1", "2"]);
 }
+
+fn broker_with_queues(queues: Vec<crate::broker::QueuePolicy>) -> Arc<Broker> {
+    Arc::new(Broker::configured(
+        vec![crate::broker::TopicPolicy::chat_default()],
+        queues,
+        crate::broker::Memory::unlimited(),
+    ))
+}
+
+fn queue_policy(
+    max_length: usize,
+    max_length_bytes: u64,
+    overflow: crate::broker::Overflow,
+) -> crate::broker::QueuePolicy {
+    crate::broker::QueuePolicy {
+        pattern: "/queue/limited.*".into(),
+        max_length,
+        max_length_bytes,
+        overflow,
+    }
+}
+
+#[test]
+fn a_full_queue_rejects_publishes_on_the_receipt() {
+    let b = broker_with_queues(vec![queue_policy(
+        2,
+        0,
+        crate::broker::Overflow::RejectPublish,
+    )]);
+    let mut c = Client::connected(&b);
+    for body in ["1", "2"] {
+        c.send(send("/queue/limited.a", body).header("receipt", body));
+    }
+    c.send(send("/queue/limited.a", "3").header("receipt", "3"));
+    let receipts = c.frames();
+    assert_eq!(receipts.len(), 3);
+    assert_eq!(receipts[1].headers.get("x-error"), None);
+    assert_eq!(receipts[2].headers.get("x-error"), Some("queue-full"));
+    assert!(
+        receipts[2]
+            .headers
+            .get("message")
+            .unwrap()
+            .contains("max_length 2")
+    );
+    // Without a receipt: an ERROR, and the connection closes.
+    let error = c.error(send("/queue/limited.a", "4"));
+    assert!(error.headers.get("message").unwrap().contains("is full"));
+    // Other queues are not limited, and consuming makes room.
+    let mut consumer = Client::connected(&b);
+    consumer.send(subscribe("s", "/queue/limited.a", "auto"));
+    assert_eq!(consumer.bodies(), ["1", "2"]);
+    let mut c = Client::connected(&b);
+    c.send(send("/queue/limited.a", "5").header("receipt", "5"));
+    assert_eq!(c.frames()[0].headers.get("x-error"), None);
+}
+
+#[test]
+fn a_full_drop_head_queue_drops_its_oldest_messages() {
+    let b = broker_with_queues(vec![queue_policy(
+        0,
+        3 * 300,
+        crate::broker::Overflow::DropHead,
+    )]);
+    let mut c = Client::connected(&b);
+    for i in 0..6 {
+        c.send(send("/queue/limited.b", &format!("{i}{}", "x".repeat(100))));
+    }
+    assert!(c.frames().is_empty(), "nothing refused");
+    let mut consumer = Client::connected(&b);
+    consumer.send(subscribe("s", "/queue/limited.b", "auto"));
+    let firsts: Vec<char> = consumer
+        .bodies()
+        .iter()
+        .map(|b| b.chars().next().unwrap())
+        .collect();
+    assert_eq!(firsts, ['3', '4', '5'], "the newest that fit in 900 bytes");
+    assert_eq!(b.stats().dropped_from_queues(), 3);
+}
+
+#[test]
+fn a_room_limit_counts_headers_as_well_as_the_body() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    let padding = "h".repeat(15_000);
+    // A tiny body under 16 KiB of headers is over the chat room's 16 KiB limit.
+    c.send(
+        send("/topic/chat.headers", "hi")
+            .header("x-a", padding.as_str())
+            .header("x-b", padding.as_str())
+            .header("receipt", "r"),
+    );
+    let receipt = c.frames().pop().expect("a receipt");
+    assert_eq!(receipt.headers.get("x-error"), Some("too-large"));
+}
+
+#[test]
+fn commit_checks_queue_room_for_all_its_sends() {
+    let b = broker_with_queues(vec![queue_policy(
+        2,
+        0,
+        crate::broker::Overflow::RejectPublish,
+    )]);
+    let mut c = Client::connected(&b);
+    c.send(frame("BEGIN", &[("transaction", "t")]));
+    for body in ["1", "2", "3"] {
+        c.send(
+            frame(
+                "SEND",
+                &[("destination", "/queue/limited.tx"), ("transaction", "t")],
+            )
+            .body(body),
+        );
+    }
+    c.send(frame("COMMIT", &[("transaction", "t"), ("receipt", "r")]));
+    assert_eq!(
+        c.frames().pop().unwrap().headers.get("x-error"),
+        Some("queue-full")
+    );
+    let mut consumer = Client::connected(&b);
+    consumer.send(subscribe("s", "/queue/limited.tx", "auto"));
+    assert!(consumer.bodies().is_empty(), "none of the three was queued");
+}
