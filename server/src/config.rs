@@ -51,6 +51,8 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Open transactions per connection.
     pub max_transactions: usize,
+    /// Bytes buffered in all of a connection's open transactions.
+    pub max_transaction_bytes: usize,
     /// Topic messages waiting for one connection before the slow-consumer policy applies.
     pub max_topic_backlog: usize,
     /// `disconnect` or `drop-new`.
@@ -162,6 +164,7 @@ impl Default for Config {
             max_prefetch: session.max_prefetch,
             max_subscriptions: session.max_subscriptions,
             max_transactions: session.max_transactions,
+            max_transaction_bytes: session.max_transaction_bytes,
             max_topic_backlog: driver.max_topic_backlog,
             slow_consumer: driver.slow_consumer,
             anonymous: session.anonymous,
@@ -247,6 +250,7 @@ impl Config {
             ("default_prefetch", self.default_prefetch),
             ("max_prefetch", self.max_prefetch),
             ("max_topic_backlog", self.max_topic_backlog),
+            ("max_transaction_bytes", self.max_transaction_bytes),
             ("max_connections", self.max_connections.unwrap_or(1)),
             (
                 "max_connections_per_ip",
@@ -340,6 +344,7 @@ impl Config {
                 max_prefetch: self.max_prefetch,
                 max_subscriptions: self.max_subscriptions,
                 max_transactions: self.max_transactions,
+                max_transaction_bytes: self.max_transaction_bytes,
                 ..SessionSettings::default()
             }),
         })

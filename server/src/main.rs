@@ -82,6 +82,9 @@ struct ServeArgs {
     /// Open transactions per connection [default: 64].
     #[arg(long, env = "STOMPBOX_MAX_TRANSACTIONS")]
     max_transactions: Option<usize>,
+    /// Bytes buffered in all of a connection's open transactions [default: 16777216].
+    #[arg(long, env = "STOMPBOX_MAX_TRANSACTION_BYTES")]
+    max_transaction_bytes: Option<usize>,
     /// Topic messages waiting for one connection before the slow-consumer policy applies [default: 4096].
     #[arg(long, env = "STOMPBOX_MAX_TOPIC_BACKLOG")]
     max_topic_backlog: Option<usize>,
@@ -135,6 +138,7 @@ impl ServeArgs {
             max_prefetch,
             max_subscriptions,
             max_transactions,
+            max_transaction_bytes,
             max_topic_backlog,
             slow_consumer,
             anonymous,

@@ -5,6 +5,8 @@
 pub mod driver;
 mod heartbeat;
 mod ledger;
+mod limits;
+mod transaction;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,12 +17,14 @@ use stomp_codec::{ByteString, Command, Frame, Version};
 pub use heartbeat::Heartbeat;
 
 use crate::broker::{
-    AckMode, Broker, ConsumerSpec, Delivery, Destination, MESSAGE_OVERHEAD, QueueFull,
-    TopicOptions, frame_size,
+    AckMode, Broker, ConsumerSpec, Delivery, Destination, MESSAGE_OVERHEAD, TopicOptions,
+    frame_size, message_size,
 };
 use crate::error::{CloseReason, SessionError};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
+use limits::PublishLimits;
+use transaction::{Transactions, TxOp};
 
 /// Identifies a connection within the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +93,8 @@ pub struct SessionSettings {
     pub max_transactions: usize,
     /// Frames buffered in one transaction.
     pub max_transaction_frames: usize,
+    /// Bytes buffered in all of a connection's open transactions.
+    pub max_transaction_bytes: usize,
 }
 
 impl Default for SessionSettings {
@@ -103,6 +109,7 @@ impl Default for SessionSettings {
             max_subscriptions: 1024,
             max_transactions: 64,
             max_transaction_frames: 10_000,
+            max_transaction_bytes: 16 << 20,
         }
     }
 }
@@ -128,13 +135,6 @@ struct Subscription {
     destination: Destination,
 }
 
-#[derive(Debug)]
-enum TxOp {
-    Send(ClientFrame),
-    Ack(AckTarget),
-    Nack(AckTarget),
-}
-
 /// The protocol state of one connection.
 #[derive(Debug)]
 pub struct Session {
@@ -147,37 +147,12 @@ pub struct Session {
     subscriptions: HashMap<SubscriptionId, Subscription>,
     /// Deliveries awaiting ACK/NACK, and queue credit owed for written ones.
     ledger: ledger::AckLedger,
-    transactions: HashMap<ByteString, Vec<TxOp>>,
+    transactions: Transactions,
     /// Published if the connection ends without DISCONNECT.
     will: Option<Will>,
-    /// Publish-rate budgets, one per topic policy pattern.
-    buckets: HashMap<String, TokenBucket>,
+    /// Publish budgets: rate per topic policy.
+    limits: PublishLimits,
     closed: bool,
-}
-
-/// Messages admitted before one in the same COMMIT, against one budget.
-#[derive(Debug, Clone, Copy, Default)]
-struct Batch {
-    count: usize,
-    bytes: u64,
-}
-
-/// A token bucket: `rate` tokens a second, holding at most `burst`.
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    last: std::time::Instant,
-}
-
-impl TokenBucket {
-    /// Refills for the time passed and says how many tokens there are.
-    fn available(&mut self, rate: f64, burst: f64, now: std::time::Instant) -> f64 {
-        let capacity = burst.max(1.0);
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(capacity);
-        self.last = now;
-        self.tokens
-    }
 }
 
 impl Session {
@@ -188,6 +163,12 @@ impl Session {
         outbox: Arc<Outbox>,
         peer_is_loopback: bool,
     ) -> Session {
+        let transactions = Transactions::new(
+            broker.memory().charge(0),
+            settings.max_transactions,
+            settings.max_transaction_frames,
+            settings.max_transaction_bytes,
+        );
         Session {
             id: broker.new_session_id(),
             broker,
@@ -197,9 +178,9 @@ impl Session {
             version: None,
             subscriptions: HashMap::new(),
             ledger: ledger::AckLedger::default(),
-            transactions: HashMap::new(),
+            transactions,
             will: None,
-            buckets: HashMap::new(),
+            limits: PublishLimits::default(),
             closed: false,
         }
     }
@@ -323,23 +304,23 @@ impl Session {
                 None => self.ack(&target, true),
             },
             ClientFrame::Begin(tx) => {
-                if self.transactions.contains_key(&tx) {
-                    return Err(SessionError::DuplicateTransaction(tx.to_string()));
-                }
-                if self.transactions.len() >= self.settings.max_transactions {
-                    return Err(SessionError::LimitReached("too many open transactions"));
-                }
-                self.transactions.insert(tx, Vec::new());
+                self.transactions.begin(tx)?;
                 Ok(Flow::Continue)
             }
             ClientFrame::Commit(tx) => {
-                let ops = self
-                    .transactions
-                    .remove(&tx)
-                    .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
+                let ops = self.transactions.end(&tx)?;
                 // Everything is checked before anything takes effect; past
                 // this point no operation can fail.
-                self.admit_transaction(&ops)?;
+                let sends = ops.iter().filter_map(|op| match op {
+                    TxOp::Send(ClientFrame::Send {
+                        destination,
+                        headers,
+                        body,
+                        ..
+                    }) => Some((&**destination, frame_size(destination, headers, body))),
+                    _ => None,
+                });
+                self.limits.admit_all(&self.broker, sends)?;
                 for op in ops {
                     match op {
                         TxOp::Send(send) => {
@@ -362,9 +343,7 @@ impl Session {
                 Ok(Flow::Continue)
             }
             ClientFrame::Abort(tx) => {
-                self.transactions
-                    .remove(&tx)
-                    .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
+                self.transactions.end(&tx)?;
                 Ok(Flow::Continue)
             }
         }
@@ -427,17 +406,16 @@ impl Session {
     }
 
     fn buffer(&mut self, tx: &ByteString, op: TxOp) -> Result<Flow, SessionError> {
-        let limit = self.settings.max_transaction_frames;
-        let ops = self
-            .transactions
-            .get_mut(tx)
-            .ok_or_else(|| SessionError::UnknownTransaction(tx.to_string()))?;
-        if ops.len() >= limit {
-            return Err(SessionError::LimitReached(
-                "too many frames in one transaction",
-            ));
-        }
-        ops.push(op);
+        let bytes = match &op {
+            TxOp::Send(ClientFrame::Send {
+                destination,
+                headers,
+                body,
+                ..
+            }) => message_size(destination, headers, body),
+            TxOp::Ack(_) | TxOp::Nack(_) | TxOp::Send(_) => MESSAGE_OVERHEAD,
+        };
+        self.transactions.buffer(tx, op, bytes)?;
         Ok(Flow::Continue)
     }
 
@@ -453,99 +431,13 @@ impl Session {
             return Ok(Flow::Continue);
         };
         let size = frame_size(&destination, &headers, &body);
-        let target = self.admit(&destination, size, Batch::default())?;
-        self.take_publish_tokens(&target, 1);
+        let target = self
+            .limits
+            .admit(&self.broker, &destination, size, Default::default())?;
+        self.limits.spend(&target);
         self.broker
             .send_to(&target, destination, headers, body, ephemeral)?;
         Ok(Flow::Continue)
-    }
-
-    /// Checks that a message whose frame is `size` bytes may be published
-    /// to `destination` now, after the `batch` admitted before it in the
-    /// same COMMIT (its name, the queue policy's room, the topic policy's
-    /// size and rate limits), without taking anything; returns the destination.
-    fn admit(
-        &mut self,
-        destination: &str,
-        size: usize,
-        batch: Batch,
-    ) -> Result<Destination, SessionError> {
-        let target = self.broker.destination(destination)?;
-        let count = batch.count + 1;
-        if let Destination::Queue(queue) = &target
-            && !queue.has_room(count, batch.bytes + (size + MESSAGE_OVERHEAD) as u64)
-        {
-            let policy = queue.policy();
-            return Err(SessionError::QueueFull(QueueFull {
-                destination: queue.name().to_string(),
-                max_length: policy.max_length,
-                max_length_bytes: policy.max_length_bytes,
-            }));
-        }
-        if let Destination::Topic(topic) = &target {
-            let policy = topic.policy();
-            if policy.max_message_size > 0 && size > policy.max_message_size {
-                return Err(SessionError::MessageTooLarge {
-                    size,
-                    limit: policy.max_message_size,
-                });
-            }
-            if policy.publish_rate > 0.0 {
-                let now = std::time::Instant::now();
-                let bucket = self
-                    .buckets
-                    .entry(policy.pattern.clone())
-                    .or_insert(TokenBucket {
-                        tokens: policy.publish_burst.max(1.0),
-                        last: now,
-                    });
-                if bucket.available(policy.publish_rate, policy.publish_burst, now) < count as f64 {
-                    return Err(SessionError::RateLimited {
-                        rate: policy.publish_rate,
-                    });
-                }
-            }
-        }
-        Ok(target)
-    }
-
-    /// Spends the rate budget for `count` messages [`admit`](Self::admit)ted to `target`.
-    fn take_publish_tokens(&mut self, target: &Destination, count: usize) {
-        if let Destination::Topic(topic) = target
-            && let Some(bucket) = self.buckets.get_mut(&topic.policy().pattern)
-        {
-            bucket.tokens -= count as f64;
-        }
-    }
-
-    /// Checks every SEND of a transaction as if they were sent together,
-    /// so that COMMIT applies all of them or none.
-    fn admit_transaction(&mut self, ops: &[TxOp]) -> Result<(), SessionError> {
-        // What is admitted before each SEND, per budget: a queue's room is
-        // its own, a rate budget is shared by the topics of one policy.
-        let mut batches: HashMap<String, Batch> = HashMap::new();
-        for op in ops {
-            let TxOp::Send(ClientFrame::Send {
-                destination,
-                headers,
-                body,
-                ..
-            }) = op
-            else {
-                continue;
-            };
-            let budget = match self.broker.destination(destination)? {
-                Destination::Topic(t) => t.policy().pattern.clone(),
-                Destination::Queue(_) => destination.to_string(),
-            };
-            let size = frame_size(destination, headers, body);
-            let batch = batches.entry(budget).or_default();
-            let before = *batch;
-            batch.count += 1;
-            batch.bytes += (size + MESSAGE_OVERHEAD) as u64;
-            self.admit(destination, size, before)?;
-        }
-        Ok(())
     }
 
     /// Publishes the last will, if the client left one; called when the

@@ -391,3 +391,67 @@ fn commit_checks_queue_room_for_all_its_sends() {
     consumer.send(subscribe("s", "/queue/limited.tx", "auto"));
     assert!(consumer.bodies().is_empty(), "none of the three was queued");
 }
+
+#[test]
+fn transactions_are_bounded_in_bytes_and_counted_in_memory() {
+    let b = broker();
+    let settings = SessionSettings {
+        max_transaction_bytes: 10_000,
+        ..SessionSettings::default()
+    };
+    let mut c = Client::with(&b, settings, true, 100);
+    c.send(frame("CONNECT", &[("accept-version", "1.2")]));
+    c.frames();
+    c.send(frame("BEGIN", &[("transaction", "t")]));
+    let body = "z".repeat(4000);
+    for _ in 0..2 {
+        c.send(
+            frame(
+                "SEND",
+                &[("destination", "/queue/tx-bytes"), ("transaction", "t")],
+            )
+            .body(body.clone()),
+        );
+    }
+    assert!(
+        b.memory().used() >= 8000,
+        "buffered bytes are counted: {}",
+        b.memory().used()
+    );
+    c.send(frame("ABORT", &[("transaction", "t")]));
+    assert_eq!(
+        b.memory().used(),
+        0,
+        "an aborted transaction gives its bytes back"
+    );
+    c.send(frame("BEGIN", &[("transaction", "u")]));
+    for _ in 0..2 {
+        c.send(
+            frame(
+                "SEND",
+                &[("destination", "/queue/tx-bytes"), ("transaction", "u")],
+            )
+            .body(body.clone()),
+        );
+    }
+    let error = c.error(
+        frame(
+            "SEND",
+            &[("destination", "/queue/tx-bytes"), ("transaction", "u")],
+        )
+        .body(body.clone()),
+    );
+    assert!(
+        error
+            .headers
+            .get("message")
+            .unwrap()
+            .contains("max_transaction_bytes")
+    );
+    c.session.close();
+    assert_eq!(
+        b.memory().used(),
+        0,
+        "a closed connection's transactions give their bytes back"
+    );
+}
