@@ -100,6 +100,12 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Makes [`ready`](Self::ready) resolve at once: for a driver that
+    /// stopped draining with items left.
+    pub fn notify(&self) {
+        self.wake();
+    }
+
     /// Queues a frame of the session's own.
     pub fn push_frame(&self, frame: Frame) {
         let mut state = self.lock();
@@ -148,9 +154,29 @@ impl Outbox {
 
     /// Moves everything queued into `batch`, in order.
     pub fn drain_into(&self, batch: &mut Vec<Outbound>) {
+        self.drain_up_to(batch, usize::MAX);
+    }
+
+    /// Moves queued items into `batch`, in order, until about `max_bytes`
+    /// of messages are taken (always at least one item); returns whether
+    /// more are left. Writing a backlog in slices keeps the write buffer
+    /// bounded: a thousand 1 MiB messages are not encoded into one 1 GiB buffer.
+    pub fn drain_up_to(&self, batch: &mut Vec<Outbound>, max_bytes: usize) -> bool {
         let mut state = self.lock();
         let state = &mut *state;
-        for item in state.items.drain(..) {
+        let mut taken = 0usize;
+        while let Some(item) = state.items.front() {
+            let size = match item {
+                Outbound::Delivery(d) => d.message.body.len() + 256,
+                Outbound::Frame(f) => f.body.len() + 256,
+            };
+            if taken > 0 && taken + size > max_bytes {
+                break;
+            }
+            taken += size;
+            let Some(item) = state.items.pop_front() else {
+                break;
+            };
             if let Outbound::Delivery(d) = &item
                 && matches!(d.origin, crate::broker::Origin::Topic)
             {
@@ -158,6 +184,7 @@ impl Outbox {
             }
             batch.push(item);
         }
+        !state.items.is_empty()
     }
 
     /// Takes back every delivery still queued for one subscription (it has
@@ -200,5 +227,28 @@ impl Outbox {
         state.closed = true;
         state.topic_backlog = 0;
         state.items.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stomp_codec::Command;
+
+    #[test]
+    fn a_backlog_is_drained_in_slices_of_bounded_size() {
+        let outbox = Outbox::new(100, SlowConsumerPolicy::Disconnect);
+        for _ in 0..10 {
+            outbox.push_frame(Frame::new(Command::Receipt).body(vec![0u8; 1000]));
+        }
+        let mut batch = Vec::new();
+        assert!(outbox.drain_up_to(&mut batch, 3000), "more left");
+        assert_eq!(batch.len(), 2, "1256 bytes each: two fit in 3000");
+        batch.clear();
+        assert!(outbox.drain_up_to(&mut batch, 10), "one item at least");
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        assert!(!outbox.drain_up_to(&mut batch, usize::MAX));
+        assert_eq!(batch.len(), 7);
     }
 }

@@ -211,7 +211,13 @@ impl FrameDecoder {
             }
             Scan::Frame(layout) => {
                 self.needed = 0;
-                let bytes = buf.split_to(layout.total).freeze();
+                let bytes = if pins_too_much(layout.total, buf.capacity()) {
+                    let copy = Bytes::copy_from_slice(&buf[..layout.total]);
+                    buf.advance(layout.total);
+                    copy
+                } else {
+                    buf.split_to(layout.total).freeze()
+                };
                 Ok(Some(Decoded::Frame(self.build(&bytes, &layout))))
             }
         }
@@ -415,6 +421,17 @@ impl FrameDecoder {
             body: bytes.slice(layout.body.0..layout.body.1),
         }
     }
+}
+
+/// Whether a frame of `total` bytes, shared with the read buffer, would
+/// keep alive an allocation much larger than itself: a buffer that grew
+/// for one large frame would otherwise stay allocated for as long as any
+/// small frame decoded after it is kept (a 2-byte queued message pinned
+/// 6.4 MiB that way). Such frames are copied out instead; small frames
+/// from small buffers, the common case, are still shared, not copied.
+fn pins_too_much(total: usize, capacity: usize) -> bool {
+    const LARGE_BUFFER: usize = 64 * 1024;
+    capacity > LARGE_BUFFER && total < capacity / 4
 }
 
 /// The length a line being received will have at least, not counting a

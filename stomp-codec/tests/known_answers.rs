@@ -570,3 +570,26 @@ fn a_nul_in_a_header_line_is_an_error() {
         DecodeError::NulInHeader { .. }
     ));
 }
+
+#[test]
+fn a_small_frame_does_not_pin_a_large_buffer() {
+    let mut buf = BytesMut::with_capacity(8 << 20);
+    buf.extend_from_slice(b"SEND\ndestination:/queue/a\n\nhi\0");
+    let before = buf.as_ptr() as usize;
+    let Some(Decoded::Frame(frame)) = FrameDecoder::new().decode(&mut buf).unwrap() else {
+        panic!("a frame");
+    };
+    let body = frame.body.as_ptr() as usize;
+    assert!(
+        !(before..before + (8 << 20)).contains(&body),
+        "the body was copied out of the 8 MiB buffer"
+    );
+    // From a small buffer, bodies are shared slices, not copies.
+    let mut small = BytesMut::from(&b"SEND\ndestination:/queue/a\n\nhi\0"[..]);
+    let start = small.as_ptr() as usize;
+    let Some(Decoded::Frame(frame)) = FrameDecoder::new().decode(&mut small).unwrap() else {
+        panic!("a frame");
+    };
+    let body = frame.body.as_ptr() as usize;
+    assert!((start..start + 64).contains(&body), "shared, not copied");
+}

@@ -345,8 +345,15 @@ struct BatchWriter {
     heartbeat_due: bool,
 }
 
+/// Message bytes encoded into one write at most (a single larger
+/// message still goes out whole).
+const WRITE_SLICE: usize = 256 * 1024;
+/// Slices written before the driver looks at its other events again.
+const SLICES_PER_TURN: usize = 8;
+
 impl BatchWriter {
-    /// Writes what is queued; `Ok(true)` when anything was written.
+    /// Writes what is queued, in slices of about [`WRITE_SLICE`]; `Ok(true)`
+    /// when anything was written.
     async fn flush<T: Transport>(
         &mut self,
         transport: &mut T,
@@ -354,23 +361,39 @@ impl BatchWriter {
         session: &mut Session,
         limit: Duration,
     ) -> Result<bool, CloseReason> {
-        outbox.drain_into(&mut self.items);
-        for item in self.items.drain(..) {
-            self.batch.push(match item {
-                Outbound::Frame(frame) => Outgoing::Frame(frame),
-                Outbound::Delivery(delivery) => session.render(delivery),
-            });
+        let mut wrote = false;
+        let mut slices = 0;
+        loop {
+            let more = outbox.drain_up_to(&mut self.items, WRITE_SLICE);
+            for item in self.items.drain(..) {
+                self.batch.push(match item {
+                    Outbound::Frame(frame) => Outgoing::Frame(frame),
+                    Outbound::Delivery(delivery) => session.render(delivery),
+                });
+            }
+            if self.batch.is_empty() && self.heartbeat_due && !wrote {
+                self.batch.push(Outgoing::Heartbeat);
+            }
+            self.heartbeat_due = false;
+            if self.batch.is_empty() {
+                return Ok(wrote);
+            }
+            let result = write(transport, &self.batch, limit).await;
+            self.batch.clear();
+            session.settle_written();
+            result?;
+            wrote = true;
+            if !more {
+                return Ok(true);
+            }
+            slices += 1;
+            if slices == SLICES_PER_TURN {
+                // Back to the select, so the client's own frames (ACKs,
+                // heart-beats) are read between slices of a long backlog;
+                // the outbox is marked ready so the rest follows at once.
+                outbox.notify();
+                return Ok(true);
+            }
         }
-        if self.batch.is_empty() && self.heartbeat_due {
-            self.batch.push(Outgoing::Heartbeat);
-        }
-        self.heartbeat_due = false;
-        if self.batch.is_empty() {
-            return Ok(false);
-        }
-        let result = write(transport, &self.batch, limit).await;
-        self.batch.clear();
-        session.settle_written();
-        result.map(|()| true)
     }
 }

@@ -25,6 +25,11 @@ use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport};
 /// reads (measured with `stompbox bench queue`).
 const READ_BUFFER: usize = 1024;
 
+/// A read buffer larger than this is replaced by a small one once empty.
+const KEEP_READ_BUFFER: usize = 64 * 1024;
+/// A write buffer larger than this is freed after its batch is written.
+const KEEP_WRITE_BUFFER: usize = 256 * 1024;
+
 /// One TCP connection.
 pub struct TcpTransport {
     reader: FramedRead<ReadAhead<OwnedReadHalf>, StompCodec>,
@@ -53,7 +58,14 @@ impl TcpTransport {
 
 impl Transport for TcpTransport {
     async fn next(&mut self) -> Option<Result<Decoded, ReadError>> {
-        match self.reader.next().await? {
+        let item = self.reader.next().await?;
+        // A buffer grown for one large frame is given back once that frame
+        // is out, rather than kept for the connection's life.
+        let buffer = self.reader.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > KEEP_READ_BUFFER {
+            *buffer = BytesMut::with_capacity(READ_BUFFER);
+        }
+        match item {
             Ok(item) => Some(Ok(item)),
             Err(CodecError::Decode(e)) => Some(Err(ReadError::Decode(e))),
             Err(CodecError::Io(e)) => Some(Err(ReadError::Io(e))),
@@ -68,7 +80,12 @@ impl Transport for TcpTransport {
                 tracing::warn!(error = %e, "frame not writable in the session's version; skipped");
             }
         }
-        self.writer.write_all(&self.buf).await?;
+        let written = self.writer.write_all(&self.buf).await;
+        // Grown for a burst of large messages: given back, not kept.
+        if self.buf.capacity() > KEEP_WRITE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        written?;
         self.writer.flush().await
     }
 

@@ -29,6 +29,9 @@ const READ_BUFFER: usize = 1024;
 /// Bytes gathered before a WebSocket write goes out without a flush.
 const WRITE_BUFFER: usize = 16 * 1024;
 
+/// A read or encode buffer larger than this is released once empty.
+const KEEP_BUFFER: usize = 64 * 1024;
+
 /// The socket under a WebSocket connection.
 type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
 
@@ -68,7 +71,12 @@ impl Transport for WsTransport {
     async fn next(&mut self) -> Option<Result<Decoded, ReadError>> {
         loop {
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(item)) => return Some(Ok(item)),
+                Ok(Some(item)) => {
+                    if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+                        self.buf = BytesMut::new();
+                    }
+                    return Some(Ok(item));
+                }
                 Ok(None) => {}
                 Err(e) => return Some(Err(ReadError::Decode(e))),
             }
@@ -110,6 +118,10 @@ impl Transport for WsTransport {
                         continue;
                     }
                     let bytes = self.encoded.split().freeze();
+                    // Grown for a large message: given back rather than kept.
+                    if self.encoded.capacity() > KEEP_BUFFER {
+                        self.encoded = BytesMut::new();
+                    }
                     // Text when the whole frame is UTF-8 (what browsers
                     // expect for chat), binary otherwise so no byte is altered.
                     match Utf8Bytes::try_from(bytes.clone()) {
