@@ -35,6 +35,8 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// Milliseconds one batch of frames may take to write before the client counts as stuck.
     pub write_timeout_ms: u64,
+    /// Milliseconds a frame may take to arrive once its first byte has.
+    pub frame_timeout_ms: u64,
     /// Largest frame accepted, bytes.
     pub max_frame_size: usize,
     /// Largest body accepted, bytes.
@@ -156,6 +158,7 @@ impl Default for Config {
             min_heart_beat_ms: session.min_heart_beat.as_millis() as u64,
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,
             write_timeout_ms: driver.write_timeout.as_millis() as u64,
+            frame_timeout_ms: driver.frame_timeout.as_millis() as u64,
             max_frame_size: limits.max_frame_size,
             max_body_size: limits.max_body_size,
             max_headers: limits.max_headers,
@@ -243,6 +246,7 @@ impl Config {
         self.memory_limit_bytes()?;
         let positive = [
             ("min_heart_beat_ms", self.min_heart_beat_ms as usize),
+            ("frame_timeout_ms", self.frame_timeout_ms as usize),
             ("max_frame_size", self.max_frame_size),
             ("max_body_size", self.max_body_size),
             ("max_headers", self.max_headers),
@@ -332,6 +336,7 @@ impl Config {
         Ok(DriverSettings {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            frame_timeout: Duration::from_millis(self.frame_timeout_ms),
             max_topic_backlog: self.max_topic_backlog,
             slow_consumer: self.slow_consumer,
             login_throttle: Arc::default(),

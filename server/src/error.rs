@@ -198,6 +198,8 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// No CONNECT within the connect timeout.
     ConnectTimeout,
+    /// A frame was begun and not finished within `frame_timeout_ms`.
+    FrameTimeout,
     /// A topic subscriber fell too far behind.
     SlowConsumer,
     /// The broker is shutting down.
@@ -214,6 +216,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
             CloseReason::HeartbeatTimeout => f.write_str("heart-beat timeout"),
             CloseReason::ConnectTimeout => f.write_str("no CONNECT in time"),
+            CloseReason::FrameTimeout => f.write_str("frame not completed in time"),
             CloseReason::SlowConsumer => f.write_str("slow consumer"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),

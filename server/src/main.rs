@@ -55,6 +55,9 @@ struct ServeArgs {
     /// Milliseconds a new connection has to send CONNECT [default: 10000].
     #[arg(long, env = "STOMPBOX_CONNECT_TIMEOUT_MS")]
     connect_timeout_ms: Option<u64>,
+    /// Milliseconds a frame may take to arrive once begun (slow senders are closed) [default: 30000].
+    #[arg(long, env = "STOMPBOX_FRAME_TIMEOUT_MS")]
+    frame_timeout_ms: Option<u64>,
     /// Milliseconds a batch may take to write before the client counts as stuck [default: 30000].
     #[arg(long, env = "STOMPBOX_WRITE_TIMEOUT_MS")]
     write_timeout_ms: Option<u64>,
@@ -130,6 +133,7 @@ impl ServeArgs {
             min_heart_beat_ms,
             connect_timeout_ms,
             write_timeout_ms,
+            frame_timeout_ms,
             max_frame_size,
             max_body_size,
             max_headers,

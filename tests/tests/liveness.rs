@@ -85,3 +85,28 @@ async fn a_websocket_message_over_the_frame_limit_gets_an_error_before_the_close
     other.subscribe("s", "/queue/big", "auto", &[]).await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_frame_begun_and_not_finished_in_time_closes_the_connection() {
+    let server = TestServer::start(|c| c.frame_timeout_ms = 300).await;
+    for via in [Via::Tcp, Via::Ws] {
+        let mut idle = server.client(via).await;
+        let mut slow = server.client(via).await;
+        let started = std::time::Instant::now();
+        slow.send_raw(b"SEND\ndestination:/queue/slow\ncontent-length:100\n\nonly a part")
+            .await;
+        let error = slow.expect_error_and_close().await;
+        assert_eq!(
+            error.headers.get("message"),
+            Some("frame not completed in time")
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // A connection with nothing half-sent is not affected, however long it idles.
+        idle.send_confirmed(
+            integration_tests::frame(stomp_codec::Command::Send, &[("destination", "/queue/ok")]),
+            "still-here",
+        )
+        .await;
+    }
+    server.shutdown().await;
+}

@@ -75,6 +75,8 @@ pub trait Transport: Send {
     fn set_version(&mut self, version: Version);
     /// The first line of unparsed input, to quote in an ERROR.
     fn pending_line(&self) -> Option<String>;
+    /// When the frame being received began, if one is partly here.
+    fn partial_since(&self) -> Option<Instant>;
     /// Closes the connection after everything was written.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
@@ -86,6 +88,8 @@ pub struct DriverSettings {
     pub connect_timeout: Duration,
     /// How long one batch may take to write before the client counts as stuck.
     pub write_timeout: Duration,
+    /// How long a frame may take to arrive once begun.
+    pub frame_timeout: Duration,
     /// Topic messages queued for one connection before the slow-consumer policy applies.
     pub max_topic_backlog: usize,
     /// What to do with a slow topic subscriber.
@@ -101,6 +105,7 @@ impl Default for DriverSettings {
         DriverSettings {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            frame_timeout: Duration::from_secs(30),
             max_topic_backlog: 4096,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             session: Arc::new(SessionSettings::default()),
@@ -192,6 +197,9 @@ async fn drive<T: Transport>(
         };
         let write_tick = heartbeat.write_every().map(|t| last_write + t);
         let now = Instant::now();
+        // A frame begun while the driver waits on the transport is only
+        // seen here, so without one the deadline is a check a timeout from now.
+        let frame_deadline = transport.partial_since().unwrap_or(now) + settings.frame_timeout;
         let flow = tokio::select! {
             _ = cancel.cancelled() => {
                 outbox.push_frame(protocol::notice_frame(
@@ -256,6 +264,22 @@ async fn drive<T: Transport>(
                 };
                 outbox.push_frame(protocol::notice_frame(message, explanation));
                 Flow::Close(reason)
+            }
+            _ = sleep_until(frame_deadline), if held.is_none() => {
+                match transport.partial_since() {
+                    Some(since) if since + settings.frame_timeout <= Instant::now() => {
+                        outbox.push_frame(protocol::notice_frame(
+                            "frame not completed in time",
+                            &format!(
+                                "A frame was begun and not finished within {} ms. Send each frame \
+                                 whole, with its NUL, without long pauses.",
+                                settings.frame_timeout.as_millis()
+                            ),
+                        ));
+                        Flow::Close(CloseReason::FrameTimeout)
+                    }
+                    _ => Flow::Continue,
+                }
             }
             _ = sleep_until(write_tick.unwrap_or(now + far)), if write_tick.is_some() => {
                 writer.heartbeat_due = true;

@@ -88,7 +88,7 @@ async fn websocket(
         let Some(upgraded) = upgraded.await else {
             return;
         };
-        let transport = WsTransport::new(upgraded, limits).await;
+        let transport = WsTransport::new(upgraded, limits, broker.memory()).await;
         // Admitted after the upgrade, so a browser over the limit reads
         // why in a STOMP ERROR instead of a bare failed handshake.
         admission::serve(transport, peer, &slots, broker, &settings, cancel).await;

@@ -8,6 +8,50 @@ pub mod web;
 pub mod ws;
 pub mod ws_handshake;
 
+/// The frame a connection is in the middle of receiving: since when (for
+/// `frame_timeout_ms`, so a client cannot hold a connection and its buffer
+/// by sending one byte a minute), and its bytes in the broker's memory.
+#[derive(Debug)]
+pub struct PartialFrame {
+    since: Option<tokio::time::Instant>,
+    charge: crate::broker::Charge,
+}
+
+/// Partial frames up to this size are not worth accounting (two atomic
+/// operations per frame): connections × this is bounded anyway.
+const ACCOUNT_PARTIAL_ABOVE: usize = 16 * 1024;
+
+impl PartialFrame {
+    /// Nothing received yet.
+    pub fn new(memory: &std::sync::Arc<crate::broker::Memory>) -> PartialFrame {
+        PartialFrame {
+            since: None,
+            charge: memory.charge(0),
+        }
+    }
+
+    /// After a decode attempt: `pending` bytes wait in the buffer, and
+    /// `completed` says whether a frame or heart-beat was just taken out.
+    pub fn update(&mut self, pending: usize, completed: bool) {
+        if pending == 0 {
+            self.since = None;
+        } else if completed || self.since.is_none() {
+            // What is left after a whole frame is the start of the next one.
+            self.since = Some(tokio::time::Instant::now());
+        }
+        self.charge.set(if pending > ACCOUNT_PARTIAL_ABOVE {
+            pending
+        } else {
+            0
+        });
+    }
+
+    /// When the frame being received began, if one is.
+    pub fn since(&self) -> Option<tokio::time::Instant> {
+        self.since
+    }
+}
+
 /// The first line of unparsed input, shortened, for quoting in an ERROR body.
 fn first_line(buf: &[u8]) -> Option<String> {
     if buf.is_empty() {
@@ -50,6 +94,33 @@ pub const KEEPALIVE_PROBES: u32 = 6;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_frame_is_timed_from_its_first_byte_and_counted_when_large() {
+        let memory = crate::broker::Memory::unlimited();
+        let mut partial = PartialFrame::new(&memory);
+        partial.update(0, false);
+        assert_eq!(partial.since(), None);
+        partial.update(10, false);
+        let began = partial.since().expect("a frame began");
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        partial.update(20, false);
+        assert_eq!(
+            partial.since(),
+            Some(began),
+            "the same frame, still arriving"
+        );
+        partial.update(5, true);
+        assert!(
+            partial.since() > Some(began),
+            "after a whole frame, the next one starts now"
+        );
+        partial.update(1 << 20, false);
+        assert_eq!(memory.used(), 1 << 20, "a large partial frame is counted");
+        partial.update(0, true);
+        assert_eq!(memory.used(), 0);
+        assert_eq!(partial.since(), None);
+    }
 
     #[tokio::test]
     async fn accepted_sockets_get_keepalive_and_nodelay() {

@@ -10,13 +10,14 @@ use stomp_codec::{CodecError, Decoded, StompCodec, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::PartialFrame;
 use super::admission::{self, ConnectionSlots};
 use super::read_ahead::ReadAhead;
-use crate::broker::Broker;
+use crate::broker::{Broker, Memory};
 use crate::session::driver::{DriverSettings, Outgoing, ReadError, Transport};
 
 /// The decoder's read buffer. Small, so an idle connection costs little
@@ -32,7 +33,7 @@ const KEEP_WRITE_BUFFER: usize = 256 * 1024;
 
 /// One TCP connection.
 pub struct TcpTransport {
-    reader: FramedRead<ReadAhead<OwnedReadHalf>, StompCodec>,
+    reader: FramedRead<ReadAhead<OwnedReadHalf>, ConnectionCodec>,
     writer: OwnedWriteHalf,
     version: Version,
     buf: BytesMut,
@@ -40,13 +41,20 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Wraps a connected socket.
-    pub fn new(stream: tokio::net::TcpStream, limits: stomp_codec::Limits) -> TcpTransport {
+    pub fn new(
+        stream: tokio::net::TcpStream,
+        limits: stomp_codec::Limits,
+        memory: &Arc<Memory>,
+    ) -> TcpTransport {
         super::tune_accepted(&stream);
         let (read, write) = stream.into_split();
         TcpTransport {
             reader: FramedRead::with_capacity(
                 ReadAhead::new(read),
-                StompCodec::with_limits(limits),
+                ConnectionCodec {
+                    codec: StompCodec::with_limits(limits),
+                    partial: PartialFrame::new(memory),
+                },
                 READ_BUFFER,
             ),
             writer: write,
@@ -91,15 +99,36 @@ impl Transport for TcpTransport {
 
     fn set_version(&mut self, version: Version) {
         self.version = version;
-        self.reader.decoder_mut().set_version(version);
+        self.reader.decoder_mut().codec.set_version(version);
     }
 
     fn pending_line(&self) -> Option<String> {
         super::first_line(self.reader.read_buffer())
     }
 
+    fn partial_since(&self) -> Option<tokio::time::Instant> {
+        self.reader.decoder().partial.since()
+    }
+
     async fn close(&mut self) {
         let _ = self.writer.shutdown().await;
+    }
+}
+
+/// The codec, and what it notes about the frame being received.
+struct ConnectionCodec {
+    codec: StompCodec,
+    partial: PartialFrame,
+}
+
+impl Decoder for ConnectionCodec {
+    type Item = Decoded;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, CodecError> {
+        let item = self.codec.decode(buf)?;
+        self.partial.update(buf.len(), item.is_some());
+        Ok(item)
     }
 }
 
@@ -145,7 +174,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let transport = TcpTransport::new(stream, limits);
+        let transport = TcpTransport::new(stream, limits, broker.memory());
         let (slots, broker, settings) = (slots.clone(), broker.clone(), settings.clone());
         let cancel = cancel.child_token();
         tracker.spawn(async move {

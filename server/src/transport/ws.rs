@@ -3,6 +3,7 @@
 //! EOL; each outgoing frame is exactly one message.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -16,8 +17,10 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use super::PartialFrame;
 use super::read_ahead::ReadAhead;
 
+use crate::broker::Memory;
 use crate::session::driver::{Outgoing, ReadError, Transport};
 
 /// The subprotocols offered, most recent first.
@@ -39,6 +42,7 @@ type Socket = WebSocketStream<ReadAhead<TokioIo<Upgraded>>>;
 pub struct WsTransport {
     socket: Socket,
     decoder: FrameDecoder,
+    partial: PartialFrame,
     buf: BytesMut,
     encoded: BytesMut,
     closed: bool,
@@ -46,7 +50,7 @@ pub struct WsTransport {
 
 impl WsTransport {
     /// Speaks WebSocket on a connection that has completed the handshake.
-    pub async fn new(upgraded: Upgraded, limits: Limits) -> WsTransport {
+    pub async fn new(upgraded: Upgraded, limits: Limits, memory: &Arc<Memory>) -> WsTransport {
         // The decoder enforces the frame limit; the WebSocket layer only
         // needs a ceiling so one message cannot exceed it by much.
         let max = limits.max_frame_size.saturating_add(1024);
@@ -60,6 +64,7 @@ impl WsTransport {
         WsTransport {
             socket,
             decoder: FrameDecoder::with_limits(limits),
+            partial: PartialFrame::new(memory),
             buf: BytesMut::new(),
             encoded: BytesMut::new(),
             closed: false,
@@ -70,7 +75,10 @@ impl WsTransport {
 impl Transport for WsTransport {
     async fn next(&mut self) -> Option<Result<Decoded, ReadError>> {
         loop {
-            match self.decoder.decode(&mut self.buf) {
+            let decoded = self.decoder.decode(&mut self.buf);
+            self.partial
+                .update(self.buf.len(), matches!(decoded, Ok(Some(_))));
+            match decoded {
                 Ok(Some(item)) => {
                     if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
                         self.buf = BytesMut::new();
@@ -141,6 +149,10 @@ impl Transport for WsTransport {
 
     fn pending_line(&self) -> Option<String> {
         super::first_line(&self.buf)
+    }
+
+    fn partial_since(&self) -> Option<tokio::time::Instant> {
+        self.partial.since()
     }
 
     async fn close(&mut self) {
