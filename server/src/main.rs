@@ -11,6 +11,14 @@ use stompbox::config::Config;
 use stompbox::outbox::SlowConsumerPolicy;
 use stompbox::session::AnonymousAccess;
 
+/// jemalloc rather than the system's allocator: after a backlog of 237k
+/// queued messages drained, glibc's malloc kept all 132 MB resident, where
+/// jemalloc's background thread gives freed pages back to the system within
+/// about ten seconds (measured with `stompbox bench memory`).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A STOMP 1.0/1.1/1.2 broker for real-time chat, over TCP and WebSocket.
 ///
 /// Settings come from built-in defaults, then the config file (--config),
@@ -229,6 +237,7 @@ async fn serve(config: Config) -> Result<()> {
     // right after startup is a graceful shutdown, not the default kill.
     let signals = ShutdownSignals::install()?;
     raise_open_file_limit();
+    return_freed_memory();
     let server = Server::start(config).await?;
     signals.wait().await;
     tracing::info!("shutting down");
@@ -243,6 +252,16 @@ fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// Starts jemalloc's background thread, which hands pages freed for ten
+/// seconds back to the system even while the broker is idle (without it,
+/// purging happens only as a side effect of later allocations).
+fn return_freed_memory() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "cannot start the allocator's background thread");
     }
 }
 

@@ -38,6 +38,17 @@ impl StompCodec {
         }
     }
 
+    /// A codec around a decoder set up by the caller.
+    ///
+    /// ```
+    /// use stomp_codec::{FrameDecoder, StompCodec};
+    /// let codec = StompCodec::with_decoder(FrameDecoder::new().copy_frames_up_to(1024));
+    /// assert_eq!(codec.version().as_str(), "1.2");
+    /// ```
+    pub fn with_decoder(decoder: FrameDecoder) -> StompCodec {
+        StompCodec { decoder }
+    }
+
     /// The version used for escaping in both directions.
     ///
     /// ```

@@ -42,7 +42,7 @@ fn source_address(i: usize, per_source: usize) -> IpAddr {
 }
 
 /// The resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> Result<u64, BenchError> {
+pub(super) fn rss_kib(pid: u32) -> Result<u64, BenchError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| BenchError::Usage(format!("cannot read the memory of process {pid}: {e}")))?;
     status

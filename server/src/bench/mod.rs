@@ -6,6 +6,7 @@
 pub mod client;
 pub mod connections;
 pub mod latency;
+pub mod memory;
 pub mod report;
 pub mod throughput;
 
@@ -111,6 +112,8 @@ pub enum Scenario {
     Connections(connections::ConnectionsArgs),
     /// R rooms of U users each sending at a rate: delivery latency and completeness.
     Chat(latency::ChatArgs),
+    /// Producers fill a queue past the broker's limits while a bystander does round trips: RSS, refusals, bystander latency.
+    Memory(memory::MemoryArgs),
 }
 
 /// `stompbox bench ...`.
@@ -131,6 +134,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         Scenario::Latency(a) => latency::latency(common, a).await?,
         Scenario::Connections(a) => connections::connections(common, a).await?,
         Scenario::Chat(a) => latency::chat(common, a).await?,
+        Scenario::Memory(a) => memory::memory(common, a).await?,
     };
     report.print(common.json);
     Ok(report)

@@ -105,7 +105,7 @@ impl Ledger {
     }
 }
 
-async fn subscribe(
+pub(super) async fn subscribe(
     writer: &mut Writer,
     reader: &mut Reader,
     destination: &str,
@@ -155,7 +155,7 @@ async fn produce(
     Ok(writer)
 }
 
-fn check_size(size: usize) -> Result<(), BenchError> {
+pub(super) fn check_size(size: usize) -> Result<(), BenchError> {
     if size < 24 {
         return Err(BenchError::Usage(
             "--size must be at least 24 bytes (the body carries a sequence number)".into(),

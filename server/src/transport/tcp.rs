@@ -52,7 +52,7 @@ impl TcpTransport {
             reader: FramedRead::with_capacity(
                 ReadAhead::new(read),
                 ConnectionCodec {
-                    codec: StompCodec::with_limits(limits),
+                    codec: StompCodec::with_decoder(super::connection_decoder(limits)),
                     partial: PartialFrame::new(memory),
                 },
                 READ_BUFFER,

@@ -63,7 +63,7 @@ impl WsTransport {
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         WsTransport {
             socket,
-            decoder: FrameDecoder::with_limits(limits),
+            decoder: super::connection_decoder(limits),
             partial: PartialFrame::new(memory),
             buf: BytesMut::new(),
             encoded: BytesMut::new(),

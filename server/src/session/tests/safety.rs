@@ -329,7 +329,7 @@ fn a_full_queue_rejects_publishes_on_the_receipt() {
 fn a_full_drop_head_queue_drops_its_oldest_messages() {
     let b = broker_with_queues(vec![queue_policy(
         0,
-        3 * 300,
+        3 * 600,
         crate::broker::Overflow::DropHead,
     )]);
     let mut c = Client::connected(&b);
@@ -344,7 +344,11 @@ fn a_full_drop_head_queue_drops_its_oldest_messages() {
         .iter()
         .map(|b| b.chars().next().unwrap())
         .collect();
-    assert_eq!(firsts, ['3', '4', '5'], "the newest that fit in 900 bytes");
+    assert_eq!(
+        firsts,
+        ['3', '4', '5'],
+        "the newest three that fit in 1800 bytes (about 544 each)"
+    );
     assert_eq!(b.stats().dropped_from_queues(), 3);
 }
 
