@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Memory soak: fills queues past a queue byte limit and past the broker's
+# memory watermark while a bystander keeps doing round trips, and prints
+# resident memory against the limit, the bystander's latency and the
+# counts; then a backlog of 1M small messages drains and RSS is read again
+# ten seconds later. Loopback only, bounded in count and time (a few
+# minutes). Not part of the test command: figures go in the README.
+#
+#   scripts/soak-memory.sh            # 256 MiB watermark
+#   LIMIT=1GiB scripts/soak-memory.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LIMIT=${LIMIT:-256MiB}
+TCP=${TCP:-47613}
+HTTP=${HTTP:-47674}
+WORK=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+cargo build --release -p stompbox --locked -q
+BIN=target/release/stompbox
+
+cat > "$WORK/stompbox.toml" <<TOML
+[[queues]]
+pattern = "/queue/soak.bounded"
+max_length_bytes = 67108864   # 64 MiB
+overflow = "reject-publish"
+TOML
+
+start() {
+  "$BIN" --config "$WORK/stompbox.toml" --tcp-listen 127.0.0.1:$TCP --http-listen 127.0.0.1:$HTTP \
+    --memory-limit "$1" --log warn 2> "$WORK/broker.log" &
+  PID=$!
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$TCP") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "the broker did not start" >&2; cat "$WORK/broker.log" >&2; exit 1
+}
+
+run() {
+  echo "== $1"
+  shift
+  "$BIN" bench --url stomp://127.0.0.1:$TCP --timeout 300 memory --pid "$PID" "$@"
+  curl -s "http://127.0.0.1:$HTTP/health" 2>/dev/null || true
+  echo
+}
+
+start "$LIMIT"
+run "a queue with max_length_bytes 64 MiB, 4 producers of 1 KiB, slow consumer" \
+  --queue /queue/soak.bounded -s 1024 -t 20 --drain-rate 2000
+run "past the $LIMIT watermark: 4 producers of 1 KiB, slow consumer" \
+  -s 1024 -t 20 --drain-rate 2000
+run "past the $LIMIT watermark: 4 producers of 16 KiB, slow consumer" \
+  -s 16384 -t 20 --drain-rate 200
+run "past the $LIMIT watermark: 8 producers of 128 bytes, slow consumer" \
+  -p 8 -s 128 -t 20 --drain-rate 5000
+kill $PID; wait $PID 2>/dev/null || true
+
+start 2GiB
+run "1M messages of 128 bytes queued with no consumer, then drained; RSS 10 s later" \
+  -s 128 -n 1000000 -t 120 --drain-rate 0 --settle 10
