@@ -116,16 +116,25 @@ pub fn header_encodable(command: Command, version: Version, name: &str, value: &
 /// scheme cannot escape: NUL in every version (it ends the frame), LF and
 /// CR (CR is only escapable in 1.2), and a colon in a name (a colon in a
 /// value is read back correctly because lines split at the first colon).
+#[inline]
 fn check_encodable(
     text: &str,
     is_name: bool,
     escaping: Escaping,
     version: Version,
 ) -> Result<(), EncodeError> {
-    let bad = text.bytes().find(|&b| {
-        let structural = b == b'\n' || b == b'\r' || b == 0 || (is_name && b == b':');
-        structural && escaping.escape_letter(b).is_none()
-    });
+    // The bytes that can be written neither raw nor escaped. Plain loops:
+    // headers are short, and this runs for every header of every frame.
+    let bytes = text.as_bytes();
+    let at = match (escaping, is_name) {
+        (Escaping::V1_2, _) => bytes.iter().position(|&b| b == 0),
+        (Escaping::V1_1, _) => bytes.iter().position(|&b| b == 0 || b == b'\r'),
+        (Escaping::None, false) => bytes.iter().position(|&b| matches!(b, 0 | b'\r' | b'\n')),
+        (Escaping::None, true) => bytes
+            .iter()
+            .position(|&b| matches!(b, 0 | b'\r' | b'\n' | b':')),
+    };
+    let bad = at.map(|i| bytes[i]);
     match bad {
         None => Ok(()),
         Some(0) => Err(EncodeError::NulInHeader {

@@ -49,7 +49,12 @@ impl DestinationKind {
         if rest.is_empty() {
             return Err(DestinationError::EmptyName(name.to_string()));
         }
-        if name.chars().any(char::is_control) {
+        // Bytes first: names are nearly always ASCII, and this runs for
+        // every SEND; no early exit, so the loop vectorises.
+        let ascii_control = name
+            .bytes()
+            .fold(false, |found, b| found | (b < 0x20) | (b == 0x7f));
+        if ascii_control || (!name.is_ascii() && name.chars().any(char::is_control)) {
             return Err(DestinationError::ControlCharacter(
                 name.chars().take(100).collect(),
             ));

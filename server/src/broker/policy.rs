@@ -114,6 +114,11 @@ impl QueuePolicy {
         }
     }
 
+    /// Whether neither limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_length == 0 && self.max_length_bytes == 0
+    }
+
     /// Whether `count` messages of `bytes` in all fit next to what waits.
     pub fn fits(&self, waiting: usize, waiting_bytes: u64, count: usize, bytes: u64) -> bool {
         (self.max_length == 0 || waiting + count <= self.max_length)

@@ -119,7 +119,8 @@ impl QueueDestination {
 
     /// Whether `count` more messages of `bytes` in all would be accepted now.
     pub fn has_room(&self, count: usize, bytes: u64) -> bool {
-        if self.policy.overflow == Overflow::DropHead {
+        // The common queue has no limits: no lock taken on the SEND path.
+        if self.policy.overflow == Overflow::DropHead || self.policy.is_unlimited() {
             return true;
         }
         let state = self.lock();
@@ -134,7 +135,9 @@ impl QueueDestination {
         let mut state = self.lock();
         let size = message.charge.bytes() as u64;
         let mut dropped = 0;
-        if !self.policy.fits(state.messages.len(), state.bytes, 1, size) {
+        if !self.policy.is_unlimited()
+            && !self.policy.fits(state.messages.len(), state.bytes, 1, size)
+        {
             match self.policy.overflow {
                 Overflow::RejectPublish => {
                     return Err(QueueFull {

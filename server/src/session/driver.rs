@@ -185,6 +185,13 @@ async fn drive<T: Transport>(
     // A SEND that arrived during a memory alarm: it waits here, and the
     // connection is not read, until the alarm clears.
     let mut held: Option<Frame> = None;
+    // One timer for frame_timeout_ms, moved only when it must be: a
+    // timer created on every turn of the loop cost more than the rest of
+    // the check. It fires at the deadline of the frame being received, or,
+    // when none is known, a timeout from its last firing (a frame begun
+    // while the driver waits on the transport is seen then).
+    let frame_watch = tokio::time::sleep(settings.frame_timeout);
+    tokio::pin!(frame_watch);
 
     let reason = loop {
         let read_deadline = if held.is_some() {
@@ -197,9 +204,11 @@ async fn drive<T: Transport>(
         };
         let write_tick = heartbeat.write_every().map(|t| last_write + t);
         let now = Instant::now();
-        // A frame begun while the driver waits on the transport is only
-        // seen here, so without one the deadline is a check a timeout from now.
-        let frame_deadline = transport.partial_since().unwrap_or(now) + settings.frame_timeout;
+        if let Some(since) = transport.partial_since()
+            && since + settings.frame_timeout < frame_watch.deadline()
+        {
+            frame_watch.as_mut().reset(since + settings.frame_timeout);
+        }
         let flow = tokio::select! {
             _ = cancel.cancelled() => {
                 outbox.push_frame(protocol::notice_frame(
@@ -265,7 +274,9 @@ async fn drive<T: Transport>(
                 outbox.push_frame(protocol::notice_frame(message, explanation));
                 Flow::Close(reason)
             }
-            _ = sleep_until(frame_deadline), if held.is_none() => {
+            _ = &mut frame_watch, if held.is_none() => {
+                let deadline = transport.partial_since().unwrap_or_else(Instant::now) + settings.frame_timeout;
+                frame_watch.as_mut().reset(deadline);
                 match transport.partial_since() {
                     Some(since) if since + settings.frame_timeout <= Instant::now() => {
                         outbox.push_frame(protocol::notice_frame(
