@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Flow, Heartbeat, Session, SessionSettings};
-use crate::broker::{Broker, Delivery, Memory};
+use crate::broker::{Broker, Charge, Delivery, Memory, frame_size};
 use crate::error::CloseReason;
 use crate::error::SessionError;
 use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
@@ -170,7 +170,7 @@ async fn drive<T: Transport>(
     outbox: &Outbox,
     settings: &DriverSettings,
     peer: SocketAddr,
-    memory: &Memory,
+    memory: &Arc<Memory>,
     cancel: CancellationToken,
 ) -> CloseReason {
     tracing::debug!("connection opened");
@@ -182,9 +182,9 @@ async fn drive<T: Transport>(
     let mut last_write = Instant::now();
     let mut writer = BatchWriter::default();
     let far = Duration::from_secs(86_400 * 365);
-    // A SEND that arrived during a memory alarm: it waits here, and the
-    // connection is not read, until the alarm clears.
-    let mut held: Option<Frame> = None;
+    // A SEND that arrived during a memory alarm: it waits here (its bytes
+    // counted), and the connection is not read, until the alarm clears.
+    let mut held: Option<(Frame, Charge)> = None;
     // One timer for frame_timeout_ms, moved only when it must be: a
     // timer created on every turn of the loop cost more than the rest of
     // the check. It fires at the deadline of the frame being received, or,
@@ -194,7 +194,11 @@ async fn drive<T: Transport>(
     tokio::pin!(frame_watch);
 
     let reason = loop {
-        let read_deadline = if held.is_some() {
+        // Not read during a memory alarm: a connection holding a SEND, and
+        // one in the middle of a frame (most likely a SEND: reading on
+        // would only bring more bytes in).
+        let blocked = held.is_some() || (memory.alarm() && transport.partial_since().is_some());
+        let read_deadline = if blocked {
             // Not reading: the client's heart-beats wait in the socket.
             None
         } else if connected {
@@ -235,15 +239,15 @@ async fn drive<T: Transport>(
                     Flow::Continue
                 }
             }
-            _ = memory.cleared(), if held.is_some() => {
+            _ = memory.cleared(), if blocked => {
                 last_read = Instant::now();
-                tracing::debug!("memory alarm cleared: publishing resumes");
+                tracing::debug!("memory alarm cleared: reading resumes");
                 match held.take() {
-                    Some(frame) => session.handle(frame),
+                    Some((frame, _charge)) => session.handle(frame),
                     None => Flow::Continue,
                 }
             }
-            item = transport.next(), if held.is_none() => match item {
+            item = transport.next(), if !blocked => match item {
                 None => Flow::Close(if connected { CloseReason::ConnectionLost } else { CloseReason::ClientDisconnect }),
                 Some(Err(ReadError::Io(e))) => Flow::Close(CloseReason::Io(e.to_string())),
                 Some(Err(ReadError::Decode(e))) => {
@@ -258,7 +262,12 @@ async fn drive<T: Transport>(
                     last_read = Instant::now();
                     if frame.command == Command::Send && memory.alarm() {
                         tracing::info!("memory alarm: publisher blocked");
-                        held = Some(frame);
+                        let size = frame_size(
+                            frame.headers.get("destination").unwrap_or_default(),
+                            &frame.headers,
+                            &frame.body,
+                        );
+                        held = Some((frame, memory.charge(size)));
                         Flow::Continue
                     } else {
                         session.handle(frame)
@@ -274,7 +283,7 @@ async fn drive<T: Transport>(
                 outbox.push_frame(protocol::notice_frame(message, explanation));
                 Flow::Close(reason)
             }
-            _ = &mut frame_watch, if held.is_none() => {
+            _ = &mut frame_watch, if !blocked => {
                 let deadline = transport.partial_since().unwrap_or_else(Instant::now) + settings.frame_timeout;
                 frame_watch.as_mut().reset(deadline);
                 match transport.partial_since() {

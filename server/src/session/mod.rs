@@ -2,10 +2,12 @@
 //! out. No sockets and no timers: the [`driver`] owns those, so every
 //! protocol rule here can be tested by feeding frames.
 
+mod auth;
 pub mod driver;
 mod heartbeat;
 mod ledger;
 mod limits;
+mod settings;
 mod transaction;
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use stomp_codec::{ByteString, Command, Frame, Version};
 
 pub use heartbeat::Heartbeat;
+pub use settings::{AnonymousAccess, SessionSettings};
 
 use crate::broker::{
     AckMode, Broker, ConsumerSpec, Delivery, Destination, MESSAGE_OVERHEAD, TopicOptions,
@@ -56,61 +59,6 @@ impl From<ByteString> for SubscriptionId {
 impl From<&str> for SubscriptionId {
     fn from(s: &str) -> SubscriptionId {
         SubscriptionId(ByteString::from(s))
-    }
-}
-
-/// Who may connect without credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum AnonymousAccess {
-    /// Clients on a loopback address (the default).
-    Loopback,
-    /// Everyone.
-    Always,
-    /// Nobody: every client must log in.
-    Never,
-}
-
-/// The part of the configuration sessions need.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    /// `sx,sy`: how often the server sends heart-beats, and wants them, in
-    /// ms, when the client asks for none (0 in either turns that direction off).
-    pub heart_beat: (u64, u64),
-    /// The shortest interval granted to a client that asks for heart-beats.
-    pub min_heart_beat: std::time::Duration,
-    /// login → passcode. When not empty, credentials given are checked.
-    pub users: HashMap<String, String>,
-    /// Who may connect without credentials.
-    pub anonymous: AnonymousAccess,
-    /// Unsettled deliveries per subscription when SUBSCRIBE has no `prefetch-count`.
-    pub default_prefetch: usize,
-    /// The largest `prefetch-count` honoured (0 asks for this).
-    pub max_prefetch: usize,
-    /// Subscriptions per connection.
-    pub max_subscriptions: usize,
-    /// Open transactions per connection.
-    pub max_transactions: usize,
-    /// Frames buffered in one transaction.
-    pub max_transaction_frames: usize,
-    /// Bytes buffered in all of a connection's open transactions.
-    pub max_transaction_bytes: usize,
-}
-
-impl Default for SessionSettings {
-    fn default() -> SessionSettings {
-        SessionSettings {
-            heart_beat: (10_000, 10_000),
-            min_heart_beat: std::time::Duration::from_secs(1),
-            users: HashMap::new(),
-            anonymous: AnonymousAccess::Loopback,
-            default_prefetch: 256,
-            max_prefetch: 10_000,
-            max_subscriptions: 1024,
-            max_transactions: 64,
-            max_transaction_frames: 10_000,
-            max_transaction_bytes: 16 << 20,
-        }
     }
 }
 
@@ -361,7 +309,7 @@ impl Session {
                 })?,
         };
         let login = connect.login.as_deref().unwrap_or("(anonymous)");
-        if let Err(e) = self.authenticate(&connect) {
+        if let Err(e) = auth::authenticate(&self.settings, self.peer_is_loopback, &connect) {
             tracing::warn!(login, error = %e, "login refused");
             return Err(e);
         }
@@ -382,27 +330,6 @@ impl Session {
                 .header("heart-beat", format!("{sx},{sy}")),
         );
         Ok(Flow::Connected { version, heartbeat })
-    }
-
-    fn authenticate(&self, connect: &Connect) -> Result<(), SessionError> {
-        match (&connect.login, &connect.passcode) {
-            (Some(login), passcode) if !self.settings.users.is_empty() => {
-                match self.settings.users.get(login) {
-                    Some(expected) if Some(expected) == passcode.as_ref() => Ok(()),
-                    _ => Err(SessionError::AuthenticationFailed),
-                }
-            }
-            _ => match self.settings.anonymous {
-                AnonymousAccess::Always => Ok(()),
-                AnonymousAccess::Loopback if self.peer_is_loopback => Ok(()),
-                AnonymousAccess::Loopback => Err(SessionError::AnonymousRefused(
-                    "anonymous access is allowed from loopback only; log in as a configured user",
-                )),
-                AnonymousAccess::Never => Err(SessionError::AnonymousRefused(
-                    "anonymous access is disabled; log in as a configured user",
-                )),
-            },
-        }
     }
 
     fn buffer(&mut self, tx: &ByteString, op: TxOp) -> Result<Flow, SessionError> {
