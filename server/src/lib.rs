@@ -174,7 +174,11 @@ impl Server {
             let broker = broker.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(SWEEP_EVERY);
+                // The first sweep a period after start: nothing is unused yet.
+                let mut every = tokio::time::interval_at(
+                    tokio::time::Instant::now() + SWEEP_EVERY,
+                    SWEEP_EVERY,
+                );
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {

@@ -169,3 +169,134 @@ async fn wrong_passcodes_are_never_echoed_and_each_makes_the_next_wait_longer() 
         .await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_commit_with_one_bad_send_applies_none_of_them() {
+    let server = TestServer::default().await;
+    let mut watcher = server.client(Via::Ws).await;
+    watcher.subscribe("w", "/queue/atomic", "auto", &[]).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.send(frame(Command::Begin, &[("transaction", "t")])).await;
+    c.send(
+        frame(
+            Command::Send,
+            &[("destination", "/queue/atomic"), ("transaction", "t")],
+        )
+        .body("first"),
+    )
+    .await;
+    c.send(
+        frame(
+            Command::Send,
+            &[("destination", "/nowhere/x"), ("transaction", "t")],
+        )
+        .body("bad"),
+    )
+    .await;
+    c.send(frame(Command::Commit, &[("transaction", "t")]))
+        .await;
+    let error = c.expect_error_and_close().await;
+    assert!(
+        error
+            .headers
+            .get("message")
+            .unwrap_or_default()
+            .contains("unknown destination")
+    );
+    // The watcher's next message is a later one: "first" never happened.
+    let mut p = server.client(Via::Tcp).await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/queue/atomic")]).body("later"),
+        "l",
+    )
+    .await;
+    assert_eq!(body(&watcher.recv().await), "later");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_on_the_receipt_and_the_connection_stays() {
+    let server = TestServer::start(|c| {
+        c.queues = vec![stompbox::broker::QueuePolicy {
+            pattern: "/queue/small".into(),
+            max_length: 2,
+            max_length_bytes: 0,
+            overflow: stompbox::broker::Overflow::RejectPublish,
+        }];
+    })
+    .await;
+    let mut p = server.client(Via::Tcp).await;
+    for i in 0..2 {
+        let r = format!("r{i}");
+        p.send_confirmed(
+            frame(Command::Send, &[("destination", "/queue/small")]).body("m"),
+            &r,
+        )
+        .await;
+    }
+    p.send(
+        frame(
+            Command::Send,
+            &[("destination", "/queue/small"), ("receipt", "full")],
+        )
+        .body("m"),
+    )
+    .await;
+    let receipt = p.recv().await;
+    assert_eq!(receipt.command, Command::Receipt);
+    assert_eq!(receipt.headers.get("x-error"), Some("queue-full"));
+    // Still connected: a consumer makes room and the next SEND is accepted.
+    let mut c = server.client(Via::Ws).await;
+    c.subscribe("c", "/queue/small", "auto", &[]).await;
+    c.messages(2).await;
+    p.send(
+        frame(
+            Command::Send,
+            &[("destination", "/queue/small"), ("receipt", "ok")],
+        )
+        .body("m"),
+    )
+    .await;
+    let receipt = p.recv().await;
+    assert_eq!(receipt.headers.get("receipt-id"), Some("ok"));
+    assert_eq!(receipt.headers.get("x-error"), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn recovering_from_a_forgotten_topic_reports_a_gap() {
+    let server = TestServer::default().await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/topic/plain.swept", "auto", &[]).await;
+    for i in 0..3 {
+        c.publish("/topic/plain.swept", &format!("m{i}")).await;
+    }
+    let last = c.messages(3).await.pop().expect("three");
+    let epoch = last
+        .headers
+        .get("x-stream-epoch")
+        .unwrap_or_default()
+        .to_string();
+    c.send_confirmed(frame(Command::Unsubscribe, &[("id", "s")]), "u")
+        .await;
+    server.server().broker().sweep();
+    assert_eq!(
+        server.server().broker().destination_count(),
+        0,
+        "the idle topic is forgotten"
+    );
+    c.publish("/topic/plain.swept", "after").await;
+    c.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "r"),
+            ("destination", "/topic/plain.swept"),
+            ("x-since", "3"),
+            ("x-since-epoch", &epoch),
+        ],
+    ))
+    .await;
+    let marker = c.recv().await;
+    assert_eq!(marker.headers.get("x-recovery"), Some("gap"), "{marker:?}");
+    server.shutdown().await;
+}
