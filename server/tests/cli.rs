@@ -115,6 +115,11 @@ fn help_documents_the_options() {
         "--slow-consumer",
         "--user",
         "--max-connections",
+        "--max-connections-per-ip",
+        "--memory-limit",
+        "--frame-timeout-ms",
+        "--min-heart-beat-ms",
+        "--max-transaction-bytes",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -177,6 +182,34 @@ fn bad_configuration_is_named() {
         err.contains("invalid config file") && err.contains("max_frame_sise"),
         "{err}"
     );
+
+    for (flag, value, named) in [
+        ("--memory-limit", "lots", "memory_limit"),
+        ("--memory-limit", "140%", "memory_limit"),
+        ("--memory-limit", "10", "memory_limit"),
+        ("--frame-timeout-ms", "0", "frame_timeout_ms"),
+        ("--min-heart-beat-ms", "0", "min_heart_beat_ms"),
+        ("--max-connections-per-ip", "0", "max_connections_per_ip"),
+        ("--max-transaction-bytes", "0", "max_transaction_bytes"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                flag,
+                value,
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid setting {named}")),
+            "{flag} {value}: {err}"
+        );
+    }
 
     let out = Command::new(BIN)
         .args(["--user", "nopasscode"])
