@@ -141,3 +141,55 @@ async fn accepted_messages_give_their_memory_back_when_consumed() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn consumers_acks_are_read_during_the_alarm_even_when_split() {
+    const SIZE: usize = 64 << 10;
+    let server = TestServer::start(|c| {
+        c.memory_limit = ByteSize::Bytes(2 << 20);
+        c.min_heart_beat_ms = 50;
+    })
+    .await;
+    let mut consumer = server.raw_client(Via::Tcp).await;
+    consumer.connect(&[("heart-beat", "0,50")]).await;
+    consumer
+        .subscribe(
+            "c",
+            "/queue/acks",
+            "client-individual",
+            &[("prefetch-count", "1")],
+        )
+        .await;
+    let mut producer = server.client(Via::Tcp).await;
+    let body = "a".repeat(SIZE);
+    for i in 0..50 {
+        producer
+            .send(
+                frame(
+                    Command::Send,
+                    &[("destination", "/queue/acks"), ("receipt", &i.to_string())],
+                )
+                .body(body.clone()),
+            )
+            .await;
+    }
+    health_until(&server, |h| h.contains("\"memory_alarm\":true")).await;
+    // One ACK at a time, each written in two pieces with a server
+    // heart-beat in between (so the broker has turned its loop with half an
+    // ACK in its buffer); every one must be read for the next message to
+    // come (prefetch 1) and memory to fall.
+    for _ in 0..50 {
+        let m = consumer.recv().await;
+        assert_eq!(m.command, Command::Message);
+        let ack = m.headers.get("ack").expect("ack id").to_string();
+        consumer.send_raw(b"ACK\nid:").await;
+        match consumer.next().await {
+            Some(Decoded::Heartbeat) => {}
+            other => panic!("expected a heart-beat, got {other:?}"),
+        }
+        consumer.send_raw(format!("{ack}\n\n\0").as_bytes()).await;
+    }
+    let h = health_until(&server, |h| h.contains("\"memory_alarm\":false")).await;
+    assert!(h.contains("\"status\":\"ok\""), "{h}");
+    server.shutdown().await;
+}

@@ -79,6 +79,9 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
     let deadline = common.deadline();
     let counts = Arc::new(Counts::default());
     let publishing = Arc::new(AtomicBool::new(true));
+    // Set once every producer has its last receipt: until then a producer
+    // blocked by the broker may still have messages on the way.
+    let producers_done = Arc::new(AtomicBool::new(false));
     let rss_before = rss_kib(args.pid)?;
     let started = Instant::now();
     let publish_until = started + Duration::from_secs(args.seconds);
@@ -110,6 +113,7 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
         )
         .await?;
         let (counts, publishing, rate) = (counts.clone(), publishing.clone(), args.drain_rate);
+        let producers_done = producers_done.clone();
         tokio::spawn(async move {
             let begun = Instant::now();
             loop {
@@ -119,8 +123,9 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
-                } else if counts.consumed.load(Ordering::Relaxed)
-                    >= counts.accepted.load(Ordering::Relaxed)
+                } else if producers_done.load(Ordering::Relaxed)
+                    && counts.consumed.load(Ordering::Relaxed)
+                        >= counts.accepted.load(Ordering::Relaxed)
                 {
                     return Ok::<(), BenchError>(());
                 }
@@ -247,6 +252,7 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
             .await
             .map_err(|_| BenchError::Timeout("producers never got their receipts".into()))??;
     }
+    producers_done.store(true, Ordering::Relaxed);
     bystander
         .await
         .map_err(|e| BenchError::Io(e.to_string()))??;

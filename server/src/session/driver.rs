@@ -195,9 +195,13 @@ async fn drive<T: Transport>(
 
     let reason = loop {
         // Not read during a memory alarm: a connection holding a SEND, and
-        // one in the middle of a frame (most likely a SEND: reading on
-        // would only bring more bytes in).
-        let blocked = held.is_some() || (memory.alarm() && transport.partial_since().is_some());
+        // one in the middle of receiving a SEND (reading on would only
+        // bring more bytes in). Any other frame is read, above all a
+        // consumer's ACKs: blocking those would keep memory from falling.
+        let blocked = held.is_some()
+            || (memory.alarm()
+                && transport.partial_since().is_some()
+                && transport.pending_line().is_some_and(|line| line == "SEND"));
         let read_deadline = if blocked {
             // Not reading: the client's heart-beats wait in the socket.
             None
