@@ -55,6 +55,15 @@ run "past the $LIMIT watermark: 4 producers of 16 KiB, slow consumer" \
   -s 16384 -t 20 --drain-rate 200
 run "past the $LIMIT watermark: 8 producers of 128 bytes, slow consumer" \
   -p 8 -s 128 -t 20 --drain-rate 5000
+echo "== past the $LIMIT watermark: 128-byte, 1 KiB and 16 KiB producers at once, each with its consumer"
+for size in 128 1024 16384; do
+  "$BIN" bench --url stomp://127.0.0.1:$TCP --timeout 300 memory --pid "$PID" -p 2 -s $size -t 20 \
+    --drain-rate $((2000000 / size / 4 + 50)) > "$WORK/mixed.$size" 2>&1 &
+done
+wait_ok=0
+for job in $(jobs -p); do [ "$job" = "$PID" ] || wait "$job" || wait_ok=1; done
+for size in 128 1024 16384; do echo "-- $size bytes"; cat "$WORK/mixed.$size"; done
+[ $wait_ok = 0 ] || { echo "a mixed run failed" >&2; exit 1; }
 kill $PID; wait $PID 2>/dev/null || true
 
 start 2GiB
