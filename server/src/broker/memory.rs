@@ -4,9 +4,9 @@
 //! Every holder of bytes takes a [`Charge`]; dropping it gives the bytes
 //! back. A message carries one charge however many queues, outboxes and
 //! histories share it, so the count is of bytes alive, not of references.
-//! Above the limit the alarm is raised: sessions stop reading from
-//! connections that publish (TCP pushes back on them) until memory falls
-//! below [`LOW_MARK`] of the limit, while consumers keep draining, as
+//! At [`HIGH_MARK`] of the limit the alarm is raised: sessions stop reading
+//! from connections that publish (TCP pushes back on them) until memory
+//! falls below [`LOW_MARK`] of that, while consumers keep draining, as
 //! RabbitMQ's memory alarm does.
 
 use std::sync::Arc;
@@ -14,8 +14,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-/// The alarm clears below this fraction of the limit, so publishers are
-/// not woken and blocked again for every message a consumer takes.
+/// The alarm rises at this fraction of the limit. What is accounted is
+/// messages, transactions and large partial frames; the rest of the
+/// process (allocator slack and freed pages not yet returned, small
+/// buffers, the program) takes the remainder: with the alarm at the full
+/// limit, resident memory reached 1.12x the limit in `scripts/soak-memory.sh`'s
+/// mixed run, so the margin is taken here rather than past the limit.
+pub const HIGH_MARK: f64 = 0.95;
+
+/// The alarm clears below this fraction of where it rose, so publishers
+/// are not woken and blocked again for every message a consumer takes.
 pub const LOW_MARK: f64 = 0.9;
 
 /// Bytes held by the broker, against its limit.
@@ -23,6 +31,7 @@ pub const LOW_MARK: f64 = 0.9;
 pub struct Memory {
     used: AtomicUsize,
     limit: usize,
+    high: usize,
     low: usize,
     alarm: AtomicBool,
     /// How many times the alarm was raised since start.
@@ -36,7 +45,8 @@ impl Memory {
         Arc::new(Memory {
             used: AtomicUsize::new(0),
             limit,
-            low: (limit as f64 * LOW_MARK) as usize,
+            high: (limit as f64 * HIGH_MARK) as usize,
+            low: (limit as f64 * HIGH_MARK * LOW_MARK) as usize,
             alarm: AtomicBool::new(false),
             alarms: AtomicU64::new(0),
             cleared: Notify::new(),
@@ -60,7 +70,7 @@ impl Memory {
 
     fn add(&self, bytes: usize) {
         let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if used > self.limit && !self.alarm.swap(true, Ordering::AcqRel) {
+        if used > self.high && !self.alarm.swap(true, Ordering::AcqRel) {
             self.alarms.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 used,
@@ -205,14 +215,14 @@ mod tests {
         assert!(memory.alarm());
         assert_eq!(memory.alarms(), 1);
         drop(b);
-        assert!(!memory.alarm(), "600 is below the low mark of 900");
+        assert!(!memory.alarm(), "600 is below the low mark of 855");
         let c = memory.charge(450);
-        assert!(memory.alarm(), "1050 > 1000");
+        assert!(memory.alarm(), "1050 is above the high mark of 950");
         let d = memory.charge(0);
         drop(d);
         let mut a = a;
         a.set(480);
-        assert!(memory.alarm(), "930 is still above the low mark of 900");
+        assert!(memory.alarm(), "930 is still above the low mark of 855");
         a.set(400);
         assert!(!memory.alarm(), "850 clears it");
         drop(c);
