@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: one `Config` from defaults, file, environment and flags.
+//! - [`ids`]: `SessionId`, `SubscriptionId`, `MessageId`.
 //! - [`protocol`]: validated client frames and the frames the server builds.
 //! - [`session`]: one connection's protocol state, without sockets; its
 //!   [`driver`](session::driver) is the one task per connection.
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod ids;
 pub mod outbox;
 pub mod protocol;
 pub mod security;

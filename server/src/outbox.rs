@@ -15,7 +15,7 @@ use stomp_codec::Frame;
 use tokio::sync::Notify;
 
 use crate::broker::Delivery;
-use crate::session::SubscriptionId;
+use crate::ids::SubscriptionId;
 
 /// What happens when a topic subscriber falls `max_topic_backlog` messages behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -10,7 +10,7 @@ use crate::broker::{
     AckMode, Charge, Delivery, DestinationKind, Message, Presence, Recovery, TopicOptions,
 };
 use crate::error::SessionError;
-use crate::session::SubscriptionId;
+use crate::ids::SubscriptionId;
 
 /// CONNECT or STOMP.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,5 @@
 //! What the broker stores and hands out: messages and deliveries.
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,28 +7,8 @@ use stomp_codec::{ByteString, Headers};
 
 use super::memory::Charge;
 use super::queue::QueueDestination;
-use crate::session::SubscriptionId;
-
-/// A broker-assigned message id, unique for the broker's lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(ByteString);
-
-impl MessageId {
-    pub(crate) fn new(n: u64) -> MessageId {
-        MessageId(ByteString::from(format!("m-{n}")))
-    }
-
-    /// The id as it appears in the `message-id` header.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::ids::MessageId;
+use crate::ids::SubscriptionId;
 
 /// A published message. Shared (`Arc`) between every subscriber it goes to;
 /// the body is never copied.

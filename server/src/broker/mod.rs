@@ -32,7 +32,7 @@ pub use topic::{Presence, Recovery, TopicDestination, TopicSubscription};
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
-use crate::session::{SessionId, SubscriptionId};
+use crate::ids::{SessionId, SubscriptionId};
 
 /// A destination, resolved from its name.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::message::{AckMode, Delivery, Message, Origin};
 use super::policy::{Overflow, QueuePolicy};
+use crate::ids::{SessionId, SubscriptionId};
 use crate::outbox::Outbox;
-use crate::session::{SessionId, SubscriptionId};
 
 #[derive(Debug)]
 struct Consumer {

@@ -12,8 +12,8 @@ use stomp_codec::{ByteString, Headers};
 use super::memory::Charge;
 use super::message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
 use super::policy::TopicPolicy;
+use crate::ids::{SessionId, SubscriptionId};
 use crate::outbox::{Outbox, TopicPush};
-use crate::session::{SessionId, SubscriptionId};
 
 /// What a SUBSCRIBE asks to be replayed before live messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

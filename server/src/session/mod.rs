@@ -11,11 +11,11 @@ mod settings;
 mod transaction;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use stomp_codec::{ByteString, Command, Frame, Version};
 
+pub use crate::ids::{SessionId, SubscriptionId};
 pub use heartbeat::Heartbeat;
 pub use settings::{AnonymousAccess, SessionSettings};
 
@@ -28,39 +28,6 @@ use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
 use limits::PublishLimits;
 use transaction::{Transactions, TxOp};
-
-/// Identifies a connection within the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session-{}", self.0)
-    }
-}
-
-/// A subscription id, chosen by the client and unique within its session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SubscriptionId(ByteString);
-
-impl SubscriptionId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<ByteString> for SubscriptionId {
-    fn from(s: ByteString) -> SubscriptionId {
-        SubscriptionId(s)
-    }
-}
-
-impl From<&str> for SubscriptionId {
-    fn from(s: &str) -> SubscriptionId {
-        SubscriptionId(ByteString::from(s))
-    }
-}
 
 /// What the driver should do after a frame was handled.
 #[derive(Debug, Clone, PartialEq)]
