@@ -76,8 +76,17 @@ pub struct Config {
     pub memory_limit: ByteSize,
     /// Topic policies (history, size and rate limits) by name pattern; first match wins.
     pub topics: Vec<TopicPolicy>,
-    /// Queue policies (length and byte limits, overflow) by name pattern; first match wins.
+    /// Queue policies (length and byte limits, overflow, durability) by name pattern; first match wins.
     pub queues: Vec<QueuePolicy>,
+    /// Where the journal of durable messages is kept.
+    pub data_dir: PathBuf,
+    /// Keep nothing on disk: every message is lost when the broker stops.
+    pub in_memory: bool,
+    /// Disk the journal may use, bytes or a size like 8GiB; durable SENDs
+    /// are refused beyond it.
+    pub journal_max_bytes: ByteSize,
+    /// Size of one journal segment file.
+    pub journal_segment_bytes: ByteSize,
 }
 
 /// A size in bytes as people write it: a number of bytes, a number with a
@@ -178,6 +187,10 @@ impl Default for Config {
             memory_limit: ByteSize::Text("40%".into()),
             topics: vec![TopicPolicy::chat_default()],
             queues: Vec::new(),
+            data_dir: PathBuf::from("stompbox-data"),
+            in_memory: false,
+            journal_max_bytes: ByteSize::Text("8GiB".into()),
+            journal_segment_bytes: ByteSize::Text("64MiB".into()),
         }
     }
 }
@@ -244,6 +257,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.heart_beat_ms()?;
         self.memory_limit_bytes()?;
+        self.journal()?;
         let positive = [
             ("min_heart_beat_ms", self.min_heart_beat_ms as usize),
             ("frame_timeout_ms", self.frame_timeout_ms as usize),
@@ -319,6 +333,50 @@ impl Config {
             });
         }
         Ok(bytes)
+    }
+
+    /// The journal's settings, or `None` when running in memory only.
+    pub fn journal(&self) -> Result<Option<crate::store::JournalConfig>, ConfigError> {
+        let disk_size = |setting: &'static str, size: &ByteSize| {
+            if matches!(size, ByteSize::Text(t) if t.trim().ends_with('%')) {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    reason: "a disk size is given in bytes or like 8GiB, not as a percentage"
+                        .into(),
+                });
+            }
+            size.resolve(setting, None)
+        };
+        let max_bytes = disk_size("journal_max_bytes", &self.journal_max_bytes)?;
+        let segment_bytes = disk_size("journal_segment_bytes", &self.journal_segment_bytes)?;
+        if !(64 * 1024..=1 << 30).contains(&segment_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "journal_segment_bytes",
+                reason: format!("{segment_bytes} bytes: give between 64KiB and 1GiB"),
+            });
+        }
+        if max_bytes < 2 * segment_bytes {
+            return Err(ConfigError::Invalid {
+                setting: "journal_max_bytes",
+                reason: format!(
+                    "{max_bytes} bytes is less than two segments ({segment_bytes} bytes each)"
+                ),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "data_dir",
+                reason: "is empty; give a directory, or run with in_memory".into(),
+            });
+        }
+        if self.in_memory {
+            return Ok(None);
+        }
+        Ok(Some(crate::store::JournalConfig {
+            dir: self.data_dir.clone(),
+            segment_bytes,
+            max_bytes,
+        }))
     }
 
     /// The codec limits.

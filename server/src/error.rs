@@ -5,7 +5,7 @@ use std::fmt;
 use stomp_codec::{DecodeError, Version};
 use thiserror::Error;
 
-use crate::broker::{DestinationError, QueueFull};
+use crate::broker::{DestinationError, QueueFull, SendError};
 
 /// Everything a client can get wrong. Each becomes an ERROR frame whose
 /// `message` header is this error's `Display`, after which the connection closes.
@@ -107,6 +107,20 @@ pub enum SessionError {
     /// The queue is at a limit of its policy (`overflow = "reject-publish"`).
     #[error("{0}")]
     QueueFull(#[from] QueueFull),
+    /// A durable message could not be written to the journal (full, or a
+    /// failed write); it was not accepted.
+    #[error("not stored: {0}")]
+    NotStored(String),
+}
+
+impl From<SendError> for SessionError {
+    fn from(e: SendError) -> SessionError {
+        match e {
+            SendError::Destination(e) => SessionError::Destination(e),
+            SendError::QueueFull(e) => SessionError::QueueFull(e),
+            SendError::NotStored(why) => SessionError::NotStored(why),
+        }
+    }
 }
 
 impl SessionError {
@@ -118,6 +132,7 @@ impl SessionError {
             SessionError::MessageTooLarge { .. }
                 | SessionError::RateLimited { .. }
                 | SessionError::QueueFull(_)
+                | SessionError::NotStored(_)
         )
     }
 
@@ -127,6 +142,7 @@ impl SessionError {
             SessionError::MessageTooLarge { .. } => "too-large",
             SessionError::RateLimited { .. } => "rate-limited",
             SessionError::QueueFull(_) => "queue-full",
+            SessionError::NotStored(_) => "not-stored",
             _ => "error",
         }
     }
@@ -180,6 +196,9 @@ impl SessionError {
             }
             SessionError::QueueFull(_) => {
                 "The queue holds as many messages as its policy allows until consumers take some. Try again later. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+            }
+            SessionError::NotStored(_) => {
+                "The broker could not keep the message on disk, so it did not accept it; the broker's log says why. Try again later, or send with persistent:false to accept the risk of losing it in a crash. With a receipt header, the refusal is answered on the RECEIPT (x-error) and the connection stays open."
             }
         }
     }

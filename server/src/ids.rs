@@ -40,23 +40,50 @@ impl From<&str> for SubscriptionId {
     }
 }
 
-/// A broker-assigned message id, unique for the broker's lifetime.
+/// A broker-assigned message id. Never reused: with a journal, not even
+/// across restarts (blocks of ids are reserved on disk before use).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MessageId(ByteString);
+pub struct MessageId {
+    number: u64,
+    /// Rendered once: every MESSAGE of it writes this text.
+    text: ByteString,
+}
 
 impl MessageId {
-    pub(crate) fn new(n: u64) -> MessageId {
-        MessageId(ByteString::from(format!("m-{n}")))
+    pub(crate) fn new(number: u64) -> MessageId {
+        MessageId {
+            number,
+            text: ByteString::from(format!("m-{number}")),
+        }
     }
 
     /// The id as it appears in the `message-id` header.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The id's number: what the journal and delivery tags name it by.
+    pub fn number(&self) -> u64 {
+        self.number
     }
 }
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
+}
+
+/// Names one delivery of a queue message, for settling it through the
+/// broker: which queue, and which of its messages. What the ack ledger
+/// keeps instead of a pointer to the queue, so the same calls work when
+/// the queue lives in a journal or on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTag {
+    /// The queue's name.
+    pub destination: ByteString,
+    /// The message's number ([`MessageId::number`]).
+    pub message: u64,
+    /// Whether the message is in the journal, so settling it is written there.
+    pub durable: bool,
 }

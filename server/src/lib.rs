@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod security;
 pub mod session;
+pub mod store;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
+use crate::store::{Journal, JournalError};
 use crate::transport::admission::ConnectionSlots;
 use crate::transport::http::{HttpState, router};
 
@@ -56,6 +58,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// Connections the kernel may hold for a listener before it accepts them
@@ -119,11 +124,32 @@ impl Server {
         let memory_limit = config.memory_limit_bytes()?;
         tracing::info!(bytes = memory_limit, "memory limit");
         let memory = broker::Memory::new(usize::try_from(memory_limit).unwrap_or(usize::MAX));
-        let broker = Arc::new(Broker::configured(
-            config.topics.clone(),
-            config.queues.clone(),
-            memory,
-        ));
+        let broker = match config.journal()? {
+            None => {
+                tracing::warn!("running in memory only: no message survives a restart");
+                Broker::configured(config.topics.clone(), config.queues.clone(), memory)
+            }
+            Some(journal_config) => {
+                let (journal, recovered) = Journal::open(&journal_config)?;
+                let r = &recovered.report;
+                tracing::info!(
+                    dir = %journal_config.dir.display(),
+                    segments = r.segments,
+                    records = r.records,
+                    messages = r.messages,
+                    torn_bytes = r.torn_bytes,
+                    "journal recovered"
+                );
+                Broker::durable(
+                    config.topics.clone(),
+                    config.queues.clone(),
+                    memory,
+                    journal,
+                    recovered,
+                )
+            }
+        };
+        let broker = Arc::new(broker);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -246,6 +272,10 @@ impl Server {
                 remaining = self.tracker.len(),
                 "sessions still open after the grace period"
             );
+        }
+        if let Some(journal) = self.broker.journal().cloned() {
+            // Everything accepted is written before the process ends.
+            let _ = tokio::task::spawn_blocking(move || journal.close()).await;
         }
         tracing::info!("stopped");
     }

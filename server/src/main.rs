@@ -120,6 +120,18 @@ struct ServeArgs {
     /// Memory high watermark: bytes, a size like 2GiB, or a share of the machine's memory like 40% [default: 40%].
     #[arg(long, env = "STOMPBOX_MEMORY_LIMIT")]
     memory_limit: Option<stompbox::config::ByteSize>,
+    /// Directory of the journal that keeps durable messages across restarts [default: ./stompbox-data].
+    #[arg(long, env = "STOMPBOX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: no message survives a restart (as brokers without a journal do).
+    #[arg(long, env = "STOMPBOX_IN_MEMORY")]
+    in_memory: bool,
+    /// Disk the journal may use: bytes or a size like 8GiB; durable SENDs are refused beyond it [default: 8GiB].
+    #[arg(long, env = "STOMPBOX_JOURNAL_MAX_BYTES")]
+    journal_max_bytes: Option<stompbox::config::ByteSize>,
+    /// Size of one journal segment file: bytes or a size like 64MiB [default: 64MiB].
+    #[arg(long, env = "STOMPBOX_JOURNAL_SEGMENT_BYTES")]
+    journal_segment_bytes: Option<stompbox::config::ByteSize>,
     /// Log filter, e.g. info or stompbox=debug [default: info].
     #[arg(long, env = "STOMPBOX_LOG")]
     log: Option<String>,
@@ -155,8 +167,14 @@ impl ServeArgs {
             slow_consumer,
             anonymous,
             shutdown_grace_ms,
-            memory_limit
+            memory_limit,
+            data_dir,
+            journal_max_bytes,
+            journal_segment_bytes
         );
+        if self.in_memory {
+            config.in_memory = true;
+        }
         if let Some(max) = self.max_connections {
             config.max_connections = Some(max);
         }

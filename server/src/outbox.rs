@@ -178,7 +178,7 @@ impl Outbox {
                 break;
             };
             if let Outbound::Delivery(d) = &item
-                && matches!(d.origin, crate::broker::Origin::Topic)
+                && d.tag.is_none()
             {
                 state.topic_backlog = state.topic_backlog.saturating_sub(1);
             }
@@ -198,7 +198,7 @@ impl Outbox {
         for item in state.items.drain(..) {
             match item {
                 Outbound::Delivery(d) if d.subscription == *subscription => {
-                    if matches!(d.origin, crate::broker::Origin::Topic) {
+                    if d.tag.is_none() {
                         state.topic_backlog = state.topic_backlog.saturating_sub(1);
                     }
                     taken.push(d);

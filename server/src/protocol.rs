@@ -274,6 +274,16 @@ impl ClientFrame {
                         headers.push(name.clone(), value.clone());
                     }
                 }
+                if let Some(value) = frame.headers.get("persistent")
+                    && value != "true"
+                    && value != "false"
+                {
+                    return Err(SessionError::InvalidHeader {
+                        header: "persistent",
+                        value: value.chars().take(40).collect(),
+                        expected: "true or false",
+                    });
+                }
                 ClientFrame::Send {
                     destination,
                     transaction,
@@ -404,6 +414,7 @@ pub fn fit_for_version(message: &Message, version: Version) -> Option<Arc<Messag
         ephemeral: message.ephemeral,
         // A copy for one write, dropped right after: the original keeps the charge.
         charge: Charge::none(),
+        journal: None,
     }))
 }
 
@@ -437,6 +448,12 @@ pub fn encode_message(
     .chain(delivery.redelivered.then_some(("redelivered", "true")))
     .chain(stream.into_iter().flatten())
     .chain(delivery.history.then_some(("x-history", "true")))
+    // Durable by the queue's policy without the SEND saying so: the
+    // receiver learns it as RabbitMQ's and ActiveMQ's clients expect.
+    .chain(
+        (message.is_durable() && !message.headers.contains("persistent"))
+            .then_some(("persistent", "true")),
+    )
     .chain(message.headers.iter());
     encode_frame(Command::Message, headers, &message.body, version, dst)
 }

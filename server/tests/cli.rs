@@ -23,12 +23,18 @@ fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> (Runn
     ])
     .args(args)
     .env_remove("STOMPBOX_HEART_BEAT")
+    .env_remove("STOMPBOX_DATA_DIR")
     .stderr(Stdio::piped())
     .stdout(Stdio::null());
+    // Each broker its own journal, removed with the guard.
+    let data = tempfile::tempdir().expect("a data directory");
+    if !args.contains(&"--data-dir") {
+        cmd.arg("--data-dir").arg(data.path());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = Running(cmd.spawn().expect("binary starts"));
+    let mut child = Running(cmd.spawn().expect("binary starts"), data);
     let stderr = child.0.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -71,9 +77,10 @@ fn read_frame(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A started broker; killed if a test fails before [`stop`]ping it, so a
-/// failing test leaves no process behind.
-struct Running(Child);
+/// A started broker and its data directory; killed if a test fails before
+/// [`stop`]ping it, so a failing test leaves no process behind, and the
+/// directory removed with it.
+struct Running(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -120,6 +127,10 @@ fn help_documents_the_options() {
         "--frame-timeout-ms",
         "--min-heart-beat-ms",
         "--max-transaction-bytes",
+        "--data-dir",
+        "--in-memory",
+        "--journal-max-bytes",
+        "--journal-segment-bytes",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -191,6 +202,10 @@ fn bad_configuration_is_named() {
         ("--min-heart-beat-ms", "0", "min_heart_beat_ms"),
         ("--max-connections-per-ip", "0", "max_connections_per_ip"),
         ("--max-transaction-bytes", "0", "max_transaction_bytes"),
+        ("--journal-max-bytes", "10%", "journal_max_bytes"),
+        ("--journal-max-bytes", "plenty", "journal_max_bytes"),
+        ("--journal-max-bytes", "1MiB", "journal_max_bytes"),
+        ("--journal-segment-bytes", "1KiB", "journal_segment_bytes"),
     ] {
         let out = Command::new(BIN)
             .args([
@@ -223,8 +238,11 @@ fn bad_configuration_is_named() {
 fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
+    let data = tempfile::tempdir().expect("a data directory");
     let out = Command::new(BIN)
         .args(["--tcp-listen", &addr, "--http-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
         .output()
         .expect("runs");
     assert!(!out.status.success());
@@ -281,4 +299,57 @@ fn connections_fill_the_open_file_limit_then_are_refused_with_an_error() {
     }
     drop(held);
     stop(child);
+}
+
+#[test]
+fn two_brokers_never_share_a_data_directory() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let dir = data.path().to_string_lossy().to_string();
+    let (first, _port) = start(&["--data-dir", &dir], &[]);
+    let out = Command::new(BIN)
+        .args([
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir,
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        !out.status.success(),
+        "a second broker opened the same journal"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another stompbox process") && err.contains(&dir),
+        "{err}"
+    );
+    stop(first);
+}
+
+#[test]
+fn an_unusable_data_directory_is_named() {
+    let data = tempfile::tempdir().expect("a data directory");
+    // A file where the directory should be.
+    let file = data.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("journal directory") && err.contains("not-a-dir"),
+        "{err}"
+    );
 }

@@ -1,16 +1,21 @@
 // Starts and stops the real stompbox binary for browser tests.
 
 import { spawn } from "node:child_process";
+import fs from "node:fs";
 import net from "node:net";
+import os from "node:os";
+import path from "node:path";
 
 export const BIN = process.env.STOMPBOX_BIN ?? new URL("../../target/debug/stompbox", import.meta.url).pathname;
 export const WAIT = 10_000;
 
 /** Starts the broker; port 0 means ephemeral. Resolves once both ports are known. */
 export function startBroker({ tcpPort = 0, httpPort = 0, args = [] } = {}) {
+  // Each broker its own journal directory, removed when it stops.
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "stompbox-data-"));
   const proc = spawn(
     BIN,
-    ["--tcp-listen", `127.0.0.1:${tcpPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log", "info", ...args],
+    ["--tcp-listen", `127.0.0.1:${tcpPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log", "info", "--data-dir", dataDir, ...args],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   return new Promise((resolve, reject) => {
@@ -24,7 +29,7 @@ export function startBroker({ tcpPort = 0, httpPort = 0, args = [] } = {}) {
       if (tcp && http) {
         clearTimeout(timer);
         proc.removeAllListeners("exit");
-        const broker = { proc, tcpPort: Number(tcp[1]), httpPort: Number(http[1]), url: `http://127.0.0.1:${http[1]}/`, log: () => log };
+        const broker = { proc, dataDir, tcpPort: Number(tcp[1]), httpPort: Number(http[1]), url: `http://127.0.0.1:${http[1]}/`, log: () => log };
         resolve(broker);
       }
     });
@@ -43,6 +48,7 @@ export async function stopBroker(broker) {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  fs.rmSync(broker.dataDir, { recursive: true, force: true });
   return broker.proc.exitCode;
 }
 

@@ -60,10 +60,12 @@ class Recorder(stomp.ConnectionListener):
 
 
 @pytest.fixture(scope="module")
-def broker():
+def broker(tmp_path_factory):
     binary = os.environ.get("STOMPBOX_BIN", "target/debug/stompbox")
+    data = tmp_path_factory.mktemp("stompbox-data")
     proc = subprocess.Popen(
-        [binary, "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log", "info"],
+        [binary, "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log", "info",
+         "--data-dir", str(data)],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -21,20 +21,27 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A broker started for one test.
 pub struct TestServer {
     server: Server,
+    /// The broker's journal directory, removed when the test ends.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
     /// Starts a broker on 127.0.0.1:0 (both listeners) with `adjust` applied to the defaults.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let data = tempfile::tempdir().expect("a temporary data directory");
         let mut config = Config {
             tcp_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace_ms: 2000,
+            data_dir: data.path().to_path_buf(),
             ..Config::default()
         };
         adjust(&mut config);
+        // A test that chose its own directory keeps it.
+        let data = (config.data_dir == data.path()).then_some(data);
         TestServer {
             server: Server::start(config).await.expect("broker starts"),
+            _data: data,
         }
     }
 

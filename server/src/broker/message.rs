@@ -6,9 +6,9 @@ use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
 use super::memory::Charge;
-use super::queue::QueueDestination;
 pub use crate::ids::MessageId;
-use crate::ids::SubscriptionId;
+use crate::ids::{DeliveryTag, SubscriptionId};
+use crate::store::JournalPin;
 
 /// A published message. Shared (`Arc`) between every subscriber it goes to;
 /// the body is never copied.
@@ -30,6 +30,16 @@ pub struct Message {
     /// Its bytes in the broker's memory accounting, given back when the
     /// last holder drops it.
     pub charge: Charge,
+    /// Set when the message is in the journal: keeps its record's segment
+    /// on disk until the message is settled and let go.
+    pub journal: Option<JournalPin>,
+}
+
+impl Message {
+    /// Whether the message is stored in the journal (it survives a restart).
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
+    }
 }
 
 /// The size of the SEND frame that carries these parts, as it is on the
@@ -100,15 +110,6 @@ impl AckMode {
     }
 }
 
-/// Where a delivery came from, so settling it reaches the right place.
-#[derive(Debug, Clone)]
-pub enum Origin {
-    /// From a queue: acks and requeues go back to it.
-    Queue(Arc<QueueDestination>),
-    /// From a topic: nothing to give back.
-    Topic,
-}
-
 /// One message on its way to one subscription.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -120,8 +121,9 @@ pub struct Delivery {
     pub redelivered: bool,
     /// The subscription's ack mode at the time of delivery.
     pub ack: AckMode,
-    /// Where acks, nacks and requeues go.
-    pub origin: Origin,
+    /// Names a queue delivery for settling through the broker; `None` for
+    /// a topic's, which have nothing to give back.
+    pub tag: Option<DeliveryTag>,
     /// Replayed from history on SUBSCRIBE rather than live.
     pub history: bool,
     /// A broker notice (recovery result, presence event): never acknowledged.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 pub use destination::{DestinationError, DestinationKind};
 pub use memory::{Charge, Memory};
 pub use message::{
-    AckMode, Delivery, MESSAGE_OVERHEAD, Message, MessageId, Origin, StreamPosition, frame_size,
+    AckMode, Delivery, MESSAGE_OVERHEAD, Message, MessageId, StreamPosition, frame_size,
     message_size,
 };
 pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
@@ -32,7 +32,8 @@ pub use topic::{Presence, Recovery, TopicDestination, TopicSubscription};
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
-use crate::ids::{SessionId, SubscriptionId};
+use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
+use crate::store::{Completion, Journal, JournalError, Recovered};
 
 /// A destination, resolved from its name.
 #[derive(Debug, Clone)]
@@ -54,6 +55,15 @@ pub enum SendError {
     /// The queue is at a limit of its policy.
     #[error(transparent)]
     QueueFull(#[from] QueueFull),
+    /// The message should be durable and the journal cannot take it.
+    #[error("{0}")]
+    NotStored(String),
+}
+
+impl From<JournalError> for SendError {
+    fn from(e: JournalError) -> SendError {
+        SendError::NotStored(e.to_string())
+    }
 }
 
 /// The broker: owns every destination.
@@ -72,6 +82,8 @@ pub struct Broker {
     topics_created: AtomicU64,
     stats: Stats,
     memory: Arc<Memory>,
+    /// Where durable messages are kept; `None` runs purely in memory.
+    journal: Option<Arc<Journal>>,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -127,7 +139,72 @@ impl Broker {
             topics_created: AtomicU64::new(0),
             stats: Stats::default(),
             memory,
+            journal: None,
         }
+    }
+
+    /// A broker that keeps durable messages in `journal`, with the queues
+    /// `recovered` from it in place (their messages marked redelivered),
+    /// and message ids continuing past every id a previous run used.
+    pub fn durable(
+        policies: Vec<TopicPolicy>,
+        queue_policies: Vec<QueuePolicy>,
+        memory: Arc<Memory>,
+        journal: Arc<Journal>,
+        recovered: Recovered,
+    ) -> Broker {
+        let mut broker = Broker::configured(policies, queue_policies, memory);
+        broker
+            .next_message
+            .store(recovered.next_id.max(1), Ordering::Relaxed);
+        broker.journal = Some(journal.clone());
+        for queue in recovered.queues {
+            let Ok(Destination::Queue(q)) = broker.destination(&queue.name) else {
+                tracing::warn!(destination = %queue.name, "journal: a recovered queue's name is no longer valid; its messages are skipped");
+                continue;
+            };
+            let messages = queue
+                .messages
+                .into_iter()
+                .map(|m| {
+                    let pin = journal.pin_recovered(&m);
+                    let charge =
+                        broker
+                            .memory
+                            .charge(message_size(&queue.name, &m.headers, &m.body));
+                    Arc::new(Message {
+                        id: MessageId::new(m.id),
+                        destination: queue.name.clone(),
+                        headers: m.headers,
+                        body: m.body,
+                        stream: None,
+                        ephemeral: false,
+                        charge,
+                        journal: Some(pin),
+                    })
+                })
+                .collect();
+            q.restore(messages);
+        }
+        broker
+    }
+
+    /// The journal, when the broker keeps durable messages.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// A fresh message id. With a journal, ids are reserved on disk in
+    /// blocks before use, so a restart never hands one out again.
+    fn next_message_id(&self) -> MessageId {
+        let n = self.next_message.fetch_add(1, Ordering::Relaxed);
+        if let Some(journal) = &self.journal
+            && n >= journal.id_ceiling()
+            && let Err(e) = journal.reserve_ids(n)
+        {
+            tracing::error!(error = %e, "journal: message ids could not be reserved on disk");
+        }
+        MessageId::new(n)
     }
 
     /// This broker run's id. Each topic's stream epoch starts with it
@@ -163,6 +240,7 @@ impl Broker {
             DestinationKind::Queue => Destination::Queue(QueueDestination::new(
                 name.to_string(),
                 queue_policy_for(&self.queue_policies, name),
+                self.journal.clone(),
             )),
             DestinationKind::Topic => Destination::Topic(TopicDestination::new(
                 name.to_string(),
@@ -180,20 +258,23 @@ impl Broker {
     }
 
     /// Accepts a message for `destination`: queued, or fanned out.
-    /// An `ephemeral` message is never kept in a topic's history.
+    /// An `ephemeral` message is never kept in a topic's history. The
+    /// completion is done when the message is as safe as it will be: at
+    /// once in memory, after the journal's sync when durable.
     pub fn send(
         &self,
         destination: ByteString,
         headers: Headers,
         body: Bytes,
         ephemeral: bool,
-    ) -> Result<MessageId, SendError> {
+    ) -> Result<(MessageId, Completion), SendError> {
         let target = self.destination(&destination)?;
-        Ok(self.send_to(&target, destination, headers, body, ephemeral)?)
+        self.send_to(&target, destination, headers, body, ephemeral)
     }
 
     /// Like [`send`](Self::send), to a destination already looked up. A
-    /// queue at a limit of its policy may refuse the message.
+    /// queue at a limit of its policy may refuse the message, and so may
+    /// a full journal when the message is durable.
     pub fn send_to(
         &self,
         target: &Destination,
@@ -201,11 +282,24 @@ impl Broker {
         headers: Headers,
         body: Bytes,
         ephemeral: bool,
-    ) -> Result<MessageId, QueueFull> {
-        let id = MessageId::new(self.next_message.fetch_add(1, Ordering::Relaxed));
+    ) -> Result<(MessageId, Completion), SendError> {
+        let id = self.next_message_id();
         let charge = self
             .memory
             .charge(message_size(&destination, &headers, &body));
+        let mut completion = Completion::DONE;
+        let mut journal = None;
+        if let (Destination::Queue(q), Some(store)) = (target, &self.journal)
+            && persistent(q, &headers)
+        {
+            if !q.has_room(1, charge.bytes() as u64) {
+                // Refused before it is written, so a full queue costs no disk.
+                return Err(q.full().into());
+            }
+            let (c, pin) = store.enqueue(&destination, id.number(), &headers, &body)?;
+            completion = c;
+            journal = Some(pin);
+        }
         let message = Message {
             id: id.clone(),
             destination,
@@ -214,6 +308,7 @@ impl Broker {
             stream: None,
             ephemeral,
             charge,
+            journal,
         };
         match target {
             Destination::Queue(q) => {
@@ -238,7 +333,65 @@ impl Broker {
                 }
             }
         }
-        Ok(id)
+        Ok((id, completion))
+    }
+
+    /// Settles deliveries a subscription acknowledged (or, in auto mode,
+    /// that were written to it): their queue may send it more, and durable
+    /// messages are recorded as done. The completion is done when that
+    /// record is on disk.
+    pub fn settle(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        tags: &[DeliveryTag],
+    ) -> Completion {
+        let mut completion = Completion::DONE;
+        for group in tags.chunk_by(|a, b| a.destination == b.destination) {
+            if let Some(q) = self.existing_queue(&group[0].destination) {
+                completion = completion.and(q.settle(session, subscription, group));
+            }
+        }
+        completion
+    }
+
+    /// Puts deliveries a subscription will not acknowledge (NACK,
+    /// UNSUBSCRIBE, a closed connection) back at the head of their queues,
+    /// in order, marked redelivered. Topic deliveries are dropped.
+    pub fn requeue(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        deliveries: Vec<Delivery>,
+    ) {
+        for (queue, messages) in by_queue(deliveries) {
+            if let Ok(Destination::Queue(q)) = self.destination(&queue) {
+                q.requeue(
+                    session,
+                    subscription,
+                    messages.into_iter().map(|d| d.message).collect(),
+                );
+            }
+        }
+    }
+
+    /// Puts back deliveries that never reached their client (still in the
+    /// outbox when its connection closed), unmarked.
+    pub fn return_undelivered(&self, deliveries: Vec<Delivery>) {
+        for (queue, list) in by_queue(deliveries) {
+            if let Ok(Destination::Queue(q)) = self.destination(&queue) {
+                q.return_undelivered(list);
+            }
+        }
+    }
+
+    /// The queue of this name, if it exists.
+    fn existing_queue(&self, name: &str) -> Option<Arc<QueueDestination>> {
+        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        match shard.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+            Some(Destination::Queue(q)) => Some(q.clone()),
+            _ => None,
+        }
     }
 
     /// Starts delivering `destination`'s messages to a subscription.
@@ -303,4 +456,28 @@ impl Destination {
             Destination::Topic(t) => t.unsubscribe(session, subscription),
         }
     }
+}
+
+/// Whether a message for queue `q` is to be stored: the SEND's
+/// `persistent` header when it has one, else the queue's policy.
+fn persistent(q: &QueueDestination, headers: &Headers) -> bool {
+    match headers.get("persistent") {
+        Some("true") => true,
+        Some("false") => false,
+        _ => q.policy().durable,
+    }
+}
+
+/// Queue deliveries grouped by queue, each group in its original order;
+/// topic deliveries are left out.
+fn by_queue(deliveries: Vec<Delivery>) -> Vec<(ByteString, Vec<Delivery>)> {
+    let mut groups: Vec<(ByteString, Vec<Delivery>)> = Vec::new();
+    for d in deliveries {
+        let Some(tag) = &d.tag else { continue };
+        match groups.iter_mut().find(|(q, _)| *q == tag.destination) {
+            Some((_, list)) => list.push(d),
+            None => groups.push((tag.destination.clone(), vec![d])),
+        }
+    }
+    groups
 }

@@ -101,6 +101,14 @@ pub struct QueuePolicy {
     /// What happens when one more message would break a limit.
     #[serde(default)]
     pub overflow: Overflow,
+    /// Messages are written to the journal and survive a restart, unless a
+    /// SEND says `persistent:false` (with no journal, nothing is durable).
+    #[serde(default = "durable_by_default")]
+    pub durable: bool,
+}
+
+fn durable_by_default() -> bool {
+    true
 }
 
 impl QueuePolicy {
@@ -111,6 +119,7 @@ impl QueuePolicy {
             max_length: 0,
             max_length_bytes: 0,
             overflow: Overflow::RejectPublish,
+            durable: true,
         }
     }
 

@@ -2,12 +2,13 @@
 //! over the consumers that have prefetch credit left.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
-use super::message::{AckMode, Delivery, Message, Origin};
+use super::message::{AckMode, Delivery, Message};
 use super::policy::{Overflow, QueuePolicy};
-use crate::ids::{SessionId, SubscriptionId};
+use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
 use crate::outbox::Outbox;
+use crate::store::Journal;
 
 #[derive(Debug)]
 struct Consumer {
@@ -74,8 +75,8 @@ pub struct QueueDestination {
     name: String,
     policy: QueuePolicy,
     state: Mutex<State>,
-    /// Lets deliveries point back at the queue for acks and requeues.
-    this: Weak<QueueDestination>,
+    /// Where settling a durable message is recorded.
+    journal: Option<Arc<Journal>>,
 }
 
 /// A consumer's place in a queue, as given to [`QueueDestination::subscribe`].
@@ -94,13 +95,36 @@ pub struct ConsumerSpec {
 }
 
 impl QueueDestination {
-    pub(crate) fn new(name: String, policy: QueuePolicy) -> Arc<QueueDestination> {
-        Arc::new_cyclic(|this| QueueDestination {
+    pub(crate) fn new(
+        name: String,
+        policy: QueuePolicy,
+        journal: Option<Arc<Journal>>,
+    ) -> Arc<QueueDestination> {
+        Arc::new(QueueDestination {
             name,
             policy,
             state: Mutex::new(State::default()),
-            this: this.clone(),
+            journal,
         })
+    }
+
+    /// Whether messages sent here are stored in the journal by default.
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some() && self.policy.durable
+    }
+
+    /// Puts messages recovered from the journal in place, ahead of any
+    /// new ones, marked redelivered: whether an earlier delivery reached a
+    /// consumer before the restart cannot be known.
+    pub fn restore(&self, messages: Vec<Arc<Message>>) {
+        let mut state = self.lock();
+        for message in messages {
+            state.push_back(Pending {
+                message,
+                redelivered: true,
+            });
+        }
+        self.dispatch(&mut state);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -139,19 +163,22 @@ impl QueueDestination {
             && !self.policy.fits(state.messages.len(), state.bytes, 1, size)
         {
             match self.policy.overflow {
-                Overflow::RejectPublish => {
-                    return Err(QueueFull {
-                        destination: self.name.clone(),
-                        max_length: self.policy.max_length,
-                        max_length_bytes: self.policy.max_length_bytes,
-                    });
-                }
+                Overflow::RejectPublish => return Err(self.full()),
                 Overflow::DropHead => {
+                    let mut settled = Vec::new();
                     while !state.messages.is_empty()
                         && !self.policy.fits(state.messages.len(), state.bytes, 1, size)
                     {
-                        state.pop_front();
+                        if let Some(gone) = state.pop_front()
+                            && gone.message.is_durable()
+                        {
+                            settled.push(gone.message.id.number());
+                        }
                         dropped += 1;
+                    }
+                    if let Some(journal) = &self.journal {
+                        // Dropped for good: a restart must not bring them back.
+                        let _ = journal.settle(&self.name, &settled);
                     }
                 }
             }
@@ -162,6 +189,15 @@ impl QueueDestination {
         });
         self.dispatch(&mut state);
         Ok(dropped)
+    }
+
+    /// The refusal of a SEND to this queue when it is full.
+    pub fn full(&self) -> QueueFull {
+        QueueFull {
+            destination: self.name.clone(),
+            max_length: self.policy.max_length,
+            max_length_bytes: self.policy.max_length_bytes,
+        }
     }
 
     /// Bytes of the messages waiting for a consumer.
@@ -195,12 +231,30 @@ impl QueueDestination {
         self.dispatch(&mut state);
     }
 
-    /// Returns credit for `count` deliveries that were acked or, for auto
-    /// mode, written out; more messages may flow.
-    pub fn settle(&self, session: SessionId, subscription: &SubscriptionId, count: usize) {
+    /// Settles deliveries of one consumer that were acked or, for auto
+    /// mode, written out: the consumer gets its credit back, more messages
+    /// may flow, and the durable ones are recorded as done.
+    pub fn settle(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        tags: &[DeliveryTag],
+    ) -> crate::store::Completion {
+        let completion = match &self.journal {
+            Some(journal) if tags.iter().any(|t| t.durable) => {
+                let ids: Vec<u64> = tags
+                    .iter()
+                    .filter(|t| t.durable)
+                    .map(|t| t.message)
+                    .collect();
+                journal.settle(&self.name, &ids)
+            }
+            _ => crate::store::Completion::DONE,
+        };
         let mut state = self.lock();
-        state.return_credit(session, subscription, count);
+        state.return_credit(session, subscription, tags.len());
         self.dispatch(&mut state);
+        completion
     }
 
     /// Puts unacknowledged messages back at the head of the queue, in their
@@ -251,9 +305,6 @@ impl QueueDestination {
     /// Hands messages to consumers round-robin while any has credit.
     /// Called with the lock held.
     fn dispatch(&self, state: &mut State) {
-        let Some(this) = self.this.upgrade() else {
-            return;
-        };
         while !state.messages.is_empty() && !state.consumers.is_empty() {
             let n = state.consumers.len();
             let Some(offset) = (0..n).find(|i| {
@@ -267,12 +318,17 @@ impl QueueDestination {
                 return;
             };
             let consumer = &mut state.consumers[index];
+            let tag = DeliveryTag {
+                destination: pending.message.destination.clone(),
+                message: pending.message.id.number(),
+                durable: pending.message.is_durable(),
+            };
             let delivery = Delivery {
                 subscription: consumer.subscription.clone(),
                 message: pending.message,
                 redelivered: pending.redelivered,
                 ack: consumer.ack,
-                origin: Origin::Queue(this.clone()),
+                tag: Some(tag),
                 history: false,
                 control: false,
             };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
 use super::memory::Charge;
-use super::message::{AckMode, Delivery, Message, MessageId, Origin, StreamPosition};
+use super::message::{AckMode, Delivery, Message, MessageId, StreamPosition};
 use super::policy::TopicPolicy;
 use crate::ids::{SessionId, SubscriptionId};
 use crate::outbox::{Outbox, TopicPush};
@@ -166,7 +166,7 @@ impl TopicDestination {
                     message,
                     redelivered: false,
                     ack: subscriber.ack,
-                    origin: Origin::Topic,
+                    tag: None,
                     history: true,
                     control: false,
                 });
@@ -261,7 +261,7 @@ impl TopicDestination {
                 message: message.clone(),
                 redelivered: false,
                 ack: s.ack,
-                origin: Origin::Topic,
+                tag: None,
                 history: false,
                 control: false,
             };
@@ -354,6 +354,7 @@ impl TopicDestination {
             ephemeral: true,
             // Notices are small and short-lived: not worth the accounting.
             charge: Charge::none(),
+            journal: None,
         })
     }
 
@@ -363,7 +364,7 @@ impl TopicDestination {
             message,
             redelivered: false,
             ack: to.ack,
-            origin: Origin::Topic,
+            tag: None,
             history: false,
             control: true,
         });

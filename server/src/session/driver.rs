@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use stomp_codec::{Command, DecodeError, Decoded, EncodeError, Frame, Version};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -21,6 +22,7 @@ use crate::error::SessionError;
 use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
 use crate::protocol;
 use crate::security::LoginThrottle;
+use crate::store::Lsn;
 use crate::transport::tcp::is_loopback;
 
 /// Something to write: a frame, a delivery, or a heart-beat EOL.
@@ -146,6 +148,19 @@ pub async fn run_session<T: Transport>(
     .await
 }
 
+/// How long a closing connection waits for the journal to release the
+/// RECEIPTs it still holds (a sync takes milliseconds; a stalled disk is
+/// not waited for forever).
+const RECEIPT_DRAIN: Duration = Duration::from_secs(10);
+
+/// Resolves when the journal synced again; never without a journal.
+async fn journal_synced(synced: &mut Option<watch::Receiver<Lsn>>) -> Option<()> {
+    match synced {
+        Some(r) => r.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
 /// How long a refused connection is given to read why before it is dropped.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
@@ -192,6 +207,8 @@ async fn drive<T: Transport>(
     // while the driver waits on the transport is seen then).
     let frame_watch = tokio::time::sleep(settings.frame_timeout);
     tokio::pin!(frame_watch);
+    // Follows the journal's syncs, to release RECEIPTs that wait for them.
+    let mut synced = session.journal_progress();
 
     let reason = loop {
         // Not read during a memory alarm: a connection holding a SEND, and
@@ -199,6 +216,7 @@ async fn drive<T: Transport>(
         // bring more bytes in). Any other frame is read, above all a
         // consumer's ACKs: blocking those would keep memory from falling.
         let blocked = held.is_some()
+            || session.receipts_backed_up()
             || (memory.alarm()
                 && transport.partial_since().is_some()
                 && transport.pending_line().is_some_and(|line| line == "SEND"));
@@ -242,6 +260,10 @@ async fn drive<T: Transport>(
                 } else {
                     Flow::Continue
                 }
+            }
+            Some(()) = journal_synced(&mut synced), if session.receipts_waiting() => {
+                session.release_receipts();
+                Flow::Continue
             }
             _ = memory.cleared(), if blocked => {
                 last_read = Instant::now();
@@ -347,8 +369,17 @@ async fn drive<T: Transport>(
         }
     };
     // What the session queued last (an ERROR, a DISCONNECT receipt) goes
-    // out before the connection closes.
+    // out before the connection closes, after the RECEIPTs it waits behind.
     if !matches!(reason, CloseReason::Io(_) | CloseReason::SlowConsumer) {
+        let _ = timeout(RECEIPT_DRAIN, async {
+            while session.receipts_waiting() {
+                if journal_synced(&mut synced).await.is_none() {
+                    break;
+                }
+                session.release_receipts();
+            }
+        })
+        .await;
         let _ = writer
             .flush(transport, outbox, session, settings.write_timeout)
             .await;

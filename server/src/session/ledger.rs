@@ -1,15 +1,17 @@
-//! The deliveries a client still has to acknowledge, and the credit owed
-//! to queues for what was written. Ownership of a queue message moves
-//! through here: outbox → (written) ledger → dropped on ACK, or back to
-//! its queue on NACK, unsubscribe or close.
+//! The deliveries a client still has to acknowledge, and the auto-ack
+//! deliveries written since the last settle. Ownership of a queue message
+//! moves through here: outbox → (written) ledger → settled through the
+//! broker on ACK, or back to its queue on NACK, unsubscribe or close. The
+//! ledger names queue messages by [`DeliveryTag`], never by pointer.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::driver::Outgoing;
 use super::{SessionId, SubscriptionId};
-use crate::broker::{AckMode, Delivery, Message, Origin, QueueDestination};
+use crate::broker::{AckMode, Broker, Delivery};
+use crate::ids::DeliveryTag;
 use crate::protocol::AckTarget;
+use crate::store::Completion;
 
 #[derive(Debug, Default)]
 pub(super) struct AckLedger {
@@ -18,7 +20,7 @@ pub(super) struct AckLedger {
     unacked: BTreeMap<u64, Delivery>,
     next_id: u64,
     /// Auto-ack queue deliveries written since the last settle.
-    written: Vec<(Arc<QueueDestination>, SubscriptionId)>,
+    written: Vec<(SubscriptionId, DeliveryTag)>,
 }
 
 impl AckLedger {
@@ -32,9 +34,9 @@ impl AckLedger {
             };
         }
         if !delivery.ack.needs_ack() {
-            if let Origin::Queue(queue) = &delivery.origin {
+            if let Some(tag) = &delivery.tag {
                 self.written
-                    .push((queue.clone(), delivery.subscription.clone()));
+                    .push((delivery.subscription.clone(), tag.clone()));
             }
             return Outgoing::Message {
                 delivery,
@@ -50,11 +52,22 @@ impl AckLedger {
         }
     }
 
-    /// Returns queue credit for auto-ack deliveries once they are written.
-    pub(super) fn settle_written(&mut self, session: SessionId) {
-        for (queue, subscription) in self.written.drain(..) {
-            queue.settle(session, &subscription, 1);
+    /// Settles auto-ack deliveries once they are written: their queues
+    /// get the credit back, and durable ones are recorded as done.
+    pub(super) fn settle_written(&mut self, broker: &Broker, session: SessionId) {
+        if self.written.is_empty() {
+            return;
         }
+        let mut tags = Vec::with_capacity(self.written.len());
+        let mut written = std::mem::take(&mut self.written);
+        for group in written.chunk_by(|a, b| a.0 == b.0) {
+            tags.clear();
+            tags.extend(group.iter().map(|(_, tag)| tag.clone()));
+            let _ = broker.settle(session, &group[0].0, &tags);
+        }
+        written.clear();
+        // The buffer is kept for the next batch.
+        self.written = written;
     }
 
     /// The ack id of the delivery an ACK/NACK names, if it awaits one.
@@ -103,55 +116,34 @@ impl AckLedger {
     }
 }
 
-/// Settles acknowledged deliveries: their queues may send more.
-pub(super) fn settle(session: SessionId, deliveries: &[Delivery]) {
-    for (queue, subscription, messages) in by_queue(deliveries.iter().cloned()) {
-        queue.settle(session, &subscription, messages.len());
+/// Settles acknowledged deliveries (of one subscription or several).
+pub(super) fn settle(broker: &Broker, session: SessionId, deliveries: &[Delivery]) -> Completion {
+    let mut completion = Completion::DONE;
+    for (subscription, list) in by_subscription(deliveries.iter()) {
+        let tags: Vec<DeliveryTag> = list.iter().filter_map(|d| d.tag.clone()).collect();
+        completion = completion.and(broker.settle(session, &subscription, &tags));
     }
+    completion
 }
 
 /// Puts deliveries back on their queues, marked redelivered; topic
 /// deliveries have nowhere to go back to and are dropped.
-pub(super) fn requeue(session: SessionId, deliveries: Vec<Delivery>) {
-    for (queue, subscription, messages) in by_queue(deliveries.into_iter()) {
-        queue.requeue(session, &subscription, messages);
+pub(super) fn requeue(broker: &Broker, session: SessionId, deliveries: Vec<Delivery>) {
+    for (subscription, list) in by_subscription(deliveries.iter()) {
+        let list = list.into_iter().cloned().collect();
+        broker.requeue(session, &subscription, list);
     }
 }
 
-/// Puts deliveries the client never saw (still in the outbox when the
-/// session closed) back on their queues, unmarked.
-pub(super) fn return_undelivered(deliveries: Vec<Delivery>) {
-    let mut groups: Vec<(Arc<QueueDestination>, Vec<Delivery>)> = Vec::new();
-    for d in deliveries {
-        let Origin::Queue(q) = &d.origin else {
-            continue;
-        };
-        let q = q.clone();
-        match groups.iter_mut().find(|(known, _)| Arc::ptr_eq(known, &q)) {
+/// Deliveries grouped by subscription, in order.
+fn by_subscription<'a>(
+    deliveries: impl Iterator<Item = &'a Delivery>,
+) -> Vec<(SubscriptionId, Vec<&'a Delivery>)> {
+    let mut groups: Vec<(SubscriptionId, Vec<&Delivery>)> = Vec::new();
+    for d in deliveries.filter(|d| d.tag.is_some()) {
+        match groups.iter_mut().find(|(s, _)| *s == d.subscription) {
             Some((_, list)) => list.push(d),
-            None => groups.push((q, vec![d])),
-        }
-    }
-    for (queue, list) in groups {
-        queue.return_undelivered(list);
-    }
-}
-
-type QueueGroup = (Arc<QueueDestination>, SubscriptionId, Vec<Arc<Message>>);
-
-/// Queue deliveries grouped by queue and subscription, in order.
-fn by_queue(deliveries: impl Iterator<Item = Delivery>) -> Vec<QueueGroup> {
-    let mut groups: Vec<QueueGroup> = Vec::new();
-    for d in deliveries {
-        let Origin::Queue(q) = &d.origin else {
-            continue;
-        };
-        match groups
-            .iter_mut()
-            .find(|(known, sub, _)| Arc::ptr_eq(known, q) && *sub == d.subscription)
-        {
-            Some((_, _, list)) => list.push(d.message),
-            None => groups.push((q.clone(), d.subscription.clone(), vec![d.message])),
+            None => groups.push((d.subscription.clone(), vec![d])),
         }
     }
     groups

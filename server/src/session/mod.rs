@@ -7,6 +7,7 @@ pub mod driver;
 mod heartbeat;
 mod ledger;
 mod limits;
+mod receipts;
 mod settings;
 mod transaction;
 
@@ -26,7 +27,9 @@ use crate::broker::{
 use crate::error::{CloseReason, SessionError};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
+use crate::store::Completion;
 use limits::PublishLimits;
+use receipts::Receipts;
 use transaction::{Transactions, TxOp};
 
 /// What the driver should do after a frame was handled.
@@ -67,6 +70,10 @@ pub struct Session {
     will: Option<Will>,
     /// Publish budgets: rate per topic policy.
     limits: PublishLimits,
+    /// The session's own frames, held in order until what they confirm is safe.
+    receipts: Receipts,
+    /// What the frame being handled must wait for before its RECEIPT.
+    completion: Completion,
     closed: bool,
 }
 
@@ -96,6 +103,8 @@ impl Session {
             transactions,
             will: None,
             limits: PublishLimits::default(),
+            receipts: Receipts::default(),
+            completion: Completion::DONE,
             closed: false,
         }
     }
@@ -117,10 +126,11 @@ impl Session {
             _ => frame.headers.get_shared("receipt").cloned(),
         };
         let result = self.apply(&frame);
+        let completion = std::mem::take(&mut self.completion);
         match result {
             Ok(flow) => {
                 if let Some(receipt) = receipt {
-                    self.outbox.push_frame(protocol::receipt_frame(receipt));
+                    self.emit(completion, protocol::receipt_frame(receipt));
                 }
                 flow
             }
@@ -128,7 +138,10 @@ impl Session {
             // receipt, so a chat client can say "too long" and carry on.
             Err(error) if error.is_refused_publish() && receipt.is_some() => {
                 let receipt = receipt.unwrap_or_default();
-                self.outbox.push_frame(
+                // After what the earlier frames of the transaction or
+                // connection wait for: receipts stay in order.
+                self.emit(
+                    completion,
                     protocol::receipt_frame(receipt)
                         .header("x-error", error.code())
                         .header("message", error.to_string()),
@@ -146,9 +159,44 @@ impl Session {
         offending: Option<&str>,
         receipt: Option<ByteString>,
     ) -> Flow {
-        self.outbox
-            .push_frame(protocol::error_frame(&error, offending, receipt));
+        self.emit(
+            Completion::DONE,
+            protocol::error_frame(&error, offending, receipt),
+        );
         Flow::Close(CloseReason::ProtocolError(error))
+    }
+
+    /// Queues a frame of the session's own behind any held RECEIPT.
+    fn emit(&mut self, completion: Completion, frame: Frame) {
+        self.receipts.push(
+            &self.outbox,
+            self.broker.journal().map(|j| &**j),
+            completion,
+            frame,
+        );
+    }
+
+    /// Writes the held frames whose journal records are now synced; the
+    /// driver calls this whenever the journal makes progress.
+    pub fn release_receipts(&mut self) {
+        self.receipts
+            .release(&self.outbox, self.broker.journal().map(|j| &**j));
+    }
+
+    /// Follows the journal's progress, when there is a journal.
+    pub fn journal_progress(&self) -> Option<tokio::sync::watch::Receiver<crate::store::Lsn>> {
+        self.broker.journal().map(|j| j.resolved())
+    }
+
+    /// Whether frames wait for the journal.
+    pub fn receipts_waiting(&self) -> bool {
+        self.receipts.waiting()
+    }
+
+    /// Whether so many frames wait for the journal that the driver should
+    /// stop reading this connection until they are released.
+    pub fn receipts_backed_up(&self) -> bool {
+        self.receipts.len() >= receipts::MAX_HELD
     }
 
     fn apply(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
@@ -193,9 +241,10 @@ impl Session {
                 // Not yet written: back to the queue unmarked (topic copies
                 // are dropped); then what was written and not acked, in
                 // front of them, marked redelivered.
-                ledger::return_undelivered(self.outbox.take_subscription(&id));
+                self.broker
+                    .return_undelivered(self.outbox.take_subscription(&id));
                 let held = self.ledger.take_where(|_, d| d.subscription == id);
-                ledger::requeue(self.id, held);
+                ledger::requeue(&self.broker, self.id, held);
                 Ok(Flow::Continue)
             }
             ClientFrame::Ack {
@@ -329,21 +378,22 @@ impl Session {
             .limits
             .admit(&self.broker, &destination, size, Default::default())?;
         self.limits.spend(&target);
-        self.broker
-            .send_to(&target, destination, headers, body, ephemeral)?;
+        let (_, completion) =
+            self.broker
+                .send_to(&target, destination, headers, body, ephemeral)?;
+        self.completion = self.completion.and(completion);
         Ok(Flow::Continue)
     }
 
     /// Publishes the last will, if the client left one; called when the
     /// connection ends without DISCONNECT. At most once.
     pub fn publish_will(&mut self) {
-        if let Some(will) = self.will.take() {
-            if let Err(e) = self
+        if let Some(will) = self.will.take()
+            && let Err(e) = self
                 .broker
                 .send(will.destination, will.headers, will.body, false)
-            {
-                tracing::warn!(error = %e, "last will not published");
-            }
+        {
+            tracing::warn!(error = %e, "last will not published");
         }
     }
 
@@ -402,9 +452,10 @@ impl Session {
         let ack_id = self.find_unacked(target)?;
         let taken = self.ledger.take(ack_id);
         if negative {
-            ledger::requeue(self.id, taken);
+            ledger::requeue(&self.broker, self.id, taken);
         } else {
-            ledger::settle(self.id, &taken);
+            let completion = ledger::settle(&self.broker, self.id, &taken);
+            self.completion = self.completion.and(completion);
         }
         Ok(Flow::Continue)
     }
@@ -432,7 +483,7 @@ impl Session {
 
     /// Returns credit for auto-ack queue deliveries once they are written.
     pub fn settle_written(&mut self) {
-        self.ledger.settle_written(self.id);
+        self.ledger.settle_written(&self.broker, self.id);
     }
 
     /// Ends the session: stops its subscriptions, returns every message it
@@ -457,9 +508,9 @@ impl Session {
         }
         // Never-seen deliveries first, then the unacked ones in front of
         // them, so the queue's order is what it was.
-        ledger::return_undelivered(leftovers);
+        self.broker.return_undelivered(leftovers);
         let held = self.ledger.take_where(|_, _| true);
-        ledger::requeue(self.id, held);
+        ledger::requeue(&self.broker, self.id, held);
         self.transactions.clear();
     }
 }

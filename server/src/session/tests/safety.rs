@@ -287,6 +287,7 @@ fn queue_policy(
         max_length,
         max_length_bytes,
         overflow,
+        durable: true,
     }
 }
 

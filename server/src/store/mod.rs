@@ -1,0 +1,352 @@
+//! Durable storage: an append-only journal of segment files.
+//!
+//! Why a log and not an embedded database: queue traffic is
+//! append-then-delete-soon, and a log pays nothing for the delete (a
+//! settle record, then whole segments are dropped once nothing in them
+//! matters). Records are framed with a length and a CRC
+//! ([`record`]); one thread writes and syncs them in groups
+//! ([`writer`]); [`recovery`] rebuilds the queues at start.
+
+mod record;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use stomp_codec::Headers;
+use tokio::sync::watch;
+
+pub use record::Record;
+pub use recovery::{Recovered, RecoveredMessage, RecoveredQueue, RecoveryReport};
+pub use segment::JournalPin;
+pub use writer::Lsn;
+
+use writer::Shared;
+
+/// When an effect (a SEND, an ACK, a COMMIT) is safe: at once for memory
+/// only, or once the journal has synced the record `lsn`. A RECEIPT is
+/// released when the completion of its frame is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Completion(Lsn);
+
+impl Completion {
+    /// Done already: nothing to wait for.
+    pub const DONE: Completion = Completion(0);
+
+    /// Done when the journal record `lsn` is synced.
+    pub fn after(lsn: Lsn) -> Completion {
+        Completion(lsn)
+    }
+
+    /// Done when both are (records sync in order, so the later one).
+    #[must_use]
+    pub fn and(self, other: Completion) -> Completion {
+        self.max(other)
+    }
+
+    /// The journal record this waits for, if any.
+    pub fn lsn(self) -> Option<Lsn> {
+        (self.0 > 0).then_some(self.0)
+    }
+}
+
+/// What can go wrong with the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The data directory could not be used.
+    #[error("journal directory {dir}: {source}")]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another broker is using the directory.
+    #[error(
+        "journal directory {dir} is in use by another stompbox process (its lock file {lock} is held); give each broker its own data_dir"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The journal reached its configured size.
+    #[error(
+        "the journal is full ({used} of {limit} bytes on disk): durable messages are refused until consumers catch up"
+    )]
+    Full {
+        /// Bytes in use.
+        used: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A write or sync failed (for example, the disk is full).
+    #[error("the message could not be written to disk; it was not stored durably")]
+    WriteFailed,
+}
+
+/// Where and how large the journal is.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// The directory holding the segment files.
+    pub dir: PathBuf,
+    /// A segment is closed and a new one begun past this size.
+    pub segment_bytes: u64,
+    /// Durable writes are refused while the segments take this much.
+    pub max_bytes: u64,
+}
+
+/// A snapshot of the journal's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Bytes of segment files on disk.
+    pub disk_bytes: u64,
+    /// The configured limit.
+    pub max_bytes: u64,
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Syncs done (one per group of records).
+    pub syncs: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Batches whose write failed.
+    pub failed_writes: u64,
+}
+
+/// Ids reserved at a time: one synced record per this many messages.
+const ID_BLOCK: u64 = 1 << 20;
+
+/// The journal. Cheap to share; every method is safe from any thread.
+#[derive(Debug)]
+pub struct Journal {
+    shared: Arc<Shared>,
+    max_bytes: u64,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held open with an exclusive lock while the journal is open, so two
+    /// brokers never write one directory.
+    _lock: std::fs::File,
+    /// Serialises id reservations (rare: one per [`ID_BLOCK`] ids).
+    reserving: Mutex<()>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `config.dir`, recovers
+    /// what it holds and starts the writer.
+    pub fn open(config: &JournalConfig) -> Result<(Arc<Journal>, Recovered), JournalError> {
+        let dir_error = |source| JournalError::Directory {
+            dir: config.dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.dir).map_err(dir_error)?;
+        let lock_path = config.dir.join("stompbox.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(dir_error)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked {
+                    dir: config.dir.clone(),
+                    lock: lock_path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(e)),
+        }
+        let recovered = recovery::recover(&config.dir).map_err(dir_error)?;
+        let (segment, len) = match recovered.last {
+            // Full: begin the next one.
+            Some((n, len)) if len >= config.segment_bytes => (n + 1, 0),
+            Some((n, len)) => (n, len),
+            None => (1, 0),
+        };
+        let shared = Arc::new(Shared::new(
+            config.dir.clone(),
+            config.segment_bytes.max(4096),
+            segment,
+            len,
+            recovered.live_counts(),
+            recovered.next_id,
+        ));
+        shared
+            .counters
+            .disk_bytes
+            .store(recovered.disk_bytes, Ordering::Relaxed);
+        shared
+            .counters
+            .segments
+            .store(recovered.segments.len() as u64, Ordering::Relaxed);
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("journal-writer".into())
+                .spawn(move || writer::run(shared, segment, len))
+                .map_err(dir_error)?
+        };
+        let journal = Arc::new(Journal {
+            shared,
+            max_bytes: config.max_bytes,
+            writer: Mutex::new(Some(writer)),
+            _lock: lock,
+            reserving: Mutex::new(()),
+        });
+        // Numbering resumes past every id a previous run may have used.
+        journal.reserve_ids(recovered.next_id)?;
+        Ok((journal, recovered))
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Queues an enqueue record for a durable message of `queue`. The pin
+    /// keeps its segment on disk while the message lives.
+    pub fn enqueue(
+        &self,
+        queue: &str,
+        id: u64,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<(Completion, JournalPin), JournalError> {
+        self.check_room()?;
+        let (lsn, live) = self
+            .shared
+            .append(|buf| record::encode_enqueue(buf, queue, id, headers, body));
+        Ok((Completion::after(lsn), JournalPin::new(&live)))
+    }
+
+    /// Pins a recovered message's segment.
+    pub fn pin_recovered(&self, message: &RecoveredMessage) -> JournalPin {
+        let live = self.shared.with_pending(|p| p.live_of(message.segment));
+        JournalPin::new(&live)
+    }
+
+    /// Queues a settle record: these messages of `queue` are done with.
+    pub fn settle(&self, queue: &str, ids: &[u64]) -> Completion {
+        if ids.is_empty() {
+            return Completion::DONE;
+        }
+        let (lsn, _) = self
+            .shared
+            .append(|buf| record::encode_settle(buf, queue, ids));
+        Completion::after(lsn)
+    }
+
+    /// Makes sure ids below `up_to` are reserved on disk, blocking the
+    /// calling thread for one sync when they are not yet.
+    pub fn reserve_ids(&self, up_to: u64) -> Result<(), JournalError> {
+        let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        if up_to < self.id_ceiling() {
+            return Ok(());
+        }
+        let ceiling = up_to.saturating_add(ID_BLOCK);
+        let lsn = self.shared.with_pending(|p| {
+            let (lsn, _) = self
+                .shared
+                .append_locked(p, |buf| record::encode_id_block(buf, ceiling));
+            lsn
+        });
+        self.shared.wake_writer();
+        self.shared.wait_blocking(lsn);
+        if self.shared.failed(lsn) {
+            return Err(JournalError::WriteFailed);
+        }
+        self.shared.with_pending(|p| p.id_ceiling = ceiling);
+        Ok(())
+    }
+
+    /// Ids below this are reserved.
+    pub fn id_ceiling(&self) -> u64 {
+        self.shared.with_pending(|p| p.id_ceiling)
+    }
+
+    fn check_room(&self) -> Result<(), JournalError> {
+        let used =
+            self.shared.counters.disk_bytes.load(Ordering::Relaxed) + self.shared.queued_bytes();
+        if used >= self.max_bytes {
+            return Err(JournalError::Full {
+                used,
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Follows the highest LSN with an outcome; changes after every sync.
+    pub fn resolved(&self) -> watch::Receiver<Lsn> {
+        self.shared.resolved()
+    }
+
+    /// `None` while `completion` waits for a sync; then whether it succeeded.
+    pub fn outcome(&self, completion: Completion) -> Option<Result<(), JournalError>> {
+        let Some(lsn) = completion.lsn() else {
+            return Some(Ok(()));
+        };
+        if self.shared.resolved_now() < lsn {
+            return None;
+        }
+        Some(if self.shared.failed(lsn) {
+            Err(JournalError::WriteFailed)
+        } else {
+            Ok(())
+        })
+    }
+
+    /// Waits until `completion` has an outcome, and returns it.
+    pub async fn wait(&self, completion: Completion) -> Result<(), JournalError> {
+        let mut resolved = self.resolved();
+        loop {
+            if let Some(outcome) = self.outcome(completion) {
+                return outcome;
+            }
+            if resolved.changed().await.is_err() {
+                return Err(JournalError::WriteFailed);
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.shared.counters;
+        JournalStats {
+            disk_bytes: c.disk_bytes.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes,
+            segments: c.segments.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            failed_writes: c.failed_writes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes what is queued, then stops the writer. Idempotent.
+    pub fn close(&self) {
+        self.shared.close();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("journal writer panicked");
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests;

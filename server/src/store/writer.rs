@@ -1,0 +1,452 @@
+//! The journal's one writer thread and the queue of records it writes.
+//!
+//! Group commit: appenders encode records into a shared buffer under a
+//! short lock and get a log sequence number (LSN); the writer takes
+//! everything queued while its last `sync_data` ran, writes it in one go,
+//! syncs once, then publishes the highest LSN it covered. No timer: under
+//! load, batches grow by themselves to what arrives during one sync.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::record;
+use super::segment::{self, LiveCount};
+
+/// A log sequence number: the place of a record in the journal. Records
+/// are numbered from 1; 0 means "nothing".
+pub type Lsn = u64;
+
+/// Records assigned to one segment, in order.
+#[derive(Debug)]
+struct Chunk {
+    segment: u64,
+    bytes: Vec<u8>,
+}
+
+/// What appenders fill and the writer empties.
+#[derive(Debug)]
+pub(super) struct Pending {
+    chunks: Vec<Chunk>,
+    /// The LSN the next record gets.
+    next_lsn: Lsn,
+    /// The segment records are being assigned to, and its bytes so far.
+    segment: u64,
+    segment_fill: u64,
+    /// Live counts of the segments on disk or being filled.
+    live: BTreeMap<u64, Arc<LiveCount>>,
+    /// The current id reservation, repeated at the start of every segment
+    /// so that reclaiming old segments never loses it.
+    pub(super) id_ceiling: u64,
+    /// Bytes queued and not yet written.
+    queued_bytes: u64,
+    closed: bool,
+    /// Emptied buffers, to fill again.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    /// The live count of segment `number`.
+    pub(super) fn live_of(&mut self, number: u64) -> Arc<LiveCount> {
+        self.live.entry(number).or_default().clone()
+    }
+}
+
+/// Counters of the journal's work since start.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) syncs: AtomicU64,
+    pub(super) records: AtomicU64,
+    pub(super) bytes_written: AtomicU64,
+    pub(super) failed_writes: AtomicU64,
+    /// Bytes of the segment files on disk.
+    pub(super) disk_bytes: AtomicU64,
+    pub(super) segments: AtomicU64,
+}
+
+/// State shared by appenders, the writer thread and waiters.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) dir: PathBuf,
+    pub(super) segment_bytes: u64,
+    pending: Mutex<Pending>,
+    /// Wakes the writer when the first record of a batch is queued.
+    work: Condvar,
+    /// Whether the writer is (or is about to be) woken: appenders skip the
+    /// condvar's syscall while it is.
+    awake: AtomicBool,
+    /// The highest LSN written and synced, or failed: every record up to
+    /// it has an outcome.
+    resolved: watch::Sender<Lsn>,
+    /// Ranges of LSNs whose write failed, oldest first.
+    failed: Mutex<VecDeque<(Lsn, Lsn)>>,
+    /// For threads that block until an LSN resolves (rare: id reservations).
+    resolved_lock: Mutex<Lsn>,
+    resolved_cv: Condvar,
+    pub(super) counters: Counters,
+}
+
+/// Failed ranges remembered; consecutive failures merge into one, so this
+/// is only reached by a disk that fails on and off for a long time.
+const MAX_FAILED_RANGES: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(super) fn new(
+        dir: PathBuf,
+        segment_bytes: u64,
+        segment: u64,
+        segment_fill: u64,
+        live: BTreeMap<u64, Arc<LiveCount>>,
+        id_ceiling: u64,
+    ) -> Shared {
+        let mut live = live;
+        live.entry(segment).or_default();
+        Shared {
+            dir,
+            segment_bytes,
+            pending: Mutex::new(Pending {
+                chunks: Vec::new(),
+                next_lsn: 1,
+                segment,
+                segment_fill,
+                live,
+                id_ceiling,
+                queued_bytes: 0,
+                closed: false,
+                spare: Vec::new(),
+            }),
+            work: Condvar::new(),
+            awake: AtomicBool::new(false),
+            resolved: watch::Sender::new(0),
+            failed: Mutex::new(VecDeque::new()),
+            resolved_lock: Mutex::new(0),
+            resolved_cv: Condvar::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Queues one record, written by `encode`, and returns its LSN and the
+    /// live count of the segment it goes to.
+    pub(super) fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> (Lsn, Arc<LiveCount>) {
+        let mut p = lock(&self.pending);
+        let (lsn, live) = self.append_locked(&mut p, encode);
+        drop(p);
+        self.wake_writer();
+        (lsn, live)
+    }
+
+    /// Bytes queued for writing.
+    pub(super) fn queued_bytes(&self) -> u64 {
+        lock(&self.pending).queued_bytes
+    }
+
+    /// Runs `f` on the pending state (for the id reservation).
+    pub(super) fn with_pending<R>(&self, f: impl FnOnce(&mut Pending) -> R) -> R {
+        f(&mut lock(&self.pending))
+    }
+
+    pub(super) fn append_locked(
+        &self,
+        p: &mut Pending,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> (Lsn, Arc<LiveCount>) {
+        if p.chunks.last().is_none_or(|c| c.segment != p.segment) {
+            let bytes = p.spare.pop().unwrap_or_default();
+            p.chunks.push(Chunk {
+                segment: p.segment,
+                bytes,
+            });
+        }
+        let Some(chunk) = p.chunks.last_mut() else {
+            unreachable!("a chunk was just ensured");
+        };
+        let start = chunk.bytes.len();
+        encode(&mut chunk.bytes);
+        let size = (chunk.bytes.len() - start) as u64;
+        if p.segment_fill > 0 && p.segment_fill + size > self.segment_bytes {
+            // The record starts the next segment, after a copy of the id
+            // reservation.
+            let moved = chunk.bytes.split_off(start);
+            p.segment += 1;
+            p.segment_fill = 0;
+            let live = Arc::new(LiveCount::default());
+            p.live.insert(p.segment, live);
+            let mut bytes = p.spare.pop().unwrap_or_default();
+            record::encode_id_block(&mut bytes, p.id_ceiling);
+            p.segment_fill += bytes.len() as u64;
+            p.next_lsn += 1;
+            bytes.extend_from_slice(&moved);
+            p.chunks.push(Chunk {
+                segment: p.segment,
+                bytes,
+            });
+        }
+        p.segment_fill += size;
+        p.queued_bytes += size;
+        let lsn = p.next_lsn;
+        p.next_lsn += 1;
+        let live = p.live.get(&p.segment).cloned().unwrap_or_default();
+        (lsn, live)
+    }
+
+    pub(super) fn wake_writer(&self) {
+        if !self.awake.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this with the writer's check-then-wait.
+            let _p = lock(&self.pending);
+            self.work.notify_one();
+        }
+    }
+
+    /// The highest LSN with an outcome.
+    pub(super) fn resolved(&self) -> watch::Receiver<Lsn> {
+        self.resolved.subscribe()
+    }
+
+    pub(super) fn resolved_now(&self) -> Lsn {
+        *self.resolved.borrow()
+    }
+
+    /// Whether the record `lsn` failed to be written (only meaningful once resolved).
+    pub(super) fn failed(&self, lsn: Lsn) -> bool {
+        lock(&self.failed)
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&lsn))
+    }
+
+    /// Blocks the calling thread until `lsn` has an outcome.
+    pub(super) fn wait_blocking(&self, lsn: Lsn) {
+        let mut resolved = lock(&self.resolved_lock);
+        while *resolved < lsn {
+            resolved = self
+                .resolved_cv
+                .wait(resolved)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Stops the writer once everything queued is written.
+    pub(super) fn close(&self) {
+        lock(&self.pending).closed = true;
+        self.awake.store(true, Ordering::Release);
+        self.work.notify_one();
+    }
+
+    fn publish(&self, lsn: Lsn) {
+        self.resolved.send_replace(lsn);
+        *lock(&self.resolved_lock) = lsn;
+        self.resolved_cv.notify_all();
+    }
+
+    fn note_failure(&self, first: Lsn, last: Lsn) {
+        let mut failed = lock(&self.failed);
+        match failed.back_mut() {
+            Some((_, end)) if *end + 1 == first => *end = last,
+            _ => failed.push_back((first, last)),
+        }
+        while failed.len() > MAX_FAILED_RANGES {
+            failed.pop_front();
+        }
+    }
+}
+
+/// How often an idle writer looks for segments to delete.
+const IDLE_RECLAIM: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The open segment file the writer appends to.
+struct OpenSegment {
+    number: u64,
+    file: File,
+    /// Bytes written and synced: where the next write goes.
+    len: u64,
+}
+
+/// The writer thread's loop. Returns when the journal is closed and
+/// everything queued was written.
+pub(super) fn run(shared: Arc<Shared>, segment: u64, len: u64) {
+    let mut open: Option<OpenSegment> = match open_segment(&shared, segment) {
+        Ok(file) => Some(OpenSegment {
+            number: segment,
+            file,
+            len,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, segment, "journal: cannot open the current segment");
+            None
+        }
+    };
+    let mut written: Lsn = 0;
+    loop {
+        let (chunks, last, closed) = {
+            let mut p = lock(&shared.pending);
+            while p.chunks.is_empty() && !p.closed {
+                shared.awake.store(false, Ordering::Release);
+                let (next, waited) = shared
+                    .work
+                    .wait_timeout(p, IDLE_RECLAIM)
+                    .unwrap_or_else(|e| e.into_inner());
+                p = next;
+                if waited.timed_out() && p.chunks.is_empty() {
+                    // Messages settled since the last batch may have freed
+                    // segments; a full journal writes no batches to notice.
+                    drop(p);
+                    if let Some(current) = &open {
+                        reclaim(&shared, current.number);
+                    }
+                    p = lock(&shared.pending);
+                }
+            }
+            // Wakes from here on are for the next batch.
+            shared.awake.store(true, Ordering::Release);
+            p.queued_bytes = 0;
+            (std::mem::take(&mut p.chunks), p.next_lsn - 1, p.closed)
+        };
+        if chunks.is_empty() && closed {
+            return;
+        }
+        let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
+        match write_batch(&shared, &mut open, &chunks) {
+            Ok(()) => {
+                shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .bytes_written
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                shared
+                    .counters
+                    .records
+                    .fetch_add(last - written, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared
+                    .counters
+                    .failed_writes
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    error = %e,
+                    records = last - written,
+                    "journal write failed: these records are not on disk and their publishers are told so"
+                );
+                shared.note_failure(written + 1, last);
+            }
+        }
+        written = last;
+        shared.publish(last);
+        // Hand the buffers back for reuse.
+        {
+            let mut p = lock(&shared.pending);
+            for mut c in chunks {
+                if p.spare.len() < 4 && c.bytes.capacity() <= 16 << 20 {
+                    c.bytes.clear();
+                    p.spare.push(c.bytes);
+                }
+            }
+        }
+        if let Some(current) = &open {
+            reclaim(&shared, current.number);
+        }
+    }
+}
+
+fn open_segment(shared: &Shared, number: u64) -> io::Result<File> {
+    let path = segment::path(&shared.dir, number);
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)?;
+    Ok(file)
+}
+
+/// Writes the chunks in order, moving to a new segment where they say,
+/// then syncs. On failure, the segment is cut back to what was synced
+/// before, so a later batch does not follow damage.
+fn write_batch(
+    shared: &Shared,
+    open: &mut Option<OpenSegment>,
+    chunks: &[Chunk],
+) -> io::Result<()> {
+    for chunk in chunks {
+        if open.as_ref().is_none_or(|o| o.number != chunk.segment) {
+            if let Some(old) = open.as_mut() {
+                // The old segment's tail was written by an earlier chunk of
+                // this batch: it is synced before records depend on it.
+                old.file.sync_data()?;
+            }
+            let file = open_segment(shared, chunk.segment)?;
+            let len = file.metadata()?.len();
+            if len == 0 {
+                shared.counters.segments.fetch_add(1, Ordering::Relaxed);
+                // The directory entry of a new segment must survive a crash too.
+                File::open(&shared.dir)?.sync_all()?;
+            }
+            *open = Some(OpenSegment {
+                number: chunk.segment,
+                file,
+                len,
+            });
+        }
+        let Some(o) = open.as_mut() else {
+            unreachable!("a segment was just opened");
+        };
+        if let Err(e) = o.file.write_all_at(&chunk.bytes, o.len) {
+            let _ = o.file.set_len(o.len);
+            return Err(e);
+        }
+        o.len += chunk.bytes.len() as u64;
+        shared
+            .counters
+            .disk_bytes
+            .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+    }
+    if let Some(o) = open.as_mut() {
+        o.file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Deletes the oldest segments while nothing in them matters any more.
+/// Only a prefix is deleted: a settle record in a newer segment may name
+/// a message of an older one, so a newer segment never goes first.
+fn reclaim(shared: &Shared, current: u64) {
+    loop {
+        let oldest = {
+            let p = lock(&shared.pending);
+            match p.live.first_key_value() {
+                Some((n, live)) if *n < current && live.get() == 0 => *n,
+                _ => return,
+            }
+        };
+        let path = segment::path(&shared.dir, oldest);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, segment = oldest, "journal: cannot delete a settled segment");
+                return;
+            }
+        }
+        tracing::debug!(
+            segment = oldest,
+            bytes = size,
+            "journal: settled segment deleted"
+        );
+        shared.counters.disk_bytes.fetch_sub(
+            size.min(shared.counters.disk_bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        shared.counters.segments.fetch_sub(1, Ordering::Relaxed);
+        lock(&shared.pending).live.remove(&oldest);
+    }
+}
