@@ -5,8 +5,10 @@
 # own ports, runs the same `stompbox bench` scenarios against each, stops
 # what it started, and writes docs/benchmarks.md and docs/benchmarks.svg.
 #
-# Usage: scripts/bench-compare.sh            (about 10 minutes on 2 cores)
+# Usage: scripts/bench-compare.sh            (about 15 minutes on 2 cores)
 #        QUICK=1 scripts/bench-compare.sh    (smaller runs, to check the script)
+#        ONLY=durable scripts/bench-compare.sh (durable messages alone; the
+#             page then shows only those rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +20,9 @@ WORK=$(mktemp -d /tmp/stompbox-compare.XXXXXX)
 PIDS=()
 
 if [ -n "${QUICK:-}" ]; then
-  QUEUE_N=20000 FANOUT_N=300 LAT_SECS=3 CHAT_SECS=3 CONNS=2000
+  QUEUE_N=20000 FANOUT_N=300 LAT_SECS=3 CHAT_SECS=3 CONNS=2000 DURABLE_N=5000
 else
-  QUEUE_N=200000 FANOUT_N=2000 LAT_SECS=10 CHAT_SECS=10 CONNS=9000
+  QUEUE_N=200000 FANOUT_N=2000 LAT_SECS=10 CHAT_SECS=10 CONNS=9000 DURABLE_N=50000
 fi
 
 # One descriptor per connection, in the broker and in the tool: take the
@@ -69,8 +71,10 @@ wait_port() {
 
 # Ports: Stompbox 62613/25674, RabbitMQ 62614/25675, ActiveMQ 62615.
 start_stompbox() {
+  # A fresh journal each start, on the same disk as the peers' data.
+  rm -rf "$WORK/stompbox-data"
   target/release/stompbox --tcp-listen 127.0.0.1:62613 --http-listen 127.0.0.1:25674 --log warn \
-    --max-connections-per-ip 1000000 \
+    --max-connections-per-ip 1000000 --data-dir "$WORK/stompbox-data" \
     2> "$WORK/stompbox.log" &
   PIDS+=($!)
   BROKER_PID=$!
@@ -153,11 +157,54 @@ connections() {
   run "$broker" "$transport" -- --url "$url" "$@" connections -m "$count" --pid "$BROKER_PID" --hold 1
 }
 
+# Journal counters of the Stompbox under test, from /health.
+journal_counters() {
+  curl -sf http://127.0.0.1:25674/health | python3 -c \
+    'import json,sys; j=json.load(sys.stdin)["journal"]; print(j["syncs"], j["records"])'
+}
+
+# Durable messages: Stompbox's journal against RabbitMQ's durable classic
+# queue and its quorum queue (Raft log, fsynced), persistent SENDs with a
+# window of 256 unconfirmed per producer, every RECEIPT checked. Runs
+# alternate, three of each; the report shows the median. The disk's own
+# sync time is measured first, in the same directory, so the figures can be read.
+durable() {
+  log "durable messages: sync time of this disk"
+  mkdir -p "$WORK/stompbox-data"
+  python3 scripts/bench/fsync.py "$WORK" >> "$RESULTS"
+  log "durable messages: Stompbox"
+  start_stompbox
+  target/release/stompbox bench --url stomp://127.0.0.1:62613 queue -n 20000 --persistent > /dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    SCENARIO_AS=queue-memory run stompbox tcp -- --url stomp://127.0.0.1:62613 queue -p 2 -c 2 -n "$DURABLE_N" -s 128
+    read -r syncs0 records0 < <(journal_counters)
+    SCENARIO_AS=queue-persistent run stompbox tcp -- --url stomp://127.0.0.1:62613 queue -p 2 -c 2 -n "$DURABLE_N" -s 128 --persistent --window 256
+    read -r syncs1 records1 < <(journal_counters)
+    python3 scripts/bench/report.py annotate "$RESULTS" syncs=$((syncs1 - syncs0)) records=$((records1 - records0))
+  done
+  stop_broker
+  log "durable messages: RabbitMQ"
+  start_rabbitmq
+  target/release/stompbox bench --url stomp://127.0.0.1:62614 "${RABBIT[@]}" queue -n 5000 --persistent > /dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    SCENARIO_AS=queue-persistent run rabbitmq tcp -- --url stomp://127.0.0.1:62614 "${RABBIT[@]}" queue -p 2 -c 2 -n "$DURABLE_N" -s 128 --persistent --window 256
+    SCENARIO_AS=queue-quorum run rabbitmq tcp -- --url stomp://127.0.0.1:62614 "${RABBIT[@]}" queue -p 2 -c 2 -n "$DURABLE_N" -s 128 --persistent --window 256 --header x-queue-type:quorum
+  done
+  stop_broker
+}
+
 install_missing
 log "building Stompbox (release)"
 cargo build --release -p stompbox --locked
 
 RABBIT=(--login guest --passcode guest --host /)
+
+if [ "${ONLY:-}" = durable ]; then
+  durable
+  python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-durable.md docs/benchmarks-durable.svg
+  log "wrote docs/benchmarks-durable.md"
+  exit 0
+fi
 
 log "Stompbox"
 start_stompbox
@@ -199,6 +246,8 @@ stop_broker
 start_activemq
 connections activemq tcp stomp://127.0.0.1:62615 "$CONNS"
 stop_broker
+
+durable
 
 python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks.md docs/benchmarks.svg
 log "wrote docs/benchmarks.md and docs/benchmarks.svg"

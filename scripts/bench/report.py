@@ -3,6 +3,7 @@
 
     report.py record FILE BROKER TRANSPORT JSON_LINE [SCENARIO]
     report.py record-error FILE BROKER TRANSPORT ARGS ERROR
+    report.py annotate FILE KEY=NUMBER...   (adds results to the last line)
     report.py render FILE OUT.md OUT.svg
 """
 
@@ -49,7 +50,7 @@ def record(path, broker, transport, line, scenario=None):
 
 def record_error(path, broker, transport, args, error):
     scenario = next((w for w in args.split() if w in {m[0] for m in METRICS}), "?")
-    if scenario == "connections" and os.environ.get("SCENARIO_AS"):
+    if os.environ.get("SCENARIO_AS"):
         scenario = os.environ["SCENARIO_AS"]
     with open(path, "a") as f:
         f.write(json.dumps({"broker": broker, "transport": transport, "scenario": scenario,
@@ -59,7 +60,63 @@ def record_error(path, broker, transport, args, error):
 # The result that orders repeated runs of a scenario; the median run is shown.
 PRIMARY = {"queue": "msgs_per_sec", "fanout": "delivered_per_sec", "latency": "p99_us",
            "chat": "p99_us", "connections": "kib_per_connection",
-           "connections-most": "kib_per_connection"}
+           "connections-most": "kib_per_connection", "queue-memory": "msgs_per_sec",
+           "queue-persistent": "msgs_per_sec", "queue-quorum": "msgs_per_sec", "fsync": "median_ms"}
+
+
+def annotate(path, pairs):
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    last = json.loads(lines[-1])
+    if "results" in last:
+        for pair in pairs:
+            key, value = pair.split("=", 1)
+            last["results"][key] = float(value)
+    lines[-1] = json.dumps(last) + "\n"
+    with open(path, "w") as f:
+        f.writelines(lines)
+
+
+def durable_section(rows):
+    """The durable-messages comparison, or nothing when it was not run."""
+    if not any(k[2] in ("queue-persistent", "queue-quorum") for k in rows):
+        return []
+    out = ["## Durable messages\n"]
+    fsync = rows.get(("disk", "tcp", "fsync"))
+    if fsync and "results" in fsync:
+        r = fsync["results"]
+        out.append(f"This disk makes a 4 KiB append durable (write + fdatasync) in {r['median_ms']:.2f} ms "
+                   f"(median of 300; p90 {r['p90_ms']:.2f} ms), measured by `scripts/bench/fsync.py` in the "
+                   "directory the brokers keep their data in.\n")
+    out.append("Persistent SENDs (`persistent:true`), 2 producers each keeping at most 256 unconfirmed "
+               "(a RECEIPT per message, every one checked), 2 consumers, 128-byte messages, TCP. Runs "
+               "alternate between configurations, three of each; the median is shown.\n")
+    cols = [("stompbox", "queue-memory", "Stompbox, in memory (`persistent:false`)"),
+            ("stompbox", "queue-persistent", "Stompbox, journal"),
+            ("rabbitmq", "queue-persistent", "RabbitMQ, durable classic queue"),
+            ("rabbitmq", "queue-quorum", "RabbitMQ, quorum queue (`x-queue-type:quorum`)")]
+    out.append("| configuration | msgs/s |")
+    out.append("| --- | --- |")
+    for broker, scenario, label in cols:
+        out.append(f"| {label} | {cell(rows, broker, 'tcp', scenario, 'msgs_per_sec')[1]} |")
+    ours, _ = cell(rows, "stompbox", "tcp", "queue-persistent", "msgs_per_sec")
+    memory, _ = cell(rows, "stompbox", "tcp", "queue-memory", "msgs_per_sec")
+    classic, _ = cell(rows, "rabbitmq", "tcp", "queue-persistent", "msgs_per_sec")
+    quorum, _ = cell(rows, "rabbitmq", "tcp", "queue-quorum", "msgs_per_sec")
+    ratio = lambda a, b: f"{a / b:.1f}×" if a and b else "not measured"
+    share = f"{ours / memory * 100:.0f}%" if ours and memory else "not measured"
+    out.append("\n| target | measured |")
+    out.append("| --- | --- |")
+    out.append(f"| ≥ 10× RabbitMQ's quorum queue | {ratio(ours, quorum)} |")
+    out.append(f"| ≥ 3× RabbitMQ's durable classic queue | {ratio(ours, classic)} |")
+    out.append(f"| persistent ≥ 40% of Stompbox in memory | {share} |")
+    d = rows.get(("stompbox", "tcp", "queue-persistent"))
+    if d and "results" in d and d["results"].get("syncs"):
+        r = d["results"]
+        out.append(f"\nIn the median Stompbox run the journal synced {r['syncs'] / r['seconds']:,.0f} times a "
+                   f"second, {r['records'] / r['syncs']:.0f} records per sync (an enqueue record per message, "
+                   "settle records for the acknowledged ones, grouped).\n")
+    return out
 
 
 def load(path):
@@ -139,6 +196,15 @@ def render(path, md_path, svg_path):
     out.append("- Every run checks that each message arrived exactly once; a run that lost or repeated a "
                "message is shown as failed. Latency runs three times and the run with the median p99 is "
                "shown; memory per connection is measured on a freshly started broker.\n")
+    if not any(k[2] in {m[0] for m in METRICS} for k in rows):
+        # Only the durable comparison was run.
+        out = ["# Benchmarks: durable messages, Stompbox and RabbitMQ\n",
+               f"Measured {datetime.date.today().isoformat()} by `ONLY=durable scripts/bench-compare.sh`, "
+               f"on {machine()}, loopback only, one broker at a time.\n"]
+        out += durable_section(rows)
+        with open(md_path, "w") as f:
+            f.write("\n".join(out) + "\n")
+        return
     head = "| scenario | " + " | ".join(f"{NAMES[b]} {t.upper()}" for b, t in columns) + " | Stompbox / best peer |"
     out.append(head)
     out.append("|" + " --- |" * (len(columns) + 2))
@@ -202,6 +268,7 @@ def render(path, md_path, svg_path):
                    "a tenth of its limit (at most 1,024) in reserve. For 100,000 the tool needs an open-file "
                    "limit of 100,256 and the broker 101,024 (both raise their soft limit to the hard limit "
                    "themselves), and five source addresses at the default 20,000 per address.\n")
+    out += [""] + durable_section(rows)
     with open(md_path, "w") as f:
         f.write("\n".join(out) + "\n")
     with open(svg_path, "w") as f:
@@ -241,6 +308,8 @@ def main(argv):
         record(argv[2], argv[3], argv[4], argv[5], argv[6] if len(argv) > 6 else None)
     elif len(argv) >= 7 and argv[1] == "record-error":
         record_error(argv[2], argv[3], argv[4], argv[5], argv[6])
+    elif len(argv) >= 4 and argv[1] == "annotate":
+        annotate(argv[2], argv[3:])
     elif len(argv) == 5 and argv[1] == "render":
         render(argv[2], argv[3], argv[4])
     else:

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 use stomp_codec::{Command, Frame};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::client::{Reader, Writer, connect};
@@ -39,6 +39,18 @@ pub struct QueueArgs {
     /// prefetch-count for each consumer.
     #[arg(long, default_value_t = 1000)]
     pub prefetch: usize,
+    /// Send `persistent:true` with a receipt per message, each producer
+    /// keeping at most --window SENDs unconfirmed; every RECEIPT is checked.
+    /// Without it, SENDs say `persistent:false`.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Unconfirmed SENDs per producer with --persistent.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// An extra header for SUBSCRIBE and SEND, NAME:VALUE (repeat), e.g.
+    /// x-queue-type:quorum for a RabbitMQ quorum queue.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
 }
 
 /// `fanout` options.
@@ -131,28 +143,134 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-/// Publishes `count` messages tagged with `producer`, flushing every [`BATCH`].
+/// How producers send.
+#[derive(Clone)]
+struct SendOptions {
+    /// `Some(window)`: persistent, with receipts, at most `window` unconfirmed.
+    confirm: Option<usize>,
+    /// Say `persistent:false` when not confirming.
+    transient: bool,
+    /// Extra headers on every SEND.
+    headers: Vec<(String, String)>,
+}
+
+impl SendOptions {
+    /// No extra headers, no receipts.
+    fn plain() -> SendOptions {
+        SendOptions {
+            confirm: None,
+            transient: false,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Publishes `count` messages tagged with `producer`, flushing every
+/// [`BATCH`]; with confirmation, waits for RECEIPTs to keep the window.
 async fn produce(
     mut writer: Writer,
+    reader: Reader,
     destination: String,
     producer: u64,
     count: u64,
     size: usize,
-) -> Result<Writer, BenchError> {
+    options: SendOptions,
+) -> Result<(Writer, Option<Reader>), BenchError> {
+    let window = options.confirm.map(|w| Arc::new(Semaphore::new(w.max(1))));
+    let (confirmer, reader) = match &window {
+        Some(window) => (
+            Some(tokio::spawn(confirm_receipts(
+                reader,
+                window.clone(),
+                count,
+            ))),
+            None,
+        ),
+        None => (None, Some(reader)),
+    };
     for seq in 0..count {
+        let mut frame = Frame::new(Command::Send).header("destination", destination.as_str());
+        for (n, v) in &options.headers {
+            frame = frame.header(n.as_str(), v.as_str());
+        }
+        if let Some(window) = &window {
+            let permit = match window.try_acquire() {
+                Ok(p) => p,
+                Err(_) => {
+                    // The window is full: what is fed must go out to be confirmed.
+                    writer.flush().await?;
+                    window
+                        .acquire()
+                        .await
+                        .map_err(|_| BenchError::Protocol("the receipt reader stopped".into()))?
+                }
+            };
+            permit.forget();
+            frame = frame
+                .header("persistent", "true")
+                .header("receipt", seq.to_string());
+        } else if options.transient {
+            frame = frame.header("persistent", "false");
+        }
         writer
-            .feed(
-                Frame::new(Command::Send)
-                    .header("destination", destination.as_str())
-                    .body(body('S', producer, seq, size)),
-            )
+            .feed(frame.body(body('S', producer, seq, size)))
             .await?;
         if (seq + 1) % BATCH as u64 == 0 {
             writer.flush().await?;
         }
     }
     writer.flush().await?;
-    Ok(writer)
+    if let Some(confirmer) = confirmer {
+        confirmer
+            .await
+            .map_err(|e| BenchError::Protocol(format!("the receipt reader failed: {e}")))??;
+    }
+    Ok((writer, reader))
+}
+
+/// Reads a producer's RECEIPTs, in order, each one opening the window by one.
+async fn confirm_receipts(
+    mut reader: Reader,
+    window: Arc<Semaphore>,
+    count: u64,
+) -> Result<(), BenchError> {
+    for seq in 0..count {
+        let frame = reader.next_frame().await?;
+        if frame.command != Command::Receipt {
+            return Err(BenchError::Protocol(format!(
+                "expected the RECEIPT of SEND {seq}, got {}: {}",
+                frame.command,
+                frame.headers.get("message").unwrap_or_default()
+            )));
+        }
+        if let Some(error) = frame.headers.get("x-error") {
+            return Err(BenchError::Protocol(format!(
+                "SEND {seq} refused: {error}: {}",
+                frame.headers.get("message").unwrap_or_default()
+            )));
+        }
+        let id = frame.headers.get("receipt-id").unwrap_or_default();
+        if id != seq.to_string() {
+            return Err(BenchError::Protocol(format!(
+                "RECEIPT {id} came where {seq} was due: receipts out of order"
+            )));
+        }
+        window.add_permits(1);
+    }
+    Ok(())
+}
+
+/// Parses `--header NAME:VALUE` options.
+fn parse_headers(specs: &[String]) -> Result<Vec<(String, String)>, BenchError> {
+    specs
+        .iter()
+        .map(|spec| match spec.split_once(':') {
+            Some((n, v)) if !n.is_empty() => Ok((n.to_string(), v.to_string())),
+            _ => Err(BenchError::Usage(format!(
+                "--header {spec:?}: expected NAME:VALUE"
+            ))),
+        })
+        .collect()
 }
 
 pub(super) fn check_size(size: usize) -> Result<(), BenchError> {
@@ -206,6 +324,12 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
     let target = common.target()?;
     let credentials = common.credentials();
     let destination = format!("/queue/{}", unique("bench"));
+    let extra = parse_headers(&args.headers)?;
+    let options = SendOptions {
+        confirm: args.persistent.then_some(args.window),
+        transient: true,
+        headers: extra.clone(),
+    };
     let per_producer = args.messages.div_ceil(args.producers as u64);
     let total = per_producer * args.producers as u64;
     let ledger = Arc::new(Ledger::new(args.producers as u64, per_producer));
@@ -219,16 +343,12 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
             AckArg::Auto => "auto",
             AckArg::ClientIndividual => "client-individual",
         };
-        subscribe(
-            &mut writer,
-            &mut reader,
-            &destination,
-            &[
-                ("ack", ack.into()),
-                ("prefetch-count", args.prefetch.to_string()),
-            ],
-        )
-        .await?;
+        let mut headers = vec![
+            ("ack", ack.to_string()),
+            ("prefetch-count", args.prefetch.to_string()),
+        ];
+        headers.extend(extra.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        subscribe(&mut writer, &mut reader, &destination, &headers).await?;
         let ledger = ledger.clone();
         let bar = bar.clone();
         let acking = args.ack == AckArg::ClientIndividual;
@@ -271,14 +391,27 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
     }
     let mut producers = Vec::new();
     for _ in 0..args.producers {
-        producers.push(connect(&target, &credentials, None).await?.0);
+        producers.push(connect(&target, &credentials, None).await?);
     }
     let start = Instant::now();
-    for (p, writer) in producers.into_iter().enumerate() {
+    for (p, (writer, reader)) in producers.into_iter().enumerate() {
         let destination = destination.clone();
         let size = args.size;
+        let options = options.clone();
         tasks.spawn(async move {
-            hold_open(produce(writer, destination, p as u64, per_producer, size).await?).await
+            hold_open(
+                produce(
+                    writer,
+                    reader,
+                    destination,
+                    p as u64,
+                    per_producer,
+                    size,
+                    options,
+                )
+                .await?,
+            )
+            .await
         });
     }
     let outcome = wait_for(&ledger, deadline, &mut tasks).await;
@@ -302,6 +435,13 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
         "ack".into(),
         json!(format!("{:?}", args.ack).to_lowercase()),
     );
+    params.insert("persistent".into(), json!(args.persistent));
+    if args.persistent {
+        params.insert("window".into(), json!(args.window));
+    }
+    for (n, v) in &extra {
+        params.insert(format!("header {n}"), json!(v));
+    }
     Ok(Report {
         scenario: "queue",
         transport: target.transport(),
@@ -365,14 +505,23 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> Result<Report, BenchE
             }
         });
     }
-    let (writer, _reader) = connect(&target, &credentials, None).await?;
+    let (writer, reader) = connect(&target, &credentials, None).await?;
     let start = Instant::now();
     let size = args.size;
     let messages = args.messages;
     let publish_to = destination.clone();
     tasks.spawn(async move {
-        let writer = produce(writer, publish_to, 0, messages, size).await?;
-        hold_open((writer, _reader)).await
+        let held = produce(
+            writer,
+            reader,
+            publish_to,
+            0,
+            messages,
+            size,
+            SendOptions::plain(),
+        )
+        .await?;
+        hold_open(held).await
     });
     let outcome = wait_for(&ledger, deadline, &mut tasks).await;
     tasks.abort_all();

@@ -168,6 +168,7 @@ fn settled_segments_are_deleted_and_the_id_reservation_survives() {
         "settled segments were deleted: {segments:?} left"
     );
     assert!(journal.stats().disk_bytes < 3 * 64 * 1024);
+    assert_eq!(journal.stats().segments, segments.len() as u64);
     drop(pin);
     drop(journal);
     let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen");

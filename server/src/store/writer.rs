@@ -273,6 +273,9 @@ struct OpenSegment {
 /// The writer thread's loop. Returns when the journal is closed and
 /// everything queued was written.
 pub(super) fn run(shared: Arc<Shared>, segment: u64, len: u64) {
+    if !segment::path(&shared.dir, segment).exists() {
+        shared.counters.segments.fetch_add(1, Ordering::Relaxed);
+    }
     let mut open: Option<OpenSegment> = match open_segment(&shared, segment) {
         Ok(file) => Some(OpenSegment {
             number: segment,

@@ -60,6 +60,20 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
         "memory_alarm": memory.alarm(),
         "memory_alarms": memory.alarms(),
         "headers_dropped": state.broker.stats().headers_dropped(),
+        // null when running in memory only.
+        "journal": state.broker.journal().map(|j| {
+            let s = j.stats();
+            serde_json::json!({
+                "dir": j.dir().display().to_string(),
+                "disk_bytes": s.disk_bytes,
+                "max_bytes": s.max_bytes,
+                "segments": s.segments,
+                "syncs": s.syncs,
+                "records": s.records,
+                "bytes_written": s.bytes_written,
+                "failed_writes": s.failed_writes,
+            })
+        }),
     });
     ([("content-type", "application/json")], body.to_string())
 }
