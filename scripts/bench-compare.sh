@@ -70,11 +70,13 @@ wait_port() {
 }
 
 # Ports: Stompbox 62613/25674, RabbitMQ 62614/25675, ActiveMQ 62615.
+# The main comparison runs Stompbox in memory, as the peers keep
+# non-persistent messages; the durable section starts it with a journal.
 start_stompbox() {
   # A fresh journal each start, on the same disk as the peers' data.
   rm -rf "$WORK/stompbox-data"
   target/release/stompbox --tcp-listen 127.0.0.1:62613 --http-listen 127.0.0.1:25674 --log warn \
-    --max-connections-per-ip 1000000 --data-dir "$WORK/stompbox-data" \
+    --max-connections-per-ip 1000000 --data-dir "$WORK/stompbox-data" ${STOMPBOX_MODE:---in-memory} \
     2> "$WORK/stompbox.log" &
   PIDS+=($!)
   BROKER_PID=$!
@@ -173,10 +175,10 @@ durable() {
   mkdir -p "$WORK/stompbox-data"
   python3 scripts/bench/fsync.py "$WORK" >> "$RESULTS"
   log "durable messages: Stompbox"
-  start_stompbox
+  STOMPBOX_MODE=" " start_stompbox
   target/release/stompbox bench --url stomp://127.0.0.1:62613 queue -n 20000 --persistent > /dev/null 2>&1 || true
   for _ in 1 2 3; do
-    SCENARIO_AS=queue-memory run stompbox tcp -- --url stomp://127.0.0.1:62613 queue -p 2 -c 2 -n "$DURABLE_N" -s 128
+    SCENARIO_AS=queue-memory run stompbox tcp -- --url stomp://127.0.0.1:62613 queue -p 2 -c 2 -n "$DURABLE_N" -s 128 --transient
     read -r syncs0 records0 < <(journal_counters)
     SCENARIO_AS=queue-persistent run stompbox tcp -- --url stomp://127.0.0.1:62613 queue -p 2 -c 2 -n "$DURABLE_N" -s 128 --persistent --window 256
     read -r syncs1 records1 < <(journal_counters)

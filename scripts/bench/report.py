@@ -187,7 +187,8 @@ def render(path, md_path, svg_path):
                "every broker on the same machine as the load tool, loopback only, one broker at a time, "
                "128-byte messages.\n")
     out.append(f"- Machine: {machine()}; the load tool and the broker share these cores.")
-    out.append(f"- Stompbox {version(['git', 'rev-parse', '--short', 'HEAD'])} (release build, defaults, in memory).")
+    out.append(f"- Stompbox {version(['git', 'rev-parse', '--short', 'HEAD'])} (release build, defaults, `--in-memory`: "
+               "the peers keep these non-persistent messages in memory too; durable messages are compared below).")
     out.append(f"- RabbitMQ {version(['dpkg-query', '-W', '-f=${Version}', 'rabbitmq-server'])} (Debian), "
                "`rabbitmq_stomp` and `rabbitmq_web_stomp`, default settings.")
     out.append(f"- ActiveMQ Classic {version(['dpkg-query', '-W', '-f=${Version}', 'activemq'])} (Debian), "
