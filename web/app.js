@@ -100,6 +100,9 @@ function onFrame(room, frame) {
   const event = h["x-presence-event"];
   if (event) return onPresence(room, event, frame.body);
   if (h["x-recovery"]) {
+    // The last recovery's result, for whoever inspects the page (tests, curious users).
+    document.body.dataset.recovery = h["x-recovery"];
+    document.body.dataset.recoveries = String(Number(document.body.dataset.recoveries ?? 0) + 1);
     room.notice = h["x-recovery"] === "gap" && room.connectedBefore
       ? "Some messages may be missing: the broker restarted or no longer had them."
       : "";

@@ -451,8 +451,9 @@ pub fn encode_message(
     // Durable by the queue's policy without the SEND saying so: the
     // receiver learns it as RabbitMQ's and ActiveMQ's clients expect.
     .chain(
-        (message.is_durable() && !message.headers.contains("persistent"))
-            .then_some(("persistent", "true")),
+        (delivery.tag.as_ref().is_some_and(|t| t.durable)
+            && !message.headers.contains("persistent"))
+        .then_some(("persistent", "true")),
     )
     .chain(message.headers.iter());
     encode_frame(Command::Message, headers, &message.body, version, dst)

@@ -10,9 +10,10 @@ export const BIN = process.env.STOMPBOX_BIN ?? new URL("../../target/debug/stomp
 export const WAIT = 10_000;
 
 /** Starts the broker; port 0 means ephemeral. Resolves once both ports are known. */
-export function startBroker({ tcpPort = 0, httpPort = 0, args = [] } = {}) {
-  // Each broker its own journal directory, removed when it stops.
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "stompbox-data-"));
+export function startBroker({ tcpPort = 0, httpPort = 0, args = [], dataDir } = {}) {
+  // Each broker its own journal directory, removed when it stops, unless
+  // a restart is to find what the previous broker kept.
+  dataDir ??= fs.mkdtempSync(path.join(os.tmpdir(), "stompbox-data-"));
   const proc = spawn(
     BIN,
     ["--tcp-listen", `127.0.0.1:${tcpPort}`, "--http-listen", `127.0.0.1:${httpPort}`, "--log", "info", "--data-dir", dataDir, ...args],
@@ -36,8 +37,9 @@ export function startBroker({ tcpPort = 0, httpPort = 0, args = [] } = {}) {
   });
 }
 
-/** SIGTERM, then wait (bounded) for the exit; resolves to the exit code. */
-export async function stopBroker(broker) {
+/** SIGTERM, then wait (bounded) for the exit; resolves to the exit code.
+ *  The data directory is removed unless `keepData`. */
+export async function stopBroker(broker, { keepData = false } = {}) {
   const exited = () => broker.proc.exitCode !== null || broker.proc.signalCode !== null;
   if (!exited()) broker.proc.kill("SIGTERM");
   const deadline = Date.now() + WAIT;
@@ -48,7 +50,7 @@ export async function stopBroker(broker) {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  fs.rmSync(broker.dataDir, { recursive: true, force: true });
+  if (!keepData) fs.rmSync(broker.dataDir, { recursive: true, force: true });
   return broker.proc.exitCode;
 }
 

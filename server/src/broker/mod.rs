@@ -186,6 +186,48 @@ impl Broker {
                 .collect();
             q.restore(messages);
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for topic in recovered.topics {
+            if DestinationKind::of(&topic.name) != Ok(DestinationKind::Topic) {
+                continue;
+            }
+            // The recorded epoch, so clients' positions stay valid.
+            let t = broker.new_topic(&topic.name, topic.epoch.clone(), topic.next_position);
+            let messages = topic
+                .messages
+                .into_iter()
+                .map(|m| {
+                    let pin = journal.pin_recovered_topic(&m);
+                    let charge =
+                        broker
+                            .memory
+                            .charge(message_size(&topic.name, &m.headers, &m.body));
+                    let message = Arc::new(Message {
+                        id: MessageId::new(m.id),
+                        destination: topic.name.clone(),
+                        headers: m.headers,
+                        body: m.body,
+                        stream: Some(StreamPosition {
+                            epoch: topic.epoch.clone(),
+                            position: m.position,
+                        }),
+                        ephemeral: false,
+                        charge,
+                        journal: Some(pin),
+                    });
+                    let age = std::time::Duration::from_millis(now_ms.saturating_sub(m.at_ms));
+                    (message, age)
+                })
+                .collect();
+            t.restore(topic.next_position, messages);
+            let shard = &broker.shards[(broker.hasher.hash_one(&*topic.name) as usize) % SHARDS];
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(topic.name.to_string(), Destination::Topic(t));
+        }
         broker
     }
 
@@ -242,19 +284,42 @@ impl Broker {
                 queue_policy_for(&self.queue_policies, name),
                 self.journal.clone(),
             )),
-            DestinationKind::Topic => Destination::Topic(TopicDestination::new(
-                name.to_string(),
-                policy_for(&self.policies, name),
+            DestinationKind::Topic => Destination::Topic(self.new_topic(
+                name,
                 ByteString::from(format!(
                     "{}.{}",
                     self.epoch,
                     self.topics_created.fetch_add(1, Ordering::Relaxed) + 1
                 )),
-                self.next_message.clone(),
+                1,
             )),
         };
         map.insert(name.to_string(), d.clone());
         Ok(d)
+    }
+
+    /// A topic streaming under `epoch` from `next_position`; a durable one
+    /// has its epoch recorded in the journal, so it outlives a restart even
+    /// while its history is empty.
+    fn new_topic(
+        &self,
+        name: &str,
+        epoch: ByteString,
+        next_position: u64,
+    ) -> Arc<TopicDestination> {
+        let topic = TopicDestination::new(
+            name.to_string(),
+            policy_for(&self.policies, name),
+            epoch,
+            self.next_message.clone(),
+            self.journal.clone(),
+        );
+        if let Some(journal) = &self.journal
+            && topic.is_durable()
+        {
+            journal.topic_head(name, topic.epoch(), next_position);
+        }
+        topic
     }
 
     /// Accepts a message for `destination`: queued, or fanned out.
@@ -323,7 +388,8 @@ impl Broker {
                 }
             }
             Destination::Topic(t) => {
-                let dropped = t.publish(message);
+                let (dropped, c) = t.publish(message)?;
+                completion = c;
                 if dropped > 0 {
                     tracing::debug!(
                         destination = t.name(),
@@ -430,9 +496,15 @@ impl Broker {
             // Lock order: shard, then destination; nothing takes them the other way.
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
-            map.retain(|_, d| match d {
+            map.retain(|name, d| match d {
                 Destination::Queue(q) => Arc::strong_count(q) > 1 || !q.is_idle(),
-                Destination::Topic(t) => Arc::strong_count(t) > 1 || !t.is_idle(),
+                Destination::Topic(t) => {
+                    let keep = Arc::strong_count(t) > 1 || !t.is_idle();
+                    if !keep && let Some(journal) = &self.journal {
+                        journal.forget_topic(name);
+                    }
+                    keep
+                }
             });
             removed += before - map.len();
         }

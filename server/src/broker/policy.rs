@@ -26,6 +26,10 @@ pub struct TopicPolicy {
     /// How many messages a connection may publish in a burst above the rate.
     #[serde(default)]
     pub publish_burst: f64,
+    /// The kept history is written to the journal and survives a restart
+    /// under the same stream epoch (with no journal, or no history, nothing is).
+    #[serde(default = "durable_by_default")]
+    pub durable: bool,
 }
 
 impl TopicPolicy {
@@ -41,6 +45,7 @@ impl TopicPolicy {
             max_message_size: 16 * 1024,
             publish_rate: 20.0,
             publish_burst: 40.0,
+            durable: true,
         }
     }
 
@@ -53,6 +58,7 @@ impl TopicPolicy {
             max_message_size: 0,
             publish_rate: 0.0,
             publish_burst: 0.0,
+            durable: true,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
@@ -14,6 +14,7 @@ use super::message::{AckMode, Delivery, Message, MessageId, StreamPosition};
 use super::policy::TopicPolicy;
 use crate::ids::{SessionId, SubscriptionId};
 use crate::outbox::{Outbox, TopicPush};
+use crate::store::{Completion, Journal, JournalError};
 
 /// What a SUBSCRIBE asks to be replayed before live messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,8 @@ pub struct TopicDestination {
     epoch: ByteString,
     ids: Arc<AtomicU64>,
     state: Mutex<State>,
+    /// Where kept history is written, when the policy keeps it durably.
+    journal: Option<Arc<Journal>>,
 }
 
 impl TopicDestination {
@@ -112,7 +115,9 @@ impl TopicDestination {
         policy: TopicPolicy,
         epoch: ByteString,
         ids: Arc<AtomicU64>,
+        journal: Option<Arc<Journal>>,
     ) -> Arc<TopicDestination> {
+        let journal = journal.filter(|_| policy.durable && policy.history > 0);
         Arc::new(TopicDestination {
             name: ByteString::from(name),
             policy,
@@ -122,7 +127,29 @@ impl TopicDestination {
                 next_position: 1,
                 ..State::default()
             }),
+            journal,
         })
+    }
+
+    /// Puts back the history recovered from the journal: the stream goes on
+    /// from where it was, under the same epoch, so a client's `x-since`
+    /// sees no gap. `messages` are in position order, with their ages.
+    pub(crate) fn restore(&self, next_position: u64, messages: Vec<(Arc<Message>, Duration)>) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.next_position = state.next_position.max(next_position);
+        for (message, age) in messages {
+            state.kept.push_back(Kept {
+                at: now.checked_sub(age).unwrap_or(now),
+                message,
+            });
+        }
+        self.trim(&mut state, now);
+    }
+
+    /// Whether kept history goes to the journal.
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -236,10 +263,31 @@ impl TopicDestination {
     /// Assigns the message its stream position, keeps it if the policy says
     /// so, and sends a copy to every subscriber; returns how many copies the
     /// slow-consumer policy dropped.
-    pub fn publish(&self, mut message: Message) -> usize {
+    ///
+    /// A message kept in durable history is written to the journal first
+    /// (the completion says when it is on disk); a full journal refuses it.
+    pub fn publish(&self, mut message: Message) -> Result<(usize, Completion), JournalError> {
         let mut state = self.lock();
         let now = Instant::now();
+        let mut completion = Completion::DONE;
         if !message.ephemeral {
+            if let Some(journal) = &self.journal {
+                let at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                // Under the topic's lock: the journal sees positions in order.
+                let (c, pin) = journal.topic_append(
+                    &self.name,
+                    &self.epoch,
+                    state.next_position,
+                    message.id.number(),
+                    at_ms,
+                    &message.headers,
+                    &message.body,
+                )?;
+                completion = c;
+                message.journal = Some(pin);
+            }
             message.stream = Some(StreamPosition {
                 epoch: self.epoch.clone(),
                 position: state.next_position,
@@ -269,7 +317,7 @@ impl TopicDestination {
                 dropped += 1;
             }
         }
-        dropped
+        Ok((dropped, completion))
     }
 
     /// No subscribers and, once expired history is trimmed, nothing kept.

@@ -285,25 +285,21 @@ impl Session {
                     _ => None,
                 });
                 self.limits.admit_all(&self.broker, sends)?;
-                for op in ops {
-                    match op {
-                        TxOp::Send(send) => {
-                            self.send(send)?;
-                        }
-                        // Acked twice inside one transaction, or requeued
-                        // since: nothing is left to acknowledge.
-                        TxOp::Ack(target) => {
-                            if self.find_unacked(&target).is_ok() {
-                                self.ack(&target, false)?;
-                            }
-                        }
-                        TxOp::Nack(target) => {
-                            if self.find_unacked(&target).is_ok() {
-                                self.ack(&target, true)?;
-                            }
-                        }
-                    }
+                let journal = self.broker.journal().cloned();
+                let Some(journal) = journal else {
+                    self.apply_committed(ops)?;
+                    return Ok(Flow::Continue);
+                };
+                if ops.iter().any(|op| matches!(op, TxOp::Send(_))) {
+                    journal
+                        .check_room()
+                        .map_err(|e| SessionError::NotStored(e.to_string()))?;
                 }
+                // One journal record for the whole transaction: after a
+                // crash, all of its durable effects are there or none is.
+                let (applied, completion) = journal.atomic(|| self.apply_committed(ops));
+                self.completion = self.completion.and(completion);
+                applied?;
                 Ok(Flow::Continue)
             }
             ClientFrame::Abort(tx) => {
@@ -311,6 +307,31 @@ impl Session {
                 Ok(Flow::Continue)
             }
         }
+    }
+
+    /// Applies a committed transaction's operations, in order. Everything
+    /// was checked before; past this point no operation fails.
+    fn apply_committed(&mut self, ops: Vec<TxOp>) -> Result<(), SessionError> {
+        for op in ops {
+            match op {
+                TxOp::Send(send) => {
+                    self.send(send)?;
+                }
+                // Acked twice inside one transaction, or requeued
+                // since: nothing is left to acknowledge.
+                TxOp::Ack(target) => {
+                    if self.find_unacked(&target).is_ok() {
+                        self.ack(&target, false)?;
+                    }
+                }
+                TxOp::Nack(target) => {
+                    if self.find_unacked(&target).is_ok() {
+                        self.ack(&target, true)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn connect(&mut self, connect: Connect) -> Result<Flow, SessionError> {

@@ -12,17 +12,21 @@ mod recovery;
 mod segment;
 mod writer;
 
+use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use stomp_codec::Headers;
+use stomp_codec::{ByteString, Headers};
 use tokio::sync::watch;
 
 pub use record::Record;
-pub use recovery::{Recovered, RecoveredMessage, RecoveredQueue, RecoveryReport};
+pub use recovery::{
+    Recovered, RecoveredMessage, RecoveredQueue, RecoveredTopic, RecoveredTopicMessage,
+    RecoveryReport,
+};
 pub use segment::JournalPin;
 pub use writer::Lsn;
 
@@ -119,6 +123,23 @@ pub struct JournalStats {
     pub bytes_written: u64,
     /// Batches whose write failed.
     pub failed_writes: u64,
+}
+
+thread_local! {
+    /// The atomic group being built on this thread (see [`Journal::atomic`]).
+    static GROUP: RefCell<Option<Group>> = const { RefCell::new(None) };
+}
+
+/// Records collected by [`Journal::atomic`] to be written as one.
+struct Group {
+    /// Which journal the group is for.
+    journal: usize,
+    /// The framed records, in order.
+    bytes: Vec<u8>,
+    /// What the group's messages pin: the segment being filled when the
+    /// group began. The batch may land in a later segment; pinning an
+    /// older one is safe, since segments are only deleted oldest first.
+    live: Arc<segment::LiveCount>,
 }
 
 /// Ids reserved at a time: one synced record per this many messages.
@@ -220,16 +241,134 @@ impl Journal {
         body: &[u8],
     ) -> Result<(Completion, JournalPin), JournalError> {
         self.check_room()?;
-        let (lsn, live) = self
-            .shared
-            .append(|buf| record::encode_enqueue(buf, queue, id, headers, body));
+        let encode = |buf: &mut Vec<u8>| record::encode_enqueue(buf, queue, id, headers, body);
+        if let Some(live) = self.in_group(encode) {
+            return Ok((Completion::DONE, JournalPin::new(&live)));
+        }
+        let (lsn, live) = self.shared.append(encode);
         Ok((Completion::after(lsn), JournalPin::new(&live)))
     }
 
-    /// Pins a recovered message's segment.
+    /// Runs `f` with every record this journal is given on this thread
+    /// collected and written as one batch record, which recovery applies
+    /// whole or not at all. Returns `f`'s result and the batch's
+    /// completion. Nested calls join the outer group.
+    pub fn atomic<R>(&self, f: impl FnOnce() -> R) -> (R, Completion) {
+        let me = self as *const Journal as usize;
+        let nested = GROUP.with(|g| g.borrow().as_ref().is_some_and(|g| g.journal == me));
+        if nested {
+            return (f(), Completion::DONE);
+        }
+        let live = self.shared.with_pending(|p| p.live_of(p.current_segment()));
+        GROUP.with(|g| {
+            *g.borrow_mut() = Some(Group {
+                journal: me,
+                bytes: Vec::new(),
+                live,
+            })
+        });
+        let result = f();
+        let group = GROUP.with(|g| g.borrow_mut().take());
+        let completion = match group {
+            Some(group) if !group.bytes.is_empty() => {
+                let (lsn, _) = self
+                    .shared
+                    .append(|buf| record::encode_batch(buf, &group.bytes));
+                Completion::after(lsn)
+            }
+            _ => Completion::DONE,
+        };
+        (result, completion)
+    }
+
+    /// Encodes into this thread's open group for this journal, if there is
+    /// one, and returns what the record pins.
+    fn in_group(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Option<Arc<segment::LiveCount>> {
+        let me = self as *const Journal as usize;
+        GROUP.with(|g| {
+            let mut g = g.borrow_mut();
+            let group = g.as_mut().filter(|g| g.journal == me)?;
+            encode(&mut group.bytes);
+            Some(group.live.clone())
+        })
+    }
+
+    /// Pins a recovered queue message's segment.
     pub fn pin_recovered(&self, message: &RecoveredMessage) -> JournalPin {
-        let live = self.shared.with_pending(|p| p.live_of(message.segment));
+        self.pin_segment(message.segment)
+    }
+
+    /// Pins a recovered topic message's segment.
+    pub fn pin_recovered_topic(&self, message: &RecoveredTopicMessage) -> JournalPin {
+        self.pin_segment(message.segment)
+    }
+
+    fn pin_segment(&self, segment: u64) -> JournalPin {
+        let live = self.shared.with_pending(|p| p.live_of(segment));
         JournalPin::new(&live)
+    }
+
+    /// Queues a record of a message kept in a topic's history. Called under
+    /// the topic's lock, so a topic's records are in position order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn topic_append(
+        &self,
+        topic: &str,
+        epoch: &str,
+        position: u64,
+        id: u64,
+        at_ms: u64,
+        headers: &Headers,
+        body: &[u8],
+    ) -> Result<(Completion, JournalPin), JournalError> {
+        self.check_room()?;
+        let entry = record::TopicEntry {
+            topic,
+            epoch,
+            position,
+            id,
+            at_ms,
+            headers,
+            body,
+        };
+        let encode = |buf: &mut Vec<u8>| record::encode_topic_append(buf, &entry);
+        let head = |p: &mut writer::Pending| {
+            p.topic_heads.insert(
+                ByteString::from(topic),
+                (ByteString::from(epoch), position + 1),
+            );
+        };
+        if let Some(live) = self.in_group(encode) {
+            self.shared.with_pending(head);
+            return Ok((Completion::DONE, JournalPin::new(&live)));
+        }
+        let (lsn, live) = self.shared.with_pending(|p| {
+            head(p);
+            self.shared.append_locked(p, encode)
+        });
+        self.shared.wake_writer();
+        Ok((Completion::after(lsn), JournalPin::new(&live)))
+    }
+
+    /// Records that the durable topic `topic` streams under `epoch` from
+    /// `next_position` on (a new topic, or one recovered at start).
+    pub fn topic_head(&self, topic: &str, epoch: &str, next_position: u64) {
+        self.shared.with_pending(|p| {
+            p.topic_heads.insert(
+                ByteString::from(topic),
+                (ByteString::from(epoch), next_position),
+            );
+            self.shared.append_locked(p, |buf| {
+                record::encode_topic_head(buf, topic, epoch, next_position)
+            });
+        });
+        self.shared.wake_writer();
+    }
+
+    /// Forgets a topic the broker forgot (nobody used it): its epoch is no
+    /// longer carried into new segments, as a topic created again gets a new one.
+    pub fn forget_topic(&self, topic: &str) {
+        self.shared.with_pending(|p| p.topic_heads.remove(topic));
     }
 
     /// Queues a settle record: these messages of `queue` are done with.
@@ -237,9 +376,11 @@ impl Journal {
         if ids.is_empty() {
             return Completion::DONE;
         }
-        let (lsn, _) = self
-            .shared
-            .append(|buf| record::encode_settle(buf, queue, ids));
+        let encode = |buf: &mut Vec<u8>| record::encode_settle(buf, queue, ids);
+        if self.in_group(encode).is_some() {
+            return Completion::DONE;
+        }
+        let (lsn, _) = self.shared.append(encode);
         Completion::after(lsn)
     }
 
@@ -271,7 +412,8 @@ impl Journal {
         self.shared.with_pending(|p| p.id_ceiling)
     }
 
-    fn check_room(&self) -> Result<(), JournalError> {
+    /// Whether the journal has room for more durable messages now.
+    pub fn check_room(&self) -> Result<(), JournalError> {
         let used =
             self.shared.counters.disk_bytes.load(Ordering::Relaxed) + self.shared.queued_bytes();
         if used >= self.max_bytes {

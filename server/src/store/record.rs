@@ -18,6 +18,9 @@ pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
 const ENQUEUE: u8 = 1;
 const SETTLE: u8 = 2;
 const ID_BLOCK: u8 = 3;
+const BATCH: u8 = 4;
+const TOPIC_APPEND: u8 = 5;
+const TOPIC_HEAD: u8 = 6;
 
 /// One fact in the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,41 @@ pub enum Record {
         /// The first id not yet reserved.
         up_to: u64,
     },
+    /// A message kept in a topic's history (chat rooms' `x-history` and
+    /// `x-since` survive a restart under the same epoch).
+    TopicAppend {
+        /// The topic.
+        topic: ByteString,
+        /// The topic's stream epoch.
+        epoch: ByteString,
+        /// The message's position in the stream.
+        position: u64,
+        /// The message's id number.
+        id: u64,
+        /// When it was published, milliseconds since the Unix epoch (for the
+        /// history's age limit).
+        at_ms: u64,
+        /// Its headers.
+        headers: Headers,
+        /// Its body.
+        body: Bytes,
+    },
+    /// A durable topic's stream exists under `epoch` and its next message
+    /// gets `next_position`: written when the topic is created and again at
+    /// the start of every segment, so a room whose history is empty or was
+    /// reclaimed keeps its epoch across restarts.
+    TopicHead {
+        /// The topic.
+        topic: ByteString,
+        /// Its stream epoch.
+        epoch: ByteString,
+        /// The position its next message gets.
+        next_position: u64,
+    },
+    /// Records that take effect together or not at all (a transaction's
+    /// SENDs and ACKs): one CRC covers them all, so a torn write drops
+    /// the whole group.
+    Batch(Vec<Record>),
 }
 
 /// Appends the framed enqueue record for these parts to `dst`, without
@@ -61,11 +99,7 @@ pub(crate) fn encode_enqueue(
         p.put_u8(ENQUEUE);
         put_str(p, queue);
         p.put_u64_le(id);
-        p.put_u32_le(headers.len() as u32);
-        for (name, value) in headers.iter() {
-            put_str(p, name);
-            put_str(p, value);
-        }
+        put_headers(p, headers);
         p.put_u32_le(body.len() as u32);
         p.put_slice(body);
     });
@@ -80,6 +114,78 @@ pub(crate) fn encode_settle(dst: &mut Vec<u8>, queue: &str, ids: &[u64]) {
         for id in ids {
             p.put_u64_le(*id);
         }
+    });
+}
+
+/// The parts of a topic message to journal.
+pub(crate) struct TopicEntry<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) epoch: &'a str,
+    pub(crate) position: u64,
+    pub(crate) id: u64,
+    pub(crate) at_ms: u64,
+    pub(crate) headers: &'a Headers,
+    pub(crate) body: &'a [u8],
+}
+
+/// Appends a framed topic-append record.
+pub(crate) fn encode_topic_append(dst: &mut Vec<u8>, e: &TopicEntry<'_>) {
+    frame(dst, |p| {
+        p.put_u8(TOPIC_APPEND);
+        put_str(p, e.topic);
+        put_str(p, e.epoch);
+        p.put_u64_le(e.position);
+        p.put_u64_le(e.id);
+        p.put_u64_le(e.at_ms);
+        put_headers(p, e.headers);
+        p.put_u32_le(e.body.len() as u32);
+        p.put_slice(e.body);
+    });
+}
+
+fn put_headers(p: &mut Vec<u8>, headers: &Headers) {
+    p.put_u32_le(headers.len() as u32);
+    for (name, value) in headers.iter() {
+        put_str(p, name);
+        put_str(p, value);
+    }
+}
+
+fn take_headers(p: &mut Bytes) -> Option<Headers> {
+    let count = take_u32(p)? as usize;
+    // Each header takes at least 8 bytes: a count beyond that is damage.
+    if count > p.len() / 8 {
+        return None;
+    }
+    let mut headers = Headers::with_capacity(count);
+    for _ in 0..count {
+        let name = take_str(p)?;
+        let value = take_str(p)?;
+        headers.push(name, value);
+    }
+    Some(headers)
+}
+
+fn take_body(p: &mut Bytes) -> Option<Bytes> {
+    let len = take_u32(p)? as usize;
+    (len <= p.len()).then(|| p.split_to(len))
+}
+
+/// Appends a framed topic-head record.
+pub(crate) fn encode_topic_head(dst: &mut Vec<u8>, topic: &str, epoch: &str, next_position: u64) {
+    frame(dst, |p| {
+        p.put_u8(TOPIC_HEAD);
+        put_str(p, topic);
+        put_str(p, epoch);
+        p.put_u64_le(next_position);
+    });
+}
+
+/// Appends a framed batch record holding `inner`, which is framed records.
+pub(crate) fn encode_batch(dst: &mut Vec<u8>, inner: &[u8]) {
+    frame(dst, |p| {
+        p.put_u8(BATCH);
+        p.put_slice(inner);
     });
 }
 
@@ -103,6 +209,38 @@ impl Record {
             } => encode_enqueue(dst, queue, *id, headers, body),
             Record::Settle { queue, ids } => encode_settle(dst, queue, ids),
             Record::IdBlock { up_to } => encode_id_block(dst, *up_to),
+            Record::TopicAppend {
+                topic,
+                epoch,
+                position,
+                id,
+                at_ms,
+                headers,
+                body,
+            } => encode_topic_append(
+                dst,
+                &TopicEntry {
+                    topic,
+                    epoch,
+                    position: *position,
+                    id: *id,
+                    at_ms: *at_ms,
+                    headers,
+                    body,
+                },
+            ),
+            Record::TopicHead {
+                topic,
+                epoch,
+                next_position,
+            } => encode_topic_head(dst, topic, epoch, *next_position),
+            Record::Batch(records) => {
+                let mut inner = Vec::new();
+                for r in records {
+                    r.encode(&mut inner);
+                }
+                encode_batch(dst, &inner);
+            }
         }
     }
 }
@@ -174,22 +312,8 @@ fn parse(mut p: Bytes) -> Option<Record> {
         ENQUEUE => {
             let queue = take_str(&mut p)?;
             let id = take_u64(&mut p)?;
-            let count = take_u32(&mut p)? as usize;
-            // Each header takes at least 8 bytes: a count beyond that is damage.
-            if count > p.len() / 8 {
-                return None;
-            }
-            let mut headers = Headers::with_capacity(count);
-            for _ in 0..count {
-                let name = take_str(&mut p)?;
-                let value = take_str(&mut p)?;
-                headers.push(name, value);
-            }
-            let len = take_u32(&mut p)? as usize;
-            if len > p.len() {
-                return None;
-            }
-            let body = p.split_to(len);
+            let headers = take_headers(&mut p)?;
+            let body = take_body(&mut p)?;
             Record::Enqueue {
                 queue,
                 id,
@@ -209,6 +333,34 @@ fn parse(mut p: Bytes) -> Option<Record> {
         ID_BLOCK => Record::IdBlock {
             up_to: take_u64(&mut p)?,
         },
+        TOPIC_APPEND => Record::TopicAppend {
+            topic: take_str(&mut p)?,
+            epoch: take_str(&mut p)?,
+            position: take_u64(&mut p)?,
+            id: take_u64(&mut p)?,
+            at_ms: take_u64(&mut p)?,
+            headers: take_headers(&mut p)?,
+            body: take_body(&mut p)?,
+        },
+        TOPIC_HEAD => Record::TopicHead {
+            topic: take_str(&mut p)?,
+            epoch: take_str(&mut p)?,
+            next_position: take_u64(&mut p)?,
+        },
+        BATCH => {
+            let mut records = Vec::new();
+            while !p.is_empty() {
+                match read(&p) {
+                    Read::Record(Record::Batch(_), _) => return None,
+                    Read::Record(r, used) => {
+                        records.push(r);
+                        p.advance(used);
+                    }
+                    Read::End | Read::Damaged(_) => return None,
+                }
+            }
+            Record::Batch(records)
+        }
         _ => return None,
     };
     p.is_empty().then_some(record)
@@ -254,6 +406,27 @@ mod tests {
                 ids: vec![42, 43],
             },
             Record::IdBlock { up_to: 1 << 20 },
+            Record::TopicAppend {
+                topic: "/topic/chat.x".into(),
+                epoch: "abc.1".into(),
+                position: 9,
+                id: 77,
+                at_ms: 1_700_000_000_000,
+                headers: Headers::new(),
+                body: Bytes::from_static(b"hi"),
+            },
+            Record::TopicHead {
+                topic: "/topic/chat.empty".into(),
+                epoch: "abc.2".into(),
+                next_position: 1,
+            },
+            Record::Batch(vec![
+                Record::Settle {
+                    queue: "/queue/a".into(),
+                    ids: vec![1],
+                },
+                Record::IdBlock { up_to: 7 },
+            ]),
         ]
     }
 

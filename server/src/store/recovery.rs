@@ -7,7 +7,7 @@
 //! Damage in an older segment cannot come from a crash; it is logged as
 //! an error and the rest of that segment is skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +40,40 @@ pub struct RecoveredQueue {
     pub messages: Vec<RecoveredMessage>,
 }
 
+/// A message of a topic's journaled history.
+#[derive(Debug)]
+pub struct RecoveredTopicMessage {
+    /// Its id number.
+    pub id: u64,
+    /// Its position in the topic's stream.
+    pub position: u64,
+    /// When it was published, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Its headers.
+    pub headers: Headers,
+    /// Its body.
+    pub body: Bytes,
+    /// The segment holding its record.
+    pub(super) segment: u64,
+}
+
+/// A topic's stream as the journal knows it.
+#[derive(Debug)]
+pub struct RecoveredTopic {
+    /// The topic's name.
+    pub name: ByteString,
+    /// Its stream epoch, kept across restarts.
+    pub epoch: ByteString,
+    /// The position the next message gets.
+    pub next_position: u64,
+    /// Its newest history messages, oldest first.
+    pub messages: VecDeque<RecoveredTopicMessage>,
+}
+
+/// History messages kept per topic while recovering: far above any
+/// sensible `history` policy, so recovery's memory stays bounded.
+const MAX_TOPIC_MESSAGES: usize = 65_536;
+
 /// What a recovery found and did, for the log and `/health`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -60,6 +94,8 @@ pub struct RecoveryReport {
 pub struct Recovered {
     /// The queues with messages left.
     pub queues: Vec<RecoveredQueue>,
+    /// The topics with journaled history.
+    pub topics: Vec<RecoveredTopic>,
     /// The first message id not known to be used.
     pub next_id: u64,
     /// What happened.
@@ -83,6 +119,13 @@ impl Recovered {
     }
 }
 
+/// Everything being rebuilt.
+#[derive(Default)]
+struct State {
+    queues: HashMap<ByteString, QueueState>,
+    topics: HashMap<ByteString, RecoveredTopic>,
+}
+
 #[derive(Default)]
 struct QueueState {
     /// By place in the log.
@@ -95,7 +138,7 @@ struct QueueState {
 /// torn tail off the newest segment on disk.
 pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
     let numbers = segment::list(dir)?;
-    let mut queues: HashMap<ByteString, QueueState> = HashMap::new();
+    let mut state = State::default();
     let mut out = Recovered {
         next_id: 1,
         ..Recovered::default()
@@ -119,8 +162,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
                 }
                 Read::Record(r, used) => {
                     out.report.records += 1;
-                    place += 1;
-                    apply(&mut queues, &mut out.next_id, r, number, place);
+                    apply(&mut state, &mut out.next_id, r, number, &mut place);
                     rest.advance(used);
                     end += used as u64;
                 }
@@ -159,16 +201,25 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
             out.last = Some((number, kept_len));
         }
     }
+    let State { mut queues, topics } = state;
+    let mut topics: Vec<RecoveredTopic> = topics.into_values().collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in &topics {
+        for m in &t.messages {
+            *out.segments.entry(m.segment).or_default() += 1;
+        }
+    }
+    out.topics = topics;
     let mut names: Vec<ByteString> = queues.keys().cloned().collect();
     names.sort();
     for name in names {
-        let Some(state) = queues.remove(&name) else {
+        let Some(q) = queues.remove(&name) else {
             continue;
         };
-        if state.messages.is_empty() {
+        if q.messages.is_empty() {
             continue;
         }
-        let messages: Vec<RecoveredMessage> = state.messages.into_values().collect();
+        let messages: Vec<RecoveredMessage> = q.messages.into_values().collect();
         for m in &messages {
             *out.segments.entry(m.segment).or_default() += 1;
         }
@@ -178,13 +229,18 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
     Ok(out)
 }
 
-fn apply(
-    queues: &mut HashMap<ByteString, QueueState>,
-    next_id: &mut u64,
-    record: Record,
-    segment: u64,
-    place: u64,
-) {
+/// Headers copied into their own allocations: slices would keep the
+/// whole segment's buffer alive as long as the message.
+fn own_headers(headers: &Headers) -> Headers {
+    headers
+        .iter()
+        .map(|(n, v)| (ByteString::from(n), ByteString::from(v)))
+        .collect()
+}
+
+fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64, place: &mut u64) {
+    *place += 1;
+    let place_now = *place;
     match record {
         Record::Enqueue {
             queue,
@@ -193,21 +249,16 @@ fn apply(
             body,
         } => {
             *next_id = (*next_id).max(id + 1);
-            let q = queues.entry(queue).or_default();
+            let q = state.queues.entry(queue).or_default();
             // Re-appended by compaction: the newer copy replaces the older.
-            if let Some(old) = q.places.insert(id, place) {
+            if let Some(old) = q.places.insert(id, place_now) {
                 q.messages.remove(&old);
             }
             q.messages.insert(
-                place,
+                place_now,
                 RecoveredMessage {
                     id,
-                    // Their own allocations: slices would keep the whole
-                    // segment's buffer alive as long as the message.
-                    headers: headers
-                        .iter()
-                        .map(|(n, v)| (ByteString::from(n), ByteString::from(v)))
-                        .collect(),
+                    headers: own_headers(&headers),
                     // Its own allocation: a slice would keep the whole
                     // segment's buffer alive as long as the message.
                     body: Bytes::copy_from_slice(&body),
@@ -216,7 +267,7 @@ fn apply(
             );
         }
         Record::Settle { queue, ids } => {
-            if let Some(q) = queues.get_mut(&queue) {
+            if let Some(q) = state.queues.get_mut(&queue) {
                 for id in ids {
                     if let Some(p) = q.places.remove(&id) {
                         q.messages.remove(&p);
@@ -225,5 +276,70 @@ fn apply(
             }
         }
         Record::IdBlock { up_to } => *next_id = (*next_id).max(up_to),
+        Record::TopicAppend {
+            topic,
+            epoch,
+            position,
+            id,
+            at_ms,
+            headers,
+            body,
+        } => {
+            *next_id = (*next_id).max(id + 1);
+            let t = state
+                .topics
+                .entry(topic.clone())
+                .or_insert_with(|| RecoveredTopic {
+                    name: topic,
+                    epoch: epoch.clone(),
+                    next_position: 1,
+                    messages: VecDeque::new(),
+                });
+            // A topic forgotten and created again in an earlier run has a
+            // new epoch: its newer stream replaces the older.
+            if t.epoch != epoch {
+                t.epoch = epoch;
+                t.messages.clear();
+                t.next_position = 1;
+            }
+            t.next_position = t.next_position.max(position + 1);
+            if t.messages.len() == MAX_TOPIC_MESSAGES {
+                t.messages.pop_front();
+            }
+            t.messages.push_back(RecoveredTopicMessage {
+                id,
+                position,
+                at_ms,
+                headers: own_headers(&headers),
+                body: Bytes::copy_from_slice(&body),
+                segment,
+            });
+        }
+        Record::TopicHead {
+            topic,
+            epoch,
+            next_position,
+        } => {
+            let t = state
+                .topics
+                .entry(topic.clone())
+                .or_insert_with(|| RecoveredTopic {
+                    name: topic,
+                    epoch: epoch.clone(),
+                    next_position: 1,
+                    messages: VecDeque::new(),
+                });
+            if t.epoch != epoch {
+                t.epoch = epoch;
+                t.messages.clear();
+                t.next_position = 1;
+            }
+            t.next_position = t.next_position.max(next_position);
+        }
+        Record::Batch(records) => {
+            for r in records {
+                apply(state, next_id, r, segment, place);
+            }
+        }
     }
 }

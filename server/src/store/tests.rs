@@ -237,3 +237,76 @@ impl std::ops::Deref for TempDir {
 fn tempdir() -> TempDir {
     TempDir(tempfile::tempdir().expect("temp dir"))
 }
+
+#[test]
+fn an_atomic_group_is_recovered_whole_or_not_at_all() {
+    let dir = tempdir();
+    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (c, pin) = journal
+        .enqueue("/queue/tx", 1, &headers(), b"before")
+        .expect("room");
+    std::mem::forget(pin);
+    wait(&journal, c);
+    let (pins, completion) = journal.atomic(|| {
+        let mut pins = Vec::new();
+        for id in 2..=4 {
+            let (c, pin) = journal
+                .enqueue("/queue/tx", id, &headers(), b"in the transaction")
+                .expect("room");
+            // Inside a group nothing is written yet: the group's completion counts.
+            assert_eq!(c, Completion::DONE);
+            pins.push(pin);
+        }
+        assert_eq!(journal.settle("/queue/tx", &[1]), Completion::DONE);
+        pins
+    });
+    assert!(completion.lsn().is_some());
+    wait(&journal, completion);
+    drop(pins);
+    drop(journal);
+
+    let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![2, 3, 4], "the whole group took effect");
+    drop(journal);
+
+    // The same group torn by a crash: none of it.
+    let dir = tempdir();
+    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (c, pin) = journal
+        .enqueue("/queue/tx", 1, &headers(), b"before")
+        .expect("room");
+    std::mem::forget(pin);
+    wait(&journal, c);
+    let (_pins, completion) = journal.atomic(|| {
+        let pins: Vec<JournalPin> = (2..=4)
+            .map(|id| {
+                journal
+                    .enqueue("/queue/tx", id, &headers(), b"in the transaction")
+                    .expect("room")
+                    .1
+            })
+            .collect();
+        let _ = journal.settle("/queue/tx", &[1]);
+        pins
+    });
+    wait(&journal, completion);
+    std::mem::forget(_pins);
+    drop(journal);
+    let newest = *segment::list(&dir)
+        .expect("list")
+        .last()
+        .expect("a segment");
+    let path = segment::path(&dir, newest);
+    let len = std::fs::metadata(&path).expect("meta").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    // Cut inside the batch: its last inner record is half there.
+    file.set_len(len - 3).expect("cut");
+    drop(file);
+    let (_journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1], "nothing of the torn group took effect");
+}

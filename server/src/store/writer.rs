@@ -44,6 +44,10 @@ pub(super) struct Pending {
     /// The current id reservation, repeated at the start of every segment
     /// so that reclaiming old segments never loses it.
     pub(super) id_ceiling: u64,
+    /// Durable topics' epochs and next positions, repeated at the start of
+    /// every segment for the same reason.
+    pub(super) topic_heads:
+        std::collections::HashMap<stomp_codec::ByteString, (stomp_codec::ByteString, u64)>,
     /// Bytes queued and not yet written.
     queued_bytes: u64,
     closed: bool,
@@ -52,6 +56,11 @@ pub(super) struct Pending {
 }
 
 impl Pending {
+    /// The segment records are being assigned to.
+    pub(super) fn current_segment(&self) -> u64 {
+        self.segment
+    }
+
     /// The live count of segment `number`.
     pub(super) fn live_of(&mut self, number: u64) -> Arc<LiveCount> {
         self.live.entry(number).or_default().clone()
@@ -121,6 +130,7 @@ impl Shared {
                 segment_fill,
                 live,
                 id_ceiling,
+                topic_heads: std::collections::HashMap::new(),
                 queued_bytes: 0,
                 closed: false,
                 spare: Vec::new(),
@@ -183,6 +193,9 @@ impl Shared {
             p.live.insert(p.segment, live);
             let mut bytes = p.spare.pop().unwrap_or_default();
             record::encode_id_block(&mut bytes, p.id_ceiling);
+            for (topic, (epoch, next)) in &p.topic_heads {
+                record::encode_topic_head(&mut bytes, topic, epoch, *next);
+            }
             p.segment_fill += bytes.len() as u64;
             p.next_lsn += 1;
             bytes.extend_from_slice(&moved);

@@ -1,0 +1,300 @@
+//! Durable state across a restart of the broker in this process: queued
+//! and unacknowledged messages, chat history under the same epoch, and
+//! transactions applied whole. (SIGKILL of the real binary is in
+//! server/tests/durability.rs.)
+
+use std::time::Duration;
+
+use integration_tests::{TestServer, Via, body, frame};
+use stomp_codec::Command;
+
+/// A broker on `dir`'s journal.
+async fn on(dir: &tempfile::TempDir) -> TestServer {
+    let path = dir.path().to_path_buf();
+    TestServer::start(move |c| c.data_dir = path).await
+}
+
+#[tokio::test]
+async fn queued_and_unacknowledged_messages_survive_a_graceful_restart() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let server = on(&dir).await;
+    let mut p = server.client(Via::Tcp).await;
+    for i in 0..5 {
+        p.send_confirmed(
+            frame(Command::Send, &[("destination", "/queue/kept")]).body(format!("m{i}")),
+            &format!("r{i}"),
+        )
+        .await;
+    }
+    // A consumer takes two and acknowledges neither.
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe(
+        "s",
+        "/queue/kept",
+        "client-individual",
+        &[("prefetch-count", "2")],
+    )
+    .await;
+    let held = c.messages(2).await;
+    assert_eq!(body(&held[0]), "m0");
+    assert_eq!(
+        held[0].headers.get("persistent"),
+        Some("true"),
+        "a durable message says so"
+    );
+    server.shutdown().await;
+
+    let server = on(&dir).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/queue/kept", "client-individual", &[])
+        .await;
+    let all = c.messages(5).await;
+    let bodies: Vec<String> = all.iter().map(body).collect();
+    assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4"]);
+    for m in &all {
+        assert_eq!(m.headers.get("redelivered"), Some("true"), "{m:?}");
+    }
+    // Acknowledged now, so a third start finds the queue empty.
+    for m in &all {
+        let ack = m.headers.get("ack").expect("an ack id").to_string();
+        c.send(frame(Command::Ack, &[("id", &ack)])).await;
+    }
+    c.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+        .await;
+    server.shutdown().await;
+
+    let server = on(&dir).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/queue/kept", "auto", &[]).await;
+    c.expect_nothing(Duration::from_millis(300)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn message_ids_are_not_reused_after_a_restart() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let server = on(&dir).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/queue/ids", "auto", &[]).await;
+    c.publish("/queue/ids", "first").await;
+    let first = c.messages(1).await.remove(0);
+    server.shutdown().await;
+
+    let server = on(&dir).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/queue/ids", "auto", &[]).await;
+    c.publish("/queue/ids", "second").await;
+    let second = c.messages(1).await.remove(0);
+    assert_ne!(
+        first.headers.get("message-id"),
+        second.headers.get("message-id")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn chat_history_comes_back_under_the_same_epoch() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let server = on(&dir).await;
+    let mut watcher = server.client(Via::Ws).await;
+    watcher
+        .subscribe("w", "/topic/chat.durable", "auto", &[])
+        .await;
+    // A room where nobody has spoken yet: its epoch must outlive the restart too.
+    watcher
+        .send(frame(
+            Command::Subscribe,
+            &[
+                ("id", "q"),
+                ("destination", "/topic/chat.quiet"),
+                ("x-history", "5"),
+            ],
+        ))
+        .await;
+    let quiet = watcher.recv().await;
+    let quiet_epoch = quiet
+        .headers
+        .get("x-stream-epoch")
+        .expect("the marker names the epoch")
+        .to_string();
+    let mut p = server.client(Via::Ws).await;
+    for i in 0..3 {
+        p.send_confirmed(
+            frame(Command::Send, &[("destination", "/topic/chat.durable")])
+                .body(format!("line {i}")),
+            &format!("r{i}"),
+        )
+        .await;
+    }
+    let live = watcher.messages(3).await;
+    let epoch = live[2]
+        .headers
+        .get("x-stream-epoch")
+        .expect("an epoch")
+        .to_string();
+    let head = live[2]
+        .headers
+        .get("x-stream-position")
+        .expect("a position")
+        .to_string();
+    server.shutdown().await;
+
+    let server = on(&dir).await;
+    // A client that had everything: complete, nothing replayed.
+    let mut back = server.client(Via::Ws).await;
+    back.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "b"),
+            ("destination", "/topic/chat.durable"),
+            ("x-since", &head),
+            ("x-since-epoch", &epoch),
+        ],
+    ))
+    .await;
+    let marker = back.recv().await;
+    assert_eq!(
+        marker.headers.get("x-recovery"),
+        Some("complete"),
+        "{marker:?}"
+    );
+    assert_eq!(marker.headers.get("x-stream-epoch"), Some(epoch.as_str()));
+    // A newcomer sees the history, same epoch, same positions.
+    let mut fresh = server.client(Via::Ws).await;
+    fresh
+        .send(frame(
+            Command::Subscribe,
+            &[
+                ("id", "f"),
+                ("destination", "/topic/chat.durable"),
+                ("x-history", "10"),
+            ],
+        ))
+        .await;
+    let replay = fresh.messages(3).await;
+    for (i, m) in replay.iter().enumerate() {
+        assert_eq!(body(m), format!("line {i}"));
+        assert_eq!(m.headers.get("x-stream-epoch"), Some(epoch.as_str()));
+        assert_eq!(
+            m.headers.get("x-stream-position"),
+            live[i].headers.get("x-stream-position")
+        );
+        assert_eq!(
+            m.headers.get("message-id"),
+            live[i].headers.get("message-id")
+        );
+    }
+    // The stream goes on from its head.
+    p = server.client(Via::Ws).await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/topic/chat.durable")]).body("line 3"),
+        "r3",
+    )
+    .await;
+    let next = back.recv().await;
+    assert_eq!(body(&next), "line 3");
+    let position: u64 = next
+        .headers
+        .get("x-stream-position")
+        .and_then(|p| p.parse().ok())
+        .expect("a position");
+    assert_eq!(position, head.parse::<u64>().expect("a number") + 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_committed_transaction_is_receipted_once_on_disk_and_survives() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let server = on(&dir).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.send(frame(Command::Begin, &[("transaction", "t")])).await;
+    for i in 0..3 {
+        c.send(
+            frame(
+                Command::Send,
+                &[("destination", "/queue/tx"), ("transaction", "t")],
+            )
+            .body(format!("t{i}")),
+        )
+        .await;
+    }
+    c.send_confirmed(frame(Command::Commit, &[("transaction", "t")]), "committed")
+        .await;
+    // Aborted work leaves nothing behind.
+    c.send(frame(Command::Begin, &[("transaction", "u")])).await;
+    c.send(
+        frame(
+            Command::Send,
+            &[("destination", "/queue/tx"), ("transaction", "u")],
+        )
+        .body("aborted"),
+    )
+    .await;
+    c.send_confirmed(frame(Command::Abort, &[("transaction", "u")]), "aborted")
+        .await;
+    server.shutdown().await;
+
+    let server = on(&dir).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/queue/tx", "auto", &[]).await;
+    let got: Vec<String> = c.messages(3).await.iter().map(body).collect();
+    assert_eq!(got, ["t0", "t1", "t2"]);
+    c.expect_nothing(Duration::from_millis(300)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_queue_policy_or_the_send_can_keep_messages_in_memory_only() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let path = dir.path().to_path_buf();
+    let start = move || {
+        let path = path.clone();
+        TestServer::start(move |c| {
+            c.data_dir = path;
+            c.queues = vec![stompbox::broker::QueuePolicy {
+                pattern: "/queue/scratch.*".into(),
+                durable: false,
+                ..stompbox::broker::QueuePolicy::unlimited()
+            }];
+        })
+    };
+    let server = start().await;
+    let mut p = server.client(Via::Tcp).await;
+    for (destination, persistent, text) in [
+        ("/queue/scratch.a", None, "policy says memory"),
+        ("/queue/scratch.a", Some("true"), "send says disk"),
+        ("/queue/plain", Some("false"), "send says memory"),
+        ("/queue/plain", None, "default disk"),
+    ] {
+        let mut f = frame(Command::Send, &[("destination", destination)]);
+        if let Some(v) = persistent {
+            f = f.header("persistent", v);
+        }
+        p.send_confirmed(f.body(text), text).await;
+    }
+    server.shutdown().await;
+
+    let server = start().await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("a", "/queue/scratch.a", "auto", &[]).await;
+    assert_eq!(body(&c.messages(1).await[0]), "send says disk");
+    c.subscribe("b", "/queue/plain", "auto", &[]).await;
+    assert_eq!(body(&c.messages(1).await[0]), "default disk");
+    c.expect_nothing(Duration::from_millis(300)).await;
+    // A persistent header that is neither true nor false is refused.
+    let mut bad = server.client(Via::Tcp).await;
+    bad.send(frame(
+        Command::Send,
+        &[("destination", "/queue/plain"), ("persistent", "yes")],
+    ))
+    .await;
+    let error = bad.expect_error_and_close().await;
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("persistent")),
+        "{error:?}"
+    );
+    server.shutdown().await;
+}
