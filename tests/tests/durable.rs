@@ -159,6 +159,22 @@ async fn chat_history_comes_back_under_the_same_epoch() {
         "{marker:?}"
     );
     assert_eq!(marker.headers.get("x-stream-epoch"), Some(epoch.as_str()));
+    back.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "q"),
+            ("destination", "/topic/chat.quiet"),
+            ("x-since", "0"),
+            ("x-since-epoch", &quiet_epoch),
+        ],
+    ))
+    .await;
+    let marker = back.recv().await;
+    assert_eq!(
+        marker.headers.get("x-recovery"),
+        Some("complete"),
+        "an empty room kept its epoch: {marker:?}"
+    );
     // A newcomer sees the history, same epoch, same positions.
     let mut fresh = server.client(Via::Ws).await;
     fresh
