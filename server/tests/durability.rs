@@ -374,3 +374,110 @@ fn a_torn_journal_tail_is_cut_and_what_came_before_is_kept() {
     let log = broker.log();
     assert!(log.contains("torn write"), "{log}");
 }
+
+/// Subscribes to `room` with `x-history:200` and returns the replayed
+/// MESSAGEs and the recovery marker.
+fn history(port: u16, room: &str) -> (Vec<Frame>, Frame) {
+    let mut c = Client::connect(port);
+    c.write(&format!(
+        "SUBSCRIBE\ndestination:{room}\nid:h\nx-history:200\n\n\0"
+    ));
+    let mut replay = Vec::new();
+    loop {
+        let f = c.read().expect("the history");
+        if f.headers.contains_key("x-recovery") {
+            return (replay, f);
+        }
+        if f.command == "MESSAGE" {
+            replay.push(f);
+        }
+    }
+}
+
+#[test]
+fn receipted_chat_messages_survive_sigkill_under_the_same_epoch() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let room = "/topic/chat.crash";
+    let mut broker = Broker::start(data.path(), &[]);
+    let mut epoch: Option<String> = None;
+    let mut confirmed: Vec<String> = Vec::new();
+    for round in 0..4 {
+        // 30 lines, under the chat policy's burst of 40 a connection.
+        let port = broker.port;
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut c = Client::connect(port);
+            let mut reader = Client {
+                stream: c.stream.try_clone().expect("clone"),
+                buf: Vec::new(),
+            };
+            std::thread::spawn(move || {
+                while let Some(f) = reader.read() {
+                    if f.command == "RECEIPT"
+                        && let Some(r) = f.headers.get("receipt-id")
+                    {
+                        let _ = tx.send(r.clone());
+                    }
+                }
+            });
+            for i in 0..30 {
+                let line = format!("r{round}-{i}");
+                let frame = format!("SEND\ndestination:{room}\nreceipt:{line}\n\n{line}\0");
+                if c.stream.write_all(frame.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(rng.next() % 10));
+        broker.kill();
+        let _ = writer.join();
+        let receipted: Vec<String> = rx.iter().collect();
+        eprintln!("round {round}: {} receipts", receipted.len());
+        confirmed.extend(receipted);
+
+        broker = Broker::start(data.path(), &[]);
+        let (replay, marker) = history(broker.port, room);
+        let now_epoch = marker
+            .headers
+            .get("x-stream-epoch")
+            .cloned()
+            .expect("an epoch");
+        if !replay.is_empty() || !confirmed.is_empty() {
+            match &epoch {
+                Some(e) => assert_eq!(e, &now_epoch, "the room's epoch changed (seed {seed})"),
+                None => epoch = Some(now_epoch.clone()),
+            }
+        }
+        let bodies: Vec<&str> = replay.iter().map(|f| f.body.as_str()).collect();
+        for line in &confirmed {
+            assert!(
+                bodies.contains(&line.as_str()),
+                "round {round}: receipted {line} missing from the history after SIGKILL (seed {seed}); log:\n{}",
+                broker.log()
+            );
+        }
+        let positions: Vec<u64> = replay
+            .iter()
+            .map(|f| {
+                f.headers
+                    .get("x-stream-position")
+                    .and_then(|p| p.parse().ok())
+                    .expect("a position")
+            })
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "positions in order: {positions:?}"
+        );
+    }
+    assert!(
+        !confirmed.is_empty(),
+        "no chat line was receipted: the test proved nothing"
+    );
+}

@@ -314,3 +314,93 @@ async fn a_queue_policy_or_the_send_can_keep_messages_in_memory_only() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_journal_refuses_durable_sends_and_keeps_serving() {
+    use stompbox::config::ByteSize;
+    let dir = tempfile::tempdir().expect("a data directory");
+    let path = dir.path().to_path_buf();
+    let server = TestServer::start(move |c| {
+        c.data_dir = path;
+        c.journal_segment_bytes = ByteSize::Text("64KiB".into());
+        c.journal_max_bytes = ByteSize::Text("128KiB".into());
+    })
+    .await;
+    let mut p = server.client(Via::Tcp).await;
+    let body = "x".repeat(1024);
+    let mut accepted = 0;
+    let refusal = loop {
+        assert!(accepted < 1000, "the journal never filled");
+        let receipt = format!("r{accepted}");
+        p.send(
+            frame(Command::Send, &[("destination", "/queue/full")])
+                .header("receipt", receipt.as_str())
+                .body(body.clone()),
+        )
+        .await;
+        let r = p.recv().await;
+        assert_eq!(r.command, Command::Receipt);
+        if r.headers.get("x-error").is_some() {
+            break r;
+        }
+        accepted += 1;
+    };
+    assert_eq!(refusal.headers.get("x-error"), Some("not-stored"));
+    assert!(
+        refusal
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("journal is full")),
+        "{refusal:?}"
+    );
+    // Memory-only messages still go through, and consumers are served.
+    p.send_confirmed(
+        frame(
+            Command::Send,
+            &[("destination", "/queue/full"), ("persistent", "false")],
+        )
+        .body("in memory"),
+        "mem",
+    )
+    .await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe(
+        "s",
+        "/queue/full",
+        "client-individual",
+        &[("prefetch-count", "0")],
+    )
+    .await;
+    let got = c.messages(accepted + 1).await;
+    assert_eq!(body_of(got.last()), "in memory");
+    for m in &got {
+        let ack = m.headers.get("ack").expect("ack").to_string();
+        c.send(frame(Command::Ack, &[("id", &ack)])).await;
+    }
+    c.send_confirmed(frame(Command::Disconnect, &[]), "acked")
+        .await;
+    // Once the settled segments are deleted, durable SENDs are taken again.
+    let deadline = tokio::time::Instant::now() + integration_tests::WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal never had room again"
+        );
+        p.send(
+            frame(Command::Send, &[("destination", "/queue/again")])
+                .header("receipt", "again")
+                .body("after"),
+        )
+        .await;
+        let r = p.recv().await;
+        if r.headers.get("x-error").is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown().await;
+}
+
+fn body_of(f: Option<&stomp_codec::Frame>) -> String {
+    f.map(body).unwrap_or_default()
+}
