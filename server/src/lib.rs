@@ -104,6 +104,49 @@ fn max_connections(config: &Config) -> usize {
 /// How often unused destinations are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// How often the journal is checked for an old segment worth compacting.
+const COMPACT_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the journal's disk use near its live data: when the oldest
+/// segment holds back newer ones for the sake of a few live records
+/// (a message nobody consumes, a room's old history), those records are
+/// written again at the end and the segment goes.
+async fn compactor(broker: Arc<Broker>, cancel: CancellationToken) {
+    // A segment whose live records are all being delivered cannot be
+    // compacted now; it is tried again less and less often, since each try
+    // looks at every waiting message.
+    let mut wait = COMPACT_EVERY;
+    let mut last_fruitless = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(segment) = broker.journal().and_then(|j| j.compaction_candidate()) else {
+            wait = COMPACT_EVERY;
+            continue;
+        };
+        let b = broker.clone();
+        // Copies bodies under destination locks: off the async workers.
+        match tokio::task::spawn_blocking(move || b.compact(segment)).await {
+            Ok(0) => {
+                wait = if last_fruitless == Some(segment) {
+                    (wait * 2).min(Duration::from_secs(64))
+                } else {
+                    COMPACT_EVERY
+                };
+                last_fruitless = Some(segment);
+            }
+            Ok(moved) => {
+                tracing::info!(segment, moved, "journal: compacted the oldest segment");
+                wait = COMPACT_EVERY;
+                last_fruitless = None;
+            }
+            Err(e) => tracing::error!(error = %e, "journal compaction failed"),
+        }
+    }
+}
+
 /// A running broker.
 pub struct Server {
     tcp_addr: SocketAddr,
@@ -221,6 +264,10 @@ impl Server {
                 }
             })
         };
+        let mut listeners = vec![tcp_task, http_task, sweeper];
+        if broker.journal().is_some() {
+            listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
+        }
         tracing::info!(%tcp_addr, "STOMP over TCP listening");
         tracing::info!(%http_addr, "HTTP listening: WebSocket at ws://{http_addr}/ws, health at /health");
         Ok(Server {
@@ -228,7 +275,7 @@ impl Server {
             http_addr,
             cancel,
             tracker,
-            listeners: vec![tcp_task, http_task, sweeper],
+            listeners,
             grace: Duration::from_millis(config.shutdown_grace_ms),
             broker,
         })

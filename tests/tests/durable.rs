@@ -404,3 +404,73 @@ async fn a_full_journal_refuses_durable_sends_and_keeps_serving() {
 fn body_of(f: Option<&stomp_codec::Frame>) -> String {
     f.map(body).unwrap_or_default()
 }
+
+#[tokio::test]
+async fn a_few_old_messages_do_not_pin_the_journal_and_keep_their_order() {
+    use stompbox::config::ByteSize;
+    let dir = tempfile::tempdir().expect("a data directory");
+    let path = dir.path().to_path_buf();
+    let start = move || {
+        let path = path.clone();
+        TestServer::start(move |c| {
+            c.data_dir = path;
+            c.journal_segment_bytes = ByteSize::Text("64KiB".into());
+        })
+    };
+    let server = start().await;
+    let mut p = server.client(Via::Tcp).await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("busy", "/queue/busy", "auto", &[]).await;
+    let payload = "b".repeat(2000);
+    // Two messages nobody consumes, far apart in the journal, with about
+    // 2 MiB of traffic that is consumed at once around them.
+    for round in 0..2 {
+        p.send_confirmed(
+            frame(Command::Send, &[("destination", "/queue/stuck")]).body(format!("stuck {round}")),
+            &format!("s{round}"),
+        )
+        .await;
+        for i in 0..500 {
+            p.send(frame(Command::Send, &[("destination", "/queue/busy")]).body(payload.clone()))
+                .await;
+            if i % 100 == 99 {
+                p.send_confirmed(
+                    frame(Command::Send, &[("destination", "/queue/busy")]),
+                    &format!("b{round}-{i}"),
+                )
+                .await;
+            }
+        }
+        c.messages(505).await;
+    }
+    let journal = server
+        .server()
+        .broker()
+        .journal()
+        .cloned()
+        .expect("a journal");
+    let deadline = tokio::time::Instant::now() + integration_tests::WAIT * 2;
+    loop {
+        let stats = journal.stats();
+        if stats.disk_bytes <= 4 * 64 * 1024 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal stayed at {stats:?}: compaction did not free the old segments"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+
+    let server = start().await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("s", "/queue/stuck", "auto", &[]).await;
+    let got: Vec<String> = c.messages(2).await.iter().map(body).collect();
+    assert_eq!(
+        got,
+        ["stuck 0", "stuck 1"],
+        "moved records keep their order"
+    );
+    server.shutdown().await;
+}

@@ -511,6 +511,29 @@ impl Broker {
         removed
     }
 
+    /// Moves the journal records that keep segment `segment` alive to the
+    /// journal's end, so the segment can be deleted (see
+    /// [`Journal::compaction_candidate`]). Returns how many moved.
+    pub fn compact(&self, segment: u64) -> usize {
+        let mut moved = 0;
+        for shard in &self.shards {
+            // Looked up under the shard lock, compacted outside it.
+            let destinations: Vec<Destination> = shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for d in destinations {
+                moved += match d {
+                    Destination::Queue(q) => q.compact(segment),
+                    Destination::Topic(t) => t.compact(segment),
+                };
+            }
+        }
+        moved
+    }
+
     /// How many destinations exist.
     pub fn destination_count(&self) -> usize {
         self.shards

@@ -291,6 +291,35 @@ impl QueueDestination {
         self.dispatch(&mut state);
     }
 
+    /// Writes the journal records of waiting messages held in journal
+    /// segment `segment` again at the journal's end, so that segment can be
+    /// deleted. A message someone else also holds (being delivered) is
+    /// left; it is settled or back here soon. Returns how many moved.
+    pub fn compact(&self, segment: u64) -> usize {
+        let Some(journal) = &self.journal else {
+            return 0;
+        };
+        let mut state = self.lock();
+        let mut moved = 0;
+        for pending in state.messages.iter_mut() {
+            if pending
+                .message
+                .journal
+                .as_ref()
+                .is_none_or(|pin| pin.segment() != segment)
+            {
+                continue;
+            }
+            if let Some(m) = Arc::get_mut(&mut pending.message) {
+                // Under the queue's lock: no ACK of it can be written in between.
+                m.journal =
+                    Some(journal.re_enqueue(&self.name, m.id.number(), &m.headers, &m.body));
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// No messages and no consumers: nothing would be lost by forgetting it.
     pub fn is_idle(&self) -> bool {
         let state = self.lock();

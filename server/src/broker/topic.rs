@@ -320,6 +320,43 @@ impl TopicDestination {
         Ok((dropped, completion))
     }
 
+    /// Writes the journal records of kept messages held in journal segment
+    /// `segment` again at the journal's end (see `QueueDestination::compact`).
+    pub fn compact(&self, segment: u64) -> usize {
+        let Some(journal) = &self.journal else {
+            return 0;
+        };
+        let mut state = self.lock();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut moved = 0;
+        for kept in state.kept.iter_mut() {
+            let age = kept.at.elapsed().as_millis() as u64;
+            let Some(m) = Arc::get_mut(&mut kept.message) else {
+                continue;
+            };
+            let (Some(pin), Some(stream)) = (&m.journal, &m.stream) else {
+                continue;
+            };
+            if pin.segment() != segment {
+                continue;
+            }
+            let pin = journal.re_append_topic(
+                &self.name,
+                &stream.epoch,
+                stream.position,
+                m.id.number(),
+                now_ms.saturating_sub(age),
+                &m.headers,
+                &m.body,
+            );
+            m.journal = Some(pin);
+            moved += 1;
+        }
+        moved
+    }
+
     /// No subscribers and, once expired history is trimmed, nothing kept.
     pub fn is_idle(&self) -> bool {
         let mut state = self.lock();

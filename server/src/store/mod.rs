@@ -140,6 +140,14 @@ struct Group {
     /// group began. The batch may land in a later segment; pinning an
     /// older one is safe, since segments are only deleted oldest first.
     live: Arc<segment::LiveCount>,
+    segment: u64,
+}
+
+/// About what a message's record takes, for recovered messages whose
+/// record size was not kept.
+fn record_estimate(headers: &Headers, body: &[u8]) -> u64 {
+    let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 8).sum();
+    (64 + header_bytes + body.len()) as u64
 }
 
 /// Ids reserved at a time: one synced record per this many messages.
@@ -152,8 +160,8 @@ pub struct Journal {
     max_bytes: u64,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Held open with an exclusive lock while the journal is open, so two
-    /// brokers never write one directory.
-    _lock: std::fs::File,
+    /// brokers never write one directory; let go by [`close`](Self::close).
+    lock: Mutex<Option<std::fs::File>>,
     /// Serialises id reservations (rare: one per [`ID_BLOCK`] ids).
     reserving: Mutex<()>,
 }
@@ -218,7 +226,7 @@ impl Journal {
             shared,
             max_bytes: config.max_bytes,
             writer: Mutex::new(Some(writer)),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             reserving: Mutex::new(()),
         });
         // Numbering resumes past every id a previous run may have used.
@@ -241,12 +249,37 @@ impl Journal {
         body: &[u8],
     ) -> Result<(Completion, JournalPin), JournalError> {
         self.check_room()?;
+        Ok(self.append_enqueue(queue, id, headers, body))
+    }
+
+    /// Writes a waiting message's record again at the end of the journal,
+    /// so the old segment holding it can go (compaction). Not refused when
+    /// the journal is full: compaction is how a full journal frees space.
+    pub fn re_enqueue(&self, queue: &str, id: u64, headers: &Headers, body: &[u8]) -> JournalPin {
+        self.append_enqueue(queue, id, headers, body).1
+    }
+
+    fn append_enqueue(
+        &self,
+        queue: &str,
+        id: u64,
+        headers: &Headers,
+        body: &[u8],
+    ) -> (Completion, JournalPin) {
         let encode = |buf: &mut Vec<u8>| record::encode_enqueue(buf, queue, id, headers, body);
-        if let Some(live) = self.in_group(encode) {
-            return Ok((Completion::DONE, JournalPin::new(&live)));
+        if let Some(pin) = self.in_group(encode) {
+            return (Completion::DONE, pin);
         }
-        let (lsn, live) = self.shared.append(encode);
-        Ok((Completion::after(lsn), JournalPin::new(&live)))
+        let appended = self.shared.append(encode);
+        (Completion::after(appended.lsn), appended.pin())
+    }
+
+    /// The oldest segment, when it holds back at least two newer ones and
+    /// little of it is still live: worth re-appending its live records.
+    pub fn compaction_candidate(&self) -> Option<u64> {
+        let segment_bytes = self.shared.segment_bytes;
+        self.shared
+            .with_pending(|p| p.compaction_candidate(segment_bytes, 2))
     }
 
     /// Runs `f` with every record this journal is given on this thread
@@ -259,22 +292,26 @@ impl Journal {
         if nested {
             return (f(), Completion::DONE);
         }
-        let live = self.shared.with_pending(|p| p.live_of(p.current_segment()));
+        let (live, segment) = self.shared.with_pending(|p| {
+            let segment = p.current_segment();
+            (p.live_of(segment), segment)
+        });
         GROUP.with(|g| {
             *g.borrow_mut() = Some(Group {
                 journal: me,
                 bytes: Vec::new(),
                 live,
+                segment,
             })
         });
         let result = f();
         let group = GROUP.with(|g| g.borrow_mut().take());
         let completion = match group {
             Some(group) if !group.bytes.is_empty() => {
-                let (lsn, _) = self
+                let appended = self
                     .shared
                     .append(|buf| record::encode_batch(buf, &group.bytes));
-                Completion::after(lsn)
+                Completion::after(appended.lsn)
             }
             _ => Completion::DONE,
         };
@@ -282,30 +319,38 @@ impl Journal {
     }
 
     /// Encodes into this thread's open group for this journal, if there is
-    /// one, and returns what the record pins.
-    fn in_group(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Option<Arc<segment::LiveCount>> {
+    /// one, and returns the record's pin.
+    fn in_group(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Option<JournalPin> {
         let me = self as *const Journal as usize;
         GROUP.with(|g| {
             let mut g = g.borrow_mut();
             let group = g.as_mut().filter(|g| g.journal == me)?;
+            let before = group.bytes.len();
             encode(&mut group.bytes);
-            Some(group.live.clone())
+            let size = (group.bytes.len() - before) as u64;
+            Some(JournalPin::new(&group.live, group.segment, size))
         })
     }
 
     /// Pins a recovered queue message's segment.
     pub fn pin_recovered(&self, message: &RecoveredMessage) -> JournalPin {
-        self.pin_segment(message.segment)
+        self.pin_segment(
+            message.segment,
+            record_estimate(&message.headers, &message.body),
+        )
     }
 
     /// Pins a recovered topic message's segment.
     pub fn pin_recovered_topic(&self, message: &RecoveredTopicMessage) -> JournalPin {
-        self.pin_segment(message.segment)
+        self.pin_segment(
+            message.segment,
+            record_estimate(&message.headers, &message.body),
+        )
     }
 
-    fn pin_segment(&self, segment: u64) -> JournalPin {
+    fn pin_segment(&self, segment: u64, bytes: u64) -> JournalPin {
         let live = self.shared.with_pending(|p| p.live_of(segment));
-        JournalPin::new(&live)
+        JournalPin::new(&live, segment, bytes)
     }
 
     /// Queues a record of a message kept in a topic's history. Called under
@@ -331,23 +376,57 @@ impl Journal {
             headers,
             body,
         };
-        let encode = |buf: &mut Vec<u8>| record::encode_topic_append(buf, &entry);
+        Ok(self.append_topic(&entry))
+    }
+
+    /// Writes a kept topic message's record again at the end of the
+    /// journal (compaction); never refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn re_append_topic(
+        &self,
+        topic: &str,
+        epoch: &str,
+        position: u64,
+        id: u64,
+        at_ms: u64,
+        headers: &Headers,
+        body: &[u8],
+    ) -> JournalPin {
+        let entry = record::TopicEntry {
+            topic,
+            epoch,
+            position,
+            id,
+            at_ms,
+            headers,
+            body,
+        };
+        self.append_topic(&entry).1
+    }
+
+    fn append_topic(&self, entry: &record::TopicEntry<'_>) -> (Completion, JournalPin) {
+        let encode = |buf: &mut Vec<u8>| record::encode_topic_append(buf, entry);
         let head = |p: &mut writer::Pending| {
+            let next = p
+                .topic_heads
+                .get(entry.topic)
+                .filter(|(epoch, _)| &**epoch == entry.epoch)
+                .map_or(0, |(_, next)| *next);
             p.topic_heads.insert(
-                ByteString::from(topic),
-                (ByteString::from(epoch), position + 1),
+                ByteString::from(entry.topic),
+                (ByteString::from(entry.epoch), next.max(entry.position + 1)),
             );
         };
-        if let Some(live) = self.in_group(encode) {
+        if let Some(pin) = self.in_group(encode) {
             self.shared.with_pending(head);
-            return Ok((Completion::DONE, JournalPin::new(&live)));
+            return (Completion::DONE, pin);
         }
-        let (lsn, live) = self.shared.with_pending(|p| {
+        let appended = self.shared.with_pending(|p| {
             head(p);
             self.shared.append_locked(p, encode)
         });
         self.shared.wake_writer();
-        Ok((Completion::after(lsn), JournalPin::new(&live)))
+        (Completion::after(appended.lsn), appended.pin())
     }
 
     /// Records that the durable topic `topic` streams under `epoch` from
@@ -380,8 +459,7 @@ impl Journal {
         if self.in_group(encode).is_some() {
             return Completion::DONE;
         }
-        let (lsn, _) = self.shared.append(encode);
-        Completion::after(lsn)
+        Completion::after(self.shared.append(encode).lsn)
     }
 
     /// Makes sure ids below `up_to` are reserved on disk, blocking the
@@ -393,10 +471,9 @@ impl Journal {
         }
         let ceiling = up_to.saturating_add(ID_BLOCK);
         let lsn = self.shared.with_pending(|p| {
-            let (lsn, _) = self
-                .shared
-                .append_locked(p, |buf| record::encode_id_block(buf, ceiling));
-            lsn
+            self.shared
+                .append_locked(p, |buf| record::encode_id_block(buf, ceiling))
+                .lsn
         });
         self.shared.wake_writer();
         self.shared.wait_blocking(lsn);
@@ -481,6 +558,8 @@ impl Journal {
         {
             tracing::error!("journal writer panicked");
         }
+        // Everything is written: another broker may open the directory now.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -128,10 +128,9 @@ struct State {
 
 #[derive(Default)]
 struct QueueState {
-    /// By place in the log.
+    /// By message id: the order they were accepted in (ids are given out in
+    /// order, and a compacted record, written again later, keeps its place).
     messages: BTreeMap<u64, RecoveredMessage>,
-    /// Id → place in the log.
-    places: HashMap<u64, u64>,
 }
 
 /// Reads every segment in `dir` and rebuilds the durable state. Cuts a
@@ -143,7 +142,6 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
         next_id: 1,
         ..Recovered::default()
     };
-    let mut place = 0u64;
     let newest = numbers.last().copied();
     for number in numbers {
         let path = segment::path(dir, number);
@@ -162,7 +160,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
                 }
                 Read::Record(r, used) => {
                     out.report.records += 1;
-                    apply(&mut state, &mut out.next_id, r, number, &mut place);
+                    apply(&mut state, &mut out.next_id, r, number);
                     rest.advance(used);
                     end += used as u64;
                 }
@@ -204,6 +202,19 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
     let State { mut queues, topics } = state;
     let mut topics: Vec<RecoveredTopic> = topics.into_values().collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in &mut topics {
+        // Compaction writes kept messages again: in position order, the
+        // copy in the newest segment kept.
+        t.messages
+            .make_contiguous()
+            .sort_by_key(|m| (m.position, std::cmp::Reverse(m.segment)));
+        let mut seen = None;
+        t.messages.retain(|m| {
+            let fresh = seen != Some(m.position);
+            seen = Some(m.position);
+            fresh
+        });
+    }
     for t in &topics {
         for m in &t.messages {
             *out.segments.entry(m.segment).or_default() += 1;
@@ -238,9 +249,7 @@ fn own_headers(headers: &Headers) -> Headers {
         .collect()
 }
 
-fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64, place: &mut u64) {
-    *place += 1;
-    let place_now = *place;
+fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64) {
     match record {
         Record::Enqueue {
             queue,
@@ -250,12 +259,10 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64, pla
         } => {
             *next_id = (*next_id).max(id + 1);
             let q = state.queues.entry(queue).or_default();
-            // Re-appended by compaction: the newer copy replaces the older.
-            if let Some(old) = q.places.insert(id, place_now) {
-                q.messages.remove(&old);
-            }
+            // A second record of the same id is a compaction's copy: the
+            // newer one (in the newer segment) replaces the older.
             q.messages.insert(
-                place_now,
+                id,
                 RecoveredMessage {
                     id,
                     headers: own_headers(&headers),
@@ -269,9 +276,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64, pla
         Record::Settle { queue, ids } => {
             if let Some(q) = state.queues.get_mut(&queue) {
                 for id in ids {
-                    if let Some(p) = q.places.remove(&id) {
-                        q.messages.remove(&p);
-                    }
+                    q.messages.remove(&id);
                 }
             }
         }
@@ -338,7 +343,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64, pla
         }
         Record::Batch(records) => {
             for r in records {
-                apply(state, next_id, r, segment, place);
+                apply(state, next_id, r, segment);
             }
         }
     }

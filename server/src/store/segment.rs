@@ -35,14 +35,22 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// How many records of one segment still matter (messages not yet
-/// settled). A segment may be deleted once this is zero for it and for
-/// every older segment.
+/// settled), and their bytes. A segment may be deleted once the count is
+/// zero for it and for every older segment; one whose live bytes are few
+/// is worth compacting.
 #[derive(Debug, Default)]
-pub(crate) struct LiveCount(AtomicU64);
+pub(crate) struct LiveCount {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
 
 impl LiveCount {
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.records.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
     }
 }
 
@@ -52,17 +60,30 @@ impl LiveCount {
 #[derive(Debug)]
 pub struct JournalPin {
     live: Arc<LiveCount>,
+    segment: u64,
+    bytes: u64,
 }
 
 impl JournalPin {
-    pub(crate) fn new(live: &Arc<LiveCount>) -> JournalPin {
-        live.0.fetch_add(1, Ordering::AcqRel);
-        JournalPin { live: live.clone() }
+    pub(crate) fn new(live: &Arc<LiveCount>, segment: u64, bytes: u64) -> JournalPin {
+        live.records.fetch_add(1, Ordering::AcqRel);
+        live.bytes.fetch_add(bytes, Ordering::AcqRel);
+        JournalPin {
+            live: live.clone(),
+            segment,
+            bytes,
+        }
+    }
+
+    /// The segment holding the record.
+    pub fn segment(&self) -> u64 {
+        self.segment
     }
 }
 
 impl Drop for JournalPin {
     fn drop(&mut self) {
-        self.live.0.fetch_sub(1, Ordering::AcqRel);
+        self.live.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.live.records.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -23,6 +23,26 @@ use super::segment::{self, LiveCount};
 /// are numbered from 1; 0 means "nothing".
 pub type Lsn = u64;
 
+/// Where an appended record went.
+#[derive(Debug)]
+pub(super) struct Appended {
+    /// Its LSN.
+    pub(super) lsn: Lsn,
+    /// The live count of its segment.
+    pub(super) live: Arc<LiveCount>,
+    /// Its segment.
+    pub(super) segment: u64,
+    /// Its size, framing included.
+    pub(super) bytes: u64,
+}
+
+impl Appended {
+    /// A pin on the record, for the message it describes.
+    pub(super) fn pin(&self) -> super::JournalPin {
+        super::JournalPin::new(&self.live, self.segment, self.bytes)
+    }
+}
+
 /// Records assigned to one segment, in order.
 #[derive(Debug)]
 struct Chunk {
@@ -59,6 +79,19 @@ impl Pending {
     /// The segment records are being assigned to.
     pub(super) fn current_segment(&self) -> u64 {
         self.segment
+    }
+
+    /// The oldest segment, if it is worth compacting: not the one being
+    /// filled, at least `behind` newer segments held back by it, and at
+    /// most a quarter of it still live.
+    pub(super) fn compaction_candidate(&self, segment_bytes: u64, behind: usize) -> Option<u64> {
+        let (oldest, live) = self.live.first_key_value()?;
+        let live_bytes = live.bytes();
+        (*oldest != self.segment
+            && self.live.len() > behind
+            && live.get() > 0
+            && live_bytes <= segment_bytes / 4)
+            .then_some(*oldest)
     }
 
     /// The live count of segment `number`.
@@ -145,14 +178,14 @@ impl Shared {
         }
     }
 
-    /// Queues one record, written by `encode`, and returns its LSN and the
-    /// live count of the segment it goes to.
-    pub(super) fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> (Lsn, Arc<LiveCount>) {
+    /// Queues one record, written by `encode`, and returns its LSN and
+    /// where it goes.
+    pub(super) fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Appended {
         let mut p = lock(&self.pending);
-        let (lsn, live) = self.append_locked(&mut p, encode);
+        let appended = self.append_locked(&mut p, encode);
         drop(p);
         self.wake_writer();
-        (lsn, live)
+        appended
     }
 
     /// Bytes queued for writing.
@@ -169,7 +202,7 @@ impl Shared {
         &self,
         p: &mut Pending,
         encode: impl FnOnce(&mut Vec<u8>),
-    ) -> (Lsn, Arc<LiveCount>) {
+    ) -> Appended {
         if p.chunks.last().is_none_or(|c| c.segment != p.segment) {
             let bytes = p.spare.pop().unwrap_or_default();
             p.chunks.push(Chunk {
@@ -209,7 +242,12 @@ impl Shared {
         let lsn = p.next_lsn;
         p.next_lsn += 1;
         let live = p.live.get(&p.segment).cloned().unwrap_or_default();
-        (lsn, live)
+        Appended {
+            lsn,
+            live,
+            segment: p.segment,
+            bytes: size,
+        }
     }
 
     pub(super) fn wake_writer(&self) {
