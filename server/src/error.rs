@@ -5,7 +5,7 @@ use std::fmt;
 use stomp_codec::{DecodeError, Version};
 use thiserror::Error;
 
-use crate::broker::{DestinationError, QueueFull, SendError};
+use crate::broker::{DestinationError, QueueFull, SendError, SubscribeError};
 
 /// Everything a client can get wrong. Each becomes an ERROR frame whose
 /// `message` header is this error's `Display`, after which the connection closes.
@@ -107,10 +107,22 @@ pub enum SessionError {
     /// The queue is at a limit of its policy (`overflow = "reject-publish"`).
     #[error("{0}")]
     QueueFull(#[from] QueueFull),
+    /// A durable subscription cannot be made, used or deleted as asked.
+    #[error("durable subscription: {0}")]
+    Durable(String),
     /// A durable message could not be written to the journal (full, or a
     /// failed write); it was not accepted.
     #[error("not stored: {0}")]
     NotStored(String),
+}
+
+impl From<SubscribeError> for SessionError {
+    fn from(e: SubscribeError) -> SessionError {
+        match e {
+            SubscribeError::Destination(e) => SessionError::Destination(e),
+            other => SessionError::Durable(other.to_string()),
+        }
+    }
 }
 
 impl From<SendError> for SessionError {
@@ -196,6 +208,9 @@ impl SessionError {
             }
             SessionError::QueueFull(_) => {
                 "The queue holds as many messages as its policy allows until consumers take some. Try again later. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+            }
+            SessionError::Durable(_) => {
+                "A durable topic subscription outlives its connection: SUBSCRIBE to a /topic/ with durable:true and an id (RabbitMQ's way), or with activemq.subscriptionName or durable-subscription-name after a CONNECT with client-id (ActiveMQ's and Artemis'). One connection at a time may hold it; UNSUBSCRIBE with the same headers deletes it."
             }
             SessionError::NotStored(_) => {
                 "The broker could not keep the message on disk, so it did not accept it; the broker's log says why. Try again later, or send with persistent:false to accept the risk of losing it in a crash. With a receipt header, the refusal is answered on the RECEIPT (x-error) and the connection stays open."

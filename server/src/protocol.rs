@@ -21,6 +21,8 @@ pub struct Connect {
     pub host: Option<String>,
     /// Credentials, when given.
     pub login: Option<String>,
+    /// `client-id` (ActiveMQ, Artemis): names durable subscriptions.
+    pub client_id: Option<String>,
     /// Credentials, when given.
     pub passcode: Option<String>,
     /// `cx,cy` in milliseconds: what the client can send, what it wants.
@@ -85,11 +87,15 @@ pub enum ClientFrame {
         prefetch: Option<usize>,
         /// History and presence requests (topics only).
         options: TopicOptions,
+        /// A durable subscription asked for (topics only).
+        durable: Option<DurableName>,
     },
     /// UNSUBSCRIBE.
     Unsubscribe {
-        /// Which subscription.
-        id: SubscriptionId,
+        /// Which subscription (absent when only a durable one is deleted by name).
+        id: Option<SubscriptionId>,
+        /// Delete this durable subscription too, not just stop it.
+        forget: Option<DurableName>,
     },
     /// ACK.
     Ack {
@@ -246,7 +252,48 @@ fn parse_topic_options(frame: &Frame) -> Result<TopicOptions, SessionError> {
         recovery,
         presence,
         watch_presence: frame.headers.get("x-presence-watch") == Some("true"),
+        // Set by the session, which knows who is asking.
+        durable: None,
     })
+}
+
+/// How a client names a durable topic subscription, in the dialects
+/// clients already speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurableName {
+    /// RabbitMQ: `durable:true` (or `persistent:true`) on the subscription `id`.
+    ById,
+    /// ActiveMQ (`activemq.subscriptionName`) and Artemis
+    /// (`durable-subscription-name`), with `client-id` on CONNECT.
+    Named(String),
+}
+
+/// The durable-subscription headers of a SUBSCRIBE or UNSUBSCRIBE.
+fn parse_durable(frame: &Frame) -> Result<Option<DurableName>, SessionError> {
+    let named = frame
+        .headers
+        .get("activemq.subscriptionName")
+        .map(|v| ("activemq.subscriptionName", v))
+        .or_else(|| {
+            frame
+                .headers
+                .get("durable-subscription-name")
+                .map(|v| ("durable-subscription-name", v))
+        });
+    if let Some((header, name)) = named {
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(SessionError::InvalidHeader {
+                header,
+                value: name.chars().take(40).collect(),
+                expected: "a non-empty name without control characters",
+            });
+        }
+        return Ok(Some(DurableName::Named(name.to_string())));
+    }
+    let flag = |name: &str| frame.headers.get(name) == Some("true");
+    let by_id =
+        (flag("durable") || flag("persistent")) && frame.headers.get("auto-delete") != Some("true");
+    Ok(by_id.then_some(DurableName::ById))
 }
 
 impl ClientFrame {
@@ -258,6 +305,7 @@ impl ClientFrame {
                 accept_version: frame.headers.get("accept-version").map(str::to_string),
                 host: frame.headers.get("host").map(str::to_string),
                 login: frame.headers.get("login").map(str::to_string),
+                client_id: frame.headers.get("client-id").map(str::to_string),
                 passcode: frame.headers.get("passcode").map(str::to_string),
                 heart_beat: parse_heart_beat(frame.headers.get("heart-beat"))?,
                 will: parse_will(frame)?,
@@ -325,6 +373,7 @@ impl ClientFrame {
                 };
                 ClientFrame::Subscribe {
                     options: parse_topic_options(frame)?,
+                    durable: parse_durable(frame)?,
                     destination,
                     id: SubscriptionId::from(id),
                     ack,
@@ -332,14 +381,24 @@ impl ClientFrame {
                 }
             }
             Command::Unsubscribe => {
+                let forget = parse_durable(frame)?;
                 let id = match frame.headers.get_shared("id") {
-                    Some(id) => id.clone(),
-                    None if version == Version::V1_0 => required(frame, "destination")?,
-                    None => required(frame, "id")?,
+                    Some(id) => Some(id.clone()),
+                    None if version == Version::V1_0 => {
+                        frame.headers.get_shared("destination").cloned()
+                    }
+                    None => None,
                 };
-                ClientFrame::Unsubscribe {
-                    id: SubscriptionId::from(id),
-                }
+                // Deleting a durable subscription by name needs no id.
+                let id = match (id, &forget) {
+                    (Some(id), _) => Some(SubscriptionId::from(id)),
+                    (None, Some(DurableName::Named(_))) => None,
+                    (None, _) if version == Version::V1_0 => {
+                        Some(SubscriptionId::from(required(frame, "destination")?))
+                    }
+                    (None, _) => Some(SubscriptionId::from(required(frame, "id")?)),
+                };
+                ClientFrame::Unsubscribe { id, forget }
             }
             Command::Ack | Command::Nack => {
                 if frame.command == Command::Nack && version == Version::V1_0 {

@@ -474,3 +474,191 @@ async fn a_few_old_messages_do_not_pin_the_journal_and_keep_their_order() {
     );
     server.shutdown().await;
 }
+
+/// Positions of MESSAGE frames, for order checks.
+fn position(f: &stomp_codec::Frame) -> u64 {
+    f.headers
+        .get("x-stream-position")
+        .and_then(|p| p.parse().ok())
+        .expect("a stream position")
+}
+
+#[tokio::test]
+async fn a_durable_subscription_catches_up_after_being_away_and_after_a_restart() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let server = on(&dir).await;
+    let durable = [("durable", "true"), ("auto-delete", "false")];
+    let mut sub = server.client(Via::Tcp).await;
+    sub.subscribe("ticker", "/topic/prices", "client-individual", &durable)
+        .await;
+    let mut p = server.client(Via::Tcp).await;
+    for i in 1..=3 {
+        p.send_confirmed(
+            frame(Command::Send, &[("destination", "/topic/prices")]).body(format!("p{i}")),
+            &format!("r{i}"),
+        )
+        .await;
+    }
+    let got = sub.messages(3).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["p1", "p2", "p3"]);
+    assert_eq!(got[0].headers.get("persistent"), Some("true"));
+    // Only the first is acknowledged before the subscriber goes away.
+    let ack = got[0].headers.get("ack").expect("ack").to_string();
+    sub.send_confirmed(frame(Command::Ack, &[("id", &ack)]), "acked")
+        .await;
+    sub.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+        .await;
+    for i in 4..=5 {
+        p.send_confirmed(
+            frame(Command::Send, &[("destination", "/topic/prices")]).body(format!("p{i}")),
+            &format!("r{i}"),
+        )
+        .await;
+    }
+    // Back: the unacknowledged two again (marked), then what it missed.
+    let mut sub = server.client(Via::Tcp).await;
+    sub.subscribe("ticker", "/topic/prices", "client-individual", &durable)
+        .await;
+    let got = sub.messages(4).await;
+    assert_eq!(
+        got.iter().map(body).collect::<Vec<_>>(),
+        ["p2", "p3", "p4", "p5"]
+    );
+    assert_eq!(got[0].headers.get("redelivered"), Some("true"));
+    assert_eq!(got[1].headers.get("redelivered"), Some("true"));
+    assert_eq!(got[2].headers.get("redelivered"), None);
+    assert!(got.windows(2).all(|w| position(&w[0]) < position(&w[1])));
+    // p2 and p3 acknowledged; p4 and p5 are not when the broker stops.
+    for m in &got[..2] {
+        let ack = m.headers.get("ack").expect("ack").to_string();
+        sub.send(frame(Command::Ack, &[("id", &ack)])).await;
+    }
+    sub.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+        .await;
+    drop(p);
+    server.shutdown().await;
+
+    let server = on(&dir).await;
+    let mut p = server.client(Via::Tcp).await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/topic/prices")]).body("p6"),
+        "r6",
+    )
+    .await;
+    let mut sub = server.client(Via::Tcp).await;
+    sub.subscribe("ticker", "/topic/prices", "client-individual", &durable)
+        .await;
+    let got = sub.messages(3).await;
+    assert_eq!(got.iter().map(body).collect::<Vec<_>>(), ["p4", "p5", "p6"]);
+    // Deleting it: UNSUBSCRIBE with durable:true (RabbitMQ's way).
+    sub.send_confirmed(
+        frame(
+            Command::Unsubscribe,
+            &[("id", "ticker"), ("durable", "true")],
+        ),
+        "gone",
+    )
+    .await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/topic/prices")]).body("p7"),
+        "r7",
+    )
+    .await;
+    // A new durable subscription of that id starts at the head.
+    sub.subscribe("ticker", "/topic/prices", "auto", &durable)
+        .await;
+    sub.expect_nothing(Duration::from_millis(300)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn activemq_and_artemis_durable_subscriptions_by_client_id_and_name() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let server = on(&dir).await;
+    for (header, name) in [
+        ("activemq.subscriptionName", "orders-a"),
+        ("durable-subscription-name", "orders-b"),
+    ] {
+        let mut c = integration_tests::Client::tcp(server.tcp_addr()).await;
+        c.connect(&[("client-id", "app-1")]).await;
+        c.subscribe("s", "/topic/orders", "client", &[(header, name)])
+            .await;
+        // The same subscription from another connection is refused while held.
+        let mut other = integration_tests::Client::tcp(server.tcp_addr()).await;
+        other.connect(&[("client-id", "app-1")]).await;
+        other
+            .send(frame(
+                Command::Subscribe,
+                &[
+                    ("id", "x"),
+                    ("destination", "/topic/orders"),
+                    (header, name),
+                ],
+            ))
+            .await;
+        let error = other.expect_error_and_close().await;
+        assert!(
+            error
+                .headers
+                .get("message")
+                .is_some_and(|m| m.contains("already active")),
+            "{error:?}"
+        );
+        c.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+            .await;
+    }
+    let mut p = server.client(Via::Tcp).await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/topic/orders")]).body("order 1"),
+        "r1",
+    )
+    .await;
+    // Both kept it while away.
+    for (header, name) in [
+        ("activemq.subscriptionName", "orders-a"),
+        ("durable-subscription-name", "orders-b"),
+    ] {
+        let mut c = integration_tests::Client::tcp(server.tcp_addr()).await;
+        c.connect(&[("client-id", "app-1")]).await;
+        c.subscribe("s", "/topic/orders", "auto", &[(header, name)])
+            .await;
+        assert_eq!(body(&c.messages(1).await[0]), "order 1");
+        c.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+            .await;
+        // Deleted by name from a connection that does not hold it.
+        let mut d = integration_tests::Client::tcp(server.tcp_addr()).await;
+        d.connect(&[("client-id", "app-1")]).await;
+        d.send_confirmed(frame(Command::Unsubscribe, &[(header, name)]), "gone")
+            .await;
+        // Deleting it again says there is none.
+        d.send(frame(Command::Unsubscribe, &[(header, name)])).await;
+        let error = d.expect_error_and_close().await;
+        assert!(
+            error
+                .headers
+                .get("message")
+                .is_some_and(|m| m.contains("no durable subscription")),
+            "{error:?}"
+        );
+    }
+    // A name without client-id is refused with a reason.
+    let mut c = server.client(Via::Tcp).await;
+    c.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "s"),
+            ("destination", "/topic/orders"),
+            ("activemq.subscriptionName", "x"),
+        ],
+    ))
+    .await;
+    let error = c.expect_error_and_close().await;
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains("client-id")),
+        "{error:?}"
+    );
+    server.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //! traffic to different rooms does not contend.
 
 mod destination;
+mod durable_sub;
 pub mod memory;
 mod message;
 mod policy;
@@ -27,7 +28,9 @@ pub use message::{
 pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
 pub use queue::{ConsumerSpec, QueueDestination, QueueFull};
 pub use stats::Stats;
-pub use topic::{Presence, Recovery, TopicDestination, TopicSubscription};
+pub use topic::{
+    MAX_STREAM, Presence, Recovery, SubscribeError, TopicDestination, TopicSubscription,
+};
 
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
@@ -84,6 +87,9 @@ pub struct Broker {
     memory: Arc<Memory>,
     /// Where durable messages are kept; `None` runs purely in memory.
     journal: Option<Arc<Journal>>,
+    /// Durable subscription key → its topic, so one can be deleted by name
+    /// from a connection that does not hold it.
+    durables: Mutex<HashMap<ByteString, ByteString>>,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -95,6 +101,9 @@ pub struct TopicOptions {
     pub presence: Option<Presence>,
     /// Receive presence snapshots and events.
     pub watch_presence: bool,
+    /// The key of the durable subscription asked for (see `session`'s
+    /// dialects: RabbitMQ's `durable:true`, ActiveMQ's and Artemis' names).
+    pub durable: Option<ByteString>,
 }
 
 impl Default for Broker {
@@ -140,6 +149,7 @@ impl Broker {
             stats: Stats::default(),
             memory,
             journal: None,
+            durables: Mutex::new(HashMap::new()),
         }
     }
 
@@ -193,8 +203,24 @@ impl Broker {
             if DestinationKind::of(&topic.name) != Ok(DestinationKind::Topic) {
                 continue;
             }
-            // The recorded epoch, so clients' positions stay valid.
-            let t = broker.new_topic(&topic.name, topic.epoch.clone(), topic.next_position);
+            // The recorded epoch, so clients' positions stay valid (a topic
+            // known only by its subscriptions' cursors gets a new one).
+            let epoch = if topic.epoch.is_empty() {
+                ByteString::from(format!(
+                    "{}.{}",
+                    broker.epoch,
+                    broker.topics_created.fetch_add(1, Ordering::Relaxed) + 1
+                ))
+            } else {
+                topic.epoch.clone()
+            };
+            let t = broker.new_topic(&topic.name, epoch.clone(), topic.next_position);
+            {
+                let mut index = broker.durables.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, _) in &topic.durables {
+                    index.insert(key.clone(), topic.name.clone());
+                }
+            }
             let messages = topic
                 .messages
                 .into_iter()
@@ -210,7 +236,7 @@ impl Broker {
                         headers: m.headers,
                         body: m.body,
                         stream: Some(StreamPosition {
-                            epoch: topic.epoch.clone(),
+                            epoch: epoch.clone(),
                             position: m.position,
                         }),
                         ephemeral: false,
@@ -221,7 +247,7 @@ impl Broker {
                     (message, age)
                 })
                 .collect();
-            t.restore(topic.next_position, messages);
+            t.restore(topic.next_position, messages, topic.durables);
             let shard = &broker.shards[(broker.hasher.hash_one(&*topic.name) as usize) % SHARDS];
             shard
                 .lock()
@@ -414,9 +440,11 @@ impl Broker {
     ) -> Completion {
         let mut completion = Completion::DONE;
         for group in tags.chunk_by(|a, b| a.destination == b.destination) {
-            if let Some(q) = self.existing_queue(&group[0].destination) {
-                completion = completion.and(q.settle(session, subscription, group));
-            }
+            completion = completion.and(match self.existing(&group[0].destination) {
+                Some(Destination::Queue(q)) => q.settle(session, subscription, group),
+                Some(Destination::Topic(t)) => t.settle(session, subscription, group),
+                None => Completion::DONE,
+            });
         }
         completion
     }
@@ -430,13 +458,16 @@ impl Broker {
         subscription: &SubscriptionId,
         deliveries: Vec<Delivery>,
     ) {
-        for (queue, messages) in by_queue(deliveries) {
-            if let Ok(Destination::Queue(q)) = self.destination(&queue) {
-                q.requeue(
+        for (name, messages) in by_queue(deliveries) {
+            match self.destination(&name) {
+                Ok(Destination::Queue(q)) => q.requeue(
                     session,
                     subscription,
                     messages.into_iter().map(|d| d.message).collect(),
-                );
+                ),
+                // A durable subscription's: sent again on its next SUBSCRIBE.
+                Ok(Destination::Topic(t)) => t.release(session, subscription, messages.len()),
+                Err(_) => {}
             }
         }
     }
@@ -451,13 +482,14 @@ impl Broker {
         }
     }
 
-    /// The queue of this name, if it exists.
-    fn existing_queue(&self, name: &str) -> Option<Arc<QueueDestination>> {
+    /// The destination of this name, if it exists.
+    fn existing(&self, name: &str) -> Option<Destination> {
         let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
-        match shard.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-            Some(Destination::Queue(q)) => Some(q.clone()),
-            _ => None,
-        }
+        shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Starts delivering `destination`'s messages to a subscription.
@@ -466,21 +498,45 @@ impl Broker {
         destination: &str,
         spec: ConsumerSpec,
         options: TopicOptions,
-    ) -> Result<Destination, DestinationError> {
+    ) -> Result<Destination, SubscribeError> {
         let target = self.destination(destination)?;
         match &target {
             Destination::Queue(q) => q.subscribe(spec),
-            Destination::Topic(t) => t.subscribe(TopicSubscription {
-                session: spec.session,
-                subscription: spec.subscription,
-                ack: spec.ack,
-                outbox: spec.outbox,
-                recovery: options.recovery,
-                presence: options.presence,
-                watch_presence: options.watch_presence,
-            }),
+            Destination::Topic(t) => {
+                if let Some(key) = &options.durable {
+                    self.durables
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), ByteString::from(t.name()));
+                }
+                t.subscribe(TopicSubscription {
+                    session: spec.session,
+                    subscription: spec.subscription,
+                    ack: spec.ack,
+                    outbox: spec.outbox,
+                    recovery: options.recovery,
+                    presence: options.presence,
+                    watch_presence: options.watch_presence,
+                    durable: options.durable,
+                    prefetch: spec.prefetch,
+                })?
+            }
         }
         Ok(target)
+    }
+
+    /// Deletes the durable subscription `key`, wherever it is. Returns
+    /// whether it existed.
+    pub fn forget_durable(&self, key: &str) -> bool {
+        let topic = self
+            .durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        match topic.map(|t| self.destination(&t)) {
+            Some(Ok(Destination::Topic(t))) => t.forget_durable(key),
+            _ => false,
+        }
     }
 }
 

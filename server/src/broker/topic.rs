@@ -1,7 +1,7 @@
 //! `/topic/NAME`: every current subscriber gets a copy. A topic may keep
 //! recent messages for history and recovery, and tracks who is present.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
+use super::durable_sub::DurableSub;
 use super::memory::Charge;
 use super::message::{AckMode, Delivery, Message, MessageId, StreamPosition};
 use super::policy::TopicPolicy;
-use crate::ids::{SessionId, SubscriptionId};
+use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
 use crate::outbox::{Outbox, TopicPush};
 use crate::store::{Completion, Journal, JournalError};
 
@@ -56,7 +57,29 @@ pub struct TopicSubscription {
     pub presence: Option<Presence>,
     /// Receive the presence snapshot and join/leave events.
     pub watch_presence: bool,
+    /// The key of the durable subscription this is, if it is one.
+    pub durable: Option<ByteString>,
+    /// Unsettled deliveries at once, for a durable subscription.
+    pub prefetch: usize,
 }
+
+/// Why a SUBSCRIBE to a topic was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The destination name is not valid.
+    #[error(transparent)]
+    Destination(#[from] super::DestinationError),
+    /// The durable subscription has a consumer already.
+    #[error("durable subscription {0:?} is already active on another connection")]
+    DurableInUse(String),
+    /// The subscription needs the journal and the broker runs without one.
+    #[error("durable subscriptions need the journal; this broker runs in memory only")]
+    NoJournal,
+}
+
+/// Messages a topic keeps for its durable subscriptions at most; a
+/// subscription that falls further behind loses the oldest (logged).
+pub const MAX_STREAM: usize = 65_536;
 
 #[derive(Debug)]
 struct Subscriber {
@@ -88,9 +111,32 @@ struct Kept {
 #[derive(Debug, Default)]
 struct State {
     subscribers: Vec<Subscriber>,
+    /// The stream's retained messages in position order: the history, and
+    /// whatever a durable subscription has not settled yet.
     kept: VecDeque<Kept>,
     /// The position the next published message gets.
     next_position: u64,
+    /// Durable subscriptions by key.
+    durables: HashMap<ByteString, DurableSub>,
+}
+
+impl State {
+    /// Feeds every connected durable subscription what it has credit for.
+    fn dispatch_durables(&mut self) {
+        if self.durables.is_empty() {
+            return;
+        }
+        // Split borrow: the lookup reads `kept` while subscriptions change.
+        let kept = &self.kept;
+        let find = |position: u64| {
+            let pos = |k: &Kept| k.message.stream.as_ref().map_or(0, |s| s.position);
+            let index = kept.binary_search_by_key(&position, pos).ok()?;
+            kept.get(index).map(|k| k.message.clone())
+        };
+        for d in self.durables.values_mut() {
+            d.dispatch(find);
+        }
+    }
 }
 
 /// One topic. Publishing holds its lock while pushing into subscribers'
@@ -117,7 +163,7 @@ impl TopicDestination {
         ids: Arc<AtomicU64>,
         journal: Option<Arc<Journal>>,
     ) -> Arc<TopicDestination> {
-        let journal = journal.filter(|_| policy.durable && policy.history > 0);
+        let journal = journal.filter(|_| policy.durable);
         Arc::new(TopicDestination {
             name: ByteString::from(name),
             policy,
@@ -131,13 +177,26 @@ impl TopicDestination {
         })
     }
 
-    /// Puts back the history recovered from the journal: the stream goes on
-    /// from where it was, under the same epoch, so a client's `x-since`
-    /// sees no gap. `messages` are in position order, with their ages.
-    pub(crate) fn restore(&self, next_position: u64, messages: Vec<(Arc<Message>, Duration)>) {
+    /// Puts back the stream recovered from the journal: it goes on from
+    /// where it was, under the same epoch, so a client's `x-since` sees no
+    /// gap, and durable subscriptions resume from their cursors (what they
+    /// had been sent counts as delivered). `messages` are in position
+    /// order, with their ages.
+    pub(crate) fn restore(
+        &self,
+        next_position: u64,
+        messages: Vec<(Arc<Message>, Duration)>,
+        durables: Vec<(ByteString, u64)>,
+    ) {
         let mut state = self.lock();
         let now = Instant::now();
         state.next_position = state.next_position.max(next_position);
+        for (key, cursor) in durables {
+            state.durables.insert(
+                key,
+                DurableSub::new(cursor, next_position.saturating_sub(1)),
+            );
+        }
         for (message, age) in messages {
             state.kept.push_back(Kept {
                 at: now.checked_sub(age).unwrap_or(now),
@@ -149,7 +208,13 @@ impl TopicDestination {
 
     /// Whether kept history goes to the journal.
     pub fn is_durable(&self) -> bool {
-        self.journal.is_some()
+        self.journal.is_some() && self.policy.history > 0
+    }
+
+    /// Whether published messages go to the journal now: there is history
+    /// to keep, or a durable subscription to keep them for.
+    fn journals(&self, state: &State) -> bool {
+        self.journal.is_some() && (self.policy.history > 0 || !state.durables.is_empty())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -174,9 +239,45 @@ impl TopicDestination {
 
     /// Adds a subscriber: replays what it asked for, tells it who is
     /// present, announces it, then it receives messages published from now on.
-    pub fn subscribe(&self, sub: TopicSubscription) {
+    ///
+    /// A durable subscription is fed from the stream instead, starting
+    /// after its cursor (a new one starts at the head).
+    pub fn subscribe(&self, sub: TopicSubscription) -> Result<(), SubscribeError> {
         let mut state = self.lock();
         self.trim(&mut state, Instant::now());
+        if let Some(key) = &sub.durable {
+            let Some(journal) = &self.journal else {
+                return Err(SubscribeError::NoJournal);
+            };
+            if state.durables.get(key).is_some_and(|d| d.active.is_some()) {
+                return Err(SubscribeError::DurableInUse(
+                    key.split('\n').next_back().unwrap_or_default().to_string(),
+                ));
+            }
+            if !state.durables.contains_key(key) {
+                let head = state.next_position - 1;
+                if state.durables.is_empty() && self.policy.history == 0 {
+                    // The stream is kept from now on: its epoch must last.
+                    journal.topic_head(&self.name, &self.epoch, state.next_position);
+                }
+                let _ = journal.cursor(&self.name, key, head);
+                state
+                    .durables
+                    .insert(key.clone(), DurableSub::new(head, head));
+                tracing::info!(topic = %self.name, "durable subscription created");
+            }
+            if let Some(d) = state.durables.get_mut(key) {
+                d.activate(
+                    sub.session,
+                    sub.subscription,
+                    sub.ack,
+                    sub.outbox,
+                    sub.prefetch,
+                );
+            }
+            state.dispatch_durables();
+            return Ok(());
+        }
         let subscriber = Subscriber {
             session: sub.session,
             subscription: sub.subscription,
@@ -227,11 +328,21 @@ impl TopicDestination {
         }
         self.announce(&state.subscribers, "join", &subscriber);
         state.subscribers.push(subscriber);
+        Ok(())
     }
 
     /// Removes a subscriber, announcing its leave if it was present.
     pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {
         let mut state = self.lock();
+        if let Some(d) = state
+            .durables
+            .values_mut()
+            .find(|d| d.is_held_by(session, subscription))
+        {
+            // Offline: messages accumulate until the next SUBSCRIBE.
+            d.deactivate();
+            return;
+        }
         let Some(index) = state
             .subscribers
             .iter()
@@ -270,8 +381,9 @@ impl TopicDestination {
         let mut state = self.lock();
         let now = Instant::now();
         let mut completion = Completion::DONE;
+        let journals = self.journals(&state);
         if !message.ephemeral {
-            if let Some(journal) = &self.journal {
+            if let Some(journal) = self.journal.as_ref().filter(|_| journals) {
                 let at_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
@@ -295,7 +407,7 @@ impl TopicDestination {
             state.next_position += 1;
         }
         let message = Arc::new(message);
-        if self.policy.history > 0 && !message.ephemeral {
+        if (self.policy.history > 0 || !state.durables.is_empty()) && !message.ephemeral {
             state.kept.push_back(Kept {
                 at: now,
                 message: message.clone(),
@@ -316,6 +428,9 @@ impl TopicDestination {
             if s.outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
             }
+        }
+        if !message.ephemeral {
+            state.dispatch_durables();
         }
         Ok((dropped, completion))
     }
@@ -361,7 +476,68 @@ impl TopicDestination {
     pub fn is_idle(&self) -> bool {
         let mut state = self.lock();
         self.trim(&mut state, Instant::now());
-        state.subscribers.is_empty() && state.kept.is_empty()
+        state.subscribers.is_empty() && state.kept.is_empty() && state.durables.is_empty()
+    }
+
+    /// Settles deliveries of a durable subscription (ACK, or written in auto
+    /// mode): its cursor moves over them, and it is sent more. The
+    /// completion is done when the cursor's record is on disk.
+    pub fn settle(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        tags: &[DeliveryTag],
+    ) -> Completion {
+        let mut state = self.lock();
+        let Some((key, d)) = state
+            .durables
+            .iter_mut()
+            .find(|(_, d)| d.is_held_by(session, subscription))
+        else {
+            return Completion::DONE;
+        };
+        let moved = d.settle(tags.iter().map(|t| t.message));
+        let mut completion = Completion::DONE;
+        if let (Some(position), Some(journal)) = (moved, &self.journal) {
+            completion = journal.cursor(&self.name, key, position);
+        }
+        self.trim(&mut state, Instant::now());
+        state.dispatch_durables();
+        completion
+    }
+
+    /// Gives a durable subscription credit back for deliveries it will not
+    /// settle now (NACK); they come again when it is next subscribed.
+    pub fn release(&self, session: SessionId, subscription: &SubscriptionId, count: usize) {
+        let mut state = self.lock();
+        if let Some(d) = state
+            .durables
+            .values_mut()
+            .find(|d| d.is_held_by(session, subscription))
+        {
+            d.release(count);
+        }
+        state.dispatch_durables();
+    }
+
+    /// Deletes the durable subscription `key`; whatever only it still
+    /// needed is let go. Returns whether it existed.
+    pub fn forget_durable(&self, key: &str) -> bool {
+        let mut state = self.lock();
+        if state.durables.remove(key).is_none() {
+            return false;
+        }
+        if let Some(journal) = &self.journal {
+            let _ = journal.cursor_gone(&self.name, key);
+        }
+        self.trim(&mut state, Instant::now());
+        tracing::info!(topic = %self.name, "durable subscription deleted");
+        true
+    }
+
+    /// The keys of this topic's durable subscriptions.
+    pub fn durable_keys(&self) -> Vec<ByteString> {
+        self.lock().durables.keys().cloned().collect()
     }
 
     /// The number of current subscribers.
@@ -374,28 +550,66 @@ impl TopicDestination {
         self.lock().kept.len()
     }
 
+    /// Drops retained messages nothing needs: beyond the history's count
+    /// and age, and already settled by every durable subscription. Past
+    /// [`MAX_STREAM`] the oldest go regardless, moving lagging cursors on.
     fn trim(&self, state: &mut State, now: Instant) {
-        while state.kept.len() > self.policy.history {
-            state.kept.pop_front();
-        }
-        if let Some(max_age) = self.policy.max_age() {
-            while state
-                .kept
-                .front()
-                .is_some_and(|k| now.duration_since(k.at) > max_age)
-            {
+        let needed_from = state
+            .durables
+            .values()
+            .map(|d| d.cursor + 1)
+            .min()
+            .unwrap_or(u64::MAX);
+        let position = |k: &Kept| k.message.stream.as_ref().map_or(0, |s| s.position);
+        let max_age = self.policy.max_age();
+        while let Some(front) = state.kept.front() {
+            let beyond_history = state.kept.len() > self.policy.history
+                || max_age.is_some_and(|age| now.duration_since(front.at) > age);
+            if beyond_history && position(front) < needed_from {
                 state.kept.pop_front();
+            } else {
+                break;
             }
         }
+        while state.kept.len() > MAX_STREAM {
+            let Some(gone) = state.kept.pop_front() else {
+                break;
+            };
+            let p = position(&gone);
+            for d in state.durables.values_mut() {
+                let skipped = d.skip_to(p);
+                if skipped > 0 {
+                    tracing::warn!(
+                        topic = %self.name,
+                        skipped,
+                        "a durable subscription fell more than {MAX_STREAM} messages behind: the oldest were dropped"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The history window: the kept messages the policy's count and age
+    /// allow (more may be retained for durable subscriptions).
+    fn history<'a>(&self, state: &'a State, now: Instant) -> impl Iterator<Item = &'a Kept> + 'a {
+        let skip = state.kept.len().saturating_sub(self.policy.history);
+        let max_age = self.policy.max_age();
+        state
+            .kept
+            .iter()
+            .skip(skip)
+            .filter(move |k| max_age.is_none_or(|age| now.duration_since(k.at) <= age))
     }
 
     /// The kept messages to replay, and whether they connect to what the
     /// client already has (no gap).
     fn replay(&self, state: &State, recovery: &Recovery) -> (Vec<Arc<Message>>, bool) {
-        let all = || state.kept.iter().map(|k| k.message.clone());
+        let now = Instant::now();
+        let window: Vec<&Kept> = self.history(state, now).collect();
+        let all = || window.iter().map(|k| k.message.clone());
         match recovery {
             Recovery::Last(n) => {
-                let skip = state.kept.len().saturating_sub(*n);
+                let skip = window.len().saturating_sub(*n);
                 (all().skip(skip).collect(), true)
             }
             Recovery::Since { epoch, position } if *epoch == *self.epoch => {
@@ -408,9 +622,8 @@ impl TopicDestination {
                 if *position > head {
                     return (all().collect(), false);
                 }
-                let oldest = state
-                    .kept
-                    .front()
+                let oldest = window
+                    .first()
                     .and_then(|k| k.message.stream.as_ref())
                     .map_or(state.next_position, |s| s.position);
                 let replay = all()

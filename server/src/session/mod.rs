@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod driver;
+mod durable;
 mod heartbeat;
 mod ledger;
 mod limits;
@@ -68,6 +69,10 @@ pub struct Session {
     transactions: Transactions,
     /// Published if the connection ends without DISCONNECT.
     will: Option<Will>,
+    /// Who connected (`(anonymous)` without a login) and its `client-id`:
+    /// what durable subscriptions are named by.
+    login: String,
+    client_id: Option<String>,
     /// Publish budgets: rate per topic policy.
     limits: PublishLimits,
     /// The session's own frames, held in order until what they confirm is safe.
@@ -102,6 +107,8 @@ impl Session {
             ledger: ledger::AckLedger::default(),
             transactions,
             will: None,
+            login: String::new(),
+            client_id: None,
             limits: PublishLimits::default(),
             receipts: Receipts::default(),
             completion: Completion::DONE,
@@ -230,21 +237,47 @@ impl Session {
                 id,
                 ack,
                 prefetch,
-                options,
-            } => self.subscribe(destination, id, ack, prefetch, options),
-            ClientFrame::Unsubscribe { id } => {
-                let subscription = self
-                    .subscriptions
-                    .remove(&id)
-                    .ok_or_else(|| SessionError::UnknownSubscription(id.as_str().to_string()))?;
-                subscription.destination.unsubscribe(self.id, &id);
-                // Not yet written: back to the queue unmarked (topic copies
-                // are dropped); then what was written and not acked, in
-                // front of them, marked redelivered.
-                self.broker
-                    .return_undelivered(self.outbox.take_subscription(&id));
-                let held = self.ledger.take_where(|_, d| d.subscription == id);
-                ledger::requeue(&self.broker, self.id, held);
+                mut options,
+                durable,
+            } => {
+                if let Some(name) = &durable
+                    && destination.starts_with("/topic/")
+                {
+                    options.durable = Some(durable::key(
+                        &self.login,
+                        self.client_id.as_deref(),
+                        name,
+                        Some(&id),
+                    )?);
+                }
+                self.subscribe(destination, id, ack, prefetch, options)
+            }
+            ClientFrame::Unsubscribe { id, forget } => {
+                let active = id
+                    .as_ref()
+                    .filter(|id| self.subscriptions.contains_key(*id));
+                match (active, &forget) {
+                    (Some(id), _) => {
+                        let id = id.clone();
+                        self.unsubscribe(&id);
+                    }
+                    (None, None) => {
+                        let id = id.map(|i| i.as_str().to_string()).unwrap_or_default();
+                        return Err(SessionError::UnknownSubscription(id));
+                    }
+                    // Deleting a durable subscription this connection does not hold.
+                    (None, Some(_)) => {}
+                }
+                if let Some(name) = &forget {
+                    let key =
+                        durable::key(&self.login, self.client_id.as_deref(), name, id.as_ref())?;
+                    if !self.broker.forget_durable(&key) && active.is_none() {
+                        return Err(SessionError::Durable(format!(
+                            "no durable subscription {:?} to delete",
+                            durable::shown(&key)
+                        )));
+                    }
+                }
                 Ok(Flow::Continue)
             }
             ClientFrame::Ack {
@@ -351,6 +384,17 @@ impl Session {
             return Err(e);
         }
         tracing::info!(login, %version, "connected");
+        self.login = login.to_string();
+        if let Some(client) = &connect.client_id
+            && client.chars().any(char::is_control)
+        {
+            return Err(SessionError::InvalidHeader {
+                header: "client-id",
+                value: client.chars().take(40).collect(),
+                expected: "printable text without control characters",
+            });
+        }
+        self.client_id = connect.client_id.clone();
         self.will = connect.will.clone();
         let (sx, sy) = Heartbeat::offer(
             connect.heart_beat,
@@ -449,6 +493,21 @@ impl Session {
         let destination = self.broker.subscribe(&destination, spec, options)?;
         self.subscriptions.insert(id, Subscription { destination });
         Ok(Flow::Continue)
+    }
+
+    /// Stops a subscription of this connection.
+    fn unsubscribe(&mut self, id: &SubscriptionId) {
+        let Some(subscription) = self.subscriptions.remove(id) else {
+            return;
+        };
+        subscription.destination.unsubscribe(self.id, id);
+        // Not yet written: back to the queue unmarked (topic copies
+        // are dropped); then what was written and not acked, in
+        // front of them, marked redelivered.
+        self.broker
+            .return_undelivered(self.outbox.take_subscription(id));
+        let held = self.ledger.take_where(|_, d| &d.subscription == id);
+        ledger::requeue(&self.broker, self.id, held);
     }
 
     /// The ack id of the delivery an ACK/NACK names.

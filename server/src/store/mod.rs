@@ -444,6 +444,30 @@ impl Journal {
         self.shared.wake_writer();
     }
 
+    /// Records a durable subscription's cursor (created, or moved).
+    pub fn cursor(&self, topic: &str, key: &str, position: u64) -> Completion {
+        let appended = self.shared.with_pending(|p| {
+            p.cursors
+                .insert((ByteString::from(topic), ByteString::from(key)), position);
+            self.shared
+                .append_locked(p, |buf| record::encode_cursor(buf, topic, key, position))
+        });
+        self.shared.wake_writer();
+        Completion::after(appended.lsn)
+    }
+
+    /// Records that a durable subscription was deleted.
+    pub fn cursor_gone(&self, topic: &str, key: &str) -> Completion {
+        let appended = self.shared.with_pending(|p| {
+            p.cursors
+                .remove(&(ByteString::from(topic), ByteString::from(key)));
+            self.shared
+                .append_locked(p, |buf| record::encode_cursor_gone(buf, topic, key))
+        });
+        self.shared.wake_writer();
+        Completion::after(appended.lsn)
+    }
+
     /// Forgets a topic the broker forgot (nobody used it): its epoch is no
     /// longer carried into new segments, as a topic created again gets a new one.
     pub fn forget_topic(&self, topic: &str) {

@@ -21,6 +21,8 @@ const ID_BLOCK: u8 = 3;
 const BATCH: u8 = 4;
 const TOPIC_APPEND: u8 = 5;
 const TOPIC_HEAD: u8 = 6;
+const CURSOR: u8 = 7;
+const CURSOR_GONE: u8 = 8;
 
 /// One fact in the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +81,24 @@ pub enum Record {
         epoch: ByteString,
         /// The position its next message gets.
         next_position: u64,
+    },
+    /// A durable subscription of `topic` has settled everything up to
+    /// `position` (written when it is created and as it moves, and again at
+    /// the start of every segment).
+    Cursor {
+        /// The topic.
+        topic: ByteString,
+        /// The subscription's key (who owns it and its name).
+        key: ByteString,
+        /// The last settled position.
+        position: u64,
+    },
+    /// A durable subscription was deleted.
+    CursorGone {
+        /// The topic.
+        topic: ByteString,
+        /// The subscription's key.
+        key: ByteString,
     },
     /// Records that take effect together or not at all (a transaction's
     /// SENDs and ACKs): one CRC covers them all, so a torn write drops
@@ -181,6 +201,25 @@ pub(crate) fn encode_topic_head(dst: &mut Vec<u8>, topic: &str, epoch: &str, nex
     });
 }
 
+/// Appends a framed cursor record.
+pub(crate) fn encode_cursor(dst: &mut Vec<u8>, topic: &str, key: &str, position: u64) {
+    frame(dst, |p| {
+        p.put_u8(CURSOR);
+        put_str(p, topic);
+        put_str(p, key);
+        p.put_u64_le(position);
+    });
+}
+
+/// Appends a framed cursor-gone record.
+pub(crate) fn encode_cursor_gone(dst: &mut Vec<u8>, topic: &str, key: &str) {
+    frame(dst, |p| {
+        p.put_u8(CURSOR_GONE);
+        put_str(p, topic);
+        put_str(p, key);
+    });
+}
+
 /// Appends a framed batch record holding `inner`, which is framed records.
 pub(crate) fn encode_batch(dst: &mut Vec<u8>, inner: &[u8]) {
     frame(dst, |p| {
@@ -234,6 +273,12 @@ impl Record {
                 epoch,
                 next_position,
             } => encode_topic_head(dst, topic, epoch, *next_position),
+            Record::Cursor {
+                topic,
+                key,
+                position,
+            } => encode_cursor(dst, topic, key, *position),
+            Record::CursorGone { topic, key } => encode_cursor_gone(dst, topic, key),
             Record::Batch(records) => {
                 let mut inner = Vec::new();
                 for r in records {
@@ -347,6 +392,15 @@ fn parse(mut p: Bytes) -> Option<Record> {
             epoch: take_str(&mut p)?,
             next_position: take_u64(&mut p)?,
         },
+        CURSOR => Record::Cursor {
+            topic: take_str(&mut p)?,
+            key: take_str(&mut p)?,
+            position: take_u64(&mut p)?,
+        },
+        CURSOR_GONE => Record::CursorGone {
+            topic: take_str(&mut p)?,
+            key: take_str(&mut p)?,
+        },
         BATCH => {
             let mut records = Vec::new();
             while !p.is_empty() {
@@ -419,6 +473,15 @@ mod tests {
                 topic: "/topic/chat.empty".into(),
                 epoch: "abc.2".into(),
                 next_position: 1,
+            },
+            Record::Cursor {
+                topic: "/topic/prices".into(),
+                key: "ana\napp\nticker".into(),
+                position: 12,
+            },
+            Record::CursorGone {
+                topic: "/topic/prices".into(),
+                key: "ana\napp\nticker".into(),
             },
             Record::Batch(vec![
                 Record::Settle {

@@ -68,6 +68,8 @@ pub struct RecoveredTopic {
     pub next_position: u64,
     /// Its newest history messages, oldest first.
     pub messages: VecDeque<RecoveredTopicMessage>,
+    /// Its durable subscriptions: key and last settled position.
+    pub durables: Vec<(ByteString, u64)>,
 }
 
 /// History messages kept per topic while recovering: far above any
@@ -299,6 +301,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64) {
                     epoch: epoch.clone(),
                     next_position: 1,
                     messages: VecDeque::new(),
+                    durables: Vec::new(),
                 });
             // A topic forgotten and created again in an earlier run has a
             // new epoch: its newer stream replaces the older.
@@ -333,6 +336,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64) {
                     epoch: epoch.clone(),
                     next_position: 1,
                     messages: VecDeque::new(),
+                    durables: Vec::new(),
                 });
             if t.epoch != epoch {
                 t.epoch = epoch;
@@ -340,6 +344,31 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64) {
                 t.next_position = 1;
             }
             t.next_position = t.next_position.max(next_position);
+        }
+        Record::Cursor {
+            topic,
+            key,
+            position,
+        } => {
+            let t = state
+                .topics
+                .entry(topic.clone())
+                .or_insert_with(|| RecoveredTopic {
+                    name: topic,
+                    epoch: ByteString::new(),
+                    next_position: 1,
+                    messages: VecDeque::new(),
+                    durables: Vec::new(),
+                });
+            match t.durables.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, p)) => *p = position,
+                None => t.durables.push((key, position)),
+            }
+        }
+        Record::CursorGone { topic, key } => {
+            if let Some(t) = state.topics.get_mut(&topic) {
+                t.durables.retain(|(k, _)| *k != key);
+            }
         }
         Record::Batch(records) => {
             for r in records {

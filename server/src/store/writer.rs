@@ -68,6 +68,9 @@ pub(super) struct Pending {
     /// every segment for the same reason.
     pub(super) topic_heads:
         std::collections::HashMap<stomp_codec::ByteString, (stomp_codec::ByteString, u64)>,
+    /// Durable subscriptions' cursors by (topic, key), likewise repeated.
+    pub(super) cursors:
+        std::collections::HashMap<(stomp_codec::ByteString, stomp_codec::ByteString), u64>,
     /// Bytes queued and not yet written.
     queued_bytes: u64,
     closed: bool,
@@ -164,6 +167,7 @@ impl Shared {
                 live,
                 id_ceiling,
                 topic_heads: std::collections::HashMap::new(),
+                cursors: std::collections::HashMap::new(),
                 queued_bytes: 0,
                 closed: false,
                 spare: Vec::new(),
@@ -228,6 +232,9 @@ impl Shared {
             record::encode_id_block(&mut bytes, p.id_ceiling);
             for (topic, (epoch, next)) in &p.topic_heads {
                 record::encode_topic_head(&mut bytes, topic, epoch, *next);
+            }
+            for ((topic, key), position) in &p.cursors {
+                record::encode_cursor(&mut bytes, topic, key, *position);
             }
             p.segment_fill += bytes.len() as u64;
             p.next_lsn += 1;
