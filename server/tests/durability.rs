@@ -481,3 +481,115 @@ fn receipted_chat_messages_survive_sigkill_under_the_same_epoch() {
         "no chat line was receipted: the test proved nothing"
     );
 }
+
+#[test]
+fn a_durable_subscription_loses_no_receipted_message_to_sigkill() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    let topic = "/topic/crash.durable";
+    let subscribe = format!(
+        "SUBSCRIBE\ndestination:{topic}\nid:keeper\ndurable:true\nauto-delete:false\nack:client-individual\nprefetch-count:1000\n\n\0"
+    );
+    let mut broker = Broker::start(data.path(), &[]);
+    // Created, then left: everything from now on is kept for it.
+    {
+        let mut c = Client::connect(broker.port);
+        c.write(&subscribe.replace("\n\n\0", "\nreceipt:made\n\n\0"));
+        while c.read().is_some_and(|f| f.command != "RECEIPT") {}
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut total = 0;
+    for round in 0..4 {
+        let port = broker.port;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut c = Client::connect(port);
+            let mut reader = Client {
+                stream: c.stream.try_clone().expect("clone"),
+                buf: Vec::new(),
+            };
+            std::thread::spawn(move || {
+                while let Some(f) = reader.read() {
+                    if f.command == "RECEIPT"
+                        && let Some(r) = f.headers.get("receipt-id")
+                    {
+                        let _ = tx.send(r.clone());
+                    }
+                }
+            });
+            for i in 0..20_000 {
+                let line = format!("{round}.{i}");
+                let frame = format!("SEND\ndestination:{topic}\nreceipt:{line}\n\n{line}\0");
+                if c.stream.write_all(frame.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        let delay = 20 + rng.next() % 300;
+        std::thread::sleep(Duration::from_millis(delay));
+        broker.kill();
+        let receipted: Vec<String> = rx.iter().collect();
+        total += receipted.len();
+        eprintln!(
+            "round {round}: killed after {delay} ms, {} receipts",
+            receipted.len()
+        );
+
+        broker = Broker::start(data.path(), &[]);
+        // A marker published now comes after everything kept.
+        let marker = format!("marker-{round}");
+        let mut p = Client::connect(broker.port);
+        p.write(&format!(
+            "SEND\ndestination:{topic}\nreceipt:m\n\n{marker}\0"
+        ));
+        while p.read().is_some_and(|f| f.command != "RECEIPT") {}
+        let mut c = Client::connect(broker.port);
+        c.write(&subscribe);
+        let mut got = Vec::new();
+        let mut last_position = 0u64;
+        loop {
+            let f = c.read().expect("the durable subscription is served");
+            if f.command != "MESSAGE" {
+                continue;
+            }
+            let position: u64 = f
+                .headers
+                .get("x-stream-position")
+                .and_then(|p| p.parse().ok())
+                .expect("a position");
+            assert!(position > last_position, "in stream order (seed {seed})");
+            last_position = position;
+            let ack = f.headers.get("ack").cloned().expect("ack");
+            c.write(&format!("ACK\nid:{ack}\n\n\0"));
+            if f.body == marker {
+                break;
+            }
+            let again = !seen.insert(f.body.clone());
+            assert!(
+                !again || f.headers.contains_key("redelivered"),
+                "{} came twice without redelivered:true (seed {seed})",
+                f.body
+            );
+            got.push(f.body);
+        }
+        let have: HashSet<&String> = got.iter().collect();
+        let lost: Vec<&String> = receipted
+            .iter()
+            .filter(|r| !have.contains(r))
+            .take(5)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: receipted messages lost by the durable subscription, e.g. {lost:?} (seed {seed})"
+        );
+        // Leave, with every ACK settled, before the next round's producer.
+        c.write("DISCONNECT\nreceipt:bye\n\n\0");
+        while c.read().is_some_and(|f| f.command != "RECEIPT") {}
+    }
+    assert!(total > 0, "no SEND was receipted: the test proved nothing");
+}
