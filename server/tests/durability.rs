@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,6 +96,21 @@ struct Client {
 }
 
 impl Client {
+    /// Like [`connect`](Self::connect), `None` when the broker is gone
+    /// (killed before this producer got going).
+    fn try_connect(port: u16) -> Option<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(WAIT)).ok()?;
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        c.stream
+            .write_all(b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0")
+            .ok()?;
+        (c.read()?.command == "CONNECTED").then_some(c)
+    }
+
     fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
@@ -151,6 +167,15 @@ fn parse(raw: &[u8]) -> Frame {
     }
 }
 
+/// Waits until `done` holds, at most [`WAIT`] (then goes on: the kill
+/// comes anyway, and the checks judge what was confirmed).
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A small deterministic generator: the seed is printed, so a failing
 /// round can be replayed.
 struct Rng(u64);
@@ -167,11 +192,17 @@ impl Rng {
 /// Sends persistent messages with receipts from `producers` connections
 /// until the connection dies; returns, per producer, the sequence numbers
 /// whose RECEIPT arrived.
-fn produce_until_killed(port: u16, round: usize, producers: usize) -> Vec<mpsc::Receiver<u64>> {
+fn produce_until_killed(
+    port: u16,
+    round: usize,
+    producers: usize,
+    counted: &Arc<AtomicUsize>,
+) -> Vec<mpsc::Receiver<u64>> {
     let mut confirmed = Vec::new();
     for p in 0..producers {
         let (tx, rx) = mpsc::channel();
         confirmed.push(rx);
+        let counted = counted.clone();
         std::thread::spawn(move || {
             let mut c = Client::connect(port);
             let mut reader = Client {
@@ -183,6 +214,7 @@ fn produce_until_killed(port: u16, round: usize, producers: usize) -> Vec<mpsc::
                     if f.command == "RECEIPT"
                         && let Some(seq) = f.headers.get("receipt-id").and_then(|r| r.parse().ok())
                     {
+                        counted.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.send(seq);
                     }
                 }
@@ -260,10 +292,12 @@ fn receipted_persistent_messages_survive_sigkill_at_random_moments() {
     let mut total_confirmed = 0;
     let mut broker = Broker::start(data.path(), &[]);
     for round in 0..5 {
-        let confirmed = produce_until_killed(broker.port, round, producers);
-        // Killed 20 to 400 ms into the burst: mid-write, mid-sync, anywhere.
-        let delay = 20 + rng.next() % 380;
-        std::thread::sleep(Duration::from_millis(delay));
+        let counted = Arc::new(AtomicUsize::new(0));
+        let confirmed = produce_until_killed(broker.port, round, producers, &counted);
+        // Killed once a random number of SENDs (up to 15,000 of 60,000) is
+        // confirmed: mid-write, mid-sync, anywhere.
+        let wait_for = (rng.next() % 15_000) as usize;
+        wait_until(|| counted.load(Ordering::Relaxed) >= wait_for);
         broker.kill();
         let confirmed: Vec<BTreeMap<u64, ()>> = confirmed
             .into_iter()
@@ -271,7 +305,7 @@ fn receipted_persistent_messages_survive_sigkill_at_random_moments() {
             .collect();
         let count: usize = confirmed.iter().map(BTreeMap::len).sum();
         total_confirmed += count;
-        eprintln!("round {round}: killed after {delay} ms, {count} receipts");
+        eprintln!("round {round}: killed after {wait_for} receipts, {count} in all");
 
         broker = Broker::start(data.path(), &[]);
         let got = drain(broker.port, &format!("marker-{round}"));
@@ -412,7 +446,9 @@ fn receipted_chat_messages_survive_sigkill_under_the_same_epoch() {
         let port = broker.port;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::spawn(move || {
-            let mut c = Client::connect(port);
+            let Some(mut c) = Client::try_connect(port) else {
+                return;
+            };
             let mut reader = Client {
                 stream: c.stream.try_clone().expect("clone"),
                 buf: Vec::new(),
@@ -434,10 +470,19 @@ fn receipted_chat_messages_survive_sigkill_under_the_same_epoch() {
                 }
             }
         });
-        std::thread::sleep(Duration::from_millis(rng.next() % 10));
+        // Killed once a random number of lines (0 to 29) is confirmed:
+        // the rest are in flight, being written, or not yet sent.
+        let wait_for = (rng.next() % 30) as usize;
+        let mut receipted: Vec<String> = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while receipted.len() < wait_for && std::time::Instant::now() < deadline {
+            if let Ok(r) = rx.recv_timeout(Duration::from_millis(50)) {
+                receipted.push(r);
+            }
+        }
         broker.kill();
         let _ = writer.join();
-        let receipted: Vec<String> = rx.iter().collect();
+        receipted.extend(rx.iter());
         eprintln!("round {round}: {} receipts", receipted.len());
         confirmed.extend(receipted);
 
@@ -507,6 +552,8 @@ fn a_durable_subscription_loses_no_receipted_message_to_sigkill() {
     for round in 0..4 {
         let port = broker.port;
         let (tx, rx) = mpsc::channel();
+        let counted = Arc::new(AtomicUsize::new(0));
+        let counter = counted.clone();
         std::thread::spawn(move || {
             let mut c = Client::connect(port);
             let mut reader = Client {
@@ -518,6 +565,7 @@ fn a_durable_subscription_loses_no_receipted_message_to_sigkill() {
                     if f.command == "RECEIPT"
                         && let Some(r) = f.headers.get("receipt-id")
                     {
+                        counter.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.send(r.clone());
                     }
                 }
@@ -530,13 +578,13 @@ fn a_durable_subscription_loses_no_receipted_message_to_sigkill() {
                 }
             }
         });
-        let delay = 20 + rng.next() % 300;
-        std::thread::sleep(Duration::from_millis(delay));
+        let wait_for = (rng.next() % 5_000) as usize;
+        wait_until(|| counted.load(Ordering::Relaxed) >= wait_for);
         broker.kill();
         let receipted: Vec<String> = rx.iter().collect();
         total += receipted.len();
         eprintln!(
-            "round {round}: killed after {delay} ms, {} receipts",
+            "round {round}: killed after {wait_for} receipts, {} in all",
             receipted.len()
         );
 

@@ -662,3 +662,84 @@ async fn activemq_and_artemis_durable_subscriptions_by_client_id_and_name() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deep_durable_backlog_waits_on_disk_not_in_memory() {
+    let dir = tempfile::tempdir().expect("a data directory");
+    let path = dir.path().to_path_buf();
+    let window = 64 * 1024;
+    let start = move || {
+        let path = path.clone();
+        TestServer::start(move |c| {
+            c.data_dir = path;
+            c.queues = vec![stompbox::broker::QueuePolicy {
+                pattern: "/queue/deep".into(),
+                memory_window_bytes: window,
+                ..stompbox::broker::QueuePolicy::unlimited()
+            }];
+        })
+    };
+    let queue_of = |server: &TestServer| match server.server().broker().destination("/queue/deep") {
+        Ok(stompbox::broker::Destination::Queue(q)) => q,
+        other => panic!("not a queue: {other:?}"),
+    };
+    let server = start().await;
+    let mut p = server.client(Via::Tcp).await;
+    let payload = "d".repeat(1000);
+    let total = 3000;
+    for i in 0..total {
+        let mut f = frame(Command::Send, &[("destination", "/queue/deep")])
+            .body(format!("{i:05} {payload}"));
+        // Now and then one that asks to stay in memory: while the queue waits
+        // on disk it is written there too, to keep its place in line.
+        if i % 500 == 250 {
+            f = f.header("persistent", "false");
+        }
+        if i % 100 == 99 {
+            p.send_confirmed(f, &format!("r{i}")).await;
+        } else {
+            p.send(f).await;
+        }
+    }
+    let q = queue_of(&server);
+    assert_eq!(q.depth(), total);
+    assert!(q.paged() > total * 9 / 10, "{} paged of {total}", q.paged());
+    let used = server.server().broker().memory().used();
+    assert!(
+        used < 2 * window as usize + 512 * 1024,
+        "3 MB of messages held {used} bytes of memory"
+    );
+    server.shutdown().await;
+
+    // After a restart too, only the window is read into memory.
+    let server = start().await;
+    let q = queue_of(&server);
+    assert_eq!(q.depth(), total);
+    assert!(q.paged() > total * 9 / 10);
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe(
+        "s",
+        "/queue/deep",
+        "client-individual",
+        &[("prefetch-count", "100")],
+    )
+    .await;
+    let mut expected = 0..total;
+    for _ in 0..total {
+        let m = c.recv().await;
+        assert_eq!(m.command, Command::Message);
+        let want = expected.next().expect("more expected");
+        assert!(
+            body(&m).starts_with(&format!("{want:05} ")),
+            "expected {want}, got {}",
+            &body(&m)[..5]
+        );
+        assert_eq!(m.headers.get("redelivered"), Some("true"));
+        let ack = m.headers.get("ack").expect("ack").to_string();
+        c.send(frame(Command::Ack, &[("id", &ack)])).await;
+    }
+    c.send_confirmed(frame(Command::Disconnect, &[]), "bye")
+        .await;
+    assert_eq!(q.depth(), 0);
+    server.shutdown().await;
+}

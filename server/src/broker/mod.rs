@@ -168,33 +168,60 @@ impl Broker {
             .next_message
             .store(recovered.next_id.max(1), Ordering::Relaxed);
         broker.journal = Some(journal.clone());
+        let written_by = journal.resolved().borrow().to_owned();
         for queue in recovered.queues {
             let Ok(Destination::Queue(q)) = broker.destination(&queue.name) else {
                 tracing::warn!(destination = %queue.name, "journal: a recovered queue's name is no longer valid; its messages are skipped");
                 continue;
             };
-            let messages = queue
-                .messages
-                .into_iter()
-                .map(|m| {
-                    let pin = journal.pin_recovered(&m);
-                    let charge =
-                        broker
-                            .memory
-                            .charge(message_size(&queue.name, &m.headers, &m.body));
-                    Arc::new(Message {
-                        id: MessageId::new(m.id),
-                        destination: queue.name.clone(),
-                        headers: m.headers,
-                        body: m.body,
-                        stream: None,
-                        ephemeral: false,
-                        charge,
-                        journal: Some(pin),
+            // The head of the queue is read into memory, up to its window;
+            // the rest waits on disk, where it is.
+            let window = q.policy().memory_window_bytes;
+            let mut split = queue.messages.len();
+            if window > 0 {
+                let mut bytes = 0;
+                split = queue
+                    .messages
+                    .iter()
+                    .position(|m| {
+                        bytes += m.record.size;
+                        bytes > window
                     })
-                })
-                .collect();
+                    .unwrap_or(queue.messages.len());
+            }
+            let (head, rest) = queue.messages.split_at(split);
+            let refs: Vec<_> = head.iter().map(|m| m.record).collect();
+            let read = journal.read(&refs, written_by);
+            let mut messages = Vec::with_capacity(head.len());
+            for (m, stored) in head.iter().zip(read) {
+                let stored = match stored {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(destination = %queue.name, id = m.id, error = %e, "journal: a recovered message could not be read");
+                        continue;
+                    }
+                };
+                let pin = journal.pin_recovered(m);
+                let charge =
+                    broker
+                        .memory
+                        .charge(message_size(&queue.name, &stored.headers, &stored.body));
+                messages.push(Arc::new(Message {
+                    id: MessageId::new(m.id),
+                    destination: queue.name.clone(),
+                    headers: stored.headers,
+                    body: stored.body,
+                    stream: None,
+                    ephemeral: false,
+                    charge,
+                    journal: Some(pin),
+                }));
+            }
             q.restore(messages);
+            let paged: Vec<_> = rest.iter().map(|m| journal.pin_recovered(m)).collect();
+            if !paged.is_empty() {
+                q.restore_paged(paged, written_by);
+            }
         }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -309,6 +336,7 @@ impl Broker {
                 name.to_string(),
                 queue_policy_for(&self.queue_policies, name),
                 self.journal.clone(),
+                self.memory.clone(),
             )),
             DestinationKind::Topic => Destination::Topic(self.new_topic(
                 name,
@@ -381,7 +409,7 @@ impl Broker {
         let mut completion = Completion::DONE;
         let mut journal = None;
         if let (Destination::Queue(q), Some(store)) = (target, &self.journal)
-            && persistent(q, &headers)
+            && (persistent(q, &headers) || q.is_paging())
         {
             if !q.has_room(1, charge.bytes() as u64) {
                 // Refused before it is written, so a full queue costs no disk.
@@ -403,7 +431,7 @@ impl Broker {
         };
         match target {
             Destination::Queue(q) => {
-                let dropped = q.enqueue(Arc::new(message))?;
+                let dropped = q.enqueue(Arc::new(message), completion)?;
                 if dropped > 0 {
                     self.stats.note_dropped_from_queue(dropped);
                     tracing::debug!(

@@ -111,10 +111,19 @@ pub struct QueuePolicy {
     /// SEND says `persistent:false` (with no journal, nothing is durable).
     #[serde(default = "durable_by_default")]
     pub durable: bool,
+    /// Bytes of waiting messages a durable queue keeps in memory; beyond
+    /// them, durable messages wait on disk and are read back in order as
+    /// consumers near them (0: everything in memory).
+    #[serde(default = "memory_window_by_default")]
+    pub memory_window_bytes: u64,
 }
 
 fn durable_by_default() -> bool {
     true
+}
+
+fn memory_window_by_default() -> u64 {
+    8 << 20
 }
 
 impl QueuePolicy {
@@ -126,6 +135,7 @@ impl QueuePolicy {
             max_length_bytes: 0,
             overflow: Overflow::RejectPublish,
             durable: true,
+            memory_window_bytes: memory_window_by_default(),
         }
     }
 

@@ -4,11 +4,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use super::message::{AckMode, Delivery, Message};
+use super::memory::Memory;
+use super::message::{AckMode, Delivery, Message, MessageId, message_size};
 use super::policy::{Overflow, QueuePolicy};
 use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
 use crate::outbox::Outbox;
-use crate::store::Journal;
+use crate::store::{Completion, Journal, JournalPin, Lsn};
 
 #[derive(Debug)]
 struct Consumer {
@@ -33,12 +34,33 @@ struct State {
     messages: VecDeque<Pending>,
     /// Accounted bytes of `messages`.
     bytes: u64,
+    /// Durable messages waiting on disk, behind `messages`, oldest first:
+    /// past the policy's memory window a queue keeps only where each
+    /// record is (a few bytes), and reads bodies back as consumers near them.
+    paged: VecDeque<JournalPin>,
+    /// Record bytes of `paged`.
+    paged_bytes: u64,
+    /// How many of the first `paged` were recovered after a restart (they
+    /// go out marked redelivered).
+    paged_redelivered: usize,
+    /// Every record in `paged` is on disk once this is synced.
+    paged_lsn: Lsn,
     consumers: Vec<Consumer>,
     /// Index of the consumer that gets the next message.
     next: usize,
 }
 
 impl State {
+    /// Messages waiting, in memory and on disk.
+    fn count(&self) -> usize {
+        self.messages.len() + self.paged.len()
+    }
+
+    /// Bytes waiting, in memory and on disk.
+    fn total_bytes(&self) -> u64 {
+        self.bytes + self.paged_bytes
+    }
+
     fn push_back(&mut self, pending: Pending) {
         self.bytes += pending.message.charge.bytes() as u64;
         self.messages.push_back(pending);
@@ -77,6 +99,8 @@ pub struct QueueDestination {
     state: Mutex<State>,
     /// Where settling a durable message is recorded.
     journal: Option<Arc<Journal>>,
+    /// What messages read back from disk are charged to.
+    memory: Arc<Memory>,
 }
 
 /// A consumer's place in a queue, as given to [`QueueDestination::subscribe`].
@@ -99,13 +123,86 @@ impl QueueDestination {
         name: String,
         policy: QueuePolicy,
         journal: Option<Arc<Journal>>,
+        memory: Arc<Memory>,
     ) -> Arc<QueueDestination> {
         Arc::new(QueueDestination {
             name,
             policy,
             state: Mutex::new(State::default()),
             journal,
+            memory,
         })
+    }
+
+    /// Whether messages wait on disk: new ones must too, behind them, to
+    /// keep the queue's order (even `persistent:false` ones).
+    pub fn is_paging(&self) -> bool {
+        self.journal.is_some() && !self.lock().paged.is_empty()
+    }
+
+    /// Puts recovered messages that stay on disk behind those restored in
+    /// memory; they go out marked redelivered.
+    pub fn restore_paged(&self, pins: Vec<JournalPin>, written_by: Lsn) {
+        let mut state = self.lock();
+        for pin in pins {
+            state.paged_bytes += pin.bytes();
+            state.paged.push_back(pin);
+            state.paged_redelivered += 1;
+        }
+        state.paged_lsn = state.paged_lsn.max(written_by);
+        self.dispatch(&mut state);
+    }
+
+    /// Reads the oldest paged messages back into memory, about half the
+    /// memory window's worth (at least one). A record that cannot be read
+    /// (its write failed, so its publisher was told) is dropped and logged.
+    fn page_in(&self, state: &mut State) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let budget = (self.policy.memory_window_bytes / 2).max(1);
+        let mut pins = Vec::new();
+        let mut taken = 0;
+        while let Some(pin) = state.paged.front() {
+            if !pins.is_empty() && taken + pin.bytes() > budget {
+                break;
+            }
+            taken += pin.bytes();
+            if let Some(pin) = state.paged.pop_front() {
+                pins.push(pin);
+            }
+        }
+        state.paged_bytes -= taken.min(state.paged_bytes);
+        let refs: Vec<_> = pins.iter().filter_map(JournalPin::record).collect();
+        let mut read = journal.read(&refs, state.paged_lsn).into_iter();
+        for pin in pins {
+            let redelivered = state.paged_redelivered > 0;
+            state.paged_redelivered = state.paged_redelivered.saturating_sub(1);
+            let stored = match read.next() {
+                Some(Ok(stored)) => stored,
+                Some(Err(e)) => {
+                    tracing::error!(destination = %self.name, error = %e, "journal: a paged-out message could not be read back and is lost");
+                    continue;
+                }
+                None => continue,
+            };
+            let charge =
+                self.memory
+                    .charge(message_size(&self.name, &stored.headers, &stored.body));
+            state.push_back(Pending {
+                message: Arc::new(Message {
+                    id: MessageId::new(stored.id),
+                    destination: self.name.as_str().into(),
+                    headers: stored.headers,
+                    body: stored.body,
+                    stream: None,
+                    ephemeral: false,
+                    charge,
+                    journal: Some(pin),
+                }),
+                redelivered,
+            });
+        }
     }
 
     /// Whether messages sent here are stored in the journal by default.
@@ -149,26 +246,38 @@ impl QueueDestination {
         }
         let state = self.lock();
         self.policy
-            .fits(state.messages.len(), state.bytes, count, bytes)
+            .fits(state.count(), state.total_bytes(), count, bytes)
     }
 
     /// Appends a message and hands out what the consumers can take. A
     /// full queue refuses it (`reject-publish`) or drops its oldest waiting
     /// messages (`drop-head`); returns how many were dropped.
-    pub fn enqueue(&self, message: Arc<Message>) -> Result<usize, QueueFull> {
+    /// `written_by` is the completion of its journal record, if any.
+    pub fn enqueue(
+        &self,
+        message: Arc<Message>,
+        written_by: Completion,
+    ) -> Result<usize, QueueFull> {
         let mut state = self.lock();
         let size = message.charge.bytes() as u64;
         let mut dropped = 0;
         if !self.policy.is_unlimited()
-            && !self.policy.fits(state.messages.len(), state.bytes, 1, size)
+            && !self
+                .policy
+                .fits(state.count(), state.total_bytes(), 1, size)
         {
             match self.policy.overflow {
                 Overflow::RejectPublish => return Err(self.full()),
                 Overflow::DropHead => {
                     let mut settled = Vec::new();
-                    while !state.messages.is_empty()
-                        && !self.policy.fits(state.messages.len(), state.bytes, 1, size)
+                    while state.count() > 0
+                        && !self
+                            .policy
+                            .fits(state.count(), state.total_bytes(), 1, size)
                     {
+                        if state.messages.is_empty() {
+                            self.page_in(&mut state);
+                        }
                         if let Some(gone) = state.pop_front()
                             && gone.message.is_durable()
                         {
@@ -183,6 +292,28 @@ impl QueueDestination {
                 }
             }
         }
+        let window = self.policy.memory_window_bytes;
+        let page = window > 0
+            && message.journal.as_ref().is_some_and(JournalPin::readable)
+            && (!state.paged.is_empty() || state.bytes + size > window);
+        let message = if page {
+            match Arc::try_unwrap(message) {
+                Ok(mut m) => {
+                    if let Some(pin) = m.journal.take() {
+                        // The body and headers go; the record says where they are.
+                        state.paged_bytes += pin.bytes();
+                        state.paged.push_back(pin);
+                        state.paged_lsn = state.paged_lsn.max(written_by.lsn().unwrap_or(0));
+                        self.dispatch(&mut state);
+                        return Ok(dropped);
+                    }
+                    Arc::new(m)
+                }
+                Err(shared) => shared,
+            }
+        } else {
+            message
+        };
         state.push_back(Pending {
             message,
             redelivered: false,
@@ -200,9 +331,14 @@ impl QueueDestination {
         }
     }
 
-    /// Bytes of the messages waiting for a consumer.
+    /// Bytes of the messages waiting for a consumer, in memory and on disk.
     pub fn depth_bytes(&self) -> u64 {
-        self.lock().bytes
+        self.lock().total_bytes()
+    }
+
+    /// Messages waiting on disk, not in memory.
+    pub fn paged(&self) -> usize {
+        self.lock().paged.len()
     }
 
     /// Adds a consumer and gives it what is waiting.
@@ -323,17 +459,24 @@ impl QueueDestination {
     /// No messages and no consumers: nothing would be lost by forgetting it.
     pub fn is_idle(&self) -> bool {
         let state = self.lock();
-        state.messages.is_empty() && state.consumers.is_empty()
+        state.count() == 0 && state.consumers.is_empty()
     }
 
-    /// Messages waiting for a consumer.
+    /// Messages waiting for a consumer, in memory and on disk.
     pub fn depth(&self) -> usize {
-        self.lock().messages.len()
+        self.lock().count()
     }
 
     /// Hands messages to consumers round-robin while any has credit.
     /// Called with the lock held.
     fn dispatch(&self, state: &mut State) {
+        if !state.paged.is_empty()
+            && !state.consumers.is_empty()
+            && state.bytes < self.policy.memory_window_bytes / 2
+        {
+            // Read ahead before memory runs dry, so consumers keep going.
+            self.page_in(state);
+        }
         while !state.messages.is_empty() && !state.consumers.is_empty() {
             let n = state.consumers.len();
             let Some(offset) = (0..n).find(|i| {

@@ -4,9 +4,11 @@
 //! append-then-delete-soon, and a log pays nothing for the delete (a
 //! settle record, then whole segments are dropped once nothing in them
 //! matters). Records are framed with a length and a CRC
-//! ([`record`]); one thread writes and syncs them in groups
-//! ([`writer`]); [`recovery`] rebuilds the queues at start.
+//! (`record.rs`); one thread writes and syncs them in groups
+//! (`writer.rs`); `recovery.rs` rebuilds the queues at start and
+//! `paging.rs` reads paged-out messages back.
 
+mod paging;
 mod record;
 mod recovery;
 mod segment;
@@ -22,6 +24,7 @@ use std::thread::JoinHandle;
 use stomp_codec::{ByteString, Headers};
 use tokio::sync::watch;
 
+pub use paging::{RecordRef, StoredMessage};
 pub use record::Record;
 pub use recovery::{
     Recovered, RecoveredMessage, RecoveredQueue, RecoveredTopic, RecoveredTopicMessage,
@@ -328,16 +331,30 @@ impl Journal {
             let before = group.bytes.len();
             encode(&mut group.bytes);
             let size = (group.bytes.len() - before) as u64;
-            Some(JournalPin::new(&group.live, group.segment, size))
+            Some(JournalPin::new(
+                &group.live,
+                group.segment,
+                segment::UNKNOWN_OFFSET,
+                size,
+            ))
         })
     }
 
-    /// Pins a recovered queue message's segment.
+    /// Pins a recovered queue message's record.
     pub fn pin_recovered(&self, message: &RecoveredMessage) -> JournalPin {
-        self.pin_segment(
-            message.segment,
-            record_estimate(&message.headers, &message.body),
-        )
+        let r = message.record;
+        let live = self.shared.with_pending(|p| p.live_of(r.segment));
+        let offset = u32::try_from(r.offset).unwrap_or(segment::UNKNOWN_OFFSET);
+        JournalPin::new(&live, r.segment, offset, r.size)
+    }
+
+    /// Reads queue messages back from their enqueue records, in order.
+    /// Waits (one sync at most) for records not yet on disk.
+    pub fn read(&self, refs: &[RecordRef], written_by: Lsn) -> Vec<io::Result<StoredMessage>> {
+        if self.shared.resolved_now() < written_by {
+            self.shared.wait_blocking(written_by);
+        }
+        paging::read_enqueues(&self.shared.dir, refs)
     }
 
     /// Pins a recovered topic message's segment.
@@ -350,7 +367,7 @@ impl Journal {
 
     fn pin_segment(&self, segment: u64, bytes: u64) -> JournalPin {
         let live = self.shared.with_pending(|p| p.live_of(segment));
-        JournalPin::new(&live, segment, bytes)
+        JournalPin::new(&live, segment, segment::UNKNOWN_OFFSET, bytes)
     }
 
     /// Queues a record of a message kept in a topic's history. Called under

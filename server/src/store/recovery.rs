@@ -18,17 +18,16 @@ use stomp_codec::{ByteString, Headers};
 use super::record::{self, Read, Record};
 use super::segment::{self, LiveCount};
 
-/// A durable message found in the journal.
-#[derive(Debug)]
+/// A durable queue message found in the journal: where its record is.
+/// Its headers and body stay on disk until read (see
+/// [`Journal::read`](super::Journal::read)), so recovering a deep backlog
+/// does not need its bodies in memory.
+#[derive(Debug, Clone, Copy)]
 pub struct RecoveredMessage {
     /// Its id number.
     pub id: u64,
-    /// Its headers.
-    pub headers: Headers,
-    /// Its body.
-    pub body: Bytes,
-    /// The segment holding its enqueue record.
-    pub(super) segment: u64,
+    /// Its enqueue record.
+    pub record: super::RecordRef,
 }
 
 /// One queue's recovered messages, in the order they were accepted.
@@ -160,9 +159,33 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
                     damage = Some(why);
                     break;
                 }
+                Read::Record(Record::Batch(_), used) => {
+                    // Its records one by one, each with its own place, so
+                    // a message of a transaction can be read back alone.
+                    out.report.records += 1;
+                    let mut inner = rest.slice(record::FRAME_HEADER + 1..used);
+                    let mut at = end + record::FRAME_HEADER as u64 + 1;
+                    while let Read::Record(r, n) = record::read(&inner) {
+                        let place = super::RecordRef {
+                            segment: number,
+                            offset: at,
+                            size: n as u64,
+                        };
+                        apply(&mut state, &mut out.next_id, r, place);
+                        inner.advance(n);
+                        at += n as u64;
+                    }
+                    rest.advance(used);
+                    end += used as u64;
+                }
                 Read::Record(r, used) => {
                     out.report.records += 1;
-                    apply(&mut state, &mut out.next_id, r, number);
+                    let place = super::RecordRef {
+                        segment: number,
+                        offset: end,
+                        size: used as u64,
+                    };
+                    apply(&mut state, &mut out.next_id, r, place);
                     rest.advance(used);
                     end += used as u64;
                 }
@@ -234,7 +257,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
         }
         let messages: Vec<RecoveredMessage> = q.messages.into_values().collect();
         for m in &messages {
-            *out.segments.entry(m.segment).or_default() += 1;
+            *out.segments.entry(m.record.segment).or_default() += 1;
         }
         out.report.messages += messages.len() as u64;
         out.queues.push(RecoveredQueue { name, messages });
@@ -251,29 +274,16 @@ fn own_headers(headers: &Headers) -> Headers {
         .collect()
 }
 
-fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64) {
+fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::RecordRef) {
+    let segment = place.segment;
     match record {
-        Record::Enqueue {
-            queue,
-            id,
-            headers,
-            body,
-        } => {
+        Record::Enqueue { queue, id, .. } => {
             *next_id = (*next_id).max(id + 1);
             let q = state.queues.entry(queue).or_default();
             // A second record of the same id is a compaction's copy: the
             // newer one (in the newer segment) replaces the older.
-            q.messages.insert(
-                id,
-                RecoveredMessage {
-                    id,
-                    headers: own_headers(&headers),
-                    // Its own allocation: a slice would keep the whole
-                    // segment's buffer alive as long as the message.
-                    body: Bytes::copy_from_slice(&body),
-                    segment,
-                },
-            );
+            q.messages
+                .insert(id, RecoveredMessage { id, record: place });
         }
         Record::Settle { queue, ids } => {
             if let Some(q) = state.queues.get_mut(&queue) {
@@ -371,8 +381,9 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, segment: u64) {
             }
         }
         Record::Batch(records) => {
+            // Not reached: batches are taken apart where they are read.
             for r in records {
-                apply(state, next_id, r, segment);
+                apply(state, next_id, r, place);
             }
         }
     }

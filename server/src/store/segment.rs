@@ -54,36 +54,73 @@ impl LiveCount {
     }
 }
 
+/// Offset of a record whose place is not known (inside a group that is
+/// written as one batch): such a record cannot be read back alone.
+pub(crate) const UNKNOWN_OFFSET: u32 = u32::MAX;
+
 /// Keeps a record's segment on disk while the record matters. Held by the
-/// message the record describes; dropping it (the message was settled and
-/// let go) lets the segment be reclaimed.
+/// message the record describes, or, for a paged-out message, by the
+/// queue in its place; dropping it (the message was settled and let go)
+/// lets the segment be reclaimed. It also says where the record is, so a
+/// paged-out message can be read back. Small on purpose: a deep paged
+/// backlog costs one of these per message.
 #[derive(Debug)]
 pub struct JournalPin {
     live: Arc<LiveCount>,
-    segment: u64,
-    bytes: u64,
+    segment: u32,
+    offset: u32,
+    bytes: u32,
 }
 
 impl JournalPin {
-    pub(crate) fn new(live: &Arc<LiveCount>, segment: u64, bytes: u64) -> JournalPin {
+    pub(crate) fn new(live: &Arc<LiveCount>, segment: u64, offset: u32, bytes: u64) -> JournalPin {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         live.records.fetch_add(1, Ordering::AcqRel);
-        live.bytes.fetch_add(bytes, Ordering::AcqRel);
+        live.bytes.fetch_add(u64::from(bytes), Ordering::AcqRel);
         JournalPin {
             live: live.clone(),
-            segment,
+            segment: u32::try_from(segment).unwrap_or(u32::MAX),
+            offset,
             bytes,
         }
     }
 
     /// The segment holding the record.
     pub fn segment(&self) -> u64 {
-        self.segment
+        u64::from(self.segment)
+    }
+
+    /// Where the record starts in its segment, when known.
+    pub(crate) fn offset(&self) -> Option<u64> {
+        (self.offset != UNKNOWN_OFFSET).then_some(u64::from(self.offset))
+    }
+
+    /// The record's size, framing included.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.bytes)
+    }
+
+    /// Where the record is, when it can be read back on its own.
+    pub fn record(&self) -> Option<super::RecordRef> {
+        self.offset().map(|offset| super::RecordRef {
+            segment: self.segment(),
+            offset,
+            size: self.bytes(),
+        })
+    }
+
+    /// Whether the record can be read back on its own (it is not inside a
+    /// batch), so the message it describes can be paged out.
+    pub fn readable(&self) -> bool {
+        self.offset != UNKNOWN_OFFSET
     }
 }
 
 impl Drop for JournalPin {
     fn drop(&mut self) {
-        self.live.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.live
+            .bytes
+            .fetch_sub(u64::from(self.bytes), Ordering::AcqRel);
         self.live.records.fetch_sub(1, Ordering::AcqRel);
     }
 }

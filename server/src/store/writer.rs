@@ -34,12 +34,15 @@ pub(super) struct Appended {
     pub(super) segment: u64,
     /// Its size, framing included.
     pub(super) bytes: u64,
+    /// Where it starts in its segment.
+    pub(super) offset: u64,
 }
 
 impl Appended {
     /// A pin on the record, for the message it describes.
     pub(super) fn pin(&self) -> super::JournalPin {
-        super::JournalPin::new(&self.live, self.segment, self.bytes)
+        let offset = u32::try_from(self.offset).unwrap_or(segment::UNKNOWN_OFFSET);
+        super::JournalPin::new(&self.live, self.segment, offset, self.bytes)
     }
 }
 
@@ -244,6 +247,7 @@ impl Shared {
                 bytes,
             });
         }
+        let offset = p.segment_fill;
         p.segment_fill += size;
         p.queued_bytes += size;
         let lsn = p.next_lsn;
@@ -254,6 +258,7 @@ impl Shared {
             live,
             segment: p.segment,
             bytes: size,
+            offset,
         }
     }
 

@@ -288,6 +288,7 @@ fn queue_policy(
         max_length_bytes,
         overflow,
         durable: true,
+        memory_window_bytes: 8 << 20,
     }
 }
 
