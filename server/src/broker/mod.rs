@@ -520,16 +520,21 @@ impl Broker {
             .cloned()
     }
 
-    /// Starts delivering `destination`'s messages to a subscription.
+    /// Starts delivering `destination`'s messages to a subscription. The
+    /// completion is done when what the subscription made durable (a new
+    /// durable subscription's cursor) is on disk.
     pub fn subscribe(
         &self,
         destination: &str,
         spec: ConsumerSpec,
         options: TopicOptions,
-    ) -> Result<Destination, SubscribeError> {
+    ) -> Result<(Destination, Completion), SubscribeError> {
         let target = self.destination(destination)?;
-        match &target {
-            Destination::Queue(q) => q.subscribe(spec),
+        let completion = match &target {
+            Destination::Queue(q) => {
+                q.subscribe(spec);
+                Completion::DONE
+            }
             Destination::Topic(t) => {
                 if let Some(key) = &options.durable {
                     self.durables
@@ -549,8 +554,8 @@ impl Broker {
                     prefetch: spec.prefetch,
                 })?
             }
-        }
-        Ok(target)
+        };
+        Ok((target, completion))
     }
 
     /// Deletes the durable subscription `key`, wherever it is. Returns

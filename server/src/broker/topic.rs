@@ -242,9 +242,13 @@ impl TopicDestination {
     ///
     /// A durable subscription is fed from the stream instead, starting
     /// after its cursor (a new one starts at the head).
-    pub fn subscribe(&self, sub: TopicSubscription) -> Result<(), SubscribeError> {
+    ///
+    /// The completion is done when a new durable subscription's cursor is
+    /// on disk (at once otherwise).
+    pub fn subscribe(&self, sub: TopicSubscription) -> Result<Completion, SubscribeError> {
         let mut state = self.lock();
         self.trim(&mut state, Instant::now());
+        let mut completion = Completion::DONE;
         if let Some(key) = &sub.durable {
             let Some(journal) = &self.journal else {
                 return Err(SubscribeError::NoJournal);
@@ -260,7 +264,7 @@ impl TopicDestination {
                     // The stream is kept from now on: its epoch must last.
                     journal.topic_head(&self.name, &self.epoch, state.next_position);
                 }
-                let _ = journal.cursor(&self.name, key, head);
+                completion = journal.cursor(&self.name, key, head);
                 state
                     .durables
                     .insert(key.clone(), DurableSub::new(head, head));
@@ -276,7 +280,7 @@ impl TopicDestination {
                 );
             }
             state.dispatch_durables();
-            return Ok(());
+            return Ok(completion);
         }
         let subscriber = Subscriber {
             session: sub.session,
@@ -328,7 +332,7 @@ impl TopicDestination {
         }
         self.announce(&state.subscribers, "join", &subscriber);
         state.subscribers.push(subscriber);
-        Ok(())
+        Ok(completion)
     }
 
     /// Removes a subscriber, announcing its leave if it was present.

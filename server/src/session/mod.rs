@@ -490,7 +490,8 @@ impl Session {
             prefetch,
             outbox: self.outbox.clone(),
         };
-        let destination = self.broker.subscribe(&destination, spec, options)?;
+        let (destination, completion) = self.broker.subscribe(&destination, spec, options)?;
+        self.completion = self.completion.and(completion);
         self.subscriptions.insert(id, Subscription { destination });
         Ok(Flow::Continue)
     }

@@ -377,6 +377,10 @@ pub(super) fn run(shared: Arc<Shared>, segment: u64, len: u64) {
             (std::mem::take(&mut p.chunks), p.next_lsn - 1, p.closed)
         };
         if chunks.is_empty() && closed {
+            // Nothing appended from now on will be written: such records
+            // fail at once instead of being waited for forever.
+            shared.note_failure(written + 1, Lsn::MAX);
+            shared.publish(Lsn::MAX);
             return;
         }
         let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
