@@ -222,7 +222,7 @@ impl Journal {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("journal-writer".into())
-                .spawn(move || writer::run(shared, segment, len))
+                .spawn(move || writer::run(shared, segment))
                 .map_err(dir_error)?
         };
         let journal = Arc::new(Journal {

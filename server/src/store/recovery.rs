@@ -191,37 +191,38 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
                 }
             }
         }
-        let mut kept_len = file_len;
         if let Some(why) = damage {
             let lost = file_len - end;
             if Some(number) == newest {
                 tracing::warn!(
                     segment = %path.display(),
                     offset = end,
-                    bytes = lost,
                     reason = why,
                     "journal: torn write at the end of the newest segment cut off (a crash during a write; nothing in it had been confirmed)"
                 );
+                // Zeros from the cut on (the file keeps its preallocated
+                // length), so new records follow the intact ones.
                 let file = std::fs::OpenOptions::new().write(true).open(&path)?;
                 file.set_len(end)?;
+                file.set_len(file_len)?;
                 file.sync_all()?;
-                out.report.torn_bytes += lost;
-                kept_len = end;
+                out.report.torn_bytes += torn_length(&data, end);
             } else {
                 tracing::error!(
                     segment = %path.display(),
                     offset = end,
                     bytes = lost,
                     reason = why,
-                    "journal: damaged record in an older segment; the rest of this segment is skipped (disk or file damage, not a crash)"
+                    "journal: damaged record in an older segment; the rest of this segment is skipped (disk or file damage, or a write that failed)"
                 );
                 out.report.damaged_bytes += lost;
             }
         }
-        out.disk_bytes += kept_len;
+        out.disk_bytes += file_len;
         out.segments.insert(number, 0);
         if Some(number) == newest {
-            out.last = Some((number, kept_len));
+            // Where the data ends: the next record goes there.
+            out.last = Some((number, end));
         }
     }
     let State { mut queues, topics } = state;
@@ -272,6 +273,15 @@ fn own_headers(headers: &Headers) -> Headers {
         .iter()
         .map(|(n, v)| (ByteString::from(n), ByteString::from(v)))
         .collect()
+}
+
+/// How many bytes of damage follow `end`: up to the last byte that is not
+/// zero (a preallocated segment is zeros after its data).
+fn torn_length(data: &Bytes, end: u64) -> u64 {
+    let tail = &data[end as usize..];
+    tail.iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |i| i as u64 + 1)
 }
 
 fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::RecordRef) {

@@ -91,14 +91,8 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
         .last()
         .expect("a segment");
     let path = segment::path(&dir, newest);
-    let len = std::fs::metadata(&path).expect("meta").len();
     // Half of the last record, as a crash mid-write leaves it.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
-    file.set_len(len - 10).expect("cut");
-    drop(file);
+    tear(&path, 10);
 
     let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen after a tear");
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
@@ -133,7 +127,8 @@ fn garbage_after_the_data_is_cut_too() {
         .expect("a segment");
     let path = segment::path(&dir, newest);
     let mut data = std::fs::read(&path).expect("read");
-    data.extend_from_slice(&[0xff; 100]);
+    let end = data_end(&data);
+    data[end..end + 100].fill(0xff);
     std::fs::write(&path, data).expect("write");
     let (_journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
     assert_eq!(recovered.queues[0].messages.len(), 1);
@@ -226,6 +221,21 @@ fn a_full_journal_refuses_and_frees_up_as_messages_settle() {
     wait(&journal, c);
 }
 
+/// Where the written data of a preallocated segment ends: after its last
+/// byte that is not zero (records end with their body, here never zero).
+fn data_end(data: &[u8]) -> usize {
+    data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
+/// Zeroes the last `n` bytes of a segment's data, as a crash in the middle
+/// of writing its last record leaves it (the rest never reached the disk).
+fn tear(path: &Path, n: usize) {
+    let mut data = std::fs::read(path).expect("read");
+    let end = data_end(&data);
+    data[end - n..end].fill(0);
+    std::fs::write(path, data).expect("write");
+}
+
 /// A fresh directory, removed when the guard drops.
 struct TempDir(tempfile::TempDir);
 
@@ -300,14 +310,8 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
         .last()
         .expect("a segment");
     let path = segment::path(&dir, newest);
-    let len = std::fs::metadata(&path).expect("meta").len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("open");
     // Cut inside the batch: its last inner record is half there.
-    file.set_len(len - 3).expect("cut");
-    drop(file);
+    tear(&path, 3);
     let (_journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1], "nothing of the torn group took effect");

@@ -50,6 +50,8 @@ impl Appended {
 #[derive(Debug)]
 struct Chunk {
     segment: u64,
+    /// Where in the segment its first byte goes.
+    offset: u64,
     bytes: Vec<u8>,
 }
 
@@ -214,6 +216,7 @@ impl Shared {
             let bytes = p.spare.pop().unwrap_or_default();
             p.chunks.push(Chunk {
                 segment: p.segment,
+                offset: p.segment_fill,
                 bytes,
             });
         }
@@ -224,28 +227,12 @@ impl Shared {
         encode(&mut chunk.bytes);
         let size = (chunk.bytes.len() - start) as u64;
         if p.segment_fill > 0 && p.segment_fill + size > self.segment_bytes {
-            // The record starts the next segment, after a copy of the id
-            // reservation.
+            // The record starts the next segment.
             let moved = chunk.bytes.split_off(start);
-            p.segment += 1;
-            p.segment_fill = 0;
-            let live = Arc::new(LiveCount::default());
-            p.live.insert(p.segment, live);
-            let mut bytes = p.spare.pop().unwrap_or_default();
-            record::encode_id_block(&mut bytes, p.id_ceiling);
-            for (topic, (epoch, next)) in &p.topic_heads {
-                record::encode_topic_head(&mut bytes, topic, epoch, *next);
+            Self::start_segment(p);
+            if let Some(chunk) = p.chunks.last_mut() {
+                chunk.bytes.extend_from_slice(&moved);
             }
-            for ((topic, key), position) in &p.cursors {
-                record::encode_cursor(&mut bytes, topic, key, *position);
-            }
-            p.segment_fill += bytes.len() as u64;
-            p.next_lsn += 1;
-            bytes.extend_from_slice(&moved);
-            p.chunks.push(Chunk {
-                segment: p.segment,
-                bytes,
-            });
         }
         let offset = p.segment_fill;
         p.segment_fill += size;
@@ -259,6 +246,41 @@ impl Shared {
             segment: p.segment,
             bytes: size,
             offset,
+        }
+    }
+
+    /// Moves record assignment to a new segment, which begins with the
+    /// current id reservation, topic heads and cursors (so reclaiming old
+    /// segments never loses them).
+    fn start_segment(p: &mut Pending) {
+        p.segment += 1;
+        p.segment_fill = 0;
+        p.live.insert(p.segment, Arc::new(LiveCount::default()));
+        let mut bytes = p.spare.pop().unwrap_or_default();
+        record::encode_id_block(&mut bytes, p.id_ceiling);
+        for (topic, (epoch, next)) in &p.topic_heads {
+            record::encode_topic_head(&mut bytes, topic, epoch, *next);
+        }
+        for ((topic, key), position) in &p.cursors {
+            record::encode_cursor(&mut bytes, topic, key, *position);
+        }
+        p.segment_fill += bytes.len() as u64;
+        p.queued_bytes += bytes.len() as u64;
+        p.next_lsn += 1;
+        p.chunks.push(Chunk {
+            segment: p.segment,
+            offset: 0,
+            bytes,
+        });
+    }
+
+    /// After a failed write or sync in `segment`, no record is assigned to
+    /// it any more: a later record there would follow a hole, and recovery
+    /// stops at the first.
+    fn abandon_segment(&self, segment: u64) {
+        let mut p = lock(&self.pending);
+        if p.segment == segment {
+            Self::start_segment(&mut p);
         }
     }
 
@@ -329,21 +351,15 @@ const IDLE_RECLAIM: std::time::Duration = std::time::Duration::from_millis(500);
 struct OpenSegment {
     number: u64,
     file: File,
-    /// Bytes written and synced: where the next write goes.
-    len: u64,
 }
 
 /// The writer thread's loop. Returns when the journal is closed and
 /// everything queued was written.
-pub(super) fn run(shared: Arc<Shared>, segment: u64, len: u64) {
-    if !segment::path(&shared.dir, segment).exists() {
-        shared.counters.segments.fetch_add(1, Ordering::Relaxed);
-    }
-    let mut open: Option<OpenSegment> = match open_segment(&shared, segment) {
+pub(super) fn run(shared: Arc<Shared>, segment: u64) {
+    let mut open: Option<OpenSegment> = match open_preallocated(&shared, segment) {
         Ok(file) => Some(OpenSegment {
             number: segment,
             file,
-            len,
         }),
         Err(e) => {
             tracing::error!(error = %e, segment, "journal: cannot open the current segment");
@@ -351,6 +367,8 @@ pub(super) fn run(shared: Arc<Shared>, segment: u64, len: u64) {
         }
     };
     let mut written: Lsn = 0;
+    // A segment given up after a failed write: nothing more goes there.
+    let mut abandoned: Option<u64> = None;
     loop {
         let (chunks, last, closed) = {
             let mut p = lock(&shared.pending);
@@ -384,7 +402,7 @@ pub(super) fn run(shared: Arc<Shared>, segment: u64, len: u64) {
             return;
         }
         let bytes: usize = chunks.iter().map(|c| c.bytes.len()).sum();
-        match write_batch(&shared, &mut open, &chunks) {
+        match write_batch(&shared, &mut open, &chunks, &mut abandoned) {
             Ok(()) => {
                 shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
                 shared
@@ -438,51 +456,112 @@ fn open_segment(shared: &Shared, number: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Writes the chunks in order, moving to a new segment where they say,
-/// then syncs. On failure, the segment is cut back to what was synced
-/// before, so a later batch does not follow damage.
+/// Writes the chunks, each at its place, opening (and preallocating) new
+/// segments where they say, then syncs. A write or sync that fails
+/// abandons its segment: nothing more is written there (a record after a
+/// hole would be lost to recovery), and later records go to a new one. The
+/// batch then counts as failed, though records of other segments in it
+/// may be on disk (told "not stored", a publisher may send again: at
+/// least once, never lost).
 fn write_batch(
     shared: &Shared,
     open: &mut Option<OpenSegment>,
     chunks: &[Chunk],
+    abandoned: &mut Option<u64>,
 ) -> io::Result<()> {
+    let mut failure: Option<io::Error> = None;
+    let fail = |segment: u64,
+                e: io::Error,
+                abandoned: &mut Option<u64>,
+                failure: &mut Option<io::Error>| {
+        *abandoned = Some(segment);
+        shared.abandon_segment(segment);
+        failure.get_or_insert(e);
+    };
     for chunk in chunks {
+        if *abandoned == Some(chunk.segment) {
+            failure.get_or_insert(io::Error::other(
+                "its segment was abandoned after a failed write",
+            ));
+            continue;
+        }
         if open.as_ref().is_none_or(|o| o.number != chunk.segment) {
-            if let Some(old) = open.as_mut() {
-                // The old segment's tail was written by an earlier chunk of
-                // this batch: it is synced before records depend on it.
-                old.file.sync_data()?;
+            if let Some(old) = open.take()
+                && let Err(e) = old.file.sync_data()
+            {
+                // Its tail is not known to be on disk.
+                fail(old.number, e, abandoned, &mut failure);
             }
-            let file = open_segment(shared, chunk.segment)?;
-            let len = file.metadata()?.len();
-            if len == 0 {
-                shared.counters.segments.fetch_add(1, Ordering::Relaxed);
-                // The directory entry of a new segment must survive a crash too.
-                File::open(&shared.dir)?.sync_all()?;
+            match open_preallocated(shared, chunk.segment) {
+                Ok(file) => {
+                    *open = Some(OpenSegment {
+                        number: chunk.segment,
+                        file,
+                    })
+                }
+                Err(e) => {
+                    fail(chunk.segment, e, abandoned, &mut failure);
+                    continue;
+                }
             }
-            *open = Some(OpenSegment {
-                number: chunk.segment,
-                file,
-                len,
-            });
         }
         let Some(o) = open.as_mut() else {
-            unreachable!("a segment was just opened");
+            continue;
         };
-        if let Err(e) = o.file.write_all_at(&chunk.bytes, o.len) {
-            let _ = o.file.set_len(o.len);
-            return Err(e);
+        if let Err(e) = o.file.write_all_at(&chunk.bytes, chunk.offset) {
+            // Best effort: zeros where the partial record is, so a reader
+            // finds the end of the data there rather than damage.
+            let _ = o
+                .file
+                .write_all_at(&vec![0; chunk.bytes.len()], chunk.offset);
+            fail(chunk.segment, e, abandoned, &mut failure);
+            *open = None;
+            continue;
         }
-        o.len += chunk.bytes.len() as u64;
+        let end = chunk.offset + chunk.bytes.len() as u64;
+        if end > shared.segment_bytes {
+            // A record larger than a segment grows its file.
+            let grown = end - shared.segment_bytes;
+            shared
+                .counters
+                .disk_bytes
+                .fetch_add(grown, Ordering::Relaxed);
+        }
+    }
+    if let Some(o) = open.as_ref()
+        && let Err(e) = o.file.sync_data()
+    {
+        let number = o.number;
+        *open = None;
+        fail(number, e, abandoned, &mut failure);
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Opens segment `number`, creating it at its full size when new: its
+/// length then never changes as records are written, so `sync_data` does
+/// not have to write the file's size each time (three times faster here:
+/// 0.25 ms against 0.8 ms for 30 KB). The zeros after the data mark its end.
+fn open_preallocated(shared: &Shared, number: u64) -> io::Result<File> {
+    let file = open_segment(shared, number)?;
+    let len = file.metadata()?.len();
+    if len < shared.segment_bytes {
+        file.set_len(shared.segment_bytes)?;
         shared
             .counters
             .disk_bytes
-            .fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add(shared.segment_bytes - len, Ordering::Relaxed);
+        if len == 0 {
+            shared.counters.segments.fetch_add(1, Ordering::Relaxed);
+        }
+        // The new entry and length must survive a crash too.
+        file.sync_all()?;
+        File::open(&shared.dir)?.sync_all()?;
     }
-    if let Some(o) = open.as_mut() {
-        o.file.sync_data()?;
-    }
-    Ok(())
+    Ok(file)
 }
 
 /// Deletes the oldest segments while nothing in them matters any more.
