@@ -254,6 +254,7 @@ async fn serve(config: Config) -> Result<()> {
     // Listen for signals before the listeners open, so a SIGTERM that comes
     // right after startup is a graceful shutdown, not the default kill.
     let signals = ShutdownSignals::install()?;
+    survive_file_size_limit();
     raise_open_file_limit();
     return_freed_memory();
     let server = Server::start(config).await?;
@@ -261,6 +262,22 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+/// A journal write past the process's file-size limit (`ulimit -f`) must
+/// fail like a full disk (EFBIG: the publishers are told, the broker goes
+/// on), not end the process: SIGXFSZ's default action is to terminate it.
+/// A handler of our own replaces that; its notices are not needed.
+fn survive_file_size_limit() {
+    #[cfg(target_os = "linux")]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // SIGXFSZ is 25 on Linux.
+        match signal(SignalKind::from_raw(25)) {
+            Ok(stream) => drop(stream),
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ"),
+        }
+    }
 }
 
 /// Each connection needs a file descriptor, and many systems start

@@ -672,6 +672,8 @@ async fn a_deep_durable_backlog_waits_on_disk_not_in_memory() {
         let path = path.clone();
         TestServer::start(move |c| {
             c.data_dir = path;
+            // Many segments: recovery must keep every one its messages need.
+            c.journal_segment_bytes = stompbox::config::ByteSize::Text("64KiB".into());
             c.queues = vec![stompbox::broker::QueuePolicy {
                 pattern: "/queue/deep".into(),
                 memory_window_bytes: window,

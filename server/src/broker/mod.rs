@@ -281,6 +281,8 @@ impl Broker {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(topic.name.to_string(), Destination::Topic(t));
         }
+        // Every recovered message holds its pin now.
+        journal.start_reclaiming();
         broker
     }
 

@@ -525,6 +525,12 @@ impl Journal {
         Ok(())
     }
 
+    /// Lets the writer delete settled segments. Called once the recovered
+    /// messages hold their pins (until then every segment looks unused).
+    pub fn start_reclaiming(&self) {
+        self.shared.reclaiming.store(true, Ordering::Release);
+    }
+
     /// Ids below this are reserved.
     pub fn id_ceiling(&self) -> u64 {
         self.shared.with_pending(|p| p.id_ceiling)

@@ -13,6 +13,14 @@ fn config(dir: &Path) -> JournalConfig {
     }
 }
 
+/// Opens the journal with reclaiming on, as the broker does once the
+/// recovered messages hold their pins (these tests pin what they keep).
+fn open(cfg: &JournalConfig) -> Result<(Arc<Journal>, Recovered), JournalError> {
+    let (journal, recovered) = Journal::open(cfg)?;
+    journal.start_reclaiming();
+    Ok((journal, recovered))
+}
+
 fn headers() -> Headers {
     let mut h = Headers::new();
     h.push("content-type", "text/plain");
@@ -39,7 +47,7 @@ fn wait(journal: &Journal, c: Completion) {
 #[test]
 fn enqueued_minus_settled_is_recovered_in_order() {
     let dir = tempdir();
-    let (journal, recovered) = Journal::open(&config(&dir)).expect("open");
+    let (journal, recovered) = open(&config(&dir)).expect("open");
     assert!(recovered.queues.is_empty());
     let mut pins = Vec::new();
     let mut last = Completion::DONE;
@@ -54,7 +62,7 @@ fn enqueued_minus_settled_is_recovered_in_order() {
     wait(&journal, last);
     drop(journal);
 
-    let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let (journal, recovered) = open(&config(&dir)).expect("reopen");
     assert_eq!(recovered.queues.len(), 1);
     let q = &recovered.queues[0];
     assert_eq!(&*q.name, "/queue/a");
@@ -75,7 +83,7 @@ fn enqueued_minus_settled_is_recovered_in_order() {
 #[test]
 fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     let dir = tempdir();
-    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (journal, _) = open(&config(&dir)).expect("open");
     let mut last = Completion::DONE;
     for id in 1..=5 {
         let (c, pin) = journal
@@ -94,7 +102,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     // Half of the last record, as a crash mid-write leaves it.
     tear(&path, 10);
 
-    let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen after a tear");
+    let (journal, recovered) = open(&config(&dir)).expect("reopen after a tear");
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4]);
     assert!(recovered.report.torn_bytes > 0);
@@ -105,7 +113,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     std::mem::forget(pin);
     wait(&journal, c);
     drop(journal);
-    let (_journal, recovered) = Journal::open(&config(&dir)).expect("reopen again");
+    let (_journal, recovered) = open(&config(&dir)).expect("reopen again");
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 99]);
     assert_eq!(recovered.report.torn_bytes, 0);
@@ -114,7 +122,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
 #[test]
 fn garbage_after_the_data_is_cut_too() {
     let dir = tempdir();
-    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (journal, _) = open(&config(&dir)).expect("open");
     let (c, pin) = journal
         .enqueue("/queue/g", 1, &headers(), b"x")
         .expect("room");
@@ -130,7 +138,7 @@ fn garbage_after_the_data_is_cut_too() {
     let end = data_end(&data);
     data[end..end + 100].fill(0xff);
     std::fs::write(&path, data).expect("write");
-    let (_journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let (_journal, recovered) = open(&config(&dir)).expect("reopen");
     assert_eq!(recovered.queues[0].messages.len(), 1);
     assert_eq!(recovered.report.torn_bytes, 100);
 }
@@ -138,7 +146,7 @@ fn garbage_after_the_data_is_cut_too() {
 #[test]
 fn settled_segments_are_deleted_and_the_id_reservation_survives() {
     let dir = tempdir();
-    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (journal, _) = open(&config(&dir)).expect("open");
     let ceiling = journal.id_ceiling();
     let body = vec![b'b'; 4000];
     // About 40 segments of 64 KiB, every message settled soon after.
@@ -168,7 +176,7 @@ fn settled_segments_are_deleted_and_the_id_reservation_survives() {
     assert_eq!(journal.stats().segments, segments.len() as u64);
     drop(pin);
     drop(journal);
-    let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let (journal, recovered) = open(&config(&dir)).expect("reopen");
     assert!(
         recovered.next_id >= ceiling,
         "ids below {ceiling} are never given again"
@@ -181,7 +189,7 @@ fn a_full_journal_refuses_and_frees_up_as_messages_settle() {
     let dir = tempdir();
     let mut cfg = config(&dir);
     cfg.max_bytes = 200 * 1024;
-    let (journal, _) = Journal::open(&cfg).expect("open");
+    let (journal, _) = open(&cfg).expect("open");
     let body = vec![b'f'; 8000];
     let mut pins = Vec::new();
     let mut refused = None;
@@ -253,7 +261,7 @@ fn tempdir() -> TempDir {
 #[test]
 fn an_atomic_group_is_recovered_whole_or_not_at_all() {
     let dir = tempdir();
-    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (journal, _) = open(&config(&dir)).expect("open");
     let (c, pin) = journal
         .enqueue("/queue/tx", 1, &headers(), b"before")
         .expect("room");
@@ -277,14 +285,14 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
     drop(pins);
     drop(journal);
 
-    let (journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let (journal, recovered) = open(&config(&dir)).expect("reopen");
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![2, 3, 4], "the whole group took effect");
     drop(journal);
 
     // The same group torn by a crash: none of it.
     let dir = tempdir();
-    let (journal, _) = Journal::open(&config(&dir)).expect("open");
+    let (journal, _) = open(&config(&dir)).expect("open");
     let (c, pin) = journal
         .enqueue("/queue/tx", 1, &headers(), b"before")
         .expect("room");
@@ -312,7 +320,7 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
     let path = segment::path(&dir, newest);
     // Cut inside the batch: its last inner record is half there.
     tear(&path, 3);
-    let (_journal, recovered) = Journal::open(&config(&dir)).expect("reopen");
+    let (_journal, recovered) = open(&config(&dir)).expect("reopen");
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1], "nothing of the torn group took effect");
 }

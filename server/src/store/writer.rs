@@ -131,6 +131,9 @@ pub(super) struct Shared {
     /// Whether the writer is (or is about to be) woken: appenders skip the
     /// condvar's syscall while it is.
     awake: AtomicBool,
+    /// Segments may be deleted: not before the recovered messages have
+    /// taken their pins, or a segment they need would look unused.
+    pub(super) reclaiming: AtomicBool,
     /// The highest LSN written and synced, or failed: every record up to
     /// it has an outcome.
     resolved: watch::Sender<Lsn>,
@@ -179,6 +182,7 @@ impl Shared {
             }),
             work: Condvar::new(),
             awake: AtomicBool::new(false),
+            reclaiming: AtomicBool::new(false),
             resolved: watch::Sender::new(0),
             failed: Mutex::new(VecDeque::new()),
             resolved_lock: Mutex::new(0),
@@ -568,6 +572,9 @@ fn open_preallocated(shared: &Shared, number: u64) -> io::Result<File> {
 /// Only a prefix is deleted: a settle record in a newer segment may name
 /// a message of an older one, so a newer segment never goes first.
 fn reclaim(shared: &Shared, current: u64) {
+    if !shared.reclaiming.load(Ordering::Acquire) {
+        return;
+    }
     loop {
         let oldest = {
             let p = lock(&shared.pending);
