@@ -26,7 +26,7 @@ pub use message::{
     message_size,
 };
 pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
-pub use queue::{ConsumerSpec, QueueDestination, QueueFull};
+pub use queue::{Compacted, ConsumerSpec, QueueDestination, QueueFull};
 pub use stats::Stats;
 pub use topic::{
     MAX_STREAM, Presence, Recovery, SubscribeError, TopicDestination, TopicSubscription,
@@ -606,7 +606,7 @@ impl Broker {
     /// journal's end, so the segment can be deleted (see
     /// [`Journal::compaction_candidate`]). Returns how many moved.
     pub fn compact(&self, segment: u64) -> usize {
-        let mut moved = 0;
+        let mut done = Compacted::default();
         for shard in &self.shards {
             // Looked up under the shard lock, compacted outside it.
             let destinations: Vec<Destination> = shard
@@ -616,13 +616,18 @@ impl Broker {
                 .cloned()
                 .collect();
             for d in destinations {
-                moved += match d {
+                done.merge(match d {
                     Destination::Queue(q) => q.compact(segment),
                     Destination::Topic(t) => t.compact(segment),
-                };
+                });
             }
         }
-        moved
+        // The old records' segment may go once their pins are dropped:
+        // not before the new records are on disk.
+        if let Some(journal) = &self.journal {
+            journal.wait_blocking(done.written);
+        }
+        done.old.len()
     }
 
     /// How many destinations exist.

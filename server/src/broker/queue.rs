@@ -431,12 +431,12 @@ impl QueueDestination {
     /// segment `segment` again at the journal's end, so that segment can be
     /// deleted. A message someone else also holds (being delivered) is
     /// left; it is settled or back here soon. Returns how many moved.
-    pub fn compact(&self, segment: u64) -> usize {
+    pub fn compact(&self, segment: u64) -> Compacted {
+        let mut done = Compacted::default();
         let Some(journal) = &self.journal else {
-            return 0;
+            return done;
         };
         let mut state = self.lock();
-        let mut moved = 0;
         for pending in state.messages.iter_mut() {
             if pending
                 .message
@@ -448,12 +448,12 @@ impl QueueDestination {
             }
             if let Some(m) = Arc::get_mut(&mut pending.message) {
                 // Under the queue's lock: no ACK of it can be written in between.
-                m.journal =
-                    Some(journal.re_enqueue(&self.name, m.id.number(), &m.headers, &m.body));
-                moved += 1;
+                let (written, pin) =
+                    journal.re_enqueue(&self.name, m.id.number(), &m.headers, &m.body);
+                done.add(m.journal.replace(pin), written);
             }
         }
-        moved
+        done
     }
 
     /// No messages and no consumers: nothing would be lost by forgetting it.
@@ -520,6 +520,29 @@ impl QueueDestination {
                 }
             }
         }
+    }
+}
+
+/// What a compaction moved: the old records' pins, to be let go only once
+/// the new records are on disk (until then the old segment must stay).
+#[derive(Debug, Default)]
+pub struct Compacted {
+    /// Pins of the old records.
+    pub old: Vec<JournalPin>,
+    /// When the new records are on disk.
+    pub written: Completion,
+}
+
+impl Compacted {
+    pub(crate) fn add(&mut self, old: Option<JournalPin>, written: Completion) {
+        self.old.extend(old);
+        self.written = self.written.and(written);
+    }
+
+    /// Folds another compaction's result into this one.
+    pub fn merge(&mut self, other: Compacted) {
+        self.old.extend(other.old);
+        self.written = self.written.and(other.written);
     }
 }
 

@@ -441,15 +441,15 @@ impl TopicDestination {
 
     /// Writes the journal records of kept messages held in journal segment
     /// `segment` again at the journal's end (see `QueueDestination::compact`).
-    pub fn compact(&self, segment: u64) -> usize {
+    pub fn compact(&self, segment: u64) -> super::queue::Compacted {
+        let mut done = super::queue::Compacted::default();
         let Some(journal) = &self.journal else {
-            return 0;
+            return done;
         };
         let mut state = self.lock();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut moved = 0;
         for kept in state.kept.iter_mut() {
             let age = kept.at.elapsed().as_millis() as u64;
             let Some(m) = Arc::get_mut(&mut kept.message) else {
@@ -461,7 +461,7 @@ impl TopicDestination {
             if pin.segment() != segment {
                 continue;
             }
-            let pin = journal.re_append_topic(
+            let (written, pin) = journal.re_append_topic(
                 &self.name,
                 &stream.epoch,
                 stream.position,
@@ -470,10 +470,9 @@ impl TopicDestination {
                 &m.headers,
                 &m.body,
             );
-            m.journal = Some(pin);
-            moved += 1;
+            done.add(m.journal.replace(pin), written);
         }
-        moved
+        done
     }
 
     /// No subscribers and, once expired history is trimmed, nothing kept.

@@ -258,8 +258,23 @@ impl Journal {
     /// Writes a waiting message's record again at the end of the journal,
     /// so the old segment holding it can go (compaction). Not refused when
     /// the journal is full: compaction is how a full journal frees space.
-    pub fn re_enqueue(&self, queue: &str, id: u64, headers: &Headers, body: &[u8]) -> JournalPin {
-        self.append_enqueue(queue, id, headers, body).1
+    /// The old pin must be kept until the completion is done: the old
+    /// segment may go once it is dropped.
+    pub fn re_enqueue(
+        &self,
+        queue: &str,
+        id: u64,
+        headers: &Headers,
+        body: &[u8],
+    ) -> (Completion, JournalPin) {
+        self.append_enqueue(queue, id, headers, body)
+    }
+
+    /// Blocks the calling thread until `completion` has an outcome.
+    pub fn wait_blocking(&self, completion: Completion) {
+        if let Some(lsn) = completion.lsn() {
+            self.shared.wait_blocking(lsn);
+        }
     }
 
     fn append_enqueue(
@@ -397,7 +412,9 @@ impl Journal {
     }
 
     /// Writes a kept topic message's record again at the end of the
-    /// journal (compaction); never refused.
+    /// journal (compaction); never refused. As with
+    /// [`re_enqueue`](Self::re_enqueue), the old pin is kept until the
+    /// completion is done.
     #[allow(clippy::too_many_arguments)]
     pub fn re_append_topic(
         &self,
@@ -408,7 +425,7 @@ impl Journal {
         at_ms: u64,
         headers: &Headers,
         body: &[u8],
-    ) -> JournalPin {
+    ) -> (Completion, JournalPin) {
         let entry = record::TopicEntry {
             topic,
             epoch,
@@ -418,7 +435,7 @@ impl Journal {
             headers,
             body,
         };
-        self.append_topic(&entry).1
+        self.append_topic(&entry)
     }
 
     fn append_topic(&self, entry: &record::TopicEntry<'_>) -> (Completion, JournalPin) {
