@@ -36,6 +36,27 @@ pub struct Message {
 }
 
 impl Message {
+    /// A queue message read back from the journal (recovered, or paged
+    /// in), charged to `memory`, its record pinned by `pin`.
+    pub fn stored(
+        destination: ByteString,
+        stored: crate::store::StoredMessage,
+        memory: &std::sync::Arc<super::Memory>,
+        pin: JournalPin,
+    ) -> Message {
+        let charge = memory.charge(message_size(&destination, &stored.headers, &stored.body));
+        Message {
+            id: MessageId::new(stored.id),
+            destination,
+            headers: stored.headers,
+            body: stored.body,
+            stream: None,
+            ephemeral: false,
+            charge,
+            journal: Some(pin),
+        }
+    }
+
     /// Whether the message is stored in the journal (it survives a restart).
     pub fn is_durable(&self) -> bool {
         self.journal.is_some()

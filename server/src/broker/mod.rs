@@ -202,20 +202,12 @@ impl Broker {
                     }
                 };
                 let pin = journal.pin_recovered(m);
-                let charge =
-                    broker
-                        .memory
-                        .charge(message_size(&queue.name, &stored.headers, &stored.body));
-                messages.push(Arc::new(Message {
-                    id: MessageId::new(m.id),
-                    destination: queue.name.clone(),
-                    headers: stored.headers,
-                    body: stored.body,
-                    stream: None,
-                    ephemeral: false,
-                    charge,
-                    journal: Some(pin),
-                }));
+                messages.push(Arc::new(Message::stored(
+                    queue.name.clone(),
+                    stored,
+                    &broker.memory,
+                    pin,
+                )));
             }
             q.restore(messages);
             let paged: Vec<_> = rest.iter().map(|m| journal.pin_recovered(m)).collect();

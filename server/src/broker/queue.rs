@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use super::memory::Memory;
-use super::message::{AckMode, Delivery, Message, MessageId, message_size};
+use super::message::{AckMode, Delivery, Message};
 use super::policy::{Overflow, QueuePolicy};
 use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
 use crate::outbox::Outbox;
@@ -186,20 +186,13 @@ impl QueueDestination {
                 }
                 None => continue,
             };
-            let charge =
-                self.memory
-                    .charge(message_size(&self.name, &stored.headers, &stored.body));
             state.push_back(Pending {
-                message: Arc::new(Message {
-                    id: MessageId::new(stored.id),
-                    destination: self.name.as_str().into(),
-                    headers: stored.headers,
-                    body: stored.body,
-                    stream: None,
-                    ephemeral: false,
-                    charge,
-                    journal: Some(pin),
-                }),
+                message: Arc::new(Message::stored(
+                    self.name.as_str().into(),
+                    stored,
+                    &self.memory,
+                    pin,
+                )),
                 redelivered,
             });
         }

@@ -15,7 +15,7 @@ use super::message::{AckMode, Delivery, Message, MessageId, StreamPosition};
 use super::policy::TopicPolicy;
 use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
 use crate::outbox::{Outbox, TopicPush};
-use crate::store::{Completion, Journal, JournalError};
+use crate::store::{Completion, Journal, JournalError, TopicEntry};
 
 /// What a SUBSCRIBE asks to be replayed before live messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -392,15 +392,15 @@ impl TopicDestination {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
                 // Under the topic's lock: the journal sees positions in order.
-                let (c, pin) = journal.topic_append(
-                    &self.name,
-                    &self.epoch,
-                    state.next_position,
-                    message.id.number(),
+                let (c, pin) = journal.topic_append(&TopicEntry {
+                    topic: &self.name,
+                    epoch: &self.epoch,
+                    position: state.next_position,
+                    id: message.id.number(),
                     at_ms,
-                    &message.headers,
-                    &message.body,
-                )?;
+                    headers: &message.headers,
+                    body: &message.body,
+                })?;
                 completion = c;
                 message.journal = Some(pin);
             }
@@ -461,15 +461,15 @@ impl TopicDestination {
             if pin.segment() != segment {
                 continue;
             }
-            let (written, pin) = journal.re_append_topic(
-                &self.name,
-                &stream.epoch,
-                stream.position,
-                m.id.number(),
-                now_ms.saturating_sub(age),
-                &m.headers,
-                &m.body,
-            );
+            let (written, pin) = journal.re_append_topic(&TopicEntry {
+                topic: &self.name,
+                epoch: &stream.epoch,
+                position: stream.position,
+                id: m.id.number(),
+                at_ms: now_ms.saturating_sub(age),
+                headers: &m.headers,
+                body: &m.body,
+            });
             done.add(m.journal.replace(pin), written);
         }
         done

@@ -25,7 +25,7 @@ use stomp_codec::{ByteString, Headers};
 use tokio::sync::watch;
 
 pub use paging::{RecordRef, StoredMessage};
-pub use record::Record;
+pub use record::{Record, TopicEntry};
 pub use recovery::{
     Recovered, RecoveredMessage, RecoveredQueue, RecoveredTopic, RecoveredTopicMessage,
     RecoveryReport,
@@ -387,55 +387,20 @@ impl Journal {
 
     /// Queues a record of a message kept in a topic's history. Called under
     /// the topic's lock, so a topic's records are in position order.
-    #[allow(clippy::too_many_arguments)]
     pub fn topic_append(
         &self,
-        topic: &str,
-        epoch: &str,
-        position: u64,
-        id: u64,
-        at_ms: u64,
-        headers: &Headers,
-        body: &[u8],
+        entry: &TopicEntry<'_>,
     ) -> Result<(Completion, JournalPin), JournalError> {
         self.check_room()?;
-        let entry = record::TopicEntry {
-            topic,
-            epoch,
-            position,
-            id,
-            at_ms,
-            headers,
-            body,
-        };
-        Ok(self.append_topic(&entry))
+        Ok(self.append_topic(entry))
     }
 
     /// Writes a kept topic message's record again at the end of the
     /// journal (compaction); never refused. As with
     /// [`re_enqueue`](Self::re_enqueue), the old pin is kept until the
     /// completion is done.
-    #[allow(clippy::too_many_arguments)]
-    pub fn re_append_topic(
-        &self,
-        topic: &str,
-        epoch: &str,
-        position: u64,
-        id: u64,
-        at_ms: u64,
-        headers: &Headers,
-        body: &[u8],
-    ) -> (Completion, JournalPin) {
-        let entry = record::TopicEntry {
-            topic,
-            epoch,
-            position,
-            id,
-            at_ms,
-            headers,
-            body,
-        };
-        self.append_topic(&entry)
+    pub fn re_append_topic(&self, entry: &TopicEntry<'_>) -> (Completion, JournalPin) {
+        self.append_topic(entry)
     }
 
     fn append_topic(&self, entry: &record::TopicEntry<'_>) -> (Completion, JournalPin) {

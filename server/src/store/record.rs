@@ -138,14 +138,22 @@ pub(crate) fn encode_settle(dst: &mut Vec<u8>, queue: &str, ids: &[u64]) {
 }
 
 /// The parts of a topic message to journal.
-pub(crate) struct TopicEntry<'a> {
-    pub(crate) topic: &'a str,
-    pub(crate) epoch: &'a str,
-    pub(crate) position: u64,
-    pub(crate) id: u64,
-    pub(crate) at_ms: u64,
-    pub(crate) headers: &'a Headers,
-    pub(crate) body: &'a [u8],
+#[derive(Debug, Clone, Copy)]
+pub struct TopicEntry<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Its stream epoch.
+    pub epoch: &'a str,
+    /// The message's position in the stream.
+    pub position: u64,
+    /// The message's id number.
+    pub id: u64,
+    /// When it was published, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Its headers.
+    pub headers: &'a Headers,
+    /// Its body.
+    pub body: &'a [u8],
 }
 
 /// Appends a framed topic-append record.

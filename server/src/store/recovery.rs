@@ -275,6 +275,28 @@ fn own_headers(headers: &Headers) -> Headers {
         .collect()
 }
 
+/// The topic being rebuilt, under `epoch`: a topic forgotten and created
+/// again in an earlier run has a new epoch, and its newer stream replaces
+/// the older (an empty epoch, from a cursor record alone, takes any).
+fn topic_of(state: &mut State, topic: ByteString, epoch: ByteString) -> &mut RecoveredTopic {
+    let t = state
+        .topics
+        .entry(topic.clone())
+        .or_insert_with(|| RecoveredTopic {
+            name: topic,
+            epoch: epoch.clone(),
+            next_position: 1,
+            messages: VecDeque::new(),
+            durables: Vec::new(),
+        });
+    if t.epoch != epoch && !epoch.is_empty() {
+        t.epoch = epoch;
+        t.messages.clear();
+        t.next_position = 1;
+    }
+    t
+}
+
 /// How many bytes of damage follow `end`: up to the last byte that is not
 /// zero (a preallocated segment is zeros after its data).
 fn torn_length(data: &Bytes, end: u64) -> u64 {
@@ -313,23 +335,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::Rec
             body,
         } => {
             *next_id = (*next_id).max(id + 1);
-            let t = state
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| RecoveredTopic {
-                    name: topic,
-                    epoch: epoch.clone(),
-                    next_position: 1,
-                    messages: VecDeque::new(),
-                    durables: Vec::new(),
-                });
-            // A topic forgotten and created again in an earlier run has a
-            // new epoch: its newer stream replaces the older.
-            if t.epoch != epoch {
-                t.epoch = epoch;
-                t.messages.clear();
-                t.next_position = 1;
-            }
+            let t = topic_of(state, topic, epoch);
             t.next_position = t.next_position.max(position + 1);
             if t.messages.len() == MAX_TOPIC_MESSAGES {
                 t.messages.pop_front();
@@ -348,21 +354,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::Rec
             epoch,
             next_position,
         } => {
-            let t = state
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| RecoveredTopic {
-                    name: topic,
-                    epoch: epoch.clone(),
-                    next_position: 1,
-                    messages: VecDeque::new(),
-                    durables: Vec::new(),
-                });
-            if t.epoch != epoch {
-                t.epoch = epoch;
-                t.messages.clear();
-                t.next_position = 1;
-            }
+            let t = topic_of(state, topic, epoch);
             t.next_position = t.next_position.max(next_position);
         }
         Record::Cursor {
@@ -370,16 +362,7 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::Rec
             key,
             position,
         } => {
-            let t = state
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| RecoveredTopic {
-                    name: topic,
-                    epoch: ByteString::new(),
-                    next_position: 1,
-                    messages: VecDeque::new(),
-                    durables: Vec::new(),
-                });
+            let t = topic_of(state, topic, ByteString::new());
             match t.durables.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, p)) => *p = position,
                 None => t.durables.push((key, position)),
