@@ -184,7 +184,8 @@ impl Broker {
                     .messages
                     .iter()
                     .position(|m| {
-                        bytes += m.record.size;
+                        // As a message in memory is counted.
+                        bytes += m.record.size + MESSAGE_OVERHEAD as u64;
                         bytes > window
                     })
                     .unwrap_or(queue.messages.len());
