@@ -172,6 +172,51 @@ fn parse(raw: &[u8]) -> Frame {
     }
 }
 
+/// Publishes `lines` to `destination` from a thread of its own, each with
+/// itself as body and receipt id, until they are all sent or the broker
+/// dies. Returns the receipt ids as they come, a count of them, and the
+/// thread.
+fn publish_confirmed(
+    port: u16,
+    destination: &'static str,
+    lines: Vec<String>,
+) -> (
+    mpsc::Receiver<String>,
+    Arc<AtomicUsize>,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let counted = Arc::new(AtomicUsize::new(0));
+    let counter = counted.clone();
+    let writer = std::thread::spawn(move || {
+        // None: the broker was killed before this producer got going.
+        let Some(mut c) = Client::try_connect(port) else {
+            return;
+        };
+        let mut reader = Client {
+            stream: c.stream.try_clone().expect("clone"),
+            buf: Vec::new(),
+        };
+        std::thread::spawn(move || {
+            while let Some(f) = reader.read() {
+                if f.command == "RECEIPT"
+                    && let Some(r) = f.headers.get("receipt-id")
+                {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(r.clone());
+                }
+            }
+        });
+        for line in lines {
+            let frame = format!("SEND\ndestination:{destination}\nreceipt:{line}\n\n{line}\0");
+            if c.stream.write_all(frame.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    (rx, counted, writer)
+}
+
 /// Waits until `done` holds, at most [`WAIT`] (then goes on: the kill
 /// comes anyway, and the checks judge what was confirmed).
 fn wait_until(done: impl Fn() -> bool) {
@@ -447,33 +492,8 @@ fn receipted_chat_messages_survive_sigkill_under_the_same_epoch() {
     let mut confirmed: Vec<String> = Vec::new();
     for round in 0..4 {
         // 30 lines, under the chat policy's burst of 40 a connection.
-        let port = broker.port;
-        let (tx, rx) = mpsc::channel();
-        let writer = std::thread::spawn(move || {
-            let Some(mut c) = Client::try_connect(port) else {
-                return;
-            };
-            let mut reader = Client {
-                stream: c.stream.try_clone().expect("clone"),
-                buf: Vec::new(),
-            };
-            std::thread::spawn(move || {
-                while let Some(f) = reader.read() {
-                    if f.command == "RECEIPT"
-                        && let Some(r) = f.headers.get("receipt-id")
-                    {
-                        let _ = tx.send(r.clone());
-                    }
-                }
-            });
-            for i in 0..30 {
-                let line = format!("r{round}-{i}");
-                let frame = format!("SEND\ndestination:{room}\nreceipt:{line}\n\n{line}\0");
-                if c.stream.write_all(frame.as_bytes()).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = (0..30).map(|i| format!("r{round}-{i}")).collect();
+        let (rx, _, writer) = publish_confirmed(broker.port, room, lines);
         // Killed once a random number of lines (0 to 29) is confirmed:
         // the rest are in flight, being written, or not yet sent.
         let wait_for = (rng.next() % 30) as usize;
@@ -554,34 +574,8 @@ fn a_durable_subscription_loses_no_receipted_message_to_sigkill() {
     let mut seen: HashSet<String> = HashSet::new();
     let mut total = 0;
     for round in 0..4 {
-        let port = broker.port;
-        let (tx, rx) = mpsc::channel();
-        let counted = Arc::new(AtomicUsize::new(0));
-        let counter = counted.clone();
-        std::thread::spawn(move || {
-            let mut c = Client::connect(port);
-            let mut reader = Client {
-                stream: c.stream.try_clone().expect("clone"),
-                buf: Vec::new(),
-            };
-            std::thread::spawn(move || {
-                while let Some(f) = reader.read() {
-                    if f.command == "RECEIPT"
-                        && let Some(r) = f.headers.get("receipt-id")
-                    {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let _ = tx.send(r.clone());
-                    }
-                }
-            });
-            for i in 0..20_000 {
-                let line = format!("{round}.{i}");
-                let frame = format!("SEND\ndestination:{topic}\nreceipt:{line}\n\n{line}\0");
-                if c.stream.write_all(frame.as_bytes()).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = (0..20_000).map(|i| format!("{round}.{i}")).collect();
+        let (rx, counted, _) = publish_confirmed(broker.port, topic, lines);
         let wait_for = (rng.next() % 5_000) as usize;
         wait_until(|| counted.load(Ordering::Relaxed) >= wait_for);
         broker.kill();
