@@ -304,14 +304,7 @@ async fn a_queue_policy_or_the_send_can_keep_messages_in_memory_only() {
         &[("destination", "/queue/plain"), ("persistent", "yes")],
     ))
     .await;
-    let error = bad.expect_error_and_close().await;
-    assert!(
-        error
-            .headers
-            .get("message")
-            .is_some_and(|m| m.contains("persistent")),
-        "{error:?}"
-    );
+    expect_error_naming(&mut bad, "persistent").await;
     server.shutdown().await;
 }
 
@@ -475,6 +468,19 @@ async fn a_few_old_messages_do_not_pin_the_journal_and_keep_their_order() {
     server.shutdown().await;
 }
 
+/// The next frame is an ERROR whose `message` contains `text`, and the
+/// connection closes.
+async fn expect_error_naming(client: &mut integration_tests::Client, text: &str) {
+    let error = client.expect_error_and_close().await;
+    assert!(
+        error
+            .headers
+            .get("message")
+            .is_some_and(|m| m.contains(text)),
+        "{error:?}"
+    );
+}
+
 /// Positions of MESSAGE frames, for order checks.
 fn position(f: &stomp_codec::Frame) -> u64 {
     f.headers
@@ -596,14 +602,7 @@ async fn activemq_and_artemis_durable_subscriptions_by_client_id_and_name() {
                 ],
             ))
             .await;
-        let error = other.expect_error_and_close().await;
-        assert!(
-            error
-                .headers
-                .get("message")
-                .is_some_and(|m| m.contains("already active")),
-            "{error:?}"
-        );
+        expect_error_naming(&mut other, "already active").await;
         c.send_confirmed(frame(Command::Disconnect, &[]), "bye")
             .await;
     }
@@ -632,14 +631,7 @@ async fn activemq_and_artemis_durable_subscriptions_by_client_id_and_name() {
             .await;
         // Deleting it again says there is none.
         d.send(frame(Command::Unsubscribe, &[(header, name)])).await;
-        let error = d.expect_error_and_close().await;
-        assert!(
-            error
-                .headers
-                .get("message")
-                .is_some_and(|m| m.contains("no durable subscription")),
-            "{error:?}"
-        );
+        expect_error_naming(&mut d, "no durable subscription").await;
     }
     // A name without client-id is refused with a reason.
     let mut c = server.client(Via::Tcp).await;
@@ -652,14 +644,7 @@ async fn activemq_and_artemis_durable_subscriptions_by_client_id_and_name() {
         ],
     ))
     .await;
-    let error = c.expect_error_and_close().await;
-    assert!(
-        error
-            .headers
-            .get("message")
-            .is_some_and(|m| m.contains("client-id")),
-        "{error:?}"
-    );
+    expect_error_naming(&mut c, "client-id").await;
     server.shutdown().await;
 }
 
