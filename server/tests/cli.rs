@@ -194,6 +194,23 @@ fn bad_configuration_is_named() {
         "{err}"
     );
 
+    // A queue policy's window that is not a byte count.
+    std::fs::write(
+        &file,
+        "[[queues]]\npattern = \"/queue/x\"\nmemory_window_bytes = -1\n",
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .args(["--config", &file.to_string_lossy()])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid config file") && err.contains("memory_window_bytes"),
+        "{err}"
+    );
+
     for (flag, value, named) in [
         ("--memory-limit", "lots", "memory_limit"),
         ("--memory-limit", "140%", "memory_limit"),
