@@ -19,8 +19,11 @@ pub(super) struct AckLedger {
     /// cumulative `client` acks rely on.
     unacked: BTreeMap<u64, Delivery>,
     next_id: u64,
-    /// Auto-ack queue deliveries written since the last settle.
-    written: Vec<(SubscriptionId, DeliveryTag)>,
+    /// Auto-ack queue deliveries written since the last settle, in order,
+    /// and which subscription each run of them is for (runs are long: a
+    /// subscription's deliveries come in batches).
+    written: Vec<DeliveryTag>,
+    written_runs: Vec<(SubscriptionId, usize)>,
 }
 
 impl AckLedger {
@@ -35,8 +38,11 @@ impl AckLedger {
         }
         if !delivery.ack.needs_ack() {
             if let Some(tag) = &delivery.tag {
-                self.written
-                    .push((delivery.subscription.clone(), tag.clone()));
+                self.written.push(tag.clone());
+                match self.written_runs.last_mut() {
+                    Some((sub, n)) if *sub == delivery.subscription => *n += 1,
+                    _ => self.written_runs.push((delivery.subscription.clone(), 1)),
+                }
             }
             return Outgoing::Message {
                 delivery,
@@ -58,16 +64,13 @@ impl AckLedger {
         if self.written.is_empty() {
             return;
         }
-        let mut tags = Vec::with_capacity(self.written.len());
-        let mut written = std::mem::take(&mut self.written);
-        for group in written.chunk_by(|a, b| a.0 == b.0) {
-            tags.clear();
-            tags.extend(group.iter().map(|(_, tag)| tag.clone()));
-            let _ = broker.settle(session, &group[0].0, &tags);
+        let mut start = 0;
+        for (subscription, n) in self.written_runs.drain(..) {
+            let _ = broker.settle(session, &subscription, &self.written[start..start + n]);
+            start += n;
         }
-        written.clear();
-        // The buffer is kept for the next batch.
-        self.written = written;
+        // The buffers are kept for the next batch.
+        self.written.clear();
     }
 
     /// The ack id of the delivery an ACK/NACK names, if it awaits one.
