@@ -41,6 +41,7 @@ fn subscriber(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber 
                 ack: AckMode::Auto,
                 prefetch: 1 << 20,
                 outbox: outbox.clone(),
+                ack_timeout_ms: 0,
             },
             TopicOptions::default(),
         )

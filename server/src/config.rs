@@ -308,6 +308,10 @@ impl Config {
                     reason: format!("{:?} does not start with /queue/", queue.pattern),
                 });
             }
+            queue.check().map_err(|reason| ConfigError::Invalid {
+                setting: "queues",
+                reason,
+            })?;
         }
         if self.max_body_size > self.max_frame_size {
             return Err(ConfigError::Invalid {

@@ -79,6 +79,11 @@ pub enum SessionError {
     /// ACK or NACK of something that is not awaiting acknowledgement.
     #[error("no message awaiting acknowledgement has {0}")]
     UnknownAck(String),
+    /// ACK or NACK of a delivery taken back because its ack deadline passed.
+    #[error(
+        "{0} was taken back after its ack deadline of {1} ms and requeued; acknowledge sooner or raise x-ack-timeout"
+    )]
+    AckExpired(String, u32),
     /// BEGIN of a transaction that is already open.
     #[error("transaction {0:?} is already open")]
     DuplicateTransaction(String),
@@ -136,25 +141,28 @@ impl From<SendError> for SessionError {
 }
 
 impl SessionError {
-    /// Whether this refuses one SEND without breaking the session, so it
-    /// can be answered on the SEND's receipt instead of with ERROR and close.
-    pub fn is_refused_publish(&self) -> bool {
+    /// Whether this refuses one SEND (or one late ACK) without breaking the
+    /// session, so it can be answered on the frame's receipt instead of
+    /// with ERROR and close.
+    pub fn is_answerable_on_receipt(&self) -> bool {
         matches!(
             self,
             SessionError::MessageTooLarge { .. }
                 | SessionError::RateLimited { .. }
                 | SessionError::QueueFull(_)
                 | SessionError::NotStored(_)
+                | SessionError::AckExpired(..)
         )
     }
 
-    /// A short machine-readable code for refused publishes (`x-error`).
+    /// A short machine-readable code for refused frames (`x-error`).
     pub fn code(&self) -> &'static str {
         match self {
             SessionError::MessageTooLarge { .. } => "too-large",
             SessionError::RateLimited { .. } => "rate-limited",
             SessionError::QueueFull(_) => "queue-full",
             SessionError::NotStored(_) => "not-stored",
+            SessionError::AckExpired(..) => "ack-expired",
             _ => "error",
         }
     }
@@ -190,6 +198,9 @@ impl SessionError {
             }
             SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
                 "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::AckExpired(..) => {
+                "A delivery not acknowledged within its subscription's x-ack-timeout (or its queue policy's ack_timeout_ms) goes back to the queue for another consumer; acknowledging it afterwards has no effect. Ask with a receipt header to be told on the RECEIPT (x-error: ack-expired) and keep the connection."
             }
             SessionError::UnknownAck(_) => {
                 "ACK and NACK must name a message delivered to a client or client-individual subscription and not yet acknowledged (1.2: the MESSAGE's ack header as id; 1.1: message-id and subscription)."

@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod security;
 pub mod session;
 pub mod store;
+pub mod terms;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -106,6 +107,33 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the journal is checked for an old segment worth compacting.
 const COMPACT_EVERY: Duration = Duration::from_secs(2);
+
+/// Ticks queues whose delayed messages fall due or whose messages
+/// expire, when the broker's timers say so, and moves dead letters.
+async fn queue_timers(broker: Arc<Broker>, cancel: CancellationToken) {
+    // Long enough to cost nothing while idle; a new earlier wake-up
+    // interrupts it.
+    const IDLE: Duration = Duration::from_secs(3600);
+    loop {
+        let b = broker.clone();
+        // Reads paged messages back at times: off the async workers.
+        let next = match tokio::task::spawn_blocking(move || b.run_timers()).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "queue timers failed");
+                None
+            }
+        };
+        let wait = next.map_or(IDLE, |t| {
+            Duration::from_millis(t.saturating_sub(broker.clock().now_ms()))
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = broker.timers().changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
 
 /// Keeps the journal's disk use near its live data: when the oldest
 /// segment holds back newer ones for the sake of a few live records
@@ -264,7 +292,12 @@ impl Server {
                 }
             })
         };
-        let mut listeners = vec![tcp_task, http_task, sweeper];
+        let mut listeners = vec![
+            tcp_task,
+            http_task,
+            sweeper,
+            tokio::spawn(queue_timers(broker.clone(), cancel.clone())),
+        ];
         if broker.journal().is_some() {
             listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
         }

@@ -89,6 +89,8 @@ pub enum ClientFrame {
         options: TopicOptions,
         /// A durable subscription asked for (topics only).
         durable: Option<DurableName>,
+        /// `x-ack-timeout`: deliveries not acknowledged in time are taken back.
+        ack_timeout: Option<std::time::Duration>,
     },
     /// UNSUBSCRIBE.
     Unsubscribe {
@@ -108,6 +110,9 @@ pub enum ClientFrame {
     Nack {
         /// Which delivery.
         target: AckTarget,
+        /// `requeue:false` (RabbitMQ's header): dead-letter it instead of
+        /// delivering it again.
+        requeue: bool,
         /// Buffer until COMMIT of this transaction.
         transaction: Option<ByteString>,
     },
@@ -122,7 +127,7 @@ pub enum ClientFrame {
 }
 
 /// Headers the broker sets on MESSAGE itself, so a SEND cannot forge them.
-const BROKER_HEADERS: [&str; 13] = [
+const BROKER_HEADERS: [&str; 14] = [
     "destination",
     "message-id",
     "subscription",
@@ -136,6 +141,7 @@ const BROKER_HEADERS: [&str; 13] = [
     "x-history",
     "x-recovery",
     "x-presence-event",
+    "x-delivery-count",
 ];
 
 /// Longest presence name and metadata accepted.
@@ -322,6 +328,13 @@ impl ClientFrame {
                         headers.push(name.clone(), value.clone());
                     }
                 }
+                crate::terms::validate(&frame.headers).map_err(|e| {
+                    SessionError::InvalidHeader {
+                        header: e.header,
+                        value: e.value,
+                        expected: e.expected,
+                    }
+                })?;
                 if let Some(value) = frame.headers.get("persistent")
                     && value != "true"
                     && value != "false"
@@ -371,7 +384,18 @@ impl ClientFrame {
                         }
                     })?),
                 };
+                let ack_timeout = frame
+                    .headers
+                    .get("x-ack-timeout")
+                    .map(crate::terms::ack_timeout)
+                    .transpose()
+                    .map_err(|e| SessionError::InvalidHeader {
+                        header: e.header,
+                        value: e.value,
+                        expected: e.expected,
+                    })?;
                 ClientFrame::Subscribe {
+                    ack_timeout,
                     options: parse_topic_options(frame)?,
                     durable: parse_durable(frame)?,
                     destination,
@@ -428,8 +452,20 @@ impl ClientFrame {
                         transaction,
                     }
                 } else {
+                    let requeue = match frame.headers.get("requeue") {
+                        None | Some("true") => true,
+                        Some("false") => false,
+                        Some(other) => {
+                            return Err(SessionError::InvalidHeader {
+                                header: "requeue",
+                                value: other.chars().take(40).collect(),
+                                expected: "true (deliver it again, the default) or false (dead-letter it)",
+                            });
+                        }
+                    };
                     ClientFrame::Nack {
                         target,
+                        requeue,
                         transaction,
                     }
                 }
@@ -474,6 +510,7 @@ pub fn fit_for_version(message: &Message, version: Version) -> Option<Arc<Messag
         // A copy for one write, dropped right after: the original keeps the charge.
         charge: Charge::none(),
         journal: None,
+        terms: message.terms,
     }))
 }
 
@@ -491,6 +528,10 @@ pub fn encode_message(
     let mut ack_text = itoa::Buffer::new();
     let ack = ack_id.map(|n| ("ack", ack_text.format(n)));
     let mut position_text = itoa::Buffer::new();
+    let mut count_text = itoa::Buffer::new();
+    let count = delivery
+        .delivery_count
+        .map(|n| ("x-delivery-count", count_text.format(n)));
     let stream = message.stream.as_ref().map(|s| {
         [
             ("x-stream-epoch", &*s.epoch),
@@ -505,6 +546,7 @@ pub fn encode_message(
     .into_iter()
     .chain(ack)
     .chain(delivery.redelivered.then_some(("redelivered", "true")))
+    .chain(count)
     .chain(stream.into_iter().flatten())
     .chain(delivery.history.then_some(("x-history", "true")))
     // Durable by the queue's policy without the SEND saying so: the

@@ -222,8 +222,7 @@ async fn a_full_queue_refuses_on_the_receipt_and_the_connection_stays() {
             max_length: 2,
             max_length_bytes: 0,
             overflow: stompbox::broker::Overflow::RejectPublish,
-            durable: true,
-            memory_window_bytes: 8 << 20,
+            ..stompbox::broker::QueuePolicy::unlimited()
         }];
     })
     .await;

@@ -112,6 +112,8 @@ impl DurableSub {
                 message,
                 history: false,
                 control: false,
+                delivery_count: None,
+                ack_timeout_ms: 0,
             };
             if active.outbox.push_queue(delivery).is_err() {
                 // Closing: it unsubscribes, and delivery resumes from the cursor next time.

@@ -9,6 +9,7 @@ use super::memory::Charge;
 pub use crate::ids::MessageId;
 use crate::ids::{DeliveryTag, SubscriptionId};
 use crate::store::JournalPin;
+use crate::terms::Terms;
 
 /// A published message. Shared (`Arc`) between every subscriber it goes to;
 /// the body is never copied.
@@ -33,19 +34,24 @@ pub struct Message {
     /// Set when the message is in the journal: keeps its record's segment
     /// on disk until the message is settled and let go.
     pub journal: Option<JournalPin>,
+    /// Its priority, delay and expiry (queue messages; defaults elsewhere).
+    pub terms: Terms,
 }
 
 impl Message {
     /// A queue message read back from the journal (recovered, or paged
-    /// in), charged to `memory`, its record pinned by `pin`.
+    /// in), charged to `memory`, its record pinned by `pin`; its queue
+    /// expires messages after `ttl_ms` (0: never).
     pub fn stored(
         destination: ByteString,
         stored: crate::store::StoredMessage,
         memory: &std::sync::Arc<super::Memory>,
         pin: JournalPin,
+        ttl_ms: u64,
     ) -> Message {
         let charge = memory.charge(message_size(&destination, &stored.headers, &stored.body));
         Message {
+            terms: Terms::read(&stored.headers, stored.at_ms, ttl_ms),
             id: MessageId::new(stored.id),
             destination,
             headers: stored.headers,
@@ -149,6 +155,11 @@ pub struct Delivery {
     pub history: bool,
     /// A broker notice (recovery result, presence event): never acknowledged.
     pub control: bool,
+    /// A queue delivery's count of earlier failed deliveries
+    /// (`x-delivery-count`); `None` for topic deliveries.
+    pub delivery_count: Option<u32>,
+    /// Taken back unless acknowledged within this many ms (0: no deadline).
+    pub ack_timeout_ms: u32,
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! live in a sharded map, and each destination has its own lock, so
 //! traffic to different rooms does not contend.
 
+pub mod clock;
+pub mod dead_letter;
+mod dedup;
 mod destination;
 mod durable_sub;
 pub mod memory;
@@ -12,6 +15,7 @@ mod message;
 mod policy;
 mod queue;
 mod stats;
+pub mod timers;
 mod topic;
 
 use std::collections::HashMap;
@@ -19,6 +23,9 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use clock::Clock;
+pub use dead_letter::DeathReason;
+pub use dedup::Claim;
 pub use destination::{DestinationError, DestinationKind};
 pub use memory::{Charge, Memory};
 pub use message::{
@@ -26,7 +33,7 @@ pub use message::{
     message_size,
 };
 pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
-pub use queue::{Compacted, ConsumerSpec, QueueDestination, QueueFull};
+pub use queue::{Compacted, ConsumerSpec, QueueDestination, QueueEnv, QueueFull};
 pub use stats::Stats;
 pub use topic::{
     MAX_STREAM, Presence, Recovery, SubscribeError, TopicDestination, TopicSubscription,
@@ -36,7 +43,10 @@ use bytes::Bytes;
 use stomp_codec::{ByteString, Headers};
 
 use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
-use crate::store::{Completion, Journal, JournalError, Recovered};
+use crate::store::{Completion, Journal, JournalError, Recovered, RecoveredMessage};
+use crate::terms::Terms;
+use dead_letter::DeadLetters;
+use timers::Timers;
 
 /// A destination, resolved from its name.
 #[derive(Debug, Clone)]
@@ -90,6 +100,12 @@ pub struct Broker {
     /// Durable subscription key → its topic, so one can be deleted by name
     /// from a connection that does not hold it.
     durables: Mutex<HashMap<ByteString, ByteString>>,
+    /// Now, for delays and expiry.
+    clock: Arc<Clock>,
+    /// When queues next need a tick.
+    timers: Arc<Timers>,
+    /// Messages queues gave up on, to be moved to dead-letter queues.
+    dead_letters: Arc<DeadLetters>,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -150,6 +166,36 @@ impl Broker {
             memory,
             journal: None,
             durables: Mutex::new(HashMap::new()),
+            clock: Arc::new(Clock::system()),
+            timers: Arc::new(Timers::default()),
+            dead_letters: Arc::new(DeadLetters::default()),
+        }
+    }
+
+    /// The same broker reading `clock` for delays and expiry (tests drive
+    /// a manual one). Set before any queue exists.
+    pub fn with_clock(mut self, clock: Clock) -> Broker {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The broker's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// When queues next need a tick (see [`run_timers`](Self::run_timers)).
+    pub fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
+    fn queue_env(&self) -> QueueEnv {
+        QueueEnv {
+            journal: self.journal.clone(),
+            memory: self.memory.clone(),
+            clock: self.clock.clone(),
+            timers: self.timers.clone(),
+            dead_letters: self.dead_letters.clone(),
         }
     }
 
@@ -169,32 +215,38 @@ impl Broker {
             .store(recovered.next_id.max(1), Ordering::Relaxed);
         broker.journal = Some(journal.clone());
         let written_by = journal.resolved().borrow().to_owned();
+        let now_ms = broker.clock.now_ms();
         for queue in recovered.queues {
             let Ok(Destination::Queue(q)) = broker.destination(&queue.name) else {
                 tracing::warn!(destination = %queue.name, "journal: a recovered queue's name is no longer valid; its messages are skipped");
                 continue;
             };
-            // The head of the queue is read into memory, up to its window;
-            // the rest waits on disk, where it is.
+            // Delayed messages wait in memory; of the rest, the head of the
+            // queue is read into memory, up to its window, and the others
+            // wait on disk, where they are.
+            let (delayed, ready): (Vec<&RecoveredMessage>, Vec<&RecoveredMessage>) = queue
+                .messages
+                .iter()
+                .partition(|m| m.deliver_at_ms > now_ms);
             let window = q.policy().memory_window_bytes;
-            let mut split = queue.messages.len();
+            let mut split = ready.len();
             if window > 0 {
                 let mut bytes = 0;
-                split = queue
-                    .messages
+                split = ready
                     .iter()
                     .position(|m| {
                         // As a message in memory is counted.
                         bytes += m.record.size + MESSAGE_OVERHEAD as u64;
                         bytes > window
                     })
-                    .unwrap_or(queue.messages.len());
+                    .unwrap_or(ready.len());
             }
-            let (head, rest) = queue.messages.split_at(split);
-            let refs: Vec<_> = head.iter().map(|m| m.record).collect();
+            let (head, rest) = ready.split_at(split);
+            let in_memory: Vec<_> = head.iter().chain(delayed.iter()).copied().collect();
+            let refs: Vec<_> = in_memory.iter().map(|m| m.record).collect();
             let read = journal.read(&refs, written_by);
-            let mut messages = Vec::with_capacity(head.len());
-            for (m, stored) in head.iter().zip(read) {
+            let mut messages = Vec::with_capacity(in_memory.len());
+            for (m, stored) in in_memory.iter().zip(read) {
                 let stored = match stored {
                     Ok(s) => s,
                     Err(e) => {
@@ -203,22 +255,27 @@ impl Broker {
                     }
                 };
                 let pin = journal.pin_recovered(m);
-                messages.push(Arc::new(Message::stored(
+                let message = Message::stored(
                     queue.name.clone(),
                     stored,
                     &broker.memory,
                     pin,
-                )));
+                    q.policy().message_ttl_ms,
+                );
+                messages.push((Arc::new(message), m.returned));
             }
             q.restore(messages);
-            let paged: Vec<_> = rest.iter().map(|m| journal.pin_recovered(m)).collect();
+            let paged: Vec<_> = rest
+                .iter()
+                .map(|m| (journal.pin_recovered(m), m.priority, m.returned))
+                .collect();
             if !paged.is_empty() {
                 q.restore_paged(paged, written_by);
             }
+            for d in queue.dedup {
+                q.restore_dedup(d.id, d.at_ms, Some(journal.pin_record(d.record)));
+            }
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         for topic in recovered.topics {
             if DestinationKind::of(&topic.name) != Ok(DestinationKind::Topic) {
                 continue;
@@ -262,6 +319,7 @@ impl Broker {
                         ephemeral: false,
                         charge,
                         journal: Some(pin),
+                        terms: Terms::default(),
                     });
                     let age = std::time::Duration::from_millis(now_ms.saturating_sub(m.at_ms));
                     (message, age)
@@ -330,8 +388,7 @@ impl Broker {
             DestinationKind::Queue => Destination::Queue(QueueDestination::new(
                 name.to_string(),
                 queue_policy_for(&self.queue_policies, name),
-                self.journal.clone(),
-                self.memory.clone(),
+                self.queue_env(),
             )),
             DestinationKind::Topic => Destination::Topic(self.new_topic(
                 name,
@@ -398,57 +455,170 @@ impl Broker {
         ephemeral: bool,
     ) -> Result<(MessageId, Completion), SendError> {
         let id = self.next_message_id();
+        let Destination::Queue(q) = target else {
+            let message = self.message(id.clone(), destination, headers, body, ephemeral);
+            return self.publish(target, message).map(|c| (id, c));
+        };
+        let dedup = crate::terms::dedup_id(&headers).cloned();
+        if let Some(key) = &dedup
+            && let Claim::Duplicate(first) = q.claim_dedup(key)
+        {
+            // Confirmed as the first was, and not enqueued again.
+            self.stats.note_duplicate();
+            return Ok((id, first));
+        }
+        let mut message = self.message(id.clone(), destination, headers, body, ephemeral);
+        message.terms = Terms::read(
+            &message.headers,
+            self.clock.now_ms(),
+            q.policy().message_ttl_ms,
+        );
+        let result = self.enqueue(q, message);
+        if let Some(key) = &dedup {
+            match &result {
+                Ok((completion, pin)) => q.record_dedup(key, *completion, pin.clone()),
+                Err(_) => q.release_dedup(key),
+            }
+        }
+        self.route_dead_letters();
+        result.map(|(c, _)| (id, c))
+    }
+
+    fn message(
+        &self,
+        id: MessageId,
+        destination: ByteString,
+        headers: Headers,
+        body: Bytes,
+        ephemeral: bool,
+    ) -> Message {
         let charge = self
             .memory
             .charge(message_size(&destination, &headers, &body));
-        let mut completion = Completion::DONE;
-        let mut journal = None;
-        if let (Destination::Queue(q), Some(store)) = (target, &self.journal)
-            && (persistent(q, &headers) || q.is_paging())
-        {
-            if !q.has_room(1, charge.bytes() as u64) {
-                // Refused before it is written, so a full queue costs no disk.
-                return Err(q.full().into());
-            }
-            let (c, pin) = store.enqueue(&destination, id.number(), &headers, &body)?;
-            completion = c;
-            journal = Some(pin);
-        }
-        let message = Message {
-            id: id.clone(),
+        Message {
+            id,
             destination,
             headers,
             body,
             stream: None,
             ephemeral,
             charge,
-            journal,
+            journal: None,
+            terms: Terms::default(),
+        }
+    }
+
+    /// Fans a message out to a topic.
+    fn publish(&self, target: &Destination, message: Message) -> Result<Completion, SendError> {
+        let Destination::Topic(t) = target else {
+            return Ok(Completion::DONE);
         };
-        match target {
-            Destination::Queue(q) => {
-                let dropped = q.enqueue(Arc::new(message), completion)?;
-                if dropped > 0 {
-                    self.stats.note_dropped_from_queue(dropped);
-                    tracing::debug!(
-                        destination = q.name(),
-                        dropped,
-                        "queue full: oldest messages dropped"
-                    );
-                }
+        let (dropped, completion) = t.publish(message)?;
+        if dropped > 0 {
+            tracing::debug!(
+                destination = t.name(),
+                dropped,
+                "slow subscribers missed a message"
+            );
+        }
+        Ok(completion)
+    }
+
+    /// Stores (when durable) and enqueues a queue message; returns when it
+    /// is safe, and its journal pin (for the deduplication window).
+    fn enqueue(
+        &self,
+        q: &QueueDestination,
+        mut message: Message,
+    ) -> Result<(Completion, Option<crate::store::JournalPin>), SendError> {
+        let mut completion = Completion::DONE;
+        if let Some(store) = &self.journal
+            && (persistent(q, &message.headers) || q.is_paging())
+        {
+            if !q.has_room(1, message.charge.bytes() as u64) {
+                // Refused before it is written, so a full queue costs no disk.
+                return Err(q.full().into());
             }
-            Destination::Topic(t) => {
-                let (dropped, c) = t.publish(message)?;
-                completion = c;
-                if dropped > 0 {
-                    tracing::debug!(
-                        destination = t.name(),
-                        dropped,
-                        "slow subscribers missed a message"
-                    );
+            let (c, pin) = store.enqueue(
+                &message.destination,
+                message.id.number(),
+                message.terms.at_ms,
+                &message.headers,
+                &message.body,
+            )?;
+            completion = c;
+            message.journal = Some(pin);
+        }
+        let pin = message.journal.clone();
+        let dropped = q.enqueue(Arc::new(message), completion)?;
+        if dropped > 0 {
+            self.stats.note_dropped_from_queue(dropped);
+            tracing::debug!(
+                destination = q.name(),
+                dropped,
+                "queue full: oldest messages dropped"
+            );
+        }
+        Ok((completion, pin))
+    }
+
+    /// Moves the messages queues gave up on to their dead-letter queues
+    /// (or drops them, counted, when they have none or would loop), and
+    /// settles them in their first queue's journal. Called after every
+    /// broker operation that may have produced some.
+    pub fn route_dead_letters(&self) {
+        while self.dead_letters.pending() {
+            for letter in self.dead_letters.take() {
+                let message = &letter.message;
+                let moved = match &letter.target {
+                    None => Err("the queue has no dead-letter queue".to_string()),
+                    Some(target) => {
+                        match dead_letter::dead_letter_headers(message, letter.reason, target) {
+                            None => Err(format!(
+                                "sending it to {target} would close a dead-letter cycle"
+                            )),
+                            Some(headers) => self
+                                .send(target.clone(), headers, message.body.clone(), false)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()),
+                        }
+                    }
+                };
+                match moved {
+                    Ok(()) => self.stats.note_dead_lettered(),
+                    Err(why) => {
+                        self.stats.note_dead_letter_dropped();
+                        tracing::info!(
+                            destination = %message.destination,
+                            message_id = %message.id,
+                            reason = letter.reason.as_str(),
+                            why,
+                            "dead letter dropped"
+                        );
+                    }
+                }
+                // After the copy's record: a crash in between leaves the
+                // message in both queues, never in neither.
+                if message.is_durable()
+                    && let Some(journal) = &self.journal
+                {
+                    let _ = journal.settle(&message.destination, &[message.id.number()]);
                 }
             }
         }
-        Ok((id, completion))
+    }
+
+    /// Ticks the queues whose delays or expiries are due, then moves any
+    /// dead letters. Returns when the next tick is wanted (ms since the
+    /// Unix epoch). The broker's timer task calls this.
+    pub fn run_timers(&self) -> Option<u64> {
+        for name in self.timers.take_due(self.clock.now_ms()) {
+            if let Some(Destination::Queue(q)) = self.existing(&name) {
+                q.tick();
+            }
+        }
+        self.route_dead_letters();
+        self.timers.next()
     }
 
     /// Settles deliveries a subscription acknowledged (or, in auto mode,
@@ -469,6 +639,7 @@ impl Broker {
                 None => Completion::DONE,
             });
         }
+        self.route_dead_letters();
         completion
     }
 
@@ -483,16 +654,38 @@ impl Broker {
     ) {
         for (name, messages) in by_queue(deliveries) {
             match self.destination(&name) {
-                Ok(Destination::Queue(q)) => q.requeue(
-                    session,
-                    subscription,
-                    messages.into_iter().map(|d| d.message).collect(),
-                ),
+                Ok(Destination::Queue(q)) => q.requeue(session, subscription, counted(messages)),
                 // A durable subscription's: sent again on its next SUBSCRIBE.
                 Ok(Destination::Topic(t)) => t.release(session, subscription, messages.len()),
                 Err(_) => {}
             }
         }
+        self.route_dead_letters();
+    }
+
+    /// Dead-letters deliveries a subscription rejected (`NACK` with
+    /// `requeue:false`). A durable topic subscription's are settled: a
+    /// topic has no dead-letter queue.
+    pub fn reject(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        deliveries: Vec<Delivery>,
+    ) -> Completion {
+        let mut completion = Completion::DONE;
+        for (name, messages) in by_queue(deliveries) {
+            match self.destination(&name) {
+                Ok(Destination::Queue(q)) => q.reject(session, subscription, counted(messages)),
+                Ok(Destination::Topic(t)) => {
+                    let tags: Vec<DeliveryTag> =
+                        messages.into_iter().filter_map(|d| d.tag).collect();
+                    completion = completion.and(t.settle(session, subscription, &tags));
+                }
+                Err(_) => {}
+            }
+        }
+        self.route_dead_letters();
+        completion
     }
 
     /// Puts back deliveries that never reached their client (still in the
@@ -503,6 +696,7 @@ impl Broker {
                 q.return_undelivered(list);
             }
         }
+        self.route_dead_letters();
     }
 
     /// The destination of this name, if it exists.
@@ -528,6 +722,7 @@ impl Broker {
         let completion = match &target {
             Destination::Queue(q) => {
                 q.subscribe(spec);
+                self.route_dead_letters();
                 Completion::DONE
             }
             Destination::Topic(t) => {
@@ -650,6 +845,14 @@ fn persistent(q: &QueueDestination, headers: &Headers) -> bool {
         Some("false") => false,
         _ => q.policy().durable,
     }
+}
+
+/// Messages with their counts of failed deliveries.
+fn counted(deliveries: Vec<Delivery>) -> Vec<(Arc<Message>, u32)> {
+    deliveries
+        .into_iter()
+        .map(|d| (d.message, d.delivery_count.unwrap_or(0)))
+        .collect()
 }
 
 /// Queue deliveries grouped by queue, each group in its original order;

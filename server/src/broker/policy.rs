@@ -90,6 +90,9 @@ pub enum Overflow {
     RejectPublish,
     /// Accept it and drop the oldest waiting messages to make room.
     DropHead,
+    /// Accept it and move the oldest waiting messages to the queue's
+    /// dead-letter queue to make room (`x-death-reason: overflow`).
+    DeadLetter,
 }
 
 /// Limits for the queues whose names match `pattern`.
@@ -116,6 +119,38 @@ pub struct QueuePolicy {
     /// consumers near them (0: everything in memory).
     #[serde(default = "memory_window_by_default")]
     pub memory_window_bytes: u64,
+    /// A message delivered this many times without being acknowledged is
+    /// dead-lettered instead of delivered again (0: no limit).
+    #[serde(default)]
+    pub max_deliveries: u32,
+    /// Where dead-lettered messages go: a `/queue/` name, or `""` to drop
+    /// them (counted). Absent: `/queue/DLQ.NAME`, except for queues whose
+    /// name starts with `DLQ.`, which drop.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// Messages expire this many ms after they were accepted (0: never,
+    /// unless the SEND says so).
+    #[serde(default)]
+    pub message_ttl_ms: u64,
+    /// A delivery not acknowledged within this many ms is taken back and
+    /// given to another consumer (0: no deadline, unless the SUBSCRIBE sets
+    /// `x-ack-timeout`).
+    #[serde(default)]
+    pub ack_timeout_ms: u64,
+    /// A deduplication id is remembered this many seconds...
+    #[serde(default = "dedup_window_secs_by_default")]
+    pub dedup_window_secs: u64,
+    /// ...and at most this many ids are remembered, oldest forgotten first.
+    #[serde(default = "dedup_window_ids_by_default")]
+    pub dedup_window_ids: usize,
+}
+
+fn dedup_window_secs_by_default() -> u64 {
+    600
+}
+
+fn dedup_window_ids_by_default() -> usize {
+    100_000
 }
 
 fn durable_by_default() -> bool {
@@ -136,7 +171,50 @@ impl QueuePolicy {
             overflow: Overflow::RejectPublish,
             durable: true,
             memory_window_bytes: memory_window_by_default(),
+            max_deliveries: 0,
+            dead_letter: None,
+            message_ttl_ms: 0,
+            ack_timeout_ms: 0,
+            dedup_window_secs: dedup_window_secs_by_default(),
+            dedup_window_ids: dedup_window_ids_by_default(),
         }
+    }
+
+    /// Where queue `name`'s dead letters go under this policy.
+    pub fn dead_letter_target(&self, name: &str) -> Option<stomp_codec::ByteString> {
+        match self.dead_letter.as_deref() {
+            None => super::dead_letter::default_target(name),
+            Some("") => None,
+            Some(target) => Some(target.into()),
+        }
+    }
+
+    /// What is wrong with this policy, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(target) = self.dead_letter.as_deref()
+            && !target.is_empty()
+            && super::DestinationKind::of(target) != Ok(super::DestinationKind::Queue)
+        {
+            return Err(format!(
+                "queue policy {:?}: dead_letter {target:?} is not a /queue/NAME destination (\"\" drops dead letters)",
+                self.pattern
+            ));
+        }
+        if self.dedup_window_ids > crate::store::MAX_DEDUP_IDS {
+            return Err(format!(
+                "queue policy {:?}: dedup_window_ids {} is above the most a window can hold, {}",
+                self.pattern,
+                self.dedup_window_ids,
+                crate::store::MAX_DEDUP_IDS
+            ));
+        }
+        if self.ack_timeout_ms > 86_400_000 {
+            return Err(format!(
+                "queue policy {:?}: ack_timeout_ms {} is above a day (86400000)",
+                self.pattern, self.ack_timeout_ms
+            ));
+        }
+        Ok(())
     }
 
     /// Whether neither limit is set.

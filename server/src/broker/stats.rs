@@ -12,6 +12,13 @@ pub struct Stats {
     headers_dropped: AtomicU64,
     /// Messages a full `drop-head` queue dropped to make room.
     dropped_from_queues: AtomicU64,
+    /// Messages moved to a dead-letter queue.
+    dead_lettered: AtomicU64,
+    /// Messages given up on with nowhere to go (no dead-letter queue, a
+    /// cycle, or a dead-letter queue that refused them).
+    dead_letters_dropped: AtomicU64,
+    /// SENDs confirmed without enqueueing: repeats of a deduplication id.
+    duplicates: AtomicU64,
 }
 
 impl Stats {
@@ -24,6 +31,37 @@ impl Stats {
     pub fn note_dropped_from_queue(&self, count: usize) {
         self.dropped_from_queues
             .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Notes a message moved to a dead-letter queue.
+    pub fn note_dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes a dead letter with nowhere to go.
+    pub fn note_dead_letter_dropped(&self) {
+        self.dead_letters_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes a duplicate SEND.
+    pub fn note_duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages moved to dead-letter queues.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// Dead letters dropped (expired, rejected or failing messages with
+    /// nowhere to go).
+    pub fn dead_letters_dropped(&self) -> u64 {
+        self.dead_letters_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Duplicate SENDs confirmed without enqueueing.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
     }
 
     /// Messages full `drop-head` queues dropped to make room.

@@ -301,6 +301,8 @@ impl TopicDestination {
                     tag: None,
                     history: true,
                     control: false,
+                    delivery_count: None,
+                    ack_timeout_ms: 0,
                 });
             }
             let head = (state.next_position - 1).to_string();
@@ -428,6 +430,8 @@ impl TopicDestination {
                 tag: None,
                 history: false,
                 control: false,
+                delivery_count: None,
+                ack_timeout_ms: 0,
             };
             if s.outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
@@ -656,6 +660,7 @@ impl TopicDestination {
             // Notices are small and short-lived: not worth the accounting.
             charge: Charge::none(),
             journal: None,
+            terms: Default::default(),
         })
     }
 
@@ -668,6 +673,8 @@ impl TopicDestination {
             tag: None,
             history: false,
             control: true,
+            delivery_count: None,
+            ack_timeout_ms: 0,
         });
     }
 }

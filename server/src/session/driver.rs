@@ -229,6 +229,7 @@ async fn drive<T: Transport>(
             Some(connect_deadline)
         };
         let write_tick = heartbeat.write_every().map(|t| last_write + t);
+        let ack_deadline = session.next_ack_deadline();
         let now = Instant::now();
         if let Some(since) = transport.partial_since()
             && since + settings.frame_timeout < frame_watch.deadline()
@@ -260,6 +261,10 @@ async fn drive<T: Transport>(
                 } else {
                     Flow::Continue
                 }
+            }
+            _ = sleep_until(ack_deadline.unwrap_or(now + far)), if ack_deadline.is_some() => {
+                session.expire_acks(Instant::now());
+                Flow::Continue
             }
             Some(()) = journal_synced(&mut synced), if session.receipts_waiting() => {
                 session.release_receipts();

@@ -4,7 +4,10 @@
 //! broker on ACK, or back to its queue on NACK, unsubscribe or close. The
 //! ledger names queue messages by [`DeliveryTag`], never by pointer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::driver::Outgoing;
 use super::{SessionId, SubscriptionId};
@@ -13,11 +16,33 @@ use crate::ids::DeliveryTag;
 use crate::protocol::AckTarget;
 use crate::store::Completion;
 
+/// Taken-back deliveries remembered, so a late ACK gets a clear answer.
+const REMEMBERED_EXPIRIES: usize = 1024;
+
+#[derive(Debug)]
+struct Unacked {
+    delivery: Delivery,
+    /// When it is taken back unless acknowledged.
+    deadline: Option<Instant>,
+}
+
+/// A delivery taken back at its ack deadline.
+#[derive(Debug)]
+struct Expired {
+    ack_id: u64,
+    delivery: Delivery,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct AckLedger {
     /// By ack id; ids grow, so the map is in delivery order, which
     /// cumulative `client` acks rely on.
-    unacked: BTreeMap<u64, Delivery>,
+    unacked: BTreeMap<u64, Unacked>,
+    /// Ack deadlines, earliest first: one ordered set for the session,
+    /// watched by one timer in the driver.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// The latest deliveries taken back at their deadline.
+    expired: VecDeque<Expired>,
     next_id: u64,
     /// Auto-ack queue deliveries written since the last settle, in order,
     /// and which subscription each run of them is for (runs are long: a
@@ -50,8 +75,19 @@ impl AckLedger {
             };
         }
         self.next_id += 1;
+        let deadline = (delivery.ack_timeout_ms > 0).then(|| {
+            let at = Instant::now() + Duration::from_millis(u64::from(delivery.ack_timeout_ms));
+            self.deadlines.insert((at, self.next_id));
+            at
+        });
         // The clone is reference counts only: the message is shared.
-        self.unacked.insert(self.next_id, delivery.clone());
+        self.unacked.insert(
+            self.next_id,
+            Unacked {
+                delivery: delivery.clone(),
+                deadline,
+            },
+        );
         Outgoing::Message {
             delivery,
             ack_id: Some(self.next_id),
@@ -86,12 +122,56 @@ impl AckLedger {
             } => self
                 .unacked
                 .iter()
-                .find(|(_, d)| {
-                    d.message.id.as_str() == &**message_id
-                        && subscription.as_ref().is_none_or(|s| *s == d.subscription)
-                })
+                .find(|(_, u)| matches(&u.delivery, message_id, subscription.as_ref()))
                 .map(|(n, _)| *n),
         }
+    }
+
+    /// The earliest ack deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Takes out the deliveries whose ack deadline passed at `now`,
+    /// remembering them for a late ACK.
+    pub(super) fn take_expired(&mut self, now: Instant) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Some((at, id)) = self.deadlines.first().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(u) = self.unacked.remove(&id) {
+                out.push(u.delivery.clone());
+                if self.expired.len() == REMEMBERED_EXPIRIES {
+                    self.expired.pop_front();
+                }
+                self.expired.push_back(Expired {
+                    ack_id: id,
+                    delivery: u.delivery,
+                });
+            }
+        }
+        out
+    }
+
+    /// What an ACK/NACK of a delivery taken back at its deadline names:
+    /// the delivery (as the client knows it) and its deadline, ms.
+    pub(super) fn find_expired(&self, target: &AckTarget) -> Option<(String, u32)> {
+        let e = self.expired.iter().rev().find(|e| match target {
+            AckTarget::Id(id) => id.parse::<u64>().ok() == Some(e.ack_id),
+            AckTarget::MessageId {
+                message_id,
+                subscription,
+            } => matches(&e.delivery, message_id, subscription.as_ref()),
+        })?;
+        let named = match target {
+            AckTarget::Id(id) => format!("ack id {:?}", id.to_string()),
+            AckTarget::MessageId { message_id, .. } => {
+                format!("message-id {:?}", message_id.to_string())
+            }
+        };
+        Some((named, e.delivery.ack_timeout_ms))
     }
 
     /// Removes the delivery `ack_id` and, in `client` mode, every earlier
@@ -100,11 +180,19 @@ impl AckLedger {
         let Some(named) = self.unacked.get(&ack_id) else {
             return Vec::new();
         };
-        if named.ack != AckMode::Client {
-            return self.unacked.remove(&ack_id).into_iter().collect();
+        if named.delivery.ack != AckMode::Client {
+            return self.remove(ack_id).into_iter().collect();
         }
-        let subscription = named.subscription.clone();
+        let subscription = named.delivery.subscription.clone();
         self.take_where(|n, d| n <= ack_id && d.subscription == subscription)
+    }
+
+    fn remove(&mut self, ack_id: u64) -> Option<Delivery> {
+        let u = self.unacked.remove(&ack_id)?;
+        if let Some(at) = u.deadline {
+            self.deadlines.remove(&(at, ack_id));
+        }
+        Some(u.delivery)
     }
 
     /// Removes every delivery that matches.
@@ -112,11 +200,30 @@ impl AckLedger {
         let ids: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(n, d)| matches(**n, d))
+            .filter(|(n, u)| matches(**n, &u.delivery))
             .map(|(n, _)| *n)
             .collect();
-        ids.iter().filter_map(|n| self.unacked.remove(n)).collect()
+        ids.iter().filter_map(|n| self.remove(*n)).collect()
     }
+}
+
+/// Whether a delivery is the one a 1.0/1.1 ACK names.
+fn matches(
+    d: &Delivery,
+    message_id: &str,
+    subscription: Option<&crate::ids::SubscriptionId>,
+) -> bool {
+    d.message.id.as_str() == message_id && subscription.is_none_or(|s| *s == d.subscription)
+}
+
+/// Dead-letters rejected deliveries (`NACK` with `requeue:false`).
+pub(super) fn reject(broker: &Broker, session: SessionId, deliveries: Vec<Delivery>) -> Completion {
+    let mut completion = Completion::DONE;
+    for (subscription, list) in by_subscription(deliveries.iter()) {
+        let list = list.into_iter().cloned().collect();
+        completion = completion.and(broker.reject(session, &subscription, list));
+    }
+    completion
 }
 
 /// Settles acknowledged deliveries (of one subscription or several).

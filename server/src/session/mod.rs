@@ -49,6 +49,27 @@ pub enum Flow {
     Close(CloseReason),
 }
 
+/// What an ACK or NACK does with what it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// ACK: done with.
+    Ack,
+    /// NACK: deliver it again.
+    Requeue,
+    /// NACK with `requeue:false`: dead-letter it.
+    Reject,
+}
+
+impl Verdict {
+    fn nack(requeue: bool) -> Verdict {
+        if requeue {
+            Verdict::Requeue
+        } else {
+            Verdict::Reject
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Subscription {
     destination: Destination,
@@ -143,7 +164,7 @@ impl Session {
             }
             // A refused publish that asked for a receipt is answered on the
             // receipt, so a chat client can say "too long" and carry on.
-            Err(error) if error.is_refused_publish() && receipt.is_some() => {
+            Err(error) if error.is_answerable_on_receipt() && receipt.is_some() => {
                 let receipt = receipt.unwrap_or_default();
                 // After what the earlier frames of the transaction or
                 // connection wait for: receipts stay in order.
@@ -239,6 +260,7 @@ impl Session {
                 prefetch,
                 mut options,
                 durable,
+                ack_timeout,
             } => {
                 if let Some(name) = &durable
                     && destination.starts_with("/topic/")
@@ -250,7 +272,9 @@ impl Session {
                         Some(&id),
                     )?);
                 }
-                self.subscribe(destination, id, ack, prefetch, options)
+                let ack_timeout_ms =
+                    ack_timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX));
+                self.subscribe(destination, id, ack, prefetch, options, ack_timeout_ms)
             }
             ClientFrame::Unsubscribe { id, forget } => {
                 let active = id
@@ -288,17 +312,18 @@ impl Session {
                     self.find_unacked(&target)?;
                     self.buffer(&tx, TxOp::Ack(target))
                 }
-                None => self.ack(&target, false),
+                None => self.ack(&target, Verdict::Ack),
             },
             ClientFrame::Nack {
                 target,
+                requeue,
                 transaction,
             } => match transaction {
                 Some(tx) => {
                     self.find_unacked(&target)?;
-                    self.buffer(&tx, TxOp::Nack(target))
+                    self.buffer(&tx, TxOp::Nack(target, requeue))
                 }
-                None => self.ack(&target, true),
+                None => self.ack(&target, Verdict::nack(requeue)),
             },
             ClientFrame::Begin(tx) => {
                 self.transactions.begin(tx)?;
@@ -354,12 +379,12 @@ impl Session {
                 // since: nothing is left to acknowledge.
                 TxOp::Ack(target) => {
                     if self.find_unacked(&target).is_ok() {
-                        self.ack(&target, false)?;
+                        self.ack(&target, Verdict::Ack)?;
                     }
                 }
-                TxOp::Nack(target) => {
+                TxOp::Nack(target, requeue) => {
                     if self.find_unacked(&target).is_ok() {
-                        self.ack(&target, true)?;
+                        self.ack(&target, Verdict::nack(requeue))?;
                     }
                 }
             }
@@ -421,7 +446,7 @@ impl Session {
                 body,
                 ..
             }) => message_size(destination, headers, body),
-            TxOp::Ack(_) | TxOp::Nack(_) | TxOp::Send(_) => MESSAGE_OVERHEAD,
+            TxOp::Ack(_) | TxOp::Nack(..) | TxOp::Send(_) => MESSAGE_OVERHEAD,
         };
         self.transactions.buffer(tx, op, bytes)?;
         Ok(Flow::Continue)
@@ -469,6 +494,7 @@ impl Session {
         ack: AckMode,
         prefetch: Option<usize>,
         options: TopicOptions,
+        ack_timeout_ms: u32,
     ) -> Result<Flow, SessionError> {
         if self.subscriptions.contains_key(&id) {
             return Err(SessionError::DuplicateSubscription(id.as_str().to_string()));
@@ -489,6 +515,7 @@ impl Session {
             ack,
             prefetch,
             outbox: self.outbox.clone(),
+            ack_timeout_ms,
         };
         let (destination, completion) = self.broker.subscribe(&destination, spec, options)?;
         self.completion = self.completion.and(completion);
@@ -502,6 +529,7 @@ impl Session {
             return;
         };
         subscription.destination.unsubscribe(self.id, id);
+        self.broker.route_dead_letters();
         // Not yet written: back to the queue unmarked (topic copies
         // are dropped); then what was written and not acked, in
         // front of them, marked redelivered.
@@ -513,7 +541,13 @@ impl Session {
 
     /// The ack id of the delivery an ACK/NACK names.
     fn find_unacked(&self, target: &AckTarget) -> Result<u64, SessionError> {
-        self.ledger.find(target).ok_or_else(|| match target {
+        if let Some(found) = self.ledger.find(target) {
+            return Ok(found);
+        }
+        if let Some((named, timeout_ms)) = self.ledger.find_expired(target) {
+            return Err(SessionError::AckExpired(named, timeout_ms));
+        }
+        Err(match target {
             AckTarget::Id(id) => SessionError::UnknownAck(format!("ack id {:?}", id.to_string())),
             AckTarget::MessageId {
                 subscription: Some(s),
@@ -527,16 +561,44 @@ impl Session {
         })
     }
 
-    /// ACK (or NACK when `negative`) of the delivery `target` names, and in
-    /// `client` mode of every earlier delivery of the same subscription.
-    fn ack(&mut self, target: &AckTarget, negative: bool) -> Result<Flow, SessionError> {
+    /// When the earliest unacknowledged delivery's ack deadline passes;
+    /// the driver sleeps until then.
+    pub fn next_ack_deadline(&self) -> Option<tokio::time::Instant> {
+        self.ledger.next_deadline()
+    }
+
+    /// Takes back the deliveries whose ack deadline passed at `now` and
+    /// requeues them (one more failed delivery each); the connection and
+    /// its other deliveries carry on. Returns how many.
+    pub fn expire_acks(&mut self, now: tokio::time::Instant) -> usize {
+        let taken = self.ledger.take_expired(now);
+        let n = taken.len();
+        if n > 0 {
+            tracing::debug!(
+                session = %self.id,
+                deliveries = n,
+                "ack deadline passed: deliveries taken back"
+            );
+            ledger::requeue(&self.broker, self.id, taken);
+        }
+        n
+    }
+
+    /// ACK or NACK of the delivery `target` names, and in `client` mode of
+    /// every earlier delivery of the same subscription.
+    fn ack(&mut self, target: &AckTarget, verdict: Verdict) -> Result<Flow, SessionError> {
         let ack_id = self.find_unacked(target)?;
         let taken = self.ledger.take(ack_id);
-        if negative {
-            ledger::requeue(&self.broker, self.id, taken);
-        } else {
-            let completion = ledger::settle(&self.broker, self.id, &taken);
-            self.completion = self.completion.and(completion);
+        match verdict {
+            Verdict::Ack => {
+                let completion = ledger::settle(&self.broker, self.id, &taken);
+                self.completion = self.completion.and(completion);
+            }
+            Verdict::Requeue => ledger::requeue(&self.broker, self.id, taken),
+            Verdict::Reject => {
+                let completion = ledger::reject(&self.broker, self.id, taken);
+                self.completion = self.completion.and(completion);
+            }
         }
         Ok(Flow::Continue)
     }

@@ -15,7 +15,8 @@ use crate::protocol::{AckTarget, ClientFrame};
 pub(super) enum TxOp {
     Send(ClientFrame),
     Ack(AckTarget),
-    Nack(AckTarget),
+    /// The target, and whether it is requeued (else dead-lettered).
+    Nack(AckTarget, bool),
 }
 
 #[derive(Debug, Default)]

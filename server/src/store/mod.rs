@@ -27,8 +27,8 @@ use tokio::sync::watch;
 pub use paging::{RecordRef, StoredMessage};
 pub use record::{Record, TopicEntry};
 pub use recovery::{
-    Recovered, RecoveredMessage, RecoveredQueue, RecoveredTopic, RecoveredTopicMessage,
-    RecoveryReport,
+    MAX_DEDUP_IDS, Recovered, RecoveredDedup, RecoveredMessage, RecoveredQueue, RecoveredTopic,
+    RecoveredTopicMessage, RecoveryReport,
 };
 pub use segment::JournalPin;
 pub use writer::Lsn;
@@ -248,11 +248,12 @@ impl Journal {
         &self,
         queue: &str,
         id: u64,
+        at_ms: u64,
         headers: &Headers,
         body: &[u8],
     ) -> Result<(Completion, JournalPin), JournalError> {
         self.check_room()?;
-        Ok(self.append_enqueue(queue, id, headers, body))
+        Ok(self.append_enqueue(queue, id, at_ms, headers, body))
     }
 
     /// Writes a waiting message's record again at the end of the journal,
@@ -264,10 +265,11 @@ impl Journal {
         &self,
         queue: &str,
         id: u64,
+        at_ms: u64,
         headers: &Headers,
         body: &[u8],
     ) -> (Completion, JournalPin) {
-        self.append_enqueue(queue, id, headers, body)
+        self.append_enqueue(queue, id, at_ms, headers, body)
     }
 
     /// Blocks the calling thread until `completion` has an outcome.
@@ -281,10 +283,12 @@ impl Journal {
         &self,
         queue: &str,
         id: u64,
+        at_ms: u64,
         headers: &Headers,
         body: &[u8],
     ) -> (Completion, JournalPin) {
-        let encode = |buf: &mut Vec<u8>| record::encode_enqueue(buf, queue, id, headers, body);
+        let encode =
+            |buf: &mut Vec<u8>| record::encode_enqueue(buf, queue, id, at_ms, headers, body);
         if let Some(pin) = self.in_group(encode) {
             return (Completion::DONE, pin);
         }
@@ -357,7 +361,11 @@ impl Journal {
 
     /// Pins a recovered queue message's record.
     pub fn pin_recovered(&self, message: &RecoveredMessage) -> JournalPin {
-        let r = message.record;
+        self.pin_record(message.record)
+    }
+
+    /// Pins a recovered record (a message's, or a deduplication id's).
+    pub fn pin_record(&self, r: RecordRef) -> JournalPin {
         let live = self.shared.with_pending(|p| p.live_of(r.segment));
         let offset = u32::try_from(r.offset).unwrap_or(segment::UNKNOWN_OFFSET);
         JournalPin::new(&live, r.segment, offset, r.size)
@@ -483,6 +491,20 @@ impl Journal {
             return Completion::DONE;
         }
         Completion::after(self.shared.append(encode).lsn)
+    }
+
+    /// Queues a record of failed deliveries of these messages of `queue`
+    /// (each adds one to its delivery count after a restart). Nobody
+    /// waits for it: a count lost in a crash only makes the message's
+    /// next delivery look like an earlier one.
+    pub fn returned(&self, queue: &str, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let encode = |buf: &mut Vec<u8>| record::encode_returned(buf, queue, ids);
+        if self.in_group(encode).is_none() {
+            self.shared.append(encode);
+        }
     }
 
     /// Makes sure ids below `up_to` are reserved on disk, blocking the

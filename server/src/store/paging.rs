@@ -28,6 +28,8 @@ pub struct RecordRef {
 pub struct StoredMessage {
     /// The message's id number.
     pub id: u64,
+    /// When the broker accepted it, ms since the Unix epoch.
+    pub at_ms: u64,
     /// Its headers.
     pub headers: Headers,
     /// Its body.
@@ -85,11 +87,16 @@ fn parse(data: Bytes) -> io::Result<StoredMessage> {
     match record::read(&data) {
         Read::Record(
             Record::Enqueue {
-                id, headers, body, ..
+                id,
+                at_ms,
+                headers,
+                body,
+                ..
             },
             _,
         ) => Ok(StoredMessage {
             id,
+            at_ms,
             // Own allocations: slices would keep the whole span alive.
             headers: headers
                 .iter()

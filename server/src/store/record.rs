@@ -23,6 +23,7 @@ const TOPIC_APPEND: u8 = 5;
 const TOPIC_HEAD: u8 = 6;
 const CURSOR: u8 = 7;
 const CURSOR_GONE: u8 = 8;
+const RETURNED: u8 = 9;
 
 /// One fact in the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub enum Record {
         queue: ByteString,
         /// The message's id number.
         id: u64,
+        /// When the broker accepted it, ms since the Unix epoch: its delay
+        /// and expiry count from here, across restarts too.
+        at_ms: u64,
         /// The SEND's headers as kept by the broker.
         headers: Headers,
         /// The body.
@@ -40,6 +44,14 @@ pub enum Record {
     },
     /// Messages of `queue` are done with (acknowledged or dropped by policy).
     Settle {
+        /// The queue.
+        queue: ByteString,
+        /// Their id numbers.
+        ids: Vec<u64>,
+    },
+    /// Deliveries of these messages of `queue` failed (NACK, ack deadline,
+    /// a consumer gone): each adds one to the message's delivery count.
+    Returned {
         /// The queue.
         queue: ByteString,
         /// Their id numbers.
@@ -112,6 +124,7 @@ pub(crate) fn encode_enqueue(
     dst: &mut Vec<u8>,
     queue: &str,
     id: u64,
+    at_ms: u64,
     headers: &Headers,
     body: &[u8],
 ) {
@@ -119,6 +132,7 @@ pub(crate) fn encode_enqueue(
         p.put_u8(ENQUEUE);
         put_str(p, queue);
         p.put_u64_le(id);
+        p.put_u64_le(at_ms);
         put_headers(p, headers);
         p.put_u32_le(body.len() as u32);
         p.put_slice(body);
@@ -127,8 +141,17 @@ pub(crate) fn encode_enqueue(
 
 /// Appends a framed settle record.
 pub(crate) fn encode_settle(dst: &mut Vec<u8>, queue: &str, ids: &[u64]) {
+    encode_ids(dst, SETTLE, queue, ids);
+}
+
+/// Appends a framed record of returned deliveries.
+pub(crate) fn encode_returned(dst: &mut Vec<u8>, queue: &str, ids: &[u64]) {
+    encode_ids(dst, RETURNED, queue, ids);
+}
+
+fn encode_ids(dst: &mut Vec<u8>, kind: u8, queue: &str, ids: &[u64]) {
     frame(dst, |p| {
-        p.put_u8(SETTLE);
+        p.put_u8(kind);
         put_str(p, queue);
         p.put_u32_le(ids.len() as u32);
         for id in ids {
@@ -251,10 +274,12 @@ impl Record {
             Record::Enqueue {
                 queue,
                 id,
+                at_ms,
                 headers,
                 body,
-            } => encode_enqueue(dst, queue, *id, headers, body),
+            } => encode_enqueue(dst, queue, *id, *at_ms, headers, body),
             Record::Settle { queue, ids } => encode_settle(dst, queue, ids),
+            Record::Returned { queue, ids } => encode_returned(dst, queue, ids),
             Record::IdBlock { up_to } => encode_id_block(dst, *up_to),
             Record::TopicAppend {
                 topic,
@@ -365,23 +390,29 @@ fn parse(mut p: Bytes) -> Option<Record> {
         ENQUEUE => {
             let queue = take_str(&mut p)?;
             let id = take_u64(&mut p)?;
+            let at_ms = take_u64(&mut p)?;
             let headers = take_headers(&mut p)?;
             let body = take_body(&mut p)?;
             Record::Enqueue {
                 queue,
                 id,
+                at_ms,
                 headers,
                 body,
             }
         }
-        SETTLE => {
+        SETTLE | RETURNED => {
             let queue = take_str(&mut p)?;
             let count = take_u32(&mut p)? as usize;
             if count > p.len() / 8 {
                 return None;
             }
             let ids = (0..count).map(|_| p.get_u64_le()).collect();
-            Record::Settle { queue, ids }
+            if kind == SETTLE {
+                Record::Settle { queue, ids }
+            } else {
+                Record::Returned { queue, ids }
+            }
         }
         ID_BLOCK => Record::IdBlock {
             up_to: take_u64(&mut p)?,
@@ -460,12 +491,17 @@ mod tests {
             Record::Enqueue {
                 queue: "/queue/jobs".into(),
                 id: 42,
+                at_ms: 1_700_000_000_123,
                 headers,
                 body: Bytes::from_static(b"hello\0world"),
             },
             Record::Settle {
                 queue: "/queue/jobs".into(),
                 ids: vec![42, 43],
+            },
+            Record::Returned {
+                queue: "/queue/jobs".into(),
+                ids: vec![43],
             },
             Record::IdBlock { up_to: 1 << 20 },
             Record::TopicAppend {

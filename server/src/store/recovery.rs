@@ -28,6 +28,26 @@ pub struct RecoveredMessage {
     pub id: u64,
     /// Its enqueue record.
     pub record: super::RecordRef,
+    /// Its priority (read from its headers), so a message that stays on
+    /// disk still waits in its place.
+    pub priority: u8,
+    /// Not to be delivered before this time, ms since the Unix epoch (0:
+    /// at once): a delayed message is read back into memory, where it waits.
+    pub deliver_at_ms: u64,
+    /// Deliveries of it known to have failed (its delivery count).
+    pub returned: u32,
+}
+
+/// A deduplication id a queue saw: its enqueue record (the message may be
+/// settled since) still on disk.
+#[derive(Debug, Clone)]
+pub struct RecoveredDedup {
+    /// The id.
+    pub id: ByteString,
+    /// When its message was accepted, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The enqueue record that carried it.
+    pub record: super::RecordRef,
 }
 
 /// One queue's recovered messages, in the order they were accepted.
@@ -37,6 +57,8 @@ pub struct RecoveredQueue {
     pub name: ByteString,
     /// Its messages, oldest first.
     pub messages: Vec<RecoveredMessage>,
+    /// Deduplication ids of its messages, settled or not, oldest first.
+    pub dedup: Vec<RecoveredDedup>,
 }
 
 /// A message of a topic's journaled history.
@@ -74,6 +96,10 @@ pub struct RecoveredTopic {
 /// History messages kept per topic while recovering: far above any
 /// sensible `history` policy, so recovery's memory stays bounded.
 const MAX_TOPIC_MESSAGES: usize = 65_536;
+
+/// Deduplication ids kept per queue while recovering: the most any
+/// queue's window may hold (see `QueuePolicy::dedup_window_ids`).
+pub const MAX_DEDUP_IDS: usize = 1_000_000;
 
 /// What a recovery found and did, for the log and `/health`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -132,6 +158,9 @@ struct QueueState {
     /// By message id: the order they were accepted in (ids are given out in
     /// order, and a compacted record, written again later, keeps its place).
     messages: BTreeMap<u64, RecoveredMessage>,
+    /// Deduplication ids seen, by message id (a compacted copy replaces
+    /// the older record).
+    dedup: BTreeMap<u64, RecoveredDedup>,
 }
 
 /// Reads every segment in `dir` and rebuilds the durable state. Cuts a
@@ -253,15 +282,24 @@ pub(super) fn recover(dir: &Path) -> io::Result<Recovered> {
         let Some(q) = queues.remove(&name) else {
             continue;
         };
-        if q.messages.is_empty() {
+        if q.messages.is_empty() && q.dedup.is_empty() {
             continue;
         }
         let messages: Vec<RecoveredMessage> = q.messages.into_values().collect();
         for m in &messages {
             *out.segments.entry(m.record.segment).or_default() += 1;
         }
+        let mut dedup: Vec<RecoveredDedup> = q.dedup.into_values().collect();
+        dedup.sort_by_key(|d| d.at_ms);
+        for d in &dedup {
+            *out.segments.entry(d.record.segment).or_default() += 1;
+        }
         out.report.messages += messages.len() as u64;
-        out.queues.push(RecoveredQueue { name, messages });
+        out.queues.push(RecoveredQueue {
+            name,
+            messages,
+            dedup,
+        });
     }
     Ok(out)
 }
@@ -309,18 +347,57 @@ fn torn_length(data: &Bytes, end: u64) -> u64 {
 fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::RecordRef) {
     let segment = place.segment;
     match record {
-        Record::Enqueue { queue, id, .. } => {
+        Record::Enqueue {
+            queue,
+            id,
+            at_ms,
+            headers,
+            ..
+        } => {
             *next_id = (*next_id).max(id + 1);
             let q = state.queues.entry(queue).or_default();
+            if let Some(dedup) = crate::terms::dedup_id(&headers) {
+                q.dedup.insert(
+                    id,
+                    RecoveredDedup {
+                        id: ByteString::from(&**dedup),
+                        at_ms,
+                        record: place,
+                    },
+                );
+                if q.dedup.len() > MAX_DEDUP_IDS {
+                    q.dedup.pop_first();
+                }
+            }
             // A second record of the same id is a compaction's copy: the
-            // newer one (in the newer segment) replaces the older.
-            q.messages
-                .insert(id, RecoveredMessage { id, record: place });
+            // newer one (in the newer segment) replaces the older, and
+            // keeps the count of failed deliveries.
+            let returned = q.messages.get(&id).map_or(0, |m| m.returned);
+            let terms = crate::terms::Terms::read(&headers, at_ms, 0);
+            q.messages.insert(
+                id,
+                RecoveredMessage {
+                    id,
+                    record: place,
+                    priority: terms.priority,
+                    deliver_at_ms: terms.deliver_at_ms,
+                    returned,
+                },
+            );
         }
         Record::Settle { queue, ids } => {
             if let Some(q) = state.queues.get_mut(&queue) {
                 for id in ids {
                     q.messages.remove(&id);
+                }
+            }
+        }
+        Record::Returned { queue, ids } => {
+            if let Some(q) = state.queues.get_mut(&queue) {
+                for id in ids {
+                    if let Some(m) = q.messages.get_mut(&id) {
+                        m.returned = m.returned.saturating_add(1);
+                    }
                 }
             }
         }

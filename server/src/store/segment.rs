@@ -116,6 +116,24 @@ impl JournalPin {
     }
 }
 
+/// Another holder of the same record: the segment stays while any pin of
+/// it does (a queue's deduplication window keeps a settled message's
+/// record this way, so the id is still known after a restart).
+impl Clone for JournalPin {
+    fn clone(&self) -> JournalPin {
+        self.live.records.fetch_add(1, Ordering::AcqRel);
+        self.live
+            .bytes
+            .fetch_add(u64::from(self.bytes), Ordering::AcqRel);
+        JournalPin {
+            live: self.live.clone(),
+            segment: self.segment,
+            offset: self.offset,
+            bytes: self.bytes,
+        }
+    }
+}
+
 impl Drop for JournalPin {
     fn drop(&mut self) {
         self.live

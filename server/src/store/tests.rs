@@ -53,7 +53,13 @@ fn enqueued_minus_settled_is_recovered_in_order() {
     let mut last = Completion::DONE;
     for id in 10..20 {
         let (c, pin) = journal
-            .enqueue("/queue/a", id, &headers(), format!("body {id}").as_bytes())
+            .enqueue(
+                "/queue/a",
+                id,
+                0,
+                &headers(),
+                format!("body {id}").as_bytes(),
+            )
             .expect("room");
         pins.push(pin);
         last = c;
@@ -87,7 +93,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     let mut last = Completion::DONE;
     for id in 1..=5 {
         let (c, pin) = journal
-            .enqueue("/queue/t", id, &headers(), b"x")
+            .enqueue("/queue/t", id, 0, &headers(), b"x")
             .expect("room");
         std::mem::forget(pin);
         last = c;
@@ -108,7 +114,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
     assert!(recovered.report.torn_bytes > 0);
     // The journal goes on after the cut: new records follow intact ones.
     let (c, pin) = journal
-        .enqueue("/queue/t", 99, &headers(), b"after")
+        .enqueue("/queue/t", 99, 0, &headers(), b"after")
         .expect("room");
     std::mem::forget(pin);
     wait(&journal, c);
@@ -124,7 +130,7 @@ fn garbage_after_the_data_is_cut_too() {
     let dir = tempdir();
     let (journal, _) = open(&config(&dir)).expect("open");
     let (c, pin) = journal
-        .enqueue("/queue/g", 1, &headers(), b"x")
+        .enqueue("/queue/g", 1, 0, &headers(), b"x")
         .expect("room");
     std::mem::forget(pin);
     wait(&journal, c);
@@ -152,7 +158,7 @@ fn settled_segments_are_deleted_and_the_id_reservation_survives() {
     // About 40 segments of 64 KiB, every message settled soon after.
     for id in 1..=600u64 {
         let (_, pin) = journal
-            .enqueue("/queue/r", id, &headers(), &body)
+            .enqueue("/queue/r", id, 0, &headers(), &body)
             .expect("room");
         drop(pin);
         let c = journal.settle("/queue/r", &[id]);
@@ -164,7 +170,7 @@ fn settled_segments_are_deleted_and_the_id_reservation_survives() {
     wait(&journal, c.and(journal.settle("/queue/r", &[600])));
     // Reclaim runs after each batch: one more batch to let it see the last settles.
     let (c, pin) = journal
-        .enqueue("/queue/r", 601, &headers(), b"kept")
+        .enqueue("/queue/r", 601, 0, &headers(), b"kept")
         .expect("room");
     wait(&journal, c);
     let segments = segment::list(&dir).expect("list");
@@ -194,7 +200,7 @@ fn a_full_journal_refuses_and_frees_up_as_messages_settle() {
     let mut pins = Vec::new();
     let mut refused = None;
     for id in 1..=100u64 {
-        match journal.enqueue("/queue/f", id, &headers(), &body) {
+        match journal.enqueue("/queue/f", id, 0, &headers(), &body) {
             Ok((c, pin)) => {
                 pins.push((id, pin));
                 wait(&journal, c);
@@ -224,7 +230,7 @@ fn a_full_journal_refuses_and_frees_up_as_messages_settle() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (c, _pin2) = journal
-        .enqueue("/queue/f", 1001, &headers(), &body)
+        .enqueue("/queue/f", 1001, 0, &headers(), &body)
         .expect("room again after reclaim");
     wait(&journal, c);
 }
@@ -263,7 +269,7 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
     let dir = tempdir();
     let (journal, _) = open(&config(&dir)).expect("open");
     let (c, pin) = journal
-        .enqueue("/queue/tx", 1, &headers(), b"before")
+        .enqueue("/queue/tx", 1, 0, &headers(), b"before")
         .expect("room");
     std::mem::forget(pin);
     wait(&journal, c);
@@ -271,7 +277,7 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
         let mut pins = Vec::new();
         for id in 2..=4 {
             let (c, pin) = journal
-                .enqueue("/queue/tx", id, &headers(), b"in the transaction")
+                .enqueue("/queue/tx", id, 0, &headers(), b"in the transaction")
                 .expect("room");
             // Inside a group nothing is written yet: the group's completion counts.
             assert_eq!(c, Completion::DONE);
@@ -294,7 +300,7 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
     let dir = tempdir();
     let (journal, _) = open(&config(&dir)).expect("open");
     let (c, pin) = journal
-        .enqueue("/queue/tx", 1, &headers(), b"before")
+        .enqueue("/queue/tx", 1, 0, &headers(), b"before")
         .expect("room");
     std::mem::forget(pin);
     wait(&journal, c);
@@ -302,7 +308,7 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
         let pins: Vec<JournalPin> = (2..=4)
             .map(|id| {
                 journal
-                    .enqueue("/queue/tx", id, &headers(), b"in the transaction")
+                    .enqueue("/queue/tx", id, 0, &headers(), b"in the transaction")
                     .expect("room")
                     .1
             })

@@ -287,8 +287,7 @@ fn queue_policy(
         max_length,
         max_length_bytes,
         overflow,
-        durable: true,
-        memory_window_bytes: 8 << 20,
+        ..crate::broker::QueuePolicy::unlimited()
     }
 }
 

@@ -1,0 +1,785 @@
+//! `/queue/NAME`: each message to exactly one consumer, round-robin over
+//! the consumers that have prefetch credit left; higher priorities first,
+//! FIFO within one; delayed messages held back until due; expired ones
+//! never delivered; messages that keep failing set aside (dead-lettered).
+
+mod backlog;
+
+use std::sync::{Arc, Mutex};
+
+use stomp_codec::ByteString;
+
+use super::clock::Clock;
+use super::dead_letter::{DeadLetter, DeadLetters, DeathReason};
+use super::dedup::{Claim, DedupWindow};
+use super::memory::Memory;
+use super::message::{AckMode, Delivery, Message};
+use super::policy::{Overflow, QueuePolicy};
+use super::timers::Timers;
+use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
+use crate::outbox::Outbox;
+use crate::store::{Completion, Journal, JournalPin, Lsn};
+use backlog::{Backlog, Pending};
+
+/// Shortest time between two scans of a queue for expired messages: each
+/// scan walks the messages in memory, so many distinct expiry times must
+/// not cost a walk each.
+const EXPIRY_SCAN_MS: u64 = 100;
+
+#[derive(Debug)]
+struct Consumer {
+    session: SessionId,
+    subscription: SubscriptionId,
+    ack: AckMode,
+    outbox: Arc<Outbox>,
+    /// Deliveries handed out and not yet settled (acked, nacked, or, for
+    /// `auto`, written to the socket).
+    in_flight: usize,
+    prefetch: usize,
+    /// Its ack deadline, ms (0: none).
+    ack_timeout_ms: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    backlog: Backlog,
+    consumers: Vec<Consumer>,
+    /// Index of the consumer that gets the next message.
+    next: usize,
+    /// The wake-up asked of the broker's timers (0: none).
+    wake_at: u64,
+    /// When expired messages were last looked for.
+    last_scan_ms: u64,
+}
+
+impl State {
+    /// Gives a consumer back credit for `count` settled deliveries. A
+    /// consumer that has gone meanwhile has nothing to get back.
+    fn return_credit(&mut self, session: SessionId, subscription: &SubscriptionId, count: usize) {
+        if let Some(c) = self
+            .consumers
+            .iter_mut()
+            .find(|c| c.session == session && &c.subscription == subscription)
+        {
+            c.in_flight = c.in_flight.saturating_sub(count);
+        }
+    }
+}
+
+/// What a queue shares with the rest of the broker.
+#[derive(Debug, Clone)]
+pub struct QueueEnv {
+    /// Where durable messages are kept, if anywhere.
+    pub journal: Option<Arc<Journal>>,
+    /// What messages read back from disk are charged to.
+    pub memory: Arc<Memory>,
+    /// Now, for delays and expiry.
+    pub clock: Arc<Clock>,
+    /// Where a queue asks to be woken for its next delay or expiry.
+    pub timers: Arc<Timers>,
+    /// Where messages it gives up on go.
+    pub dead_letters: Arc<DeadLetters>,
+}
+
+/// One queue. Its lock is held only to move messages between the queue
+/// and consumers' outboxes; it is never held across an await, and no
+/// other queue's lock is taken under it.
+#[derive(Debug)]
+pub struct QueueDestination {
+    name: ByteString,
+    policy: QueuePolicy,
+    /// Where its dead letters go (`None`: dropped and counted).
+    dead_letter: Option<ByteString>,
+    state: Mutex<State>,
+    /// Deduplication ids seen; created with the first one.
+    dedup: Mutex<Option<DedupWindow>>,
+    env: QueueEnv,
+}
+
+/// A consumer's place in a queue, as given to [`QueueDestination::subscribe`].
+#[derive(Debug)]
+pub struct ConsumerSpec {
+    /// The subscribing session.
+    pub session: SessionId,
+    /// The client's id for the subscription.
+    pub subscription: SubscriptionId,
+    /// How it acknowledges.
+    pub ack: AckMode,
+    /// At most this many unsettled deliveries at once.
+    pub prefetch: usize,
+    /// Where its deliveries go.
+    pub outbox: Arc<Outbox>,
+    /// Its own ack deadline (`x-ack-timeout`), ms; 0 takes the queue policy's.
+    pub ack_timeout_ms: u32,
+}
+
+impl QueueDestination {
+    pub(crate) fn new(name: String, policy: QueuePolicy, env: QueueEnv) -> Arc<QueueDestination> {
+        let dead_letter = policy.dead_letter_target(&name);
+        Arc::new(QueueDestination {
+            name: ByteString::from(name),
+            policy,
+            dead_letter,
+            state: Mutex::new(State::default()),
+            dedup: Mutex::new(None),
+            env,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue's destination name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The limits that apply to this queue.
+    pub fn policy(&self) -> &QueuePolicy {
+        &self.policy
+    }
+
+    /// Where its dead letters go.
+    pub fn dead_letter_target(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+
+    /// Whether messages sent here are stored in the journal by default.
+    pub fn is_durable(&self) -> bool {
+        self.env.journal.is_some() && self.policy.durable
+    }
+
+    /// Whether messages wait on disk: new ones must too, behind them, to
+    /// keep the queue's order (even `persistent:false` ones).
+    pub fn is_paging(&self) -> bool {
+        self.env.journal.is_some() && self.lock().backlog.paged() > 0
+    }
+
+    /// Puts messages recovered from the journal in place, ahead of any
+    /// new ones, marked redelivered (whether an earlier delivery reached a
+    /// consumer before the restart cannot be known), each with its count
+    /// of failed deliveries.
+    pub fn restore(&self, messages: Vec<(Arc<Message>, u32)>) {
+        let now = self.env.clock.now_ms();
+        let mut state = self.lock();
+        for (message, deliveries) in messages {
+            let pending = Pending {
+                message,
+                deliveries,
+                redelivered: true,
+            };
+            if pending.message.terms.held_back(now) {
+                state.backlog.push_delayed(pending);
+            } else {
+                state.backlog.push_back(pending);
+            }
+        }
+        self.schedule(&mut state, now);
+        self.dispatch(&mut state);
+    }
+
+    /// Puts recovered messages that stay on disk behind those restored in
+    /// memory: their pins, priorities and failed-delivery counts.
+    pub fn restore_paged(&self, pins: Vec<(JournalPin, u8, u32)>, written_by: Lsn) {
+        let mut state = self.lock();
+        for (pin, priority, returned) in pins {
+            state.backlog.push_recovered_paged(priority, pin, returned);
+        }
+        state.backlog.paged_lsn = state.backlog.paged_lsn.max(written_by);
+        self.dispatch(&mut state);
+    }
+
+    /// Reads the oldest paged messages of a level back into memory, about
+    /// half the memory window's worth (at least one). A record that cannot
+    /// be read (its write failed, so its publisher was told) is dropped
+    /// and logged.
+    fn page_in(&self, state: &mut State, level: usize) {
+        let Some(journal) = &self.env.journal else {
+            return;
+        };
+        let budget = (self.policy.memory_window_bytes / 2).max(1);
+        let pins = state.backlog.take_paged(level, budget);
+        let refs: Vec<_> = pins.iter().filter_map(|(p, _, _)| p.record()).collect();
+        let mut read = journal.read(&refs, state.backlog.paged_lsn).into_iter();
+        for (pin, recovered, deliveries) in pins {
+            let stored = match read.next() {
+                Some(Ok(stored)) => stored,
+                Some(Err(e)) => {
+                    tracing::error!(destination = %self.name, error = %e, "journal: a paged-out message could not be read back and is lost");
+                    continue;
+                }
+                None => continue,
+            };
+            let message = Message::stored(
+                self.name.clone(),
+                stored,
+                &self.env.memory,
+                pin,
+                self.policy.message_ttl_ms,
+            );
+            state.backlog.push_back(Pending {
+                message: Arc::new(message),
+                deliveries,
+                redelivered: recovered,
+            });
+        }
+    }
+
+    /// Whether `count` more messages of `bytes` in all would be accepted now.
+    pub fn has_room(&self, count: usize, bytes: u64) -> bool {
+        // The common queue has no limits: no lock taken on the SEND path.
+        if self.policy.overflow != Overflow::RejectPublish || self.policy.is_unlimited() {
+            return true;
+        }
+        let state = self.lock();
+        self.policy.fits(
+            state.backlog.count(),
+            state.backlog.total_bytes(),
+            count,
+            bytes,
+        )
+    }
+
+    /// Whether a SEND with deduplication id `id` is new (enqueue it, then
+    /// [`record_dedup`](Self::record_dedup)), or a repeat within the
+    /// policy's window (confirm it when the first is safe, enqueue nothing).
+    pub fn claim_dedup(&self, id: &ByteString) -> Claim {
+        let now = self.env.clock.now_ms();
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        dedup
+            .get_or_insert_with(|| self.new_dedup_window())
+            .claim(id, now)
+    }
+
+    fn new_dedup_window(&self) -> DedupWindow {
+        DedupWindow::new(
+            self.policy.dedup_window_secs.saturating_mul(1000),
+            self.policy.dedup_window_ids,
+            self.env.memory.clone(),
+        )
+    }
+
+    /// Completes a claim: the message is enqueued, safe once `written`.
+    pub fn record_dedup(&self, id: &ByteString, written: Completion, pin: Option<JournalPin>) {
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(window) = dedup.as_mut() {
+            window.record(id, written, pin);
+        }
+    }
+
+    /// Gives up a claim whose message was refused.
+    pub fn release_dedup(&self, id: &ByteString) {
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(window) = dedup.as_mut() {
+            window.release(id);
+        }
+    }
+
+    /// Puts back a deduplication id recovered from the journal, if it is
+    /// still within the window.
+    pub fn restore_dedup(&self, id: ByteString, at_ms: u64, pin: Option<JournalPin>) {
+        let now = self.env.clock.now_ms();
+        let window_ms = self.policy.dedup_window_secs.saturating_mul(1000);
+        if at_ms.saturating_add(window_ms) <= now {
+            return;
+        }
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        dedup
+            .get_or_insert_with(|| self.new_dedup_window())
+            .restore(id, at_ms, pin);
+    }
+
+    /// Deduplication ids held.
+    pub fn dedup_len(&self) -> usize {
+        self.dedup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, DedupWindow::len)
+    }
+
+    /// Appends a message and hands out what the consumers can take. A
+    /// full queue refuses it (`reject-publish`) or makes room by dropping
+    /// (`drop-head`) or dead-lettering (`dead-letter`) its oldest messages
+    /// of the lowest priority; returns how many went. `written_by` is the
+    /// completion of its journal record, if any.
+    pub fn enqueue(
+        &self,
+        message: Arc<Message>,
+        written_by: Completion,
+    ) -> Result<usize, QueueFull> {
+        let mut state = self.lock();
+        let size = message.charge.bytes() as u64;
+        let mut dropped = 0;
+        if !self.policy.is_unlimited()
+            && !self
+                .policy
+                .fits(state.backlog.count(), state.backlog.total_bytes(), 1, size)
+        {
+            if self.policy.overflow == Overflow::RejectPublish {
+                return Err(self.full());
+            }
+            let mut settled = Vec::new();
+            while state.backlog.count() > 0
+                && !self
+                    .policy
+                    .fits(state.backlog.count(), state.backlog.total_bytes(), 1, size)
+            {
+                let Some(gone) = self.pop_lowest(&mut state) else {
+                    break;
+                };
+                dropped += 1;
+                if self.policy.overflow == Overflow::DeadLetter {
+                    self.dead(gone, DeathReason::Overflow);
+                } else if gone.message.is_durable() {
+                    settled.push(gone.message.id.number());
+                }
+            }
+            if let Some(journal) = &self.env.journal {
+                // Dropped for good: a restart must not bring them back.
+                let _ = journal.settle(&self.name, &settled);
+            }
+        }
+        let now = if message.terms.deliver_at_ms != 0 {
+            self.env.clock.now_ms()
+        } else {
+            0
+        };
+        if message.terms.held_back(now) {
+            state.backlog.push_delayed(Pending::new(message));
+            self.schedule(&mut state, now);
+            return Ok(dropped);
+        }
+        if let Some(message) = self.place(&mut state, message, written_by.lsn().unwrap_or(0)) {
+            state.backlog.push_back(Pending::new(message));
+        }
+        if state.backlog.expiring > 0 {
+            let now = self.env.clock.now_ms();
+            self.schedule(&mut state, now);
+        }
+        self.dispatch(&mut state);
+        Ok(dropped)
+    }
+
+    /// Pages a new (or newly due) durable message out when its level
+    /// already waits on disk or memory is past the window: returns the
+    /// message when it stays in memory.
+    fn place(
+        &self,
+        state: &mut State,
+        message: Arc<Message>,
+        written_by: Lsn,
+    ) -> Option<Arc<Message>> {
+        let window = self.policy.memory_window_bytes;
+        let size = message.charge.bytes() as u64;
+        let priority = message.terms.priority;
+        let page = window > 0
+            && message.journal.as_ref().is_some_and(JournalPin::readable)
+            && (state.backlog.level_is_paging(priority) || state.backlog.bytes + size > window);
+        if !page {
+            return Some(message);
+        }
+        match Arc::try_unwrap(message) {
+            Ok(mut m) => match m.journal.take() {
+                // The body and headers go; the record says where they are.
+                Some(pin) => {
+                    state.backlog.push_paged(priority, pin, written_by);
+                    None
+                }
+                None => Some(Arc::new(m)),
+            },
+            Err(shared) => Some(shared),
+        }
+    }
+
+    /// The oldest message of the lowest priority: what a full queue lets go.
+    fn pop_lowest(&self, state: &mut State) -> Option<Pending> {
+        if let Some(p) = state.backlog.pop_lowest() {
+            return Some(p);
+        }
+        let level = state.backlog.lowest_paged_level()?;
+        self.page_in(state, level);
+        state.backlog.pop_lowest()
+    }
+
+    /// The refusal of a SEND to this queue when it is full.
+    pub fn full(&self) -> QueueFull {
+        QueueFull {
+            destination: self.name.to_string(),
+            max_length: self.policy.max_length,
+            max_length_bytes: self.policy.max_length_bytes,
+        }
+    }
+
+    /// Bytes of the messages waiting for a consumer, in memory and on disk.
+    pub fn depth_bytes(&self) -> u64 {
+        self.lock().backlog.total_bytes()
+    }
+
+    /// Messages waiting on disk, not in memory.
+    pub fn paged(&self) -> usize {
+        self.lock().backlog.paged()
+    }
+
+    /// Adds a consumer and gives it what is waiting.
+    pub fn subscribe(&self, spec: ConsumerSpec) {
+        let mut state = self.lock();
+        let ack_timeout_ms = match spec.ack_timeout_ms {
+            0 => u32::try_from(self.policy.ack_timeout_ms).unwrap_or(u32::MAX),
+            own => own,
+        };
+        state.consumers.push(Consumer {
+            session: spec.session,
+            subscription: spec.subscription,
+            ack: spec.ack,
+            outbox: spec.outbox,
+            in_flight: 0,
+            prefetch: spec.prefetch.max(1),
+            ack_timeout_ms: if spec.ack.needs_ack() {
+                ack_timeout_ms
+            } else {
+                0
+            },
+        });
+        self.dispatch(&mut state);
+    }
+
+    /// Removes a consumer. Its unsettled messages come back through [`requeue`](Self::requeue).
+    pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {
+        let mut state = self.lock();
+        state
+            .consumers
+            .retain(|c| !(c.session == session && &c.subscription == subscription));
+        if state.next >= state.consumers.len() {
+            state.next = 0;
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Settles deliveries of one consumer that were acked or, for auto
+    /// mode, written out: the consumer gets its credit back, more messages
+    /// may flow, and the durable ones are recorded as done.
+    pub fn settle(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        tags: &[DeliveryTag],
+    ) -> Completion {
+        let completion = match &self.env.journal {
+            Some(journal) if tags.iter().any(|t| t.durable) => {
+                let ids: Vec<u64> = tags
+                    .iter()
+                    .filter(|t| t.durable)
+                    .map(|t| t.message)
+                    .collect();
+                journal.settle(&self.name, &ids)
+            }
+            _ => Completion::DONE,
+        };
+        let mut state = self.lock();
+        state.return_credit(session, subscription, tags.len());
+        self.dispatch(&mut state);
+        completion
+    }
+
+    /// Puts deliveries that failed (NACK, an ack deadline passed, the
+    /// consumer went) back at the head of their levels, in order, marked
+    /// redelivered with one more failed delivery counted, and returns the
+    /// consumer's credit. One that reaches the policy's `max_deliveries`
+    /// is dead-lettered instead.
+    pub fn requeue(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        messages: Vec<(Arc<Message>, u32)>,
+    ) {
+        let count = messages.len();
+        let durable: Vec<u64> = messages
+            .iter()
+            .filter(|(m, _)| m.is_durable())
+            .map(|(m, _)| m.id.number())
+            .collect();
+        if let Some(journal) = &self.env.journal {
+            journal.returned(&self.name, &durable);
+        }
+        let mut state = self.lock();
+        for (message, deliveries) in messages.into_iter().rev() {
+            let pending = Pending {
+                message,
+                deliveries: deliveries.saturating_add(1),
+                redelivered: true,
+            };
+            let limit = self.policy.max_deliveries;
+            if limit > 0 && pending.deliveries >= limit {
+                self.dead(pending, DeathReason::MaxDeliveries);
+            } else {
+                state.backlog.push_front(pending);
+            }
+        }
+        state.return_credit(session, subscription, count);
+        self.dispatch(&mut state);
+    }
+
+    /// Dead-letters deliveries the consumer rejected (`NACK` with
+    /// `requeue:false`) and returns its credit.
+    pub fn reject(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        messages: Vec<(Arc<Message>, u32)>,
+    ) {
+        let mut state = self.lock();
+        let count = messages.len();
+        for (message, deliveries) in messages {
+            let pending = Pending {
+                message,
+                deliveries: deliveries.saturating_add(1),
+                redelivered: true,
+            };
+            self.dead(pending, DeathReason::Rejected);
+        }
+        state.return_credit(session, subscription, count);
+        self.dispatch(&mut state);
+    }
+
+    /// Puts back deliveries that never reached their session (it closed
+    /// with them still in its outbox). They were never seen, so they keep
+    /// their marks.
+    pub fn return_undelivered(&self, deliveries: Vec<Delivery>) {
+        let mut state = self.lock();
+        for d in deliveries.into_iter().rev() {
+            state.backlog.push_front(Pending {
+                message: d.message,
+                deliveries: d.delivery_count.unwrap_or(0),
+                redelivered: d.redelivered,
+            });
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Sends a message to this queue's dead-letter destination (by way of
+    /// the broker, after the lock is let go).
+    fn dead(&self, pending: Pending, reason: DeathReason) {
+        self.env.dead_letters.push(DeadLetter {
+            message: pending.message,
+            reason,
+            target: self.dead_letter.clone(),
+        });
+    }
+
+    /// Delayed messages that fell due go to their levels; expired ones
+    /// are taken out. Called by the broker when the timers say so.
+    pub fn tick(&self) {
+        let now = self.env.clock.now_ms();
+        let mut state = self.lock();
+        state.wake_at = 0;
+        for pending in state.backlog.take_due(now) {
+            if pending.message.terms.expired(now) {
+                self.dead(pending, DeathReason::Expired);
+                continue;
+            }
+            let Pending {
+                message,
+                deliveries,
+                redelivered,
+            } = pending;
+            if let Some(message) = self.place(&mut state, message, 0) {
+                state.backlog.push_back(Pending {
+                    message,
+                    deliveries,
+                    redelivered,
+                });
+            }
+        }
+        if state.backlog.expiring > 0 && state.backlog.earliest_expiry < now {
+            state.last_scan_ms = now;
+            for pending in state.backlog.take_expired(now) {
+                self.dead(pending, DeathReason::Expired);
+            }
+        }
+        self.schedule(&mut state, now);
+        self.dispatch(&mut state);
+    }
+
+    /// Asks the broker's timers for a tick at the next delay or expiry.
+    fn schedule(&self, state: &mut State, now: u64) {
+        let expiry = (state.backlog.expiring > 0)
+            .then(|| (state.backlog.earliest_expiry + 1).max(state.last_scan_ms + EXPIRY_SCAN_MS));
+        let next = match (state.backlog.next_due(), expiry) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        if state.wake_at == 0 || next < state.wake_at || state.wake_at < now {
+            state.wake_at = next;
+            self.env.timers.wake(&self.name, next);
+        }
+    }
+
+    /// Writes the journal records of waiting messages held in journal
+    /// segment `segment` again at the journal's end, so that segment can be
+    /// deleted. A message someone else also holds (being delivered) is
+    /// left; it is settled or back here soon. Returns how many moved.
+    pub fn compact(&self, segment: u64) -> Compacted {
+        let mut done = Compacted::default();
+        let Some(journal) = &self.env.journal else {
+            return done;
+        };
+        let mut state = self.lock();
+        for pending in state.backlog.iter_mut() {
+            if pending
+                .message
+                .journal
+                .as_ref()
+                .is_none_or(|pin| pin.segment() != segment)
+            {
+                continue;
+            }
+            if let Some(m) = Arc::get_mut(&mut pending.message) {
+                // Under the queue's lock: no ACK of it can be written in between.
+                let (written, pin) = journal.re_enqueue(
+                    &self.name,
+                    m.id.number(),
+                    m.terms.at_ms,
+                    &m.headers,
+                    &m.body,
+                );
+                done.add(m.journal.replace(pin), written);
+            }
+        }
+        done
+    }
+
+    /// No messages, consumers or deduplication ids: nothing would be lost
+    /// by forgetting it.
+    pub fn is_idle(&self) -> bool {
+        let idle = {
+            let state = self.lock();
+            state.backlog.count() == 0 && state.consumers.is_empty()
+        };
+        idle && self.dedup_len() == 0
+    }
+
+    /// Messages waiting for a consumer, in memory, on disk and delayed.
+    pub fn depth(&self) -> usize {
+        self.lock().backlog.count()
+    }
+
+    /// Hands messages to consumers round-robin while any has credit,
+    /// highest priority first. Called with the lock held.
+    fn dispatch(&self, state: &mut State) {
+        if state.consumers.is_empty() {
+            return;
+        }
+        if state.backlog.paged() > 0
+            && state.backlog.bytes < self.policy.memory_window_bytes / 2
+            && let Some(level) = state.backlog.highest_paged_level()
+        {
+            // Read ahead before memory runs dry, so consumers keep going.
+            self.page_in(state, level);
+        }
+        let mut now = None;
+        loop {
+            let n = state.consumers.len();
+            let Some(offset) = (0..n).find(|i| {
+                let c = &state.consumers[(state.next + i) % n];
+                c.in_flight < c.prefetch
+            }) else {
+                return;
+            };
+            let Some((level, on_disk)) = state.backlog.next_level() else {
+                return;
+            };
+            if on_disk {
+                self.page_in(state, level);
+                continue;
+            }
+            let Some(pending) = state.backlog.pop_front(level) else {
+                return;
+            };
+            if pending.message.terms.expires_at_ms != 0
+                && pending
+                    .message
+                    .terms
+                    .expired(*now.get_or_insert_with(|| self.env.clock.now_ms()))
+            {
+                self.dead(pending, DeathReason::Expired);
+                continue;
+            }
+            let index = (state.next + offset) % n;
+            let consumer = &mut state.consumers[index];
+            let tag = DeliveryTag {
+                destination: pending.message.destination.clone(),
+                message: pending.message.id.number(),
+                durable: pending.message.is_durable(),
+            };
+            let delivery = Delivery {
+                subscription: consumer.subscription.clone(),
+                message: pending.message,
+                redelivered: pending.redelivered,
+                ack: consumer.ack,
+                tag: Some(tag),
+                history: false,
+                control: false,
+                delivery_count: Some(pending.deliveries),
+                ack_timeout_ms: consumer.ack_timeout_ms,
+            };
+            match consumer.outbox.push_queue(delivery) {
+                Ok(()) => {
+                    consumer.in_flight += 1;
+                    state.next = (index + 1) % n;
+                }
+                Err(back) => {
+                    // The session is closing and will unsubscribe; stop
+                    // offering it messages until then.
+                    consumer.in_flight = consumer.prefetch;
+                    state.backlog.push_front(Pending {
+                        message: back.message,
+                        deliveries: back.delivery_count.unwrap_or(0),
+                        redelivered: back.redelivered,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// What a compaction moved: the old records' pins, to be let go only once
+/// the new records are on disk (until then the old segment must stay).
+#[derive(Debug, Default)]
+pub struct Compacted {
+    /// Pins of the old records.
+    pub old: Vec<JournalPin>,
+    /// When the new records are on disk.
+    pub written: Completion,
+}
+
+impl Compacted {
+    pub(crate) fn add(&mut self, old: Option<JournalPin>, written: Completion) {
+        self.old.extend(old);
+        self.written = self.written.and(written);
+    }
+
+    /// Folds another compaction's result into this one.
+    pub fn merge(&mut self, other: Compacted) {
+        self.old.extend(other.old);
+        self.written = self.written.and(other.written);
+    }
+}
+
+/// A SEND refused because its queue is at a limit of its policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "queue {destination} is full (max_length {max_length}, max_length_bytes {max_length_bytes}; 0 means no limit)"
+)]
+pub struct QueueFull {
+    /// The queue.
+    pub destination: String,
+    /// Its message limit.
+    pub max_length: usize,
+    /// Its byte limit.
+    pub max_length_bytes: u64,
+}
