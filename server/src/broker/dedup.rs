@@ -26,7 +26,7 @@ struct Seen {
 /// What a SEND's id found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// First sight: enqueue it, then [`DedupWindow::record`] it.
+    /// First sight: enqueue it, then record it as enqueued.
     New,
     /// Seen within the window: confirm once this completes, enqueue nothing.
     Duplicate(Completion),
