@@ -518,6 +518,15 @@ impl QueueDestination {
             }
         }
         state.return_credit(session, subscription, count);
+        // Offered to the next consumer first: one that let a message go
+        // (or sat on it past its deadline) is the worst one to get it back.
+        if let Some(i) = state
+            .consumers
+            .iter()
+            .position(|c| c.session == session && &c.subscription == subscription)
+        {
+            state.next = (i + 1) % state.consumers.len();
+        }
         self.dispatch(&mut state);
     }
 

@@ -11,6 +11,7 @@ use super::driver::Outgoing;
 use super::*;
 use crate::outbox::{Outbox, SlowConsumerPolicy};
 
+mod delivery;
 mod safety;
 
 struct Client {
