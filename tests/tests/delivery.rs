@@ -119,6 +119,8 @@ async fn rejected_and_repeatedly_failing_messages_land_in_the_dead_letter_queue(
         assert_eq!(d.headers.get("x-death-count"), Some("1"));
     }
     w.expect_nothing(Duration::from_millis(200)).await;
+    let health = integration_tests::http_get(server.http_addr(), "/health").await;
+    assert!(health.contains("\"dead_lettered\":2"), "{health}");
     server.shutdown().await;
 }
 
@@ -195,6 +197,8 @@ async fn a_retried_send_with_the_same_dedup_id_is_enqueued_once() {
     c.subscribe("s", "/queue/payments", "auto", &[]).await;
     assert_eq!(body(&c.messages(1).await[0]), "charge 10 EUR");
     c.expect_nothing(Duration::from_millis(200)).await;
+    let health = integration_tests::http_get(server.http_addr(), "/health").await;
+    assert!(health.contains("\"duplicates\":2"), "{health}");
     server.shutdown().await;
 }
 

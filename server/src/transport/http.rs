@@ -60,6 +60,10 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
         "memory_alarm": memory.alarm(),
         "memory_alarms": memory.alarms(),
         "headers_dropped": state.broker.stats().headers_dropped(),
+        "dropped_from_queues": state.broker.stats().dropped_from_queues(),
+        "dead_lettered": state.broker.stats().dead_lettered(),
+        "dead_letters_dropped": state.broker.stats().dead_letters_dropped(),
+        "duplicates": state.broker.stats().duplicates(),
         // null when running in memory only.
         "journal": state.broker.journal().map(|j| {
             let s = j.stats();
