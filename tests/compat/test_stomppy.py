@@ -7,6 +7,7 @@ Every wait is bounded.
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -167,3 +168,16 @@ def test_error_frame_reaches_the_client(broker):
     rec.wait(lambda: rec.errors, "an ERROR frame")
     assert "awaiting acknowledgement" in rec.errors[0].headers["message"]
     rec.wait(lambda: rec.disconnected, "the broker to close the connection")
+
+
+def test_the_readme_worker_pool_example_runs(broker):
+    """examples/worker_pool.py, as the README shows it: every job done or
+    dead-lettered, a hung worker's job taken over at its ack deadline."""
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "worker_pool.py")
+    run = subprocess.run(
+        [sys.executable, example, "--port", str(broker), "--queue", f"pool-{uuid.uuid4()}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "done 17, dead-lettered 3" in run.stdout, run.stdout
+    assert run.stdout.count("(rejected)") == 3, run.stdout
