@@ -526,37 +526,45 @@ pub fn encode_message(
 ) -> Result<(), EncodeError> {
     let message = &delivery.message;
     let mut ack_text = itoa::Buffer::new();
-    let ack = ack_id.map(|n| ("ack", ack_text.format(n)));
     let mut position_text = itoa::Buffer::new();
     let mut count_text = itoa::Buffer::new();
-    let count = delivery
-        .delivery_count
-        .map(|n| ("x-delivery-count", count_text.format(n)));
-    let stream = message.stream.as_ref().map(|s| {
-        [
-            ("x-stream-epoch", &*s.epoch),
-            ("x-stream-position", position_text.format(s.position)),
-        ]
-    });
-    let headers = [
-        ("subscription", delivery.subscription.as_str()),
-        ("message-id", message.id.as_str()),
-        ("destination", &*message.destination),
-    ]
-    .into_iter()
-    .chain(ack)
-    .chain(delivery.redelivered.then_some(("redelivered", "true")))
-    .chain(count)
-    .chain(stream.into_iter().flatten())
-    .chain(delivery.history.then_some(("x-history", "true")))
+    // The broker's own headers in a small array, then the message's: a
+    // chain of one adapter per optional header cost every header a walk
+    // down the whole chain (about 900 instructions a MESSAGE for one more
+    // optional header, callgrind on bench queue).
+    let mut own: [(&str, &str); 10] = [("", ""); 10];
+    let mut n = 0;
+    macro_rules! put {
+        ($header:expr) => {{
+            own[n] = $header;
+            n += 1;
+        }};
+    }
+    put!(("subscription", delivery.subscription.as_str()));
+    put!(("message-id", message.id.as_str()));
+    put!(("destination", &*message.destination));
+    if let Some(id) = ack_id {
+        put!(("ack", ack_text.format(id)));
+    }
+    if delivery.redelivered {
+        put!(("redelivered", "true"));
+    }
+    if let Some(count) = delivery.delivery_count {
+        put!(("x-delivery-count", count_text.format(count)));
+    }
+    if let Some(s) = &message.stream {
+        put!(("x-stream-epoch", &s.epoch));
+        put!(("x-stream-position", position_text.format(s.position)));
+    }
+    if delivery.history {
+        put!(("x-history", "true"));
+    }
     // Durable by the queue's policy without the SEND saying so: the
     // receiver learns it as RabbitMQ's and ActiveMQ's clients expect.
-    .chain(
-        (delivery.tag.as_ref().is_some_and(|t| t.durable)
-            && !message.headers.contains("persistent"))
-        .then_some(("persistent", "true")),
-    )
-    .chain(message.headers.iter());
+    if delivery.tag.as_ref().is_some_and(|t| t.durable) && !message.headers.contains("persistent") {
+        put!(("persistent", "true"));
+    }
+    let headers = own[..n].iter().copied().chain(message.headers.iter());
     encode_frame(Command::Message, headers, &message.body, version, dst)
 }
 

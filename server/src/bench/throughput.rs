@@ -55,6 +55,10 @@ pub struct QueueArgs {
     /// x-queue-type:quorum for a RabbitMQ quorum queue.
     #[arg(long = "header", value_name = "NAME:VALUE")]
     pub headers: Vec<String>,
+    /// Give the SENDs `priority` 0 to 9 in turn (JMS priorities), so the
+    /// queue orders across every level.
+    #[arg(long)]
+    pub priorities: bool,
 }
 
 /// `fanout` options.
@@ -156,6 +160,8 @@ struct SendOptions {
     transient: bool,
     /// Extra headers on every SEND.
     headers: Vec<(String, String)>,
+    /// `priority` 0 to 9 in turn.
+    priorities: bool,
     /// RECEIPTs that came before an earlier SEND's.
     out_of_order: Arc<AtomicU64>,
 }
@@ -167,6 +173,7 @@ impl SendOptions {
             confirm: None,
             transient: false,
             headers: Vec::new(),
+            priorities: false,
             out_of_order: Arc::default(),
         }
     }
@@ -200,6 +207,10 @@ async fn produce(
         let mut frame = Frame::new(Command::Send).header("destination", destination.as_str());
         for (n, v) in &options.headers {
             frame = frame.header(n.as_str(), v.as_str());
+        }
+        if options.priorities {
+            const LEVELS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+            frame = frame.header("priority", LEVELS[(seq % 10) as usize]);
         }
         if let Some(window) = &window {
             let permit = match window.try_acquire() {
@@ -377,6 +388,7 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
         confirm: args.persistent.then_some(args.window),
         transient: args.transient,
         headers: extra.clone(),
+        priorities: args.priorities,
         out_of_order: Arc::default(),
     };
     let per_producer = args.messages.div_ceil(args.producers as u64);
