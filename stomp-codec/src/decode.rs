@@ -550,6 +550,10 @@ fn known_name(name: &[u8]) -> Option<&'static str> {
         b"server" => "server",
         b"message" => "message",
         b"redelivered" => "redelivered",
+        b"persistent" => "persistent",
+        b"priority" => "priority",
+        b"expires" => "expires",
+        b"expiration" => "expiration",
         _ => return None,
     })
 }
