@@ -9,6 +9,8 @@
 #        QUICK=1 scripts/bench-compare.sh    (smaller runs, to check the script)
 #        ONLY=durable scripts/bench-compare.sh (durable messages alone; the
 #             page then shows only those rows)
+#        ONLY=delivery scripts/bench-compare.sh (what priorities and ack
+#             deadlines cost a queue; docs/benchmarks-delivery.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -195,11 +197,46 @@ durable() {
   stop_broker
 }
 
+# Delivery terms: a queue with priorities, and client acks with an ack
+# deadline, against the plain queue in the same run; RabbitMQ's priority
+# queue alongside. Alternating, three of each; the report shows the median.
+delivery() {
+  local url=stomp://127.0.0.1:62613 q=(queue -p 2 -c 2 -n "$QUEUE_N" -s 128)
+  log "delivery terms: Stompbox"
+  start_stompbox
+  target/release/stompbox bench --url "$url" queue -n 20000 > /dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    SCENARIO_AS=queue-plain run stompbox tcp -- --url "$url" "${q[@]}"
+    SCENARIO_AS=queue-header run stompbox tcp -- --url "$url" "${q[@]}" --header x-tag:5
+    SCENARIO_AS=queue-priorities run stompbox tcp -- --url "$url" "${q[@]}" --priorities
+    SCENARIO_AS=queue-client-ack run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual
+    SCENARIO_AS=queue-ack-deadline run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual --header x-ack-timeout:60000
+  done
+  stop_broker
+  log "delivery terms: RabbitMQ"
+  start_rabbitmq
+  url=stomp://127.0.0.1:62614
+  target/release/stompbox bench --url "$url" "${RABBIT[@]}" queue -n 20000 > /dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    SCENARIO_AS=queue-plain run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" "${q[@]}"
+    SCENARIO_AS=queue-priorities run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" "${q[@]}" --priorities --header x-max-priority:10
+    SCENARIO_AS=queue-client-ack run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" "${q[@]}" --ack client-individual
+  done
+  stop_broker
+}
+
 install_missing
 log "building Stompbox (release)"
 cargo build --release -p stompbox --locked
 
 RABBIT=(--login guest --passcode guest --host /)
+
+if [ "${ONLY:-}" = delivery ]; then
+  delivery
+  python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-delivery.md docs/benchmarks-delivery.svg
+  log "wrote docs/benchmarks-delivery.md"
+  exit 0
+fi
 
 if [ "${ONLY:-}" = durable ]; then
   durable

@@ -61,7 +61,12 @@ def record_error(path, broker, transport, args, error):
 PRIMARY = {"queue": "msgs_per_sec", "fanout": "delivered_per_sec", "latency": "p99_us",
            "chat": "p99_us", "connections": "kib_per_connection",
            "connections-most": "kib_per_connection", "queue-memory": "msgs_per_sec",
-           "queue-persistent": "msgs_per_sec", "queue-quorum": "msgs_per_sec", "fsync": "median_ms"}
+           "queue-persistent": "msgs_per_sec", "queue-quorum": "msgs_per_sec", "fsync": "median_ms",
+           "queue-plain": "msgs_per_sec", "queue-header": "msgs_per_sec",
+           "queue-priorities": "msgs_per_sec", "queue-client-ack": "msgs_per_sec",
+           "queue-ack-deadline": "msgs_per_sec"}
+
+DELIVERY = ("queue-plain", "queue-header", "queue-priorities", "queue-client-ack", "queue-ack-deadline")
 
 
 def annotate(path, pairs):
@@ -75,6 +80,38 @@ def annotate(path, pairs):
     lines[-1] = json.dumps(last) + "\n"
     with open(path, "w") as f:
         f.writelines(lines)
+
+
+def delivery_section(rows):
+    """What priorities and ack deadlines cost a queue, or nothing when not run."""
+    if not any(k[2] in DELIVERY for k in rows):
+        return []
+    out = ["## Delivery terms\n",
+           "`stompbox bench queue`, 2 producers, 2 consumers, 128-byte messages, TCP, in memory. Runs "
+           "alternate between configurations, three of each; the median is shown. Priorities: the SENDs "
+           "cycle `priority` 0 to 9 (`--priorities`); RabbitMQ's queue is declared with "
+           "`x-max-priority:10`. The header row carries one passthrough header of about the same size, "
+           "so the cost of ordering is told apart from the cost of a header on the wire. Ack deadline: "
+           "`x-ack-timeout:60000` on the subscription.\n"]
+    cols = [("queue-plain", "plain queue, auto ack"),
+            ("queue-header", "one extra header (`x-tag:5`)"),
+            ("queue-priorities", "priorities 0 to 9"),
+            ("queue-client-ack", "`client-individual` acks"),
+            ("queue-ack-deadline", "`client-individual` acks with an ack deadline")]
+    out.append("| configuration | Stompbox msgs/s | RabbitMQ msgs/s |")
+    out.append("| --- | --- | --- |")
+    for scenario, label in cols:
+        ours = cell(rows, "stompbox", "tcp", scenario, "msgs_per_sec")[1]
+        theirs = cell(rows, "rabbitmq", "tcp", scenario, "msgs_per_sec")[1]
+        out.append(f"| {label} | {ours} | {theirs} |")
+    v = lambda s: cell(rows, "stompbox", "tcp", s, "msgs_per_sec")[0]
+    share = lambda a, b: f"{v(a) / v(b) * 100:.0f}%" if v(a) and v(b) else "not measured"
+    out.append("\n| target | measured |")
+    out.append("| --- | --- |")
+    out.append(f"| priorities within 15% of the plain queue | {share('queue-priorities', 'queue-plain')} "
+               f"(of the one-header queue: {share('queue-priorities', 'queue-header')}) |")
+    out.append(f"| ack deadlines within 15% of client acks without | {share('queue-ack-deadline', 'queue-client-ack')} |")
+    return out + [""]
 
 
 def durable_section(rows):
@@ -198,11 +235,13 @@ def render(path, md_path, svg_path):
                "message is shown as failed. Latency runs three times and the run with the median p99 is "
                "shown; memory per connection is measured on a freshly started broker.\n")
     if not any(k[2] in {m[0] for m in METRICS} for k in rows):
-        # Only the durable comparison was run.
-        out = ["# Benchmarks: durable messages, Stompbox and RabbitMQ\n",
-               f"Measured {datetime.date.today().isoformat()} by `ONLY=durable scripts/bench-compare.sh`, "
+        # Only the durable or the delivery comparison was run.
+        only = "delivery" if any(k[2] in DELIVERY for k in rows) else "durable"
+        title = "delivery terms" if only == "delivery" else "durable messages"
+        out = [f"# Benchmarks: {title}, Stompbox and RabbitMQ\n",
+               f"Measured {datetime.date.today().isoformat()} by `ONLY={only} scripts/bench-compare.sh`, "
                f"on {machine()}, loopback only, one broker at a time.\n"]
-        out += durable_section(rows)
+        out += durable_section(rows) + delivery_section(rows)
         with open(md_path, "w") as f:
             f.write("\n".join(out) + "\n")
         return
@@ -269,7 +308,7 @@ def render(path, md_path, svg_path):
                    "a tenth of its limit (at most 1,024) in reserve. For 100,000 the tool needs an open-file "
                    "limit of 100,256 and the broker 101,024 (both raise their soft limit to the hard limit "
                    "themselves), and five source addresses at the default 20,000 per address.\n")
-    out += [""] + durable_section(rows)
+    out += [""] + durable_section(rows) + delivery_section(rows)
     with open(md_path, "w") as f:
         f.write("\n".join(out) + "\n")
     with open(svg_path, "w") as f:

@@ -134,5 +134,102 @@ fn render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout, render);
+/// Matching a topic against 100,000 wildcard patterns of which 10 match:
+/// the trie's lookup (uncached) and the cached path a publish takes.
+fn wildcards(c: &mut Criterion) {
+    use stompbox::broker::sublist::Sublist;
+    let mut list: Sublist<u32> = Sublist::default();
+    let mut n = 0u32;
+    // 99,990 patterns over other keys: a.<i>.*, b.#.<i>, c.<i>.>
+    while n < 99_990 {
+        let pattern = match n % 3 {
+            0 => format!("a.k{n}.*"),
+            1 => format!("b.#.k{n}"),
+            _ => format!("c.k{n}.>"),
+        };
+        list.insert(&pattern, n).expect("valid");
+        n += 1;
+    }
+    // And 10 that match "orders.eu.paid".
+    for pattern in [
+        "orders.eu.paid",
+        "orders.*.paid",
+        "orders.#",
+        "orders.>",
+        "*.eu.*",
+        "#.paid",
+        "orders.eu.#",
+        "#",
+        "*.*.*",
+        "orders.#.paid",
+    ] {
+        list.insert(pattern, n).expect("valid");
+        n += 1;
+    }
+    assert_eq!(list.lookup("orders.eu.paid").len(), 10);
+    let mut group = c.benchmark_group("wildcard");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("lookup_100k_patterns_10_match", |b| {
+        b.iter(|| black_box(list.lookup(black_box("orders.eu.paid"))))
+    });
+    group.bench_function("cached_100k_patterns_10_match", |b| {
+        b.iter(|| black_box(list.matches(black_box("orders.eu.paid"))))
+    });
+    group.finish();
+
+    // A publish to a topic with 100 wildcard subscribers, against 100 exact ones.
+    let mut group = c.benchmark_group("route");
+    let broker = Arc::new(Broker::new());
+    let mut subs: Vec<Subscriber> = (0..100)
+        .map(|i| subscriber_pattern(&broker, "/topic/wild.*", i))
+        .collect();
+    let target = broker.destination("/topic/wild.x").expect("topic");
+    let dest = ByteString::from("/topic/wild.x");
+    let body = Bytes::from(vec![b'x'; 128]);
+    let h = headers();
+    let mut drained = Vec::with_capacity(16);
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("wildcard_fanout_100", |b| {
+        b.iter(|| {
+            broker
+                .send_to(&target, dest.clone(), h.clone(), body.clone(), false)
+                .expect("accepted");
+            for s in &mut subs {
+                s.outbox.drain_into(&mut drained);
+                drained.clear();
+            }
+        })
+    });
+    group.finish();
+}
+
+fn subscriber_pattern(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber {
+    let outbox = Arc::new(Outbox::new(1 << 20, SlowConsumerPolicy::Disconnect));
+    let session = Session::new(
+        broker.clone(),
+        Arc::new(SessionSettings::default()),
+        outbox.clone(),
+        true,
+    );
+    let pattern = destination
+        .strip_prefix("/topic/")
+        .expect("a topic pattern");
+    broker
+        .subscribe_pattern(
+            pattern,
+            ConsumerSpec {
+                session: session.id(),
+                subscription: SubscriptionId::from(format!("w{id}").as_str()),
+                ack: AckMode::Auto,
+                prefetch: 1 << 20,
+                outbox: outbox.clone(),
+                ack_timeout_ms: 0,
+            },
+            &TopicOptions::default(),
+        )
+        .expect("valid pattern");
+    Subscriber { outbox, session }
+}
+
+criterion_group!(benches, fanout, render, wildcards);
 criterion_main!(benches);

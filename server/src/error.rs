@@ -79,6 +79,9 @@ pub enum SessionError {
     /// ACK or NACK of something that is not awaiting acknowledgement.
     #[error("no message awaiting acknowledgement has {0}")]
     UnknownAck(String),
+    /// A wildcard subscription that cannot be made.
+    #[error("{0}")]
+    Pattern(String),
     /// ACK or NACK of a delivery taken back because its ack deadline passed.
     #[error(
         "{0} was taken back after its ack deadline of {1} ms and requeued; acknowledge sooner or raise x-ack-timeout"
@@ -125,6 +128,9 @@ impl From<SubscribeError> for SessionError {
     fn from(e: SubscribeError) -> SessionError {
         match e {
             SubscribeError::Destination(e) => SessionError::Destination(e),
+            e @ (SubscribeError::Pattern(_) | SubscribeError::PatternOptions(_)) => {
+                SessionError::Pattern(e.to_string())
+            }
             other => SessionError::Durable(other.to_string()),
         }
     }
@@ -198,6 +204,9 @@ impl SessionError {
             }
             SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
                 "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::Pattern(_) => {
+                "A topic pattern's segments are separated by dots; * matches one segment, # any number (none too), > the rest (one or more, last only). SUBSCRIBE /topic/chat.* receives /topic/chat.general and /topic/chat.random; history, presence and durability need a single topic."
             }
             SessionError::AckExpired(..) => {
                 "A delivery not acknowledged within its subscription's x-ack-timeout (or its queue policy's ack_timeout_ms) goes back to the queue for another consumer; acknowledging it afterwards has no effect. Ask with a receipt header to be told on the RECEIPT (x-error: ack-expired) and keep the connection."

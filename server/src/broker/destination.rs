@@ -26,6 +26,11 @@ pub enum DestinationError {
     /// receivers of STOMP 1.0 and 1.1 could not be sent the name back.
     #[error("destination {0:?} contains a control character; names are printable text")]
     ControlCharacter(String),
+    /// A wildcard pattern where a single destination is needed (SEND).
+    #[error(
+        "{0:?} is a wildcard pattern (a segment is *, # or >): SUBSCRIBE to it, SEND to a single topic"
+    )]
+    Pattern(String),
 }
 
 impl DestinationKind {

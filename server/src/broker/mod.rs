@@ -15,8 +15,10 @@ mod message;
 mod policy;
 mod queue;
 mod stats;
+pub mod sublist;
 pub mod timers;
 mod topic;
+pub mod wildcard;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -106,6 +108,8 @@ pub struct Broker {
     timers: Arc<Timers>,
     /// Messages queues gave up on, to be moved to dead-letter queues.
     dead_letters: Arc<DeadLetters>,
+    /// Wildcard topic subscriptions.
+    wildcards: wildcard::WildcardIndex,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -169,6 +173,7 @@ impl Broker {
             clock: Arc::new(Clock::system()),
             timers: Arc::new(Timers::default()),
             dead_letters: Arc::new(DeadLetters::default()),
+            wildcards: wildcard::WildcardIndex::default(),
         }
     }
 
@@ -379,6 +384,9 @@ impl Broker {
     /// The destination of this name, created on first use.
     pub fn destination(&self, name: &str) -> Result<Destination, DestinationError> {
         let kind = DestinationKind::of(name)?;
+        if kind == DestinationKind::Topic && wildcard::pattern_of(name).is_some() {
+            return Err(DestinationError::Pattern(name.chars().take(100).collect()));
+        }
         let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = map.get(name) {
@@ -513,7 +521,9 @@ impl Broker {
         let Destination::Topic(t) = target else {
             return Ok(Completion::DONE);
         };
-        let (dropped, completion) = t.publish(message)?;
+        let key = t.name().strip_prefix("/topic/").unwrap_or_default();
+        let wild = self.wildcards.matches(key);
+        let (dropped, completion) = t.publish(message, wild.as_deref().unwrap_or_default())?;
         if dropped > 0 {
             tracing::debug!(
                 destination = t.name(),
@@ -746,6 +756,45 @@ impl Broker {
             }
         };
         Ok((target, completion))
+    }
+
+    /// Starts delivering what is published to every topic `pattern`
+    /// matches (`a.*`, `a.#`, `a.>`: see [`sublist`]) to a subscription.
+    /// Live messages only: no history, presence or durability.
+    pub fn subscribe_pattern(
+        &self,
+        pattern: &str,
+        spec: ConsumerSpec,
+        options: &TopicOptions,
+    ) -> Result<(), SubscribeError> {
+        if options.recovery.is_some()
+            || options.presence.is_some()
+            || options.watch_presence
+            || options.durable.is_some()
+        {
+            return Err(SubscribeError::PatternOptions(pattern.to_string()));
+        }
+        self.wildcards
+            .subscribe(
+                pattern,
+                wildcard::WildSub {
+                    session: spec.session,
+                    subscription: spec.subscription,
+                    ack: spec.ack,
+                    outbox: spec.outbox,
+                },
+            )
+            .map_err(|e| SubscribeError::Pattern(e.to_string()))
+    }
+
+    /// Stops a wildcard subscription.
+    pub fn unsubscribe_pattern(
+        &self,
+        pattern: &str,
+        session: SessionId,
+        subscription: &SubscriptionId,
+    ) {
+        self.wildcards.unsubscribe(pattern, session, subscription);
     }
 
     /// Deletes the durable subscription `key`, wherever it is. Returns

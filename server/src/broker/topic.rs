@@ -75,6 +75,14 @@ pub enum SubscribeError {
     /// The subscription needs the journal and the broker runs without one.
     #[error("durable subscriptions need the journal; this broker runs in memory only")]
     NoJournal,
+    /// A wildcard pattern that is not well formed.
+    #[error("{0}")]
+    Pattern(String),
+    /// History, presence or durability asked of a wildcard subscription.
+    #[error(
+        "{0:?} is a wildcard pattern: history (x-history, x-since), presence and durable subscriptions need a single topic"
+    )]
+    PatternOptions(String),
 }
 
 /// Messages a topic keeps for its durable subscriptions at most; a
@@ -383,7 +391,11 @@ impl TopicDestination {
     ///
     /// A message kept in durable history is written to the journal first
     /// (the completion says when it is on disk); a full journal refuses it.
-    pub fn publish(&self, mut message: Message) -> Result<(usize, Completion), JournalError> {
+    pub fn publish(
+        &self,
+        mut message: Message,
+        wildcard: &[super::wildcard::WildSub],
+    ) -> Result<(usize, Completion), JournalError> {
         let mut state = self.lock();
         let now = Instant::now();
         let mut completion = Completion::DONE;
@@ -422,6 +434,24 @@ impl TopicDestination {
         self.trim(&mut state, now);
         let mut dropped = 0;
         for s in state.subscribers.iter() {
+            let delivery = Delivery {
+                subscription: s.subscription.clone(),
+                message: message.clone(),
+                redelivered: false,
+                ack: s.ack,
+                tag: None,
+                history: false,
+                control: false,
+                delivery_count: None,
+                ack_timeout_ms: 0,
+            };
+            if s.outbox.push_topic(delivery) == TopicPush::Dropped {
+                dropped += 1;
+            }
+        }
+        // Under this topic's lock, like its own subscribers: a wildcard
+        // subscriber gets each topic's messages in order.
+        for s in wildcard {
             let delivery = Delivery {
                 subscription: s.subscription.clone(),
                 message: message.clone(),

@@ -70,9 +70,22 @@ impl Verdict {
     }
 }
 
+/// What a subscription of this connection is to.
 #[derive(Debug)]
-struct Subscription {
-    destination: Destination,
+enum Subscription {
+    /// One queue or topic.
+    Destination(Destination),
+    /// Every topic a wildcard pattern matches (the pattern, after `/topic/`).
+    Pattern(String),
+}
+
+impl Subscription {
+    fn stop(&self, broker: &Broker, session: SessionId, id: &SubscriptionId) {
+        match self {
+            Subscription::Destination(d) => d.unsubscribe(session, id),
+            Subscription::Pattern(p) => broker.unsubscribe_pattern(p, session, id),
+        }
+    }
 }
 
 /// The protocol state of one connection.
@@ -517,9 +530,16 @@ impl Session {
             outbox: self.outbox.clone(),
             ack_timeout_ms,
         };
+        if let Some(pattern) = crate::broker::wildcard::pattern_of(&destination) {
+            self.broker.subscribe_pattern(pattern, spec, &options)?;
+            self.subscriptions
+                .insert(id, Subscription::Pattern(pattern.to_string()));
+            return Ok(Flow::Continue);
+        }
         let (destination, completion) = self.broker.subscribe(&destination, spec, options)?;
         self.completion = self.completion.and(completion);
-        self.subscriptions.insert(id, Subscription { destination });
+        self.subscriptions
+            .insert(id, Subscription::Destination(destination));
         Ok(Flow::Continue)
     }
 
@@ -528,7 +548,7 @@ impl Session {
         let Some(subscription) = self.subscriptions.remove(id) else {
             return;
         };
-        subscription.destination.unsubscribe(self.id, id);
+        subscription.stop(&self.broker, self.id, id);
         self.broker.route_dead_letters();
         // Not yet written: back to the queue unmarked (topic copies
         // are dropped); then what was written and not acked, in
@@ -647,7 +667,7 @@ impl Session {
             })
             .collect();
         for (id, subscription) in self.subscriptions.drain() {
-            subscription.destination.unsubscribe(self.id, &id);
+            subscription.stop(&self.broker, self.id, &id);
         }
         // Never-seen deliveries first, then the unacked ones in front of
         // them, so the queue's order is what it was.

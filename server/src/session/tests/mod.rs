@@ -650,3 +650,98 @@ fn a_client_gets_the_heart_beats_it_asks_for_down_to_the_floor() {
         );
     }
 }
+
+#[test]
+fn wildcard_subscriptions_match_by_segment() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(subscribe("one", "/topic/news.*", "auto"));
+    c.send(subscribe("all", "/topic/news.#", "auto"));
+    c.send(subscribe("rest", "/topic/news.>", "auto"));
+    for (dest, body) in [
+        ("/topic/news", "root"),
+        ("/topic/news.sport", "sport"),
+        ("/topic/news.sport.tennis", "tennis"),
+        ("/topic/weather", "rain"),
+    ] {
+        c.send(send(dest, body));
+    }
+    let got: Vec<(String, String)> = c
+        .frames()
+        .into_iter()
+        .map(|f| {
+            (
+                f.headers
+                    .get("subscription")
+                    .unwrap_or_default()
+                    .to_string(),
+                String::from_utf8_lossy(&f.body).into_owned(),
+            )
+        })
+        .collect();
+    let of = |sub: &str| -> Vec<&str> {
+        got.iter()
+            .filter(|(s, _)| s == sub)
+            .map(|(_, b)| b.as_str())
+            .collect()
+    };
+    assert_eq!(of("one"), ["sport"]);
+    assert_eq!(
+        of("all"),
+        ["root", "sport", "tennis"],
+        "news.# matches news"
+    );
+    assert_eq!(
+        of("rest"),
+        ["sport", "tennis"],
+        "news.> needs one segment more"
+    );
+    c.send(frame("UNSUBSCRIBE", &[("id", "all")]));
+    c.send(send("/topic/news.x", "after"));
+    let mut subs: Vec<String> = c
+        .frames()
+        .iter()
+        .map(|f| {
+            f.headers
+                .get("subscription")
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    subs.sort();
+    assert_eq!(subs, ["one", "rest"]);
+}
+
+#[test]
+fn patterns_are_for_subscribing_and_must_be_well_formed() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    let e = c.error(send("/topic/news.*", "x"));
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap()
+            .contains("wildcard pattern")
+    );
+    for (pattern, says) in [
+        ("/topic/news..*", "empty segment"),
+        ("/topic/a.>.b", "last segment"),
+    ] {
+        let mut c = Client::connected(&b);
+        let e = c.error(subscribe("s", pattern, "auto"));
+        assert!(
+            e.headers.get("message").unwrap().contains(says),
+            "{pattern}"
+        );
+    }
+    let mut c = Client::connected(&b);
+    let e = c.error(frame(
+        "SUBSCRIBE",
+        &[
+            ("id", "s"),
+            ("destination", "/topic/chat.*"),
+            ("x-history", "10"),
+        ],
+    ));
+    assert!(e.headers.get("message").unwrap().contains("single topic"));
+}
