@@ -78,6 +78,8 @@ pub struct Config {
     pub topics: Vec<TopicPolicy>,
     /// Queue policies (length and byte limits, overflow, durability) by name pattern; first match wins.
     pub queues: Vec<QueuePolicy>,
+    /// Exchanges and their bindings (`[[exchanges]]`; file only).
+    pub exchanges: Vec<crate::broker::ExchangeConfig>,
     /// Where the journal of durable messages is kept.
     pub data_dir: PathBuf,
     /// Keep nothing on disk: every message is lost when the broker stops.
@@ -187,6 +189,7 @@ impl Default for Config {
             memory_limit: ByteSize::Text("40%".into()),
             topics: vec![TopicPolicy::chat_default()],
             queues: Vec::new(),
+            exchanges: Vec::new(),
             data_dir: PathBuf::from("stompbox-data"),
             in_memory: false,
             journal_max_bytes: ByteSize::Text("8GiB".into()),
@@ -313,6 +316,10 @@ impl Config {
                 reason,
             })?;
         }
+        crate::broker::exchange::build(&self.exchanges).map_err(|e| ConfigError::Invalid {
+            setting: "exchanges",
+            reason: e.to_string(),
+        })?;
         if self.max_body_size > self.max_frame_size {
             return Err(ConfigError::Invalid {
                 setting: "max_body_size",

@@ -82,6 +82,12 @@ pub enum SessionError {
     /// A wildcard subscription that cannot be made.
     #[error("{0}")]
     Pattern(String),
+    /// An exchange destination that cannot be used.
+    #[error("{0}")]
+    Exchange(String),
+    /// `mandatory:true` and no binding took the message.
+    #[error("unroutable: {0}")]
+    Unroutable(String),
     /// ACK or NACK of a delivery taken back because its ack deadline passed.
     #[error(
         "{0} was taken back after its ack deadline of {1} ms and requeued; acknowledge sooner or raise x-ack-timeout"
@@ -131,6 +137,7 @@ impl From<SubscribeError> for SessionError {
             e @ (SubscribeError::Pattern(_) | SubscribeError::PatternOptions(_)) => {
                 SessionError::Pattern(e.to_string())
             }
+            SubscribeError::Exchange(why) => SessionError::Exchange(why),
             other => SessionError::Durable(other.to_string()),
         }
     }
@@ -142,6 +149,8 @@ impl From<SendError> for SessionError {
             SendError::Destination(e) => SessionError::Destination(e),
             SendError::QueueFull(e) => SessionError::QueueFull(e),
             SendError::NotStored(why) => SessionError::NotStored(why),
+            e @ SendError::Unroutable { .. } => SessionError::Unroutable(e.to_string()),
+            SendError::Exchange(e) => SessionError::Exchange(e.to_string()),
         }
     }
 }
@@ -158,6 +167,7 @@ impl SessionError {
                 | SessionError::QueueFull(_)
                 | SessionError::NotStored(_)
                 | SessionError::AckExpired(..)
+                | SessionError::Unroutable(_)
         )
     }
 
@@ -169,6 +179,7 @@ impl SessionError {
             SessionError::QueueFull(_) => "queue-full",
             SessionError::NotStored(_) => "not-stored",
             SessionError::AckExpired(..) => "ack-expired",
+            SessionError::Unroutable(_) => "unroutable",
             _ => "error",
         }
     }
@@ -204,6 +215,12 @@ impl SessionError {
             }
             SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
                 "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::Exchange(_) => {
+                "Exchanges are declared in the config file ([[exchanges]]: name, type direct|topic|fanout|headers, bindings). SEND to /exchange/NAME/ROUTING_KEY; SUBSCRIBE to /exchange/NAME/PATTERN (headers exchanges: x-match and x-bind-NAME headers) for a private queue bound that way."
+            }
+            SessionError::Unroutable(_) => {
+                "With mandatory:true a SEND that no binding of the exchange takes is refused; without it, it is dropped and counted in /health as unroutable."
             }
             SessionError::Pattern(_) => {
                 "A topic pattern's segments are separated by dots; * matches one segment, # any number (none too), > the rest (one or more, last only). SUBSCRIBE /topic/chat.* receives /topic/chat.general and /topic/chat.random; history, presence and durability need a single topic."

@@ -220,7 +220,14 @@ impl Server {
                 )
             }
         };
-        let broker = Arc::new(broker);
+        // Checked by `validate` above.
+        let exchanges = broker::exchange::build(&config.exchanges).map_err(|e| {
+            config::ConfigError::Invalid {
+                setting: "exchanges",
+                reason: e.to_string(),
+            }
+        })?;
+        let broker = Arc::new(broker.with_exchanges(exchanges));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 

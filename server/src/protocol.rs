@@ -74,6 +74,9 @@ pub enum ClientFrame {
         body: Bytes,
         /// `x-ephemeral:true`: not kept in topic history.
         ephemeral: bool,
+        /// `mandatory:true` (AMQP's name): refuse it when no binding of an
+        /// exchange takes it, rather than drop it.
+        mandatory: bool,
     },
     /// SUBSCRIBE.
     Subscribe {
@@ -91,6 +94,9 @@ pub enum ClientFrame {
         durable: Option<DurableName>,
         /// `x-ack-timeout`: deliveries not acknowledged in time are taken back.
         ack_timeout: Option<std::time::Duration>,
+        /// For an exchange subscription: `x-match` and the `x-bind-NAME`
+        /// header values (names without the prefix) of its binding.
+        bind_arguments: Vec<(String, String)>,
     },
     /// UNSUBSCRIBE.
     Unsubscribe {
@@ -147,6 +153,14 @@ const BROKER_HEADERS: [&str; 14] = [
 /// Longest presence name and metadata accepted.
 const MAX_PRESENCE_NAME: usize = 64;
 const MAX_PRESENCE_META: usize = 1024;
+
+/// A destination under the name it has here (RabbitMQ's aliases resolved).
+fn canonical(destination: ByteString) -> ByteString {
+    match crate::broker::exchange::alias(&destination) {
+        Some(name) => ByteString::from(name),
+        None => destination,
+    }
+}
 
 fn required(frame: &Frame, header: &'static str) -> Result<ByteString, SessionError> {
     frame
@@ -317,7 +331,7 @@ impl ClientFrame {
                 will: parse_will(frame)?,
             }),
             Command::Send => {
-                let destination = required(frame, "destination")?;
+                let destination = canonical(required(frame, "destination")?);
                 // Sized exactly: the list lives as long as the message, and
                 // room for the headers dropped here cost 190 bytes a message.
                 let kept = |name: &str| !BROKER_HEADERS.contains(&name);
@@ -348,13 +362,14 @@ impl ClientFrame {
                 ClientFrame::Send {
                     destination,
                     transaction,
+                    mandatory: frame.headers.get("mandatory") == Some("true"),
                     ephemeral: frame.headers.get("x-ephemeral") == Some("true"),
                     headers,
                     body: frame.body.clone(),
                 }
             }
             Command::Subscribe => {
-                let destination = required(frame, "destination")?;
+                let destination = canonical(required(frame, "destination")?);
                 // 1.0 made the id optional; its UNSUBSCRIBE can name the destination instead.
                 let id = match frame.headers.get_shared("id") {
                     Some(id) => id.clone(),
@@ -394,7 +409,21 @@ impl ClientFrame {
                         value: e.value,
                         expected: e.expected,
                     })?;
+                let bind_arguments = frame
+                    .headers
+                    .iter()
+                    .filter_map(|(n, v)| {
+                        if n == "x-match" {
+                            Some((n.to_string(), v.to_string()))
+                        } else {
+                            n.strip_prefix("x-bind-")
+                                .filter(|name| !name.is_empty())
+                                .map(|name| (name.to_string(), v.to_string()))
+                        }
+                    })
+                    .collect();
                 ClientFrame::Subscribe {
+                    bind_arguments,
                     ack_timeout,
                     options: parse_topic_options(frame)?,
                     durable: parse_durable(frame)?,

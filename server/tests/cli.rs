@@ -211,6 +211,40 @@ fn bad_configuration_is_named() {
         "{err}"
     );
 
+    // Exchanges and queue policies that cannot work: named, nothing starts.
+    for (text, named) in [
+        (
+            "[[exchanges]]\nname = \"a\"\ntype = \"topic\"\nbindings = [{ exchange = \"b\", key = \"#\" }]\n\
+             [[exchanges]]\nname = \"b\"\ntype = \"fanout\"\nbindings = [{ exchange = \"a\" }]\n",
+            "loop: a → b → a",
+        ),
+        (
+            "[[exchanges]]\nname = \"a\"\ntype = \"round-robin\"\n",
+            "round-robin",
+        ),
+        (
+            "[[exchanges]]\nname = \"a\"\ntype = \"direct\"\nbindings = [{ exchange = \"missing\" }]\n",
+            "no exchange \"missing\"",
+        ),
+        (
+            "[[exchanges]]\nname = \"a\"\ntype = \"topic\"\nbindings = [{ queue = \"/queue/q\", key = \"a..b\" }]\n",
+            "empty segment",
+        ),
+        (
+            "[[queues]]\npattern = \"/queue/x\"\ndead_letter = \"/topic/dead\"\n",
+            "dead_letter",
+        ),
+    ] {
+        std::fs::write(&file, text).expect("write config");
+        let out = Command::new(BIN)
+            .args(["--config", &file.to_string_lossy()])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{text} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{text}: {err}");
+    }
+
     for (flag, value, named) in [
         ("--memory-limit", "lots", "memory_limit"),
         ("--memory-limit", "140%", "memory_limit"),

@@ -83,3 +83,252 @@ async fn a_send_to_a_pattern_or_a_bad_pattern_is_an_error() {
     );
     server.shutdown().await;
 }
+
+fn exchanges() -> Vec<stompbox::broker::ExchangeConfig> {
+    let text = r##"
+[[exchanges]]
+name = "payments"
+type = "direct"
+alternate_exchange = "lost"
+bindings = [{ queue = "/queue/pay", key = "pay" }, { queue = "/queue/refund", key = "refund" }]
+
+[[exchanges]]
+name = "orders"
+type = "topic"
+bindings = [
+  { queue = "/queue/orders-eu", key = "orders.eu.*" },
+  { exchange = "audit", key = "#" },
+]
+
+[[exchanges]]
+name = "audit"
+type = "fanout"
+bindings = [{ queue = "/queue/audit-a" }, { queue = "/queue/audit-b" }]
+
+[[exchanges]]
+name = "documents"
+type = "headers"
+bindings = [{ queue = "/queue/pdf-reports", arguments = { x-match = "all", format = "pdf", type = "report" } }]
+
+[[exchanges]]
+name = "lost"
+type = "fanout"
+bindings = [{ queue = "/queue/lost" }]
+"##;
+    #[derive(serde::Deserialize)]
+    struct File {
+        exchanges: Vec<stompbox::broker::ExchangeConfig>,
+    }
+    toml::from_str::<File>(text).expect("valid").exchanges
+}
+
+async fn with_exchanges() -> TestServer {
+    TestServer::start(|c| c.exchanges = exchanges()).await
+}
+
+async fn drain(server: &TestServer, queue: &str, n: usize) -> Vec<stomp_codec::Frame> {
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("d", queue, "auto", &[]).await;
+    let got = c.messages(n).await;
+    c.expect_nothing(Duration::from_millis(150)).await;
+    got
+}
+
+#[tokio::test]
+async fn each_exchange_type_routes_by_its_rule() {
+    let server = with_exchanges().await;
+    let mut p = server.client(Via::Tcp).await;
+    let sends = [
+        ("/exchange/payments/pay", "p1", vec![]),
+        ("/exchange/payments/refund", "r1", vec![]),
+        (
+            "/exchange/payments/other",
+            "unbound key: to the alternate",
+            vec![],
+        ),
+        ("/exchange/orders/orders.eu.paid", "o1", vec![]),
+        ("/exchange/orders/orders.us.paid", "o2", vec![]),
+        (
+            "/exchange/documents/any",
+            "report",
+            vec![("format", "pdf"), ("type", "report")],
+        ),
+        (
+            "/exchange/documents/any",
+            "just a pdf",
+            vec![("format", "pdf")],
+        ),
+    ];
+    for (i, (dest, text, headers)) in sends.iter().enumerate() {
+        let mut f = frame(Command::Send, &[("destination", dest)]).body(text.to_string());
+        for (n, v) in headers {
+            f = f.header(*n, *v);
+        }
+        p.send_confirmed(f, &format!("r{i}")).await;
+    }
+    let bodies = |fs: Vec<stomp_codec::Frame>| fs.iter().map(body).collect::<Vec<_>>();
+    assert_eq!(bodies(drain(&server, "/queue/pay", 1).await), ["p1"]);
+    assert_eq!(bodies(drain(&server, "/queue/refund", 1).await), ["r1"]);
+    assert_eq!(
+        bodies(drain(&server, "/queue/lost", 1).await),
+        ["unbound key: to the alternate"]
+    );
+    let eu = drain(&server, "/queue/orders-eu", 1).await;
+    assert_eq!(body(&eu[0]), "o1");
+    assert_eq!(eu[0].headers.get("x-exchange"), Some("orders"));
+    assert_eq!(eu[0].headers.get("x-routing-key"), Some("orders.eu.paid"));
+    // orders → audit (exchange to exchange) → both audit queues.
+    for q in ["/queue/audit-a", "/queue/audit-b"] {
+        assert_eq!(bodies(drain(&server, q, 2).await), ["o1", "o2"]);
+    }
+    assert_eq!(
+        bodies(drain(&server, "/queue/pdf-reports", 1).await),
+        ["report"]
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribing_to_an_exchange_binds_a_private_queue_for_the_subscription() {
+    let server = with_exchanges().await;
+    let mut eu = server.client(Via::Ws).await;
+    eu.subscribe(
+        "s",
+        "/exchange/orders/orders.eu.#",
+        "client-individual",
+        &[],
+    )
+    .await;
+    // ★ A headers binding from SUBSCRIBE headers.
+    let mut pdf = server.client(Via::Tcp).await;
+    pdf.subscribe(
+        "h",
+        "/exchange/documents",
+        "auto",
+        &[
+            ("x-match", "any"),
+            ("x-bind-format", "pdf"),
+            ("x-bind-type", "invoice"),
+        ],
+    )
+    .await;
+    let mut p = server.client(Via::Tcp).await;
+    for (dest, text, header) in [
+        ("/exchange/orders/orders.eu", "eu root", None),
+        ("/exchange/orders/orders.us.x", "us", None),
+        ("/exchange/orders/orders.eu.a.b", "eu deep", None),
+        (
+            "/exchange/documents/k",
+            "an invoice",
+            Some(("type", "invoice")),
+        ),
+        ("/exchange/documents/k", "a zip", Some(("format", "zip"))),
+    ] {
+        let mut f = frame(Command::Send, &[("destination", dest)]).body(text);
+        if let Some((n, v)) = header {
+            f = f.header(n, v);
+        }
+        p.send_confirmed(f, text).await;
+    }
+    let got: Vec<String> = eu.messages(2).await.iter().map(body).collect();
+    assert_eq!(got, ["eu root", "eu deep"]);
+    assert_eq!(body(&pdf.messages(1).await[0]), "an invoice");
+    pdf.expect_nothing(Duration::from_millis(150)).await;
+    // Its binding and queue go with the subscription.
+    eu.send_confirmed(frame(Command::Unsubscribe, &[("id", "s")]), "u")
+        .await;
+    let before = integration_tests::http_get(server.http_addr(), "/health").await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/exchange/documents/k")]).body("nobody"),
+        "n",
+    )
+    .await;
+    p.send_confirmed(
+        frame(
+            Command::Send,
+            &[("destination", "/exchange/orders/orders.eu.x")],
+        )
+        .body("only audit now"),
+        "o",
+    )
+    .await;
+    eu.expect_nothing(Duration::from_millis(150)).await;
+    // "a zip" found no binding either.
+    assert!(before.contains("\"unroutable\":1"), "{before}");
+    let after = integration_tests::http_get(server.http_addr(), "/health").await;
+    assert!(after.contains("\"unroutable\":2"), "{after}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn mandatory_unroutable_sends_are_refused_on_the_receipt() {
+    let server = with_exchanges().await;
+    let mut p = server.client(Via::Tcp).await;
+    p.send(
+        frame(
+            Command::Send,
+            &[
+                ("destination", "/exchange/documents/x"),
+                ("mandatory", "true"),
+                ("receipt", "m"),
+            ],
+        )
+        .body("no binding takes this"),
+    )
+    .await;
+    let r = p.recv().await;
+    assert_eq!(r.command, Command::Receipt);
+    assert_eq!(r.headers.get("x-error"), Some("unroutable"));
+    // The connection goes on; an unknown exchange is an ERROR.
+    p.send(frame(Command::Send, &[("destination", "/exchange/nope/k")]).body("x"))
+        .await;
+    let e = p.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap_or_default()
+            .contains("no exchange")
+    );
+    let mut c = server.client(Via::Tcp).await;
+    c.send(frame(
+        Command::Subscribe,
+        &[("id", "s"), ("destination", "/exchange/orders/a..b")],
+    ))
+    .await;
+    let e = c.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap_or_default()
+            .contains("empty segment")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rabbitmq_aliases_reach_the_same_destinations() {
+    let server = with_exchanges().await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe("q", "/amq/queue/jobs", "auto", &[]).await;
+    c.subscribe("t", "/exchange/amq.topic/news.*", "auto", &[])
+        .await;
+    let mut p = server.client(Via::Tcp).await;
+    p.send_confirmed(
+        frame(Command::Send, &[("destination", "/queue/jobs")]).body("job"),
+        "1",
+    )
+    .await;
+    p.send_confirmed(
+        frame(
+            Command::Send,
+            &[("destination", "/exchange/amq.topic/news.eu")],
+        )
+        .body("news"),
+        "2",
+    )
+    .await;
+    let mut got: Vec<String> = c.messages(2).await.iter().map(body).collect();
+    got.sort();
+    assert_eq!(got, ["job", "news"]);
+    server.shutdown().await;
+}

@@ -10,6 +10,7 @@ pub mod dead_letter;
 mod dedup;
 mod destination;
 mod durable_sub;
+pub mod exchange;
 pub mod memory;
 mod message;
 mod policy;
@@ -29,6 +30,7 @@ pub use clock::Clock;
 pub use dead_letter::DeathReason;
 pub use dedup::Claim;
 pub use destination::{DestinationError, DestinationKind};
+pub use exchange::{Exchange, ExchangeConfig, ExchangeError, ExchangeKind};
 pub use memory::{Charge, Memory};
 pub use message::{
     AckMode, Delivery, MESSAGE_OVERHEAD, Message, MessageId, StreamPosition, frame_size,
@@ -73,6 +75,19 @@ pub enum SendError {
     /// The message should be durable and the journal cannot take it.
     #[error("{0}")]
     NotStored(String),
+    /// An exchange destination that cannot be used.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// `mandatory:true` and no binding took the message.
+    #[error(
+        "no binding of exchange {exchange:?} takes routing key {key:?} (and no alternate exchange does)"
+    )]
+    Unroutable {
+        /// The exchange.
+        exchange: String,
+        /// The routing key.
+        key: String,
+    },
 }
 
 impl From<JournalError> for SendError {
@@ -110,6 +125,10 @@ pub struct Broker {
     dead_letters: Arc<DeadLetters>,
     /// Wildcard topic subscriptions.
     wildcards: wildcard::WildcardIndex,
+    /// Exchanges by name (declared in the config; their bindings change).
+    exchanges: HashMap<String, Arc<Exchange>>,
+    /// Private subscription queues made so far, for their names.
+    private_queues: AtomicU64,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -174,7 +193,25 @@ impl Broker {
             timers: Arc::new(Timers::default()),
             dead_letters: Arc::new(DeadLetters::default()),
             wildcards: wildcard::WildcardIndex::default(),
+            exchanges: HashMap::new(),
+            private_queues: AtomicU64::new(0),
         }
+    }
+
+    /// The same broker with these exchanges (see [`exchange::build`]).
+    pub fn with_exchanges(mut self, exchanges: HashMap<String, Exchange>) -> Broker {
+        self.exchanges = exchanges
+            .into_iter()
+            .map(|(name, x)| (name, Arc::new(x)))
+            .collect();
+        self
+    }
+
+    /// The exchange of this name.
+    pub fn exchange(&self, name: &str) -> Result<&Arc<Exchange>, ExchangeError> {
+        self.exchanges
+            .get(name)
+            .ok_or_else(|| ExchangeError::Unknown(name.chars().take(100).collect()))
     }
 
     /// The same broker reading `clock` for delays and expiry (tests drive
@@ -570,6 +607,153 @@ impl Broker {
             );
         }
         Ok((completion, pin))
+    }
+
+    /// Routes a SEND to `/exchange/NAME/KEY` to the queues NAME's bindings
+    /// pick (following exchange-to-exchange bindings, then the alternate
+    /// exchange when none did): a copy per queue, each with `x-exchange`
+    /// and `x-routing-key`. Unroutable: dropped and counted, or refused
+    /// when `mandatory`. Refused too when no queue took it; a queue that
+    /// refuses while others take it is logged. Returns how many queues
+    /// took it.
+    pub fn publish_exchange(
+        &self,
+        name: &str,
+        key: &str,
+        mut headers: Headers,
+        body: Bytes,
+        mandatory: bool,
+    ) -> Result<(usize, Completion), SendError> {
+        let exchange = self.exchange(name)?;
+        let mut queues: Vec<ByteString> = Vec::new();
+        let mut visited = Vec::new();
+        self.resolve(exchange, key, &headers, &mut queues, &mut visited);
+        if queues.is_empty() {
+            self.stats.note_unroutable();
+            if mandatory {
+                return Err(SendError::Unroutable {
+                    exchange: name.to_string(),
+                    key: key.to_string(),
+                });
+            }
+            return Ok((0, Completion::DONE));
+        }
+        headers.push("x-exchange", name);
+        headers.push("x-routing-key", key);
+        let mut completion = Completion::DONE;
+        let mut taken = 0;
+        let mut first_error = None;
+        for queue in queues {
+            match self.send(queue.clone(), headers.clone(), body.clone(), false) {
+                Ok((_, c)) => {
+                    completion = completion.and(c);
+                    taken += 1;
+                }
+                Err(e) => {
+                    tracing::info!(exchange = name, %queue, error = %e, "a bound queue refused a routed message");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if taken == 0 => Err(e),
+            _ => Ok((taken, completion)),
+        }
+    }
+
+    /// The queues `exchange` routes `key` to, each once.
+    fn resolve(
+        &self,
+        exchange: &Exchange,
+        key: &str,
+        headers: &Headers,
+        queues: &mut Vec<ByteString>,
+        visited: &mut Vec<String>,
+    ) {
+        // Loops are refused at start; this only guards the walk.
+        if visited.iter().any(|v| v == exchange.name()) || visited.len() > 32 {
+            return;
+        }
+        visited.push(exchange.name().to_string());
+        let before = queues.len();
+        for target in exchange.route(key, headers) {
+            match target {
+                exchange::BindTarget::Queue(q) => {
+                    if !queues.contains(&q) {
+                        queues.push(q);
+                    }
+                }
+                exchange::BindTarget::Exchange(next) => {
+                    if let Ok(next) = self.exchange(&next) {
+                        self.resolve(next, key, headers, queues, visited);
+                    }
+                }
+            }
+        }
+        if queues.len() == before
+            && let Some(alternate) = exchange.alternate()
+            && let Ok(alternate) = self.exchange(alternate)
+        {
+            self.resolve(alternate, key, headers, queues, visited);
+        }
+    }
+
+    /// Subscribes to `/exchange/NAME/PATTERN` the way RabbitMQ does: a
+    /// private queue, in memory, bound to the exchange with the pattern
+    /// (and, for a headers exchange, `x-match` and the header values),
+    /// consumed by this subscription and deleted with it
+    /// ([`delete_private_queue`](Self::delete_private_queue)).
+    pub fn subscribe_exchange(
+        &self,
+        name: &str,
+        pattern: &str,
+        arguments: &[(String, String)],
+        spec: ConsumerSpec,
+    ) -> Result<(Arc<Exchange>, Arc<QueueDestination>), SubscribeError> {
+        let exchange = self
+            .exchange(name)
+            .map_err(|e| SubscribeError::Exchange(e.to_string()))?
+            .clone();
+        let headers = exchange::HeaderMatch::from_arguments(
+            arguments.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        )
+        .map_err(|e| SubscribeError::Exchange(e.to_string()))?;
+        let n = self.private_queues.fetch_add(1, Ordering::Relaxed) + 1;
+        let queue_name = format!("/queue/stompbox.subscription-{n}");
+        let env = QueueEnv {
+            // Private and short-lived: never journaled.
+            journal: None,
+            ..self.queue_env()
+        };
+        let queue = QueueDestination::new(
+            queue_name.clone(),
+            QueuePolicy {
+                durable: false,
+                ..queue_policy_for(&self.queue_policies, &queue_name)
+            },
+            env,
+        );
+        exchange
+            .bind(exchange::Binding {
+                target: exchange::BindTarget::Queue(queue_name.as_str().into()),
+                key: pattern.to_string(),
+                headers,
+                owner: Some((spec.session, spec.subscription.clone())),
+            })
+            .map_err(|e| SubscribeError::Exchange(e.to_string()))?;
+        let shard = &self.shards[(self.hasher.hash_one(queue_name.as_str()) as usize) % SHARDS];
+        shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue_name, Destination::Queue(queue.clone()));
+        queue.subscribe(spec);
+        Ok((exchange, queue))
+    }
+
+    /// Deletes a private subscription queue and what waits in it.
+    pub fn delete_private_queue(&self, name: &str) {
+        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
     /// Moves the messages queues gave up on to their dead-letter queues

@@ -19,6 +19,8 @@ pub struct Stats {
     dead_letters_dropped: AtomicU64,
     /// SENDs confirmed without enqueueing: repeats of a deduplication id.
     duplicates: AtomicU64,
+    /// SENDs to an exchange that no binding took.
+    unroutable: AtomicU64,
 }
 
 impl Stats {
@@ -46,6 +48,16 @@ impl Stats {
     /// Notes a duplicate SEND.
     pub fn note_duplicate(&self) {
         self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes a SEND no binding took.
+    pub fn note_unroutable(&self) {
+        self.unroutable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// SENDs to exchanges that no binding took.
+    pub fn unroutable(&self) -> u64 {
+        self.unroutable.load(Ordering::Relaxed)
     }
 
     /// Messages moved to dead-letter queues.

@@ -78,6 +78,9 @@ pub enum SubscribeError {
     /// A wildcard pattern that is not well formed.
     #[error("{0}")]
     Pattern(String),
+    /// An exchange subscription that cannot be made.
+    #[error("{0}")]
+    Exchange(String),
     /// History, presence or durability asked of a wildcard subscription.
     #[error(
         "{0:?} is a wildcard pattern: history (x-history, x-since), presence and durable subscriptions need a single topic"

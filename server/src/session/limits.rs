@@ -113,6 +113,15 @@ impl PublishLimits {
         // is its own, a rate budget is shared by the topics of one policy.
         let mut batches: HashMap<String, Batch> = HashMap::new();
         for (destination, size) in messages {
+            // Routed through an exchange: its queues' own limits apply as
+            // the message reaches them.
+            if let Some(exchange) = crate::broker::exchange::parse_destination(destination) {
+                let (name, _) = exchange.map_err(|e| SessionError::Exchange(e.to_string()))?;
+                broker
+                    .exchange(name)
+                    .map_err(|e| SessionError::Exchange(e.to_string()))?;
+                continue;
+            }
             let budget = match broker.destination(destination)? {
                 Destination::Topic(t) => t.policy().pattern.clone(),
                 Destination::Queue(_) => destination.to_string(),

@@ -49,6 +49,14 @@ pub enum Flow {
     Close(CloseReason),
 }
 
+/// What a SUBSCRIBE asks besides its destination, id, ack mode and prefetch.
+struct Extras<'a> {
+    /// `x-ack-timeout`, ms (0: the queue policy's, if any).
+    ack_timeout_ms: u32,
+    /// An exchange subscription's binding arguments.
+    bind_arguments: &'a [(String, String)],
+}
+
 /// What an ACK or NACK does with what it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -77,13 +85,30 @@ enum Subscription {
     Destination(Destination),
     /// Every topic a wildcard pattern matches (the pattern, after `/topic/`).
     Pattern(String),
+    /// A private queue bound to an exchange.
+    Exchange {
+        exchange: Arc<crate::broker::Exchange>,
+        queue: Arc<crate::broker::QueueDestination>,
+    },
 }
 
 impl Subscription {
+    /// Stops deliveries to it.
     fn stop(&self, broker: &Broker, session: SessionId, id: &SubscriptionId) {
         match self {
             Subscription::Destination(d) => d.unsubscribe(session, id),
             Subscription::Pattern(p) => broker.unsubscribe_pattern(p, session, id),
+            Subscription::Exchange { exchange, queue } => {
+                exchange.unbind_owner(session, id);
+                queue.unsubscribe(session, id);
+            }
+        }
+    }
+
+    /// Lets go of what it owned, once its messages were given back.
+    fn finish(&self, broker: &Broker) {
+        if let Subscription::Exchange { queue, .. } = self {
+            broker.delete_private_queue(queue.name());
         }
     }
 }
@@ -262,7 +287,7 @@ impl Session {
                 } = &send
                 {
                     let tx = tx.clone();
-                    return self.buffer(&tx, TxOp::Send(send));
+                    return self.buffer(&tx, TxOp::Send(Box::new(send)));
                 }
                 self.send(send)
             }
@@ -274,6 +299,7 @@ impl Session {
                 mut options,
                 durable,
                 ack_timeout,
+                bind_arguments,
             } => {
                 if let Some(name) = &durable
                     && destination.starts_with("/topic/")
@@ -287,7 +313,17 @@ impl Session {
                 }
                 let ack_timeout_ms =
                     ack_timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX));
-                self.subscribe(destination, id, ack, prefetch, options, ack_timeout_ms)
+                self.subscribe(
+                    destination,
+                    id,
+                    ack,
+                    prefetch,
+                    options,
+                    Extras {
+                        ack_timeout_ms,
+                        bind_arguments: &bind_arguments,
+                    },
+                )
             }
             ClientFrame::Unsubscribe { id, forget } => {
                 let active = id
@@ -347,12 +383,15 @@ impl Session {
                 // Everything is checked before anything takes effect; past
                 // this point no operation can fail.
                 let sends = ops.iter().filter_map(|op| match op {
-                    TxOp::Send(ClientFrame::Send {
-                        destination,
-                        headers,
-                        body,
-                        ..
-                    }) => Some((&**destination, frame_size(destination, headers, body))),
+                    TxOp::Send(send) => match &**send {
+                        ClientFrame::Send {
+                            destination,
+                            headers,
+                            body,
+                            ..
+                        } => Some((&**destination, frame_size(destination, headers, body))),
+                        _ => None,
+                    },
                     _ => None,
                 });
                 self.limits.admit_all(&self.broker, sends)?;
@@ -386,7 +425,7 @@ impl Session {
         for op in ops {
             match op {
                 TxOp::Send(send) => {
-                    self.send(send)?;
+                    self.send(*send)?;
                 }
                 // Acked twice inside one transaction, or requeued
                 // since: nothing is left to acknowledge.
@@ -453,13 +492,16 @@ impl Session {
 
     fn buffer(&mut self, tx: &ByteString, op: TxOp) -> Result<Flow, SessionError> {
         let bytes = match &op {
-            TxOp::Send(ClientFrame::Send {
-                destination,
-                headers,
-                body,
-                ..
-            }) => message_size(destination, headers, body),
-            TxOp::Ack(_) | TxOp::Nack(..) | TxOp::Send(_) => MESSAGE_OVERHEAD,
+            TxOp::Send(send) => match &**send {
+                ClientFrame::Send {
+                    destination,
+                    headers,
+                    body,
+                    ..
+                } => message_size(destination, headers, body),
+                _ => MESSAGE_OVERHEAD,
+            },
+            TxOp::Ack(_) | TxOp::Nack(..) => MESSAGE_OVERHEAD,
         };
         self.transactions.buffer(tx, op, bytes)?;
         Ok(Flow::Continue)
@@ -471,11 +513,20 @@ impl Session {
             headers,
             body,
             ephemeral,
+            mandatory,
             ..
         } = send
         else {
             return Ok(Flow::Continue);
         };
+        if let Some(exchange) = crate::broker::exchange::parse_destination(&destination) {
+            let (name, key) = exchange.map_err(|e| SessionError::Exchange(e.to_string()))?;
+            let (_, completion) = self
+                .broker
+                .publish_exchange(name, key, headers, body, mandatory)?;
+            self.completion = self.completion.and(completion);
+            return Ok(Flow::Continue);
+        }
         let size = frame_size(&destination, &headers, &body);
         let target = self
             .limits
@@ -507,8 +558,12 @@ impl Session {
         ack: AckMode,
         prefetch: Option<usize>,
         options: TopicOptions,
-        ack_timeout_ms: u32,
+        extras: Extras<'_>,
     ) -> Result<Flow, SessionError> {
+        let Extras {
+            ack_timeout_ms,
+            bind_arguments,
+        } = extras;
         if self.subscriptions.contains_key(&id) {
             return Err(SessionError::DuplicateSubscription(id.as_str().to_string()));
         }
@@ -530,6 +585,15 @@ impl Session {
             outbox: self.outbox.clone(),
             ack_timeout_ms,
         };
+        if let Some(exchange) = crate::broker::exchange::parse_destination(&destination) {
+            let (name, pattern) = exchange.map_err(|e| SessionError::Exchange(e.to_string()))?;
+            let (exchange, queue) =
+                self.broker
+                    .subscribe_exchange(name, pattern, bind_arguments, spec)?;
+            self.subscriptions
+                .insert(id, Subscription::Exchange { exchange, queue });
+            return Ok(Flow::Continue);
+        }
         if let Some(pattern) = crate::broker::wildcard::pattern_of(&destination) {
             self.broker.subscribe_pattern(pattern, spec, &options)?;
             self.subscriptions
@@ -557,6 +621,7 @@ impl Session {
             .return_undelivered(self.outbox.take_subscription(id));
         let held = self.ledger.take_where(|_, d| &d.subscription == id);
         ledger::requeue(&self.broker, self.id, held);
+        subscription.finish(&self.broker);
     }
 
     /// The ack id of the delivery an ACK/NACK names.
@@ -666,14 +731,22 @@ impl Session {
                 Outbound::Frame(_) => None,
             })
             .collect();
-        for (id, subscription) in self.subscriptions.drain() {
-            subscription.stop(&self.broker, self.id, &id);
-        }
+        let stopped: Vec<Subscription> = self
+            .subscriptions
+            .drain()
+            .map(|(id, subscription)| {
+                subscription.stop(&self.broker, self.id, &id);
+                subscription
+            })
+            .collect();
         // Never-seen deliveries first, then the unacked ones in front of
         // them, so the queue's order is what it was.
         self.broker.return_undelivered(leftovers);
         let held = self.ledger.take_where(|_, _| true);
         ledger::requeue(&self.broker, self.id, held);
+        for subscription in stopped {
+            subscription.finish(&self.broker);
+        }
         self.transactions.clear();
     }
 }

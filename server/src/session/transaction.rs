@@ -13,7 +13,8 @@ use crate::protocol::{AckTarget, ClientFrame};
 /// One buffered operation.
 #[derive(Debug)]
 pub(super) enum TxOp {
-    Send(ClientFrame),
+    /// Boxed: a SEND is far larger than an ACK.
+    Send(Box<ClientFrame>),
     Ack(AckTarget),
     /// The target, and whether it is requeued (else dead-lettered).
     Nack(AckTarget, bool),

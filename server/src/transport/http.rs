@@ -64,6 +64,7 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
         "dead_lettered": state.broker.stats().dead_lettered(),
         "dead_letters_dropped": state.broker.stats().dead_letters_dropped(),
         "duplicates": state.broker.stats().duplicates(),
+        "unroutable": state.broker.stats().unroutable(),
         // null when running in memory only.
         "journal": state.broker.journal().map(|j| {
             let s = j.stats();
