@@ -85,6 +85,11 @@ pub enum SessionError {
     /// An exchange destination that cannot be used.
     #[error("{0}")]
     Exchange(String),
+    /// A SUBSCRIBE to another connection's private queue.
+    #[error(
+        "{0:?} is a private queue of the broker's; subscribe to /temp-queue/NAME for one of your own"
+    )]
+    Private(String),
     /// `mandatory:true` and no binding took the message.
     #[error("unroutable: {0}")]
     Unroutable(String),
@@ -215,6 +220,9 @@ impl SessionError {
             }
             SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
                 "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::Private(_) => {
+                "Queues named /queue/stompbox.* belong to one connection (its temp queues, its exchange subscriptions). SEND to them is fine (that is how replies reach a reply-to address); only their owner receives."
             }
             SessionError::Exchange(_) => {
                 "Exchanges are declared in the config file ([[exchanges]]: name, type direct|topic|fanout|headers, bindings). SEND to /exchange/NAME/ROUTING_KEY; SUBSCRIBE to /exchange/NAME/PATTERN (headers exchanges: x-match and x-bind-NAME headers) for a private queue bound that way."

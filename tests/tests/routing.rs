@@ -332,3 +332,92 @@ async fn rabbitmq_aliases_reach_the_same_destinations() {
     assert_eq!(got, ["job", "news"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn request_reply_through_a_temp_queue() {
+    let server = TestServer::default().await;
+    let mut service = server.client(Via::Ws).await;
+    service
+        .subscribe("rpc", "/queue/rpc.add", "auto", &[])
+        .await;
+    let mut asker = server.client(Via::Tcp).await;
+    asker
+        .send_confirmed(
+            frame(
+                Command::Send,
+                &[
+                    ("destination", "/queue/rpc.add"),
+                    ("reply-to", "/temp-queue/answers"),
+                ],
+            )
+            .body("2+3"),
+            "q",
+        )
+        .await;
+    let request = service.messages(1).await.remove(0);
+    let reply_to = request
+        .headers
+        .get("reply-to")
+        .expect("reply-to")
+        .to_string();
+    assert!(
+        reply_to.starts_with("/queue/stompbox.temp."),
+        "rewritten to a broker-wide name: {reply_to}"
+    );
+    service
+        .send_confirmed(
+            frame(Command::Send, &[("destination", &reply_to)]).body("5"),
+            "a",
+        )
+        .await;
+    let answer = asker.messages(1).await.remove(0);
+    assert_eq!(body(&answer), "5");
+    assert_eq!(
+        answer.headers.get("subscription"),
+        Some("/temp-queue/answers")
+    );
+    // Nobody else may read it.
+    let mut snoop = server.client(Via::Tcp).await;
+    snoop
+        .send(frame(
+            Command::Subscribe,
+            &[("id", "s"), ("destination", &reply_to)],
+        ))
+        .await;
+    let e = snoop.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap_or_default()
+            .contains("private queue")
+    );
+    // Gone with its connection: a late reply is dropped and counted, and
+    // refused on the receipt when it says mandatory.
+    asker
+        .send_confirmed(frame(Command::Disconnect, &[]), "bye")
+        .await;
+    service
+        .send_confirmed(
+            frame(Command::Send, &[("destination", &reply_to)]).body("late"),
+            "l",
+        )
+        .await;
+    service
+        .send(
+            frame(
+                Command::Send,
+                &[
+                    ("destination", &reply_to),
+                    ("mandatory", "true"),
+                    ("receipt", "m"),
+                ],
+            )
+            .body("late"),
+        )
+        .await;
+    let r = service.recv().await;
+    assert_eq!(r.headers.get("x-error"), Some("unroutable"), "{r:?}");
+    let health = integration_tests::http_get(server.http_addr(), "/health").await;
+    assert!(health.contains("\"unroutable\":2"), "{health}");
+    server.shutdown().await;
+}

@@ -26,6 +26,11 @@ pub enum DestinationError {
     /// receivers of STOMP 1.0 and 1.1 could not be sent the name back.
     #[error("destination {0:?} contains a control character; names are printable text")]
     ControlCharacter(String),
+    /// A private queue's name whose queue is gone (its connection closed).
+    #[error(
+        "{0:?} was a private queue (a connection's temp queue or an exchange subscription's) and is gone"
+    )]
+    PrivateGone(String),
     /// A wildcard pattern where a single destination is needed (SEND).
     #[error(
         "{0:?} is a wildcard pattern (a segment is *, # or >): SUBSCRIBE to it, SEND to a single topic"

@@ -63,6 +63,10 @@ pub enum Destination {
 
 const SHARDS: usize = 16;
 
+/// Queue names the broker gives its private queues (exchange subscriptions'
+/// queues, connections' temp queues); clients cannot make or subscribe to them.
+pub const PRIVATE_PREFIX: &str = "/queue/stompbox.";
+
 /// Why a message was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -429,6 +433,13 @@ impl Broker {
         if let Some(d) = map.get(name) {
             return Ok(d.clone());
         }
+        if name.starts_with(PRIVATE_PREFIX) {
+            // Made only by the broker; a name of one that is gone (its
+            // connection closed) must not become a queue nobody reads.
+            return Err(DestinationError::PrivateGone(
+                name.chars().take(100).collect(),
+            ));
+        }
         let d = match kind {
             DestinationKind::Queue => Destination::Queue(QueueDestination::new(
                 name.to_string(),
@@ -719,20 +730,8 @@ impl Broker {
         )
         .map_err(|e| SubscribeError::Exchange(e.to_string()))?;
         let n = self.private_queues.fetch_add(1, Ordering::Relaxed) + 1;
-        let queue_name = format!("/queue/stompbox.subscription-{n}");
-        let env = QueueEnv {
-            // Private and short-lived: never journaled.
-            journal: None,
-            ..self.queue_env()
-        };
-        let queue = QueueDestination::new(
-            queue_name.clone(),
-            QueuePolicy {
-                durable: false,
-                ..queue_policy_for(&self.queue_policies, &queue_name)
-            },
-            env,
-        );
+        let queue = self.private_queue(format!("{PRIVATE_PREFIX}subscription-{n}"));
+        let queue_name = queue.name().to_string();
         exchange
             .bind(exchange::Binding {
                 target: exchange::BindTarget::Queue(queue_name.as_str().into()),
@@ -741,13 +740,41 @@ impl Broker {
                 owner: Some((spec.session, spec.subscription.clone())),
             })
             .map_err(|e| SubscribeError::Exchange(e.to_string()))?;
-        let shard = &self.shards[(self.hasher.hash_one(queue_name.as_str()) as usize) % SHARDS];
+        queue.subscribe(spec);
+        Ok((exchange, queue))
+    }
+
+    /// A new private queue of this name (under [`PRIVATE_PREFIX`]): in
+    /// memory, reachable by name for SENDs, deleted by its owner with
+    /// [`delete_private_queue`](Self::delete_private_queue).
+    pub fn private_queue(&self, name: String) -> Arc<QueueDestination> {
+        let env = QueueEnv {
+            // Private and short-lived: never journaled.
+            journal: None,
+            ..self.queue_env()
+        };
+        let queue = QueueDestination::new(
+            name.clone(),
+            QueuePolicy {
+                durable: false,
+                ..queue_policy_for(&self.queue_policies, &name)
+            },
+            env,
+        );
+        let shard = &self.shards[(self.hasher.hash_one(name.as_str()) as usize) % SHARDS];
         shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(queue_name, Destination::Queue(queue.clone()));
-        queue.subscribe(spec);
-        Ok((exchange, queue))
+            .insert(name, Destination::Queue(queue.clone()));
+        queue
+    }
+
+    /// The private queue of this name, if it exists.
+    pub fn existing_private_queue(&self, name: &str) -> Option<Arc<QueueDestination>> {
+        match self.existing(name) {
+            Some(Destination::Queue(q)) if name.starts_with(PRIVATE_PREFIX) => Some(q),
+            _ => None,
+        }
     }
 
     /// Deletes a private subscription queue and what waits in it.

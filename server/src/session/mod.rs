@@ -49,6 +49,9 @@ pub enum Flow {
     Close(CloseReason),
 }
 
+/// The prefix of a connection's temp queues (RabbitMQ's name).
+const TEMP_QUEUE: &str = "/temp-queue/";
+
 /// What a SUBSCRIBE asks besides its destination, id, ack mode and prefetch.
 struct Extras<'a> {
     /// `x-ack-timeout`, ms (0: the queue policy's, if any).
@@ -85,6 +88,8 @@ enum Subscription {
     Destination(Destination),
     /// Every topic a wildcard pattern matches (the pattern, after `/topic/`).
     Pattern(String),
+    /// One of this connection's temp queues.
+    Temp(Arc<crate::broker::QueueDestination>),
     /// A private queue bound to an exchange.
     Exchange {
         exchange: Arc<crate::broker::Exchange>,
@@ -98,6 +103,7 @@ impl Subscription {
         match self {
             Subscription::Destination(d) => d.unsubscribe(session, id),
             Subscription::Pattern(p) => broker.unsubscribe_pattern(p, session, id),
+            Subscription::Temp(queue) => queue.unsubscribe(session, id),
             Subscription::Exchange { exchange, queue } => {
                 exchange.unbind_owner(session, id);
                 queue.unsubscribe(session, id);
@@ -138,6 +144,8 @@ pub struct Session {
     receipts: Receipts,
     /// What the frame being handled must wait for before its RECEIPT.
     completion: Completion,
+    /// This connection's temp queues (`/temp-queue/NAME`), deleted when it closes.
+    temp_queues: HashMap<String, Arc<crate::broker::QueueDestination>>,
     closed: bool,
 }
 
@@ -171,6 +179,7 @@ impl Session {
             limits: PublishLimits::default(),
             receipts: Receipts::default(),
             completion: Completion::DONE,
+            temp_queues: HashMap::new(),
             closed: false,
         }
     }
@@ -509,8 +518,8 @@ impl Session {
 
     fn send(&mut self, send: ClientFrame) -> Result<Flow, SessionError> {
         let ClientFrame::Send {
-            destination,
-            headers,
+            mut destination,
+            mut headers,
             body,
             ephemeral,
             mandatory,
@@ -519,6 +528,27 @@ impl Session {
         else {
             return Ok(Flow::Continue);
         };
+        if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
+            destination = ByteString::from(self.temp_queue(name)?.name());
+        }
+        if let Some(reply_to) = headers.get("reply-to")
+            && let Some(name) = reply_to.strip_prefix(TEMP_QUEUE)
+        {
+            headers = self.reply_to_temp_queue(name.to_string(), headers)?;
+        }
+        if destination.starts_with(crate::broker::PRIVATE_PREFIX)
+            && self.broker.existing_private_queue(&destination).is_none()
+        {
+            // A reply to a requester that has gone: like an unroutable
+            // message, dropped and counted unless the SEND insists.
+            self.broker.stats().note_unroutable();
+            if mandatory {
+                return Err(SessionError::Unroutable(format!(
+                    "{destination:?} is gone (the connection it belonged to closed)"
+                )));
+            }
+            return Ok(Flow::Continue);
+        }
         if let Some(exchange) = crate::broker::exchange::parse_destination(&destination) {
             let (name, key) = exchange.map_err(|e| SessionError::Exchange(e.to_string()))?;
             let (_, completion) = self
@@ -537,6 +567,67 @@ impl Session {
                 .send_to(&target, destination, headers, body, ephemeral)?;
         self.completion = self.completion.and(completion);
         Ok(Flow::Continue)
+    }
+
+    /// This connection's temp queue `name`, made on first use.
+    fn temp_queue(
+        &mut self,
+        name: &str,
+    ) -> Result<Arc<crate::broker::QueueDestination>, SessionError> {
+        if let Some(q) = self.temp_queues.get(name) {
+            return Ok(q.clone());
+        }
+        if self.temp_queues.len() >= self.settings.max_subscriptions {
+            return Err(SessionError::LimitReached(
+                "too many temp queues on one connection",
+            ));
+        }
+        let full = format!("{}temp.{}.{name}", crate::broker::PRIVATE_PREFIX, self.id.0);
+        if name.is_empty() {
+            return Err(crate::broker::DestinationError::EmptyName(TEMP_QUEUE.to_string()).into());
+        }
+        crate::broker::DestinationKind::of(&full)?;
+        let queue = self.broker.private_queue(full);
+        self.temp_queues.insert(name.to_string(), queue.clone());
+        Ok(queue)
+    }
+
+    /// A SEND's `reply-to:/temp-queue/NAME`, rewritten to the temp queue's
+    /// broker-wide name (a service replies there without knowing who
+    /// asked), and the connection subscribed to it as RabbitMQ does, with
+    /// the subscription id `/temp-queue/NAME`, unless it already is.
+    fn reply_to_temp_queue(
+        &mut self,
+        name: String,
+        headers: stomp_codec::Headers,
+    ) -> Result<stomp_codec::Headers, SessionError> {
+        let queue = self.temp_queue(&name)?;
+        let id = SubscriptionId::from(format!("{TEMP_QUEUE}{name}").as_str());
+        let subscribed = self.subscriptions.iter().any(|(sid, s)| {
+            sid == &id || matches!(s, Subscription::Temp(q) if Arc::ptr_eq(q, &queue))
+        });
+        if !subscribed {
+            queue.subscribe(ConsumerSpec {
+                session: self.id,
+                subscription: id.clone(),
+                ack: AckMode::Auto,
+                prefetch: self.settings.default_prefetch,
+                outbox: self.outbox.clone(),
+                ack_timeout_ms: 0,
+            });
+            self.subscriptions
+                .insert(id, Subscription::Temp(queue.clone()));
+        }
+        Ok(headers
+            .iter_shared()
+            .map(|(n, v)| {
+                if &**n == "reply-to" {
+                    (n.clone(), ByteString::from(queue.name()))
+                } else {
+                    (n.clone(), v.clone())
+                }
+            })
+            .collect())
     }
 
     /// Publishes the last will, if the client left one; called when the
@@ -585,6 +676,15 @@ impl Session {
             outbox: self.outbox.clone(),
             ack_timeout_ms,
         };
+        if destination.starts_with(crate::broker::PRIVATE_PREFIX) {
+            return Err(SessionError::Private(destination.to_string()));
+        }
+        if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
+            let queue = self.temp_queue(name)?;
+            queue.subscribe(spec);
+            self.subscriptions.insert(id, Subscription::Temp(queue));
+            return Ok(Flow::Continue);
+        }
         if let Some(exchange) = crate::broker::exchange::parse_destination(&destination) {
             let (name, pattern) = exchange.map_err(|e| SessionError::Exchange(e.to_string()))?;
             let (exchange, queue) =
@@ -746,6 +846,9 @@ impl Session {
         ledger::requeue(&self.broker, self.id, held);
         for subscription in stopped {
             subscription.finish(&self.broker);
+        }
+        for (_, queue) in self.temp_queues.drain() {
+            self.broker.delete_private_queue(queue.name());
         }
         self.transactions.clear();
     }
