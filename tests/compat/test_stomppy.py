@@ -17,6 +17,9 @@ import stomp
 
 WAIT = 10.0
 
+# The fixture's broker's HTTP port (WebSocket at /ws), besides the TCP port it yields.
+ADDRS = {}
+
 
 class Recorder(stomp.ConnectionListener):
     """Collects what the broker sends, with bounded waits."""
@@ -72,14 +75,18 @@ def broker(tmp_path_factory):
     )
     port = None
     deadline = time.monotonic() + WAIT
-    while port is None and time.monotonic() < deadline:
+    while (port is None or "http" not in ADDRS) and time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
             break
         found = re.search(r"tcp_addr=127\.0\.0\.1:(\d+)", line)
         if found:
             port = int(found.group(1))
+        found = re.search(r"http_addr=127\.0\.0\.1:(\d+)", line)
+        if found:
+            ADDRS["http"] = int(found.group(1))
     assert port, "the broker did not report its TCP port"
+    assert "http" in ADDRS, "the broker did not report its HTTP port"
     # Keep draining the log so the broker never blocks on a full pipe.
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     yield port
@@ -181,3 +188,41 @@ def test_the_readme_worker_pool_example_runs(broker):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "done 17, dead-lettered 3" in run.stdout, run.stdout
     assert run.stdout.count("(rejected)") == 3, run.stdout
+
+
+def test_reply_to_round_trip_between_stomp_py_and_a_websocket_service(broker):
+    """examples/rpc.py asks over TCP with reply-to:/temp-queue/answers; a
+    service on a WebSocket connection answers to the rewritten reply-to."""
+    import websocket  # websocket-client
+
+    queue = f"/queue/rpc.{uuid.uuid4()}"
+    ws = websocket.create_connection(f"ws://127.0.0.1:{ADDRS['http']}/ws",
+                                     subprotocols=["v12.stomp"], timeout=WAIT)
+
+    def read_frame():
+        while True:
+            data = ws.recv()
+            text = data.decode() if isinstance(data, bytes) else data
+            if text.strip("\n"):
+                return text
+
+    ws.send("CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\0")
+    assert read_frame().startswith("CONNECTED")
+    ws.send(f"SUBSCRIBE\nid:svc\ndestination:{queue}\nreceipt:ready\n\n\0")
+    assert read_frame().startswith("RECEIPT")
+
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "rpc.py")
+    asker = subprocess.Popen(
+        [sys.executable, example, "ask", "2", "3", "--port", str(broker), "--queue", queue],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    request = read_frame()
+    head, _, body = request.partition("\n\n")
+    headers = dict(line.split(":", 1) for line in head.split("\n")[1:] if ":" in line)
+    assert headers["reply-to"].startswith("/queue/stompbox.temp."), headers
+    total = sum(int(n) for n in body.rstrip("\0").split())
+    ws.send(f"SEND\ndestination:{headers['reply-to']}\n\n{total}\0")
+    out, err = asker.communicate(timeout=WAIT)
+    ws.close()
+    assert asker.returncode == 0, out + err
+    assert out.strip() == "5", out + err
