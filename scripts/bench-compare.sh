@@ -210,7 +210,7 @@ delivery() {
     SCENARIO_AS=queue-header run stompbox tcp -- --url "$url" "${q[@]}" --header x-tag:5
     SCENARIO_AS=queue-priorities run stompbox tcp -- --url "$url" "${q[@]}" --priorities
     SCENARIO_AS=queue-client-ack run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual
-    SCENARIO_AS=queue-ack-deadline run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual --header x-ack-timeout:60000
+    SCENARIO_AS=queue-ack-deadline run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual --ack-timeout 60000
   done
   stop_broker
   log "delivery terms: RabbitMQ"

@@ -92,7 +92,7 @@ def delivery_section(rows):
            "cycle `priority` 0 to 9 (`--priorities`); RabbitMQ's queue is declared with "
            "`x-max-priority:10`. The header row carries one passthrough header of about the same size, "
            "so the cost of ordering is told apart from the cost of a header on the wire. Ack deadline: "
-           "`x-ack-timeout:60000` on the subscription.\n"]
+           "`x-ack-timeout:60000` on the consumers' SUBSCRIBE (`--ack-timeout 60000`).\n"]
     cols = [("queue-plain", "plain queue, auto ack"),
             ("queue-header", "one extra header (`x-tag:5`)"),
             ("queue-priorities", "priorities 0 to 9"),

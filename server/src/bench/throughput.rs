@@ -59,6 +59,10 @@ pub struct QueueArgs {
     /// queue orders across every level.
     #[arg(long)]
     pub priorities: bool,
+    /// An ack deadline for the consumers, ms (`x-ack-timeout` on their
+    /// SUBSCRIBE only, unlike --header).
+    #[arg(long, value_name = "MS")]
+    pub ack_timeout: Option<u64>,
 }
 
 /// `fanout` options.
@@ -409,6 +413,9 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
             ("prefetch-count", args.prefetch.to_string()),
         ];
         headers.extend(extra.iter().map(|(n, v)| (n.as_str(), v.clone())));
+        if let Some(ms) = args.ack_timeout {
+            headers.push(("x-ack-timeout", ms.to_string()));
+        }
         subscribe(&mut writer, &mut reader, &destination, &headers).await?;
         let ledger = ledger.clone();
         let bar = bar.clone();

@@ -209,6 +209,13 @@ async fn drive<T: Transport>(
     tokio::pin!(frame_watch);
     // Follows the journal's syncs, to release RECEIPTs that wait for them.
     let mut synced = session.journal_progress();
+    // The earliest ack deadline: one timer, moved earlier when a sooner
+    // deadline appears and left alone when acks make it later (it then
+    // fires early, finds nothing due, and is set again): re-arming a timer
+    // on every ACK cost more than the deadlines themselves.
+    let ack_watch = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(ack_watch);
+    let mut ack_watch_armed = false;
 
     let reason = loop {
         // Not read during a memory alarm: a connection holding a SEND, and
@@ -230,6 +237,12 @@ async fn drive<T: Transport>(
         };
         let write_tick = heartbeat.write_every().map(|t| last_write + t);
         let ack_deadline = session.next_ack_deadline();
+        if let Some(due) = ack_deadline
+            && (!ack_watch_armed || due < ack_watch.deadline())
+        {
+            ack_watch.as_mut().reset(due);
+            ack_watch_armed = true;
+        }
         let now = Instant::now();
         if let Some(since) = transport.partial_since()
             && since + settings.frame_timeout < frame_watch.deadline()
@@ -262,7 +275,8 @@ async fn drive<T: Transport>(
                     Flow::Continue
                 }
             }
-            _ = sleep_until(ack_deadline.unwrap_or(now + far)), if ack_deadline.is_some() => {
+            _ = &mut ack_watch, if ack_deadline.is_some() && ack_watch_armed => {
+                ack_watch_armed = false;
                 session.expire_acks(Instant::now());
                 Flow::Continue
             }

@@ -4,7 +4,7 @@
 //! broker on ACK, or back to its queue on NACK, unsubscribe or close. The
 //! ledger names queue messages by [`DeliveryTag`], never by pointer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -22,8 +22,16 @@ const REMEMBERED_EXPIRIES: usize = 1024;
 #[derive(Debug)]
 struct Unacked {
     delivery: Delivery,
-    /// When it is taken back unless acknowledged.
-    deadline: Option<Instant>,
+}
+
+/// The ack deadlines of one timeout value, in delivery order, which is
+/// also time order: a queue, not a sorted set, so a delivery costs a push
+/// and an ACK nothing (an acknowledged entry is dropped when it reaches the
+/// front, or in a sweep when too many pile up behind an old one).
+#[derive(Debug)]
+struct DeadlineRun {
+    timeout_ms: u32,
+    due: VecDeque<(Instant, u64)>,
 }
 
 /// A delivery taken back at its ack deadline.
@@ -38,9 +46,9 @@ pub(super) struct AckLedger {
     /// By ack id; ids grow, so the map is in delivery order, which
     /// cumulative `client` acks rely on.
     unacked: BTreeMap<u64, Unacked>,
-    /// Ack deadlines, earliest first: one ordered set for the session,
+    /// Ack deadlines, one run per timeout value (nearly always one),
     /// watched by one timer in the driver.
-    deadlines: BTreeSet<(Instant, u64)>,
+    deadlines: Vec<DeadlineRun>,
     /// The latest deliveries taken back at their deadline.
     expired: VecDeque<Expired>,
     next_id: u64,
@@ -75,17 +83,30 @@ impl AckLedger {
             };
         }
         self.next_id += 1;
-        let deadline = (delivery.ack_timeout_ms > 0).then(|| {
+        if delivery.ack_timeout_ms > 0 {
             let at = Instant::now() + Duration::from_millis(u64::from(delivery.ack_timeout_ms));
-            self.deadlines.insert((at, self.next_id));
-            at
-        });
+            let run = match self
+                .deadlines
+                .iter()
+                .position(|r| r.timeout_ms == delivery.ack_timeout_ms)
+            {
+                Some(i) => &mut self.deadlines[i],
+                None => {
+                    self.deadlines.push(DeadlineRun {
+                        timeout_ms: delivery.ack_timeout_ms,
+                        due: VecDeque::new(),
+                    });
+                    let last = self.deadlines.len() - 1;
+                    &mut self.deadlines[last]
+                }
+            };
+            run.due.push_back((at, self.next_id));
+        }
         // The clone is reference counts only: the message is shared.
         self.unacked.insert(
             self.next_id,
             Unacked {
                 delivery: delivery.clone(),
-                deadline,
             },
         );
         Outgoing::Message {
@@ -127,21 +148,52 @@ impl AckLedger {
         }
     }
 
-    /// The earliest ack deadline.
+    /// The earliest ack deadline of a delivery still unacknowledged (an
+    /// acknowledged one at the front only makes the driver wake for nothing).
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _)| *at)
+        self.deadlines
+            .iter()
+            .filter_map(|r| r.due.front().map(|(at, _)| *at))
+            .min()
+    }
+
+    /// Drops deadlines of deliveries no longer unacknowledged from the
+    /// front of each run, and sweeps a run that holds far more of them
+    /// than there are unacknowledged deliveries.
+    fn trim_deadlines(&mut self) {
+        let unacked = &self.unacked;
+        for run in &mut self.deadlines {
+            while run
+                .due
+                .front()
+                .is_some_and(|(_, id)| !unacked.contains_key(id))
+            {
+                run.due.pop_front();
+            }
+            if run.due.len() > 2 * unacked.len() + 64 {
+                run.due.retain(|(_, id)| unacked.contains_key(id));
+            }
+        }
     }
 
     /// Takes out the deliveries whose ack deadline passed at `now`,
     /// remembering them for a late ACK.
     pub(super) fn take_expired(&mut self, now: Instant) -> Vec<Delivery> {
         let mut out = Vec::new();
-        while let Some((at, id)) = self.deadlines.first().copied() {
-            if at > now {
-                break;
+        let mut due = Vec::new();
+        for run in &mut self.deadlines {
+            while run.due.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, id)) = run.due.pop_front() {
+                    due.push(id);
+                }
             }
-            self.deadlines.pop_first();
-            if let Some(u) = self.unacked.remove(&id) {
+        }
+        due.sort_unstable();
+        for id in due {
+            {
+                let Some(u) = self.unacked.remove(&id) else {
+                    continue;
+                };
                 out.push(u.delivery.clone());
                 if self.expired.len() == REMEMBERED_EXPIRIES {
                     self.expired.pop_front();
@@ -152,6 +204,7 @@ impl AckLedger {
                 });
             }
         }
+        self.trim_deadlines();
         out
     }
 
@@ -181,18 +234,16 @@ impl AckLedger {
             return Vec::new();
         };
         if named.delivery.ack != AckMode::Client {
-            return self.remove(ack_id).into_iter().collect();
+            let taken = self.remove(ack_id).into_iter().collect();
+            self.trim_deadlines();
+            return taken;
         }
         let subscription = named.delivery.subscription.clone();
         self.take_where(|n, d| n <= ack_id && d.subscription == subscription)
     }
 
     fn remove(&mut self, ack_id: u64) -> Option<Delivery> {
-        let u = self.unacked.remove(&ack_id)?;
-        if let Some(at) = u.deadline {
-            self.deadlines.remove(&(at, ack_id));
-        }
-        Some(u.delivery)
+        self.unacked.remove(&ack_id).map(|u| u.delivery)
     }
 
     /// Removes every delivery that matches.
@@ -203,7 +254,9 @@ impl AckLedger {
             .filter(|(n, u)| matches(**n, &u.delivery))
             .map(|(n, _)| *n)
             .collect();
-        ids.iter().filter_map(|n| self.remove(*n)).collect()
+        let taken = ids.iter().filter_map(|n| self.remove(*n)).collect();
+        self.trim_deadlines();
+        taken
     }
 }
 
