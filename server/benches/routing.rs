@@ -42,6 +42,7 @@ fn subscriber(broker: &Arc<Broker>, destination: &str, id: usize) -> Subscriber 
                 prefetch: 1 << 20,
                 outbox: outbox.clone(),
                 ack_timeout_ms: 0,
+                selector: None,
             },
             TopicOptions::default(),
         )
@@ -224,6 +225,7 @@ fn subscriber_pattern(broker: &Arc<Broker>, destination: &str, id: usize) -> Sub
                 prefetch: 1 << 20,
                 outbox: outbox.clone(),
                 ack_timeout_ms: 0,
+                selector: None,
             },
             &TopicOptions::default(),
         )
@@ -231,5 +233,37 @@ fn subscriber_pattern(broker: &Arc<Broker>, destination: &str, id: usize) -> Sub
     Subscriber { outbox, session }
 }
 
-criterion_group!(benches, fanout, render, wildcards);
+/// Evaluating a selector against a message's headers.
+fn selectors(c: &mut Criterion) {
+    use stompbox::broker::Selector;
+    let mut h = headers();
+    h.push("region", "eu");
+    h.push("amount", "250");
+    h.push("type", "order");
+    let mut group = c.benchmark_group("selector");
+    group.throughput(Throughput::Elements(1));
+    for (name, text) in [
+        ("equality", "region = 'eu'"),
+        (
+            "compound",
+            "region IN ('eu', 'uk') AND amount BETWEEN 100 AND 500 AND type LIKE 'ord%'",
+        ),
+    ] {
+        let selector = Selector::parse(text).expect("valid");
+        assert!(selector.matches(&h));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(selector.matches(black_box(&h))))
+        });
+    }
+    group.bench_function("parse_compound", |b| {
+        b.iter(|| {
+            black_box(Selector::parse(black_box(
+                "region IN ('eu', 'uk') AND amount BETWEEN 100 AND 500 AND type LIKE 'ord%'",
+            )))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, fanout, render, wildcards, selectors);
 criterion_main!(benches);

@@ -85,6 +85,9 @@ pub enum SessionError {
     /// An exchange destination that cannot be used.
     #[error("{0}")]
     Exchange(String),
+    /// A selector that does not parse or is too large.
+    #[error("{0}")]
+    Selector(String),
     /// A SUBSCRIBE to another connection's private queue.
     #[error(
         "{0:?} is a private queue of the broker's; subscribe to /temp-queue/NAME for one of your own"
@@ -220,6 +223,9 @@ impl SessionError {
             }
             SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
                 "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::Selector(_) => {
+                "A selector is a SQL-92 condition over the message's headers: = <> < > <= >=, AND OR NOT, IN ('a', 'b'), LIKE 'a%' [ESCAPE '\\'], IS [NOT] NULL, BETWEEN 1 AND 5, 'strings' and numbers; at most 4096 bytes. The position counts bytes from the selector's start."
             }
             SessionError::Private(_) => {
                 "Queues named /queue/stompbox.* belong to one connection (its temp queues, its exchange subscriptions). SEND to them is fine (that is how replies reach a reply-to address); only their owner receives."

@@ -97,6 +97,8 @@ pub enum ClientFrame {
         /// For an exchange subscription: `x-match` and the `x-bind-NAME`
         /// header values (names without the prefix) of its binding.
         bind_arguments: Vec<(String, String)>,
+        /// `selector`: only messages whose headers it selects.
+        selector: Option<Arc<crate::broker::Selector>>,
     },
     /// UNSUBSCRIBE.
     Unsubscribe {
@@ -422,7 +424,14 @@ impl ClientFrame {
                         }
                     })
                     .collect();
+                let selector = frame
+                    .headers
+                    .get("selector")
+                    .map(|text| crate::broker::Selector::parse(text).map(Arc::new))
+                    .transpose()
+                    .map_err(|e| SessionError::Selector(e.to_string()))?;
                 ClientFrame::Subscribe {
+                    selector,
                     bind_arguments,
                     ack_timeout,
                     options: parse_topic_options(frame)?,

@@ -421,3 +421,105 @@ async fn request_reply_through_a_temp_queue() {
     assert!(health.contains("\"unroutable\":2"), "{health}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn selectors_pick_messages_and_do_not_block_a_queue() {
+    let server = TestServer::default().await;
+    let mut eu = server.client(Via::Tcp).await;
+    eu.subscribe(
+        "s",
+        "/queue/sel.orders",
+        "client-individual",
+        &[("selector", "region = 'eu' AND amount > 100")],
+    )
+    .await;
+    let mut p = server.client(Via::Tcp).await;
+    // The head of the queue is for nobody yet: it must not hold back the rest.
+    for (i, (region, amount)) in [("us", "500"), ("eu", "50"), ("eu", "150"), ("eu", "900")]
+        .iter()
+        .enumerate()
+    {
+        p.send_confirmed(
+            frame(
+                Command::Send,
+                &[
+                    ("destination", "/queue/sel.orders"),
+                    ("region", region),
+                    ("amount", amount),
+                ],
+            )
+            .body(format!("{region}-{amount}")),
+            &format!("r{i}"),
+        )
+        .await;
+    }
+    let got: Vec<String> = eu.messages(2).await.iter().map(body).collect();
+    assert_eq!(got, ["eu-150", "eu-900"]);
+    eu.expect_nothing(Duration::from_millis(150)).await;
+    // A consumer without a selector takes what is left, in order.
+    let mut rest = server.client(Via::Ws).await;
+    rest.subscribe("r", "/queue/sel.orders", "auto", &[]).await;
+    let left: Vec<String> = rest.messages(2).await.iter().map(body).collect();
+    assert_eq!(left, ["us-500", "eu-50"]);
+
+    // Topics and wildcard subscriptions filter the same way.
+    let mut watcher = server.client(Via::Tcp).await;
+    watcher
+        .subscribe(
+            "w",
+            "/topic/sel.*",
+            "auto",
+            &[("selector", "level IN ('error', 'fatal')")],
+        )
+        .await;
+    for level in ["info", "error", "debug", "fatal"] {
+        p.send(
+            frame(
+                Command::Send,
+                &[("destination", "/topic/sel.app"), ("level", level)],
+            )
+            .body(level),
+        )
+        .await;
+    }
+    let got: Vec<String> = watcher.messages(2).await.iter().map(body).collect();
+    assert_eq!(got, ["error", "fatal"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_selector_is_an_error_that_points_at_the_problem() {
+    let server = TestServer::default().await;
+    let mut c = server.client(Via::Tcp).await;
+    c.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "s"),
+            ("destination", "/queue/x"),
+            ("selector", "region = 'eu' AND"),
+        ],
+    ))
+    .await;
+    let e = c.expect_error_and_close().await;
+    let message = e.headers.get("message").unwrap_or_default().to_string();
+    assert!(message.contains("position 17"), "{message}");
+    let long = format!("a = '{}'", "x".repeat(5000));
+    let mut c = server.client(Via::Tcp).await;
+    c.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "s"),
+            ("destination", "/queue/x"),
+            ("selector", &long),
+        ],
+    ))
+    .await;
+    let e = c.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap_or_default()
+            .contains("4096")
+    );
+    server.shutdown().await;
+}

@@ -15,6 +15,7 @@ pub mod memory;
 mod message;
 mod policy;
 mod queue;
+pub mod selector;
 mod stats;
 pub mod sublist;
 pub mod timers;
@@ -38,6 +39,7 @@ pub use message::{
 };
 pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
 pub use queue::{Compacted, ConsumerSpec, QueueDestination, QueueEnv, QueueFull};
+pub use selector::{Selector, SelectorError};
 pub use stats::Stats;
 pub use topic::{
     MAX_STREAM, Presence, Recovery, SubscribeError, TopicDestination, TopicSubscription,
@@ -953,7 +955,11 @@ impl Broker {
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(key.clone(), ByteString::from(t.name()));
                 }
+                if options.durable.is_some() && spec.selector.is_some() {
+                    return Err(SubscribeError::SelectorOnDurable);
+                }
                 t.subscribe(TopicSubscription {
+                    selector: spec.selector,
                     session: spec.session,
                     subscription: spec.subscription,
                     ack: spec.ack,
@@ -989,6 +995,7 @@ impl Broker {
             .subscribe(
                 pattern,
                 wildcard::WildSub {
+                    selector: spec.selector,
                     session: spec.session,
                     subscription: spec.subscription,
                     ack: spec.ack,

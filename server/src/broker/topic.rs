@@ -61,6 +61,8 @@ pub struct TopicSubscription {
     pub durable: Option<ByteString>,
     /// Unsettled deliveries at once, for a durable subscription.
     pub prefetch: usize,
+    /// Only messages this selects (live subscriptions).
+    pub selector: Option<Arc<super::Selector>>,
 }
 
 /// Why a SUBSCRIBE to a topic was refused.
@@ -81,6 +83,11 @@ pub enum SubscribeError {
     /// An exchange subscription that cannot be made.
     #[error("{0}")]
     Exchange(String),
+    /// A selector on a durable subscription.
+    #[error(
+        "selectors are not supported on durable subscriptions yet; filter in the client or use a live subscription"
+    )]
+    SelectorOnDurable,
     /// History, presence or durability asked of a wildcard subscription.
     #[error(
         "{0:?} is a wildcard pattern: history (x-history, x-since), presence and durable subscriptions need a single topic"
@@ -100,6 +107,14 @@ struct Subscriber {
     outbox: Arc<Outbox>,
     presence: Option<Presence>,
     watch_presence: bool,
+    selector: Option<Arc<super::Selector>>,
+}
+
+/// Whether a subscriber's selector, if any, takes a message.
+fn selects(selector: &Option<Arc<super::Selector>>, message: &Message) -> bool {
+    selector
+        .as_ref()
+        .is_none_or(|s| s.matches(&message.headers))
 }
 
 impl Subscriber {
@@ -300,10 +315,14 @@ impl TopicDestination {
             outbox: sub.outbox,
             presence: sub.presence,
             watch_presence: sub.watch_presence,
+            selector: sub.selector,
         };
         if let Some(recovery) = &sub.recovery {
             let (replay, complete) = self.replay(&state, recovery);
             for message in replay {
+                if !selects(&subscriber.selector, &message) {
+                    continue;
+                }
                 let _ = subscriber.outbox.push_topic(Delivery {
                     subscription: subscriber.subscription.clone(),
                     message,
@@ -437,6 +456,9 @@ impl TopicDestination {
         self.trim(&mut state, now);
         let mut dropped = 0;
         for s in state.subscribers.iter() {
+            if !selects(&s.selector, &message) {
+                continue;
+            }
             let delivery = Delivery {
                 subscription: s.subscription.clone(),
                 message: message.clone(),
@@ -455,6 +477,9 @@ impl TopicDestination {
         // Under this topic's lock, like its own subscribers: a wildcard
         // subscriber gets each topic's messages in order.
         for s in wildcard {
+            if !selects(&s.selector, &message) {
+                continue;
+            }
             let delivery = Delivery {
                 subscription: s.subscription.clone(),
                 message: message.clone(),

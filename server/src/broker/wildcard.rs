@@ -25,6 +25,8 @@ pub struct WildSub {
     pub ack: AckMode,
     /// Where its deliveries go.
     pub outbox: Arc<Outbox>,
+    /// Only messages this selects.
+    pub selector: Option<Arc<super::Selector>>,
 }
 
 impl PartialEq for WildSub {

@@ -58,6 +58,8 @@ struct Extras<'a> {
     ack_timeout_ms: u32,
     /// An exchange subscription's binding arguments.
     bind_arguments: &'a [(String, String)],
+    /// `selector`, parsed.
+    selector: Option<Arc<crate::broker::Selector>>,
 }
 
 /// What an ACK or NACK does with what it names.
@@ -309,6 +311,7 @@ impl Session {
                 durable,
                 ack_timeout,
                 bind_arguments,
+                selector,
             } => {
                 if let Some(name) = &durable
                     && destination.starts_with("/topic/")
@@ -331,6 +334,7 @@ impl Session {
                     Extras {
                         ack_timeout_ms,
                         bind_arguments: &bind_arguments,
+                        selector,
                     },
                 )
             }
@@ -614,6 +618,7 @@ impl Session {
                 prefetch: self.settings.default_prefetch,
                 outbox: self.outbox.clone(),
                 ack_timeout_ms: 0,
+                selector: None,
             });
             self.subscriptions
                 .insert(id, Subscription::Temp(queue.clone()));
@@ -654,6 +659,7 @@ impl Session {
         let Extras {
             ack_timeout_ms,
             bind_arguments,
+            selector,
         } = extras;
         if self.subscriptions.contains_key(&id) {
             return Err(SessionError::DuplicateSubscription(id.as_str().to_string()));
@@ -675,6 +681,7 @@ impl Session {
             prefetch,
             outbox: self.outbox.clone(),
             ack_timeout_ms,
+            selector,
         };
         if destination.starts_with(crate::broker::PRIVATE_PREFIX) {
             return Err(SessionError::Private(destination.to_string()));

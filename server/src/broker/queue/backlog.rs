@@ -208,6 +208,36 @@ impl Backlog {
         self.pop_front(level)
     }
 
+    /// Takes the first message in memory (highest level first, then
+    /// arrival order) that `wanted` picks, looking at most at `limit`.
+    pub(super) fn take_first(
+        &mut self,
+        limit: usize,
+        mut wanted: impl FnMut(&Pending) -> bool,
+    ) -> Option<Pending> {
+        let mut looked = 0;
+        for level in (0..LEVELS).rev() {
+            let messages = &self.levels[level].messages;
+            let mut found = None;
+            for (i, p) in messages.iter().enumerate() {
+                if looked == limit {
+                    return None;
+                }
+                looked += 1;
+                if wanted(p) {
+                    found = Some(i);
+                    break;
+                }
+            }
+            if let Some(i) = found {
+                let pending = self.levels[level].messages.remove(i)?;
+                self.note_out(&pending);
+                return Some(pending);
+            }
+        }
+        None
+    }
+
     /// The lowest level with messages on disk.
     pub(super) fn lowest_paged_level(&self) -> Option<usize> {
         (0..LEVELS).find(|i| !self.levels[*i].paged.is_empty())

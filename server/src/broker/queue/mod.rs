@@ -38,7 +38,24 @@ struct Consumer {
     prefetch: usize,
     /// Its ack deadline, ms (0: none).
     ack_timeout_ms: u32,
+    /// Only messages this selects.
+    selector: Option<Arc<super::Selector>>,
 }
+
+impl Consumer {
+    fn can_take(&self, message: &Message) -> bool {
+        self.in_flight < self.prefetch
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&message.headers))
+    }
+}
+
+/// Messages looked at per dispatch for consumers with selectors: a queue
+/// whose head nobody's selector takes is not blocked, but the walk past
+/// such messages is bounded.
+const SELECTOR_SCAN: usize = 4096;
 
 #[derive(Debug, Default)]
 struct State {
@@ -111,6 +128,8 @@ pub struct ConsumerSpec {
     pub outbox: Arc<Outbox>,
     /// Its own ack deadline (`x-ack-timeout`), ms; 0 takes the queue policy's.
     pub ack_timeout_ms: u32,
+    /// Only messages this selects (`selector`).
+    pub selector: Option<Arc<super::Selector>>,
 }
 
 impl QueueDestination {
@@ -441,6 +460,7 @@ impl QueueDestination {
             } else {
                 0
             },
+            selector: spec.selector,
         });
         self.dispatch(&mut state);
     }
@@ -690,6 +710,10 @@ impl QueueDestination {
             // Read ahead before memory runs dry, so consumers keep going.
             self.page_in(state, level);
         }
+        if state.consumers.iter().any(|c| c.selector.is_some()) {
+            self.dispatch_selected(state);
+            return;
+        }
         let mut now = None;
         loop {
             let n = state.consumers.len();
@@ -746,6 +770,78 @@ impl QueueDestination {
                     // offering it messages until then.
                     consumer.in_flight = consumer.prefetch;
                     state.backlog.push_front(Pending {
+                        message: back.message,
+                        deliveries: back.delivery_count.unwrap_or(0),
+                        redelivered: back.redelivered,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl QueueDestination {
+    /// Dispatch when some consumer has a selector: each message in memory,
+    /// in priority and then arrival order, goes to the next consumer (round
+    /// robin) whose selector takes it and that has credit; a message nobody
+    /// takes stays where it is and the walk goes on past it.
+    fn dispatch_selected(&self, state: &mut State) {
+        let now = self.env.clock.now_ms();
+        loop {
+            let State {
+                backlog,
+                consumers,
+                next,
+                ..
+            } = &mut *state;
+            if !consumers.iter().any(|c| c.in_flight < c.prefetch) {
+                return;
+            }
+            let n = consumers.len();
+            let start = *next;
+            let taken = backlog.take_first(SELECTOR_SCAN, |p| {
+                p.message.terms.expired(now)
+                    || (0..n).any(|i| consumers[(start + i) % n].can_take(&p.message))
+            });
+            let Some(pending) = taken else {
+                return;
+            };
+            if pending.message.terms.expired(now) {
+                self.dead(pending, DeathReason::Expired);
+                continue;
+            }
+            let Some(index) = (0..n)
+                .map(|i| (start + i) % n)
+                .find(|i| consumers[*i].can_take(&pending.message))
+            else {
+                backlog.push_front(pending);
+                return;
+            };
+            let consumer = &mut consumers[index];
+            let tag = DeliveryTag {
+                destination: pending.message.destination.clone(),
+                message: pending.message.id.number(),
+                durable: pending.message.is_durable(),
+            };
+            let delivery = Delivery {
+                subscription: consumer.subscription.clone(),
+                message: pending.message,
+                redelivered: pending.redelivered,
+                ack: consumer.ack,
+                tag: Some(tag),
+                history: false,
+                control: false,
+                delivery_count: Some(pending.deliveries),
+                ack_timeout_ms: consumer.ack_timeout_ms,
+            };
+            match consumer.outbox.push_queue(delivery) {
+                Ok(()) => {
+                    consumer.in_flight += 1;
+                    *next = (index + 1) % n;
+                }
+                Err(back) => {
+                    consumer.in_flight = consumer.prefetch;
+                    backlog.push_front(Pending {
                         message: back.message,
                         deliveries: back.delivery_count.unwrap_or(0),
                         redelivered: back.redelivered,
