@@ -9,8 +9,8 @@
 #        QUICK=1 scripts/bench-compare.sh    (smaller runs, to check the script)
 #        ONLY=durable scripts/bench-compare.sh (durable messages alone; the
 #             page then shows only those rows)
-#        ONLY=delivery scripts/bench-compare.sh (what priorities and ack
-#             deadlines cost a queue; docs/benchmarks-delivery.md)
+#        ONLY=delivery scripts/bench-compare.sh (what priorities, ack
+#             deadlines and wildcard subscriptions cost; docs/benchmarks-delivery.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -211,6 +211,8 @@ delivery() {
     SCENARIO_AS=queue-priorities run stompbox tcp -- --url "$url" "${q[@]}" --priorities
     SCENARIO_AS=queue-client-ack run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual
     SCENARIO_AS=queue-ack-deadline run stompbox tcp -- --url "$url" "${q[@]}" --ack client-individual --ack-timeout 60000
+    SCENARIO_AS=fanout-exact run stompbox tcp -- --url "$url" fanout -k 100 -n "$FANOUT_N" -s 128
+    SCENARIO_AS=fanout-wildcard run stompbox tcp -- --url "$url" fanout -k 100 -n "$FANOUT_N" -s 128 --wildcard
   done
   stop_broker
   log "delivery terms: RabbitMQ"
@@ -221,6 +223,8 @@ delivery() {
     SCENARIO_AS=queue-plain run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" "${q[@]}"
     SCENARIO_AS=queue-priorities run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" "${q[@]}" --priorities --header x-max-priority:10
     SCENARIO_AS=queue-client-ack run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" "${q[@]}" --ack client-individual
+    SCENARIO_AS=fanout-exact run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" fanout -k 100 -n "$FANOUT_N" -s 128
+    SCENARIO_AS=fanout-wildcard run rabbitmq tcp -- --url "$url" "${RABBIT[@]}" fanout -k 100 -n "$FANOUT_N" -s 128 --wildcard
   done
   stop_broker
 }

@@ -64,9 +64,11 @@ PRIMARY = {"queue": "msgs_per_sec", "fanout": "delivered_per_sec", "latency": "p
            "queue-persistent": "msgs_per_sec", "queue-quorum": "msgs_per_sec", "fsync": "median_ms",
            "queue-plain": "msgs_per_sec", "queue-header": "msgs_per_sec",
            "queue-priorities": "msgs_per_sec", "queue-client-ack": "msgs_per_sec",
-           "queue-ack-deadline": "msgs_per_sec"}
+           "queue-ack-deadline": "msgs_per_sec", "fanout-exact": "delivered_per_sec",
+           "fanout-wildcard": "delivered_per_sec"}
 
-DELIVERY = ("queue-plain", "queue-header", "queue-priorities", "queue-client-ack", "queue-ack-deadline")
+DELIVERY = ("queue-plain", "queue-header", "queue-priorities", "queue-client-ack", "queue-ack-deadline",
+            "fanout-exact", "fanout-wildcard")
 
 
 def annotate(path, pairs):
@@ -111,6 +113,20 @@ def delivery_section(rows):
     out.append(f"| priorities within 15% of the plain queue | {share('queue-priorities', 'queue-plain')} "
                f"(of the one-header queue: {share('queue-priorities', 'queue-header')}) |")
     out.append(f"| ack deadlines within 15% of client acks without | {share('queue-ack-deadline', 'queue-client-ack')} |")
+    if any(k[2] in ("fanout-exact", "fanout-wildcard") for k in rows):
+        out.append("\n### Wildcard subscriptions\n")
+        out.append("`stompbox bench fanout -k 100`: one publisher, 100 subscribers, 128-byte messages, TCP; "
+                   "with `--wildcard` the subscribers take `/topic/NAME.*` and the publisher sends to "
+                   "`/topic/NAME.x`. Deliveries a second, median of three alternating runs.\n")
+        out.append("| subscription | Stompbox | RabbitMQ |")
+        out.append("| --- | --- | --- |")
+        for scenario, label in (("fanout-exact", "the exact topic"), ("fanout-wildcard", "a wildcard pattern")):
+            ours = cell(rows, "stompbox", "tcp", scenario, "delivered_per_sec")[1]
+            theirs = cell(rows, "rabbitmq", "tcp", scenario, "delivered_per_sec")[1]
+            out.append(f"| {label} | {ours} | {theirs} |")
+        w = lambda s: cell(rows, "stompbox", "tcp", s, "delivered_per_sec")[0]
+        ratio = f"{w('fanout-wildcard') / w('fanout-exact') * 100:.0f}%" if w("fanout-wildcard") and w("fanout-exact") else "not measured"
+        out.append(f"\nTarget: wildcard fan-out within 15% of exact-topic fan-out; measured {ratio}.")
     return out + [""]
 
 
@@ -237,7 +253,7 @@ def render(path, md_path, svg_path):
     if not any(k[2] in {m[0] for m in METRICS} for k in rows):
         # Only the durable or the delivery comparison was run.
         only = "delivery" if any(k[2] in DELIVERY for k in rows) else "durable"
-        title = "delivery terms" if only == "delivery" else "durable messages"
+        title = "delivery terms and routing" if only == "delivery" else "durable messages"
         out = [f"# Benchmarks: {title}, Stompbox and RabbitMQ\n",
                f"Measured {datetime.date.today().isoformat()} by `ONLY={only} scripts/bench-compare.sh`, "
                f"on {machine()}, loopback only, one broker at a time.\n"]

@@ -168,6 +168,47 @@ fn wildcards(c: &mut Criterion) {
         n += 1;
     }
     assert_eq!(list.lookup("orders.eu.paid").len(), 10);
+    // The same bindings on a topic exchange: what routing a SEND costs.
+    let exchange = stompbox::broker::Exchange::new(
+        "orders".into(),
+        stompbox::broker::ExchangeKind::Topic,
+        None,
+    );
+    for i in 0..100_000u32 {
+        let key = match i {
+            0 => "orders.eu.paid".to_string(),
+            1 => "orders.*.paid".to_string(),
+            2 => "orders.#".to_string(),
+            3 => "orders.>".to_string(),
+            4 => "*.eu.*".to_string(),
+            5 => "#.paid".to_string(),
+            6 => "orders.eu.#".to_string(),
+            7 => "#".to_string(),
+            8 => "*.*.*".to_string(),
+            9 => "orders.#.paid".to_string(),
+            n if n % 3 == 0 => format!("a.k{n}.*"),
+            n if n % 3 == 1 => format!("b.#.k{n}"),
+            n => format!("c.k{n}.>"),
+        };
+        exchange
+            .bind(stompbox::broker::exchange::Binding {
+                target: stompbox::broker::exchange::BindTarget::Queue(
+                    format!("/queue/q{i}").as_str().into(),
+                ),
+                key,
+                headers: Default::default(),
+                owner: None,
+            })
+            .expect("valid");
+    }
+    let h = headers();
+    assert_eq!(exchange.route("orders.eu.paid", &h).len(), 10);
+    let mut group = c.benchmark_group("wildcard");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("topic_exchange_route_100k_bindings_10_match", |b| {
+        b.iter(|| black_box(exchange.route(black_box("orders.eu.paid"), &h)))
+    });
+    group.finish();
     let mut group = c.benchmark_group("wildcard");
     group.throughput(Throughput::Elements(1));
     group.bench_function("lookup_100k_patterns_10_match", |b| {

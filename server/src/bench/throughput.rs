@@ -77,6 +77,10 @@ pub struct FanoutArgs {
     /// Body size in bytes (at least 24).
     #[arg(short = 's', long, default_value_t = 128)]
     pub size: usize,
+    /// Subscribers subscribe to a wildcard pattern (`/topic/NAME.*`) that
+    /// the topic published to (`/topic/NAME.x`) matches.
+    #[arg(long)]
+    pub wildcard: bool,
 }
 
 /// Which (producer, sequence) pairs arrived, and how often.
@@ -545,7 +549,13 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> Result<Report, BenchE
     }
     let target = common.target()?;
     let credentials = common.credentials();
-    let destination = format!("/topic/{}", unique("bench"));
+    let base = format!("/topic/{}", unique("bench"));
+    // With --wildcard, subscribers take the pattern and the topic is one it matches.
+    let (destination, pattern) = if args.wildcard {
+        (format!("{base}.x"), format!("{base}.*"))
+    } else {
+        (base.clone(), base)
+    };
     let expected = args.messages * args.subscribers as u64;
     // One ledger slot per (subscriber, message): every copy must arrive once.
     let ledger = Arc::new(Ledger::new(args.subscribers as u64, args.messages));
@@ -554,7 +564,7 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> Result<Report, BenchE
     let mut tasks = JoinSet::new();
     for k in 0..args.subscribers {
         let (mut writer, mut reader) = connect(&target, &credentials, None).await?;
-        subscribe(&mut writer, &mut reader, &destination, &[]).await?;
+        subscribe(&mut writer, &mut reader, &pattern, &[]).await?;
         let ledger = ledger.clone();
         let bar = bar.clone();
         tasks.spawn(async move {

@@ -1094,6 +1094,86 @@ impl Broker {
     }
 }
 
+/// One destination as an operator sees it (see [`Broker::list`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DestinationInfo {
+    /// Its name: `/queue/…`, `/topic/…` or `/exchange/NAME`.
+    pub name: String,
+    /// `queue`, `topic`, or the exchange's type.
+    pub kind: String,
+    /// Messages waiting (queues), or kept for history and durable
+    /// subscriptions (topics); 0 for exchanges.
+    pub depth: usize,
+    /// Consumers or subscribers (wildcard ones not counted per topic).
+    pub consumers: usize,
+    /// An exchange's bindings, as `KEY → TARGET`.
+    pub bindings: Vec<String>,
+}
+
+impl Broker {
+    /// Every destination and exchange, sorted by name: what an operations
+    /// API shows.
+    pub fn list(&self) -> Vec<DestinationInfo> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let destinations: Vec<Destination> = shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for d in destinations {
+                out.push(match d {
+                    Destination::Queue(q) => DestinationInfo {
+                        name: q.name().to_string(),
+                        kind: "queue".into(),
+                        depth: q.depth(),
+                        consumers: q.consumer_count(),
+                        bindings: Vec::new(),
+                    },
+                    Destination::Topic(t) => DestinationInfo {
+                        name: t.name().to_string(),
+                        kind: "topic".into(),
+                        depth: t.kept(),
+                        consumers: t.subscriber_count(),
+                        bindings: Vec::new(),
+                    },
+                });
+            }
+        }
+        for x in self.exchanges.values() {
+            out.push(DestinationInfo {
+                name: format!("/exchange/{}", x.name()),
+                kind: format!("{:?}", x.kind()).to_lowercase(),
+                depth: 0,
+                consumers: 0,
+                bindings: x
+                    .bindings()
+                    .iter()
+                    .map(|b| {
+                        let target = match &b.target {
+                            exchange::BindTarget::Queue(q) => q.to_string(),
+                            exchange::BindTarget::Exchange(e) => format!("/exchange/{e}"),
+                        };
+                        format!("{} → {target}", b.key)
+                    })
+                    .collect(),
+            });
+        }
+        if !self.wildcards.is_empty() {
+            out.push(DestinationInfo {
+                name: "/topic/ (wildcard subscriptions)".into(),
+                kind: "patterns".into(),
+                depth: 0,
+                consumers: self.wildcards.len(),
+                bindings: Vec::new(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
 impl Destination {
     /// Stops delivering to a subscription.
     pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {

@@ -692,6 +692,11 @@ impl QueueDestination {
         idle && self.dedup_len() == 0
     }
 
+    /// How many consumers it has.
+    pub fn consumer_count(&self) -> usize {
+        self.lock().consumers.len()
+    }
+
     /// Messages waiting for a consumer, in memory, on disk and delayed.
     pub fn depth(&self) -> usize {
         self.lock().backlog.count()

@@ -745,3 +745,38 @@ fn patterns_are_for_subscribing_and_must_be_well_formed() {
     ));
     assert!(e.headers.get("message").unwrap().contains("single topic"));
 }
+
+#[test]
+fn destinations_are_listed_with_kind_depth_consumers_and_bindings() {
+    let exchanges = crate::broker::exchange::build(&[crate::broker::ExchangeConfig {
+        name: "orders".into(),
+        kind: crate::broker::ExchangeKind::Topic,
+        alternate_exchange: None,
+        bindings: vec![crate::broker::exchange::BindingConfig {
+            queue: Some("/queue/eu".into()),
+            exchange: None,
+            key: "orders.eu.*".into(),
+            arguments: Default::default(),
+        }],
+    }])
+    .expect("valid");
+    let b = Arc::new(Broker::new().with_exchanges(exchanges));
+    let mut c = Client::connected(&b);
+    c.send(send("/queue/jobs", "a"));
+    c.send(send("/queue/jobs", "b"));
+    c.send(subscribe("t", "/topic/news", "auto"));
+    c.send(subscribe("w", "/topic/news.*", "auto"));
+    let list = b.list();
+    let find = |name: &str| list.iter().find(|d| d.name == name).expect(name).clone();
+    let jobs = find("/queue/jobs");
+    assert_eq!(
+        (jobs.kind.as_str(), jobs.depth, jobs.consumers),
+        ("queue", 2, 0)
+    );
+    let news = find("/topic/news");
+    assert_eq!((news.kind.as_str(), news.consumers), ("topic", 1));
+    let orders = find("/exchange/orders");
+    assert_eq!(orders.kind, "topic");
+    assert_eq!(orders.bindings, ["orders.eu.* → /queue/eu"]);
+    assert_eq!(find("/topic/ (wildcard subscriptions)").consumers, 1);
+}
