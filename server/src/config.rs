@@ -25,6 +25,9 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// A folder served at `/` instead of the chat page built into the binary.
     pub web_root: Option<PathBuf>,
+    /// Web page origins (`https://chat.example.com`, or `*`) allowed to open
+    /// WebSockets besides the broker's own; programs (no Origin) always are.
+    pub allowed_origins: Vec<String>,
     /// "sx,sy": the heart-beats the server offers and asks for, in ms,
     /// when the client asks for none of its own.
     pub heart_beat: String,
@@ -165,6 +168,7 @@ impl Default for Config {
             tcp_listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 15674)),
             web_root: None,
+            allowed_origins: Vec::new(),
             heart_beat: format!("{},{}", session.heart_beat.0, session.heart_beat.1),
             min_heart_beat_ms: session.min_heart_beat.as_millis() as u64,
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,
@@ -316,6 +320,12 @@ impl Config {
                 reason,
             })?;
         }
+        crate::transport::origin::AllowedOrigins::validate(&self.allowed_origins).map_err(
+            |reason| ConfigError::Invalid {
+                setting: "allowed_origins",
+                reason,
+            },
+        )?;
         crate::broker::exchange::build(&self.exchanges).map_err(|e| ConfigError::Invalid {
             setting: "exchanges",
             reason: e.to_string(),

@@ -257,6 +257,9 @@ impl Server {
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
                 slots,
+                origins: Arc::new(transport::origin::AllowedOrigins::new(
+                    config.allowed_origins.clone(),
+                )),
             },
             config.web_root.clone(),
         );

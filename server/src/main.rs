@@ -54,6 +54,13 @@ struct ServeArgs {
     /// Folder served at / instead of the built-in chat page.
     #[arg(long, env = "STOMPBOX_WEB_ROOT")]
     web_root: Option<PathBuf>,
+    /// A web page origin allowed to open WebSockets besides the broker's own, like https://chat.example.com, or * for any (repeat, or comma-separated) [default: none].
+    #[arg(
+        long = "allowed-origin",
+        env = "STOMPBOX_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// Heart-beats when the client asks for none, "sx,sy" in ms [default: 10000,10000].
     #[arg(long, env = "STOMPBOX_HEART_BEAT")]
     heart_beat: Option<String>,
@@ -183,6 +190,9 @@ impl ServeArgs {
         }
         if let Some(root) = self.web_root {
             config.web_root = Some(root);
+        }
+        if !self.allowed_origins.is_empty() {
+            config.allowed_origins = self.allowed_origins;
         }
         if !self.users.is_empty() {
             config.users = parse_users(&self.users)?;

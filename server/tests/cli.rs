@@ -257,6 +257,7 @@ fn bad_configuration_is_named() {
         ("--journal-max-bytes", "plenty", "journal_max_bytes"),
         ("--journal-max-bytes", "1MiB", "journal_max_bytes"),
         ("--journal-segment-bytes", "1KiB", "journal_segment_bytes"),
+        ("--allowed-origin", "chat.example.com", "allowed_origins"),
     ] {
         let out = Command::new(BIN)
             .args([

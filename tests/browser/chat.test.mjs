@@ -279,3 +279,51 @@ test("@stomp/stompjs, the chat page and a TCP client exchange messages", async (
   tcp.close();
   await context.close();
 });
+
+/** A page of another origin (its own HTTP server on another port) tries
+ *  the broker's WebSocket: refused, while the broker's own page and a
+ *  listed origin get in. */
+test("a page from a foreign origin cannot open the broker's WebSocket", async () => {
+  const http = await import("node:http");
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end("<!doctype html><title>elsewhere</title><p>another site</p>");
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const foreign = `http://127.0.0.1:${server.address().port}/`;
+  const tryWebSocket = (page, url) =>
+    page.evaluate(
+      (url) =>
+        new Promise((resolve) => {
+          const ws = new WebSocket(url, ["v12.stomp"]);
+          ws.onopen = () => {
+            ws.close();
+            resolve("open");
+          };
+          ws.onerror = () => resolve("refused");
+        }),
+      url,
+    );
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  try {
+    await page.goto(foreign);
+    assert.equal(await tryWebSocket(page, `ws://127.0.0.1:${broker.httpPort}/ws`), "refused");
+    assert.match(broker.log(), /WebSocket from a page of another origin refused/);
+    await page.goto(`${broker.url}health`);
+    assert.equal(await tryWebSocket(page, `ws://127.0.0.1:${broker.httpPort}/ws`), "open");
+
+    // Listed in allowed_origins: let in.
+    const listed = await startBroker({ args: ["--allowed-origin", foreign.replace(/\/$/, "")] });
+    try {
+      await page.goto(foreign);
+      assert.equal(await tryWebSocket(page, `ws://127.0.0.1:${listed.httpPort}/ws`), "open");
+    } finally {
+      await stopBroker(listed);
+    }
+  } finally {
+    await context.close();
+    server.close();
+  }
+});

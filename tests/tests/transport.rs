@@ -293,3 +293,65 @@ async fn plain_http_on_the_websocket_endpoint_is_told_what_to_do() {
     );
     server.shutdown().await;
 }
+
+/// A WebSocket handshake as a browser sends it, with `origin`; the HTTP status.
+async fn ws_handshake_status(server: &TestServer, origin: Option<&str>) -> u16 {
+    let mut stream = TcpStream::connect(server.http_addr())
+        .await
+        .expect("connect");
+    let host = server.http_addr().to_string();
+    let mut request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: v12.stomp\r\n"
+    );
+    if let Some(origin) = origin {
+        request.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head}"))
+}
+
+#[tokio::test]
+async fn only_the_brokers_own_page_and_allowed_origins_open_websockets() {
+    let server = TestServer::default().await;
+    let own = format!("http://{}", server.http_addr());
+    assert_eq!(
+        ws_handshake_status(&server, None).await,
+        101,
+        "a program, no Origin"
+    );
+    assert_eq!(
+        ws_handshake_status(&server, Some(&own)).await,
+        101,
+        "the broker's own page"
+    );
+    assert_eq!(
+        ws_handshake_status(&server, Some("http://evil.example")).await,
+        403
+    );
+    assert_eq!(ws_handshake_status(&server, Some("null")).await, 403);
+    server.shutdown().await;
+
+    let server =
+        TestServer::start(|c| c.allowed_origins = vec!["https://chat.example.com".into()]).await;
+    assert_eq!(
+        ws_handshake_status(&server, Some("https://chat.example.com")).await,
+        101
+    );
+    assert_eq!(
+        ws_handshake_status(&server, Some("https://other.example.com")).await,
+        403
+    );
+    server.shutdown().await;
+}

@@ -33,6 +33,8 @@ pub struct HttpState {
     pub tracker: TaskTracker,
     /// Shared with the TCP listener: one limit for all STOMP connections.
     pub slots: Arc<ConnectionSlots>,
+    /// Which web pages may open WebSockets.
+    pub origins: Arc<super::origin::AllowedOrigins>,
 }
 
 /// The axum router.
@@ -88,6 +90,19 @@ async fn websocket(
     State(state): State<HttpState>,
     mut request: Request,
 ) -> Response {
+    let text = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    if let Err(refused) = state.origins.check(
+        text(axum::http::header::ORIGIN),
+        text(axum::http::header::HOST),
+    ) {
+        tracing::warn!(%peer, origin = %refused.0, "WebSocket from a page of another origin refused");
+        return (axum::http::StatusCode::FORBIDDEN, format!("{refused}\n")).into_response();
+    }
     let handshake = match Handshake::accept(&mut request, &SUBPROTOCOLS) {
         Ok(handshake) => handshake,
         Err(e) => return e.into_response(),
@@ -100,6 +115,7 @@ async fn websocket(
         cancel,
         tracker,
         slots,
+        origins: _,
     } = state;
     let cancel = cancel.child_token();
     // On the tracker: axum does not wait for upgraded sockets on shutdown.

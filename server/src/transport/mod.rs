@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod http;
+pub mod origin;
 pub mod read_ahead;
 pub mod tcp;
 pub mod web;
