@@ -135,7 +135,7 @@ pub enum ClientFrame {
 }
 
 /// Headers the broker sets on MESSAGE itself, so a SEND cannot forge them.
-const BROKER_HEADERS: [&str; 14] = [
+const BROKER_HEADERS: [&str; 15] = [
     "destination",
     "message-id",
     "subscription",
@@ -150,6 +150,7 @@ const BROKER_HEADERS: [&str; 14] = [
     "x-recovery",
     "x-presence-event",
     "x-delivery-count",
+    "x-sender",
 ];
 
 /// Longest presence name and metadata accepted.
@@ -337,8 +338,10 @@ impl ClientFrame {
                 // Sized exactly: the list lives as long as the message, and
                 // room for the headers dropped here cost 190 bytes a message.
                 let kept = |name: &str| !BROKER_HEADERS.contains(&name);
-                let mut headers =
-                    Headers::with_capacity(frame.headers.iter().filter(|(n, _)| kept(n)).count());
+                // One more for the `x-sender` the session adds.
+                let mut headers = Headers::with_capacity(
+                    frame.headers.iter().filter(|(n, _)| kept(n)).count() + 1,
+                );
                 for (name, value) in frame.headers.iter_shared() {
                     if kept(name) {
                         headers.push(name.clone(), value.clone());

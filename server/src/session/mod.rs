@@ -139,6 +139,9 @@ pub struct Session {
     /// Who connected (`(anonymous)` without a login) and its `client-id`:
     /// what durable subscriptions are named by.
     login: String,
+    /// The login as every MESSAGE of this connection's SENDs says it
+    /// (`x-sender`), shared rather than copied per message.
+    sender: ByteString,
     client_id: Option<String>,
     /// Publish budgets: rate per topic policy.
     limits: PublishLimits,
@@ -177,6 +180,7 @@ impl Session {
             transactions,
             will: None,
             login: String::new(),
+            sender: ByteString::from_static("(anonymous)"),
             client_id: None,
             limits: PublishLimits::default(),
             receipts: Receipts::default(),
@@ -475,6 +479,7 @@ impl Session {
         }
         tracing::info!(login, %version, "connected");
         self.login = login.to_string();
+        self.sender = ByteString::from(login);
         if let Some(client) = &connect.client_id
             && client.chars().any(char::is_control)
         {
@@ -532,6 +537,9 @@ impl Session {
         else {
             return Ok(Flow::Continue);
         };
+        // Who sent it, as authenticated: receivers can trust this header
+        // (a SEND's own x-sender was dropped with the broker's headers).
+        headers.push("x-sender", self.sender.clone());
         if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
             destination = ByteString::from(self.temp_queue(name)?.name());
         }
@@ -638,10 +646,12 @@ impl Session {
     /// Publishes the last will, if the client left one; called when the
     /// connection ends without DISCONNECT. At most once.
     pub fn publish_will(&mut self) {
-        if let Some(will) = self.will.take()
-            && let Err(e) = self
-                .broker
-                .send(will.destination, will.headers, will.body, false)
+        if let Some(mut will) = self.will.take()
+            && let Err(e) = {
+                will.headers.push("x-sender", self.sender.clone());
+                self.broker
+                    .send(will.destination, will.headers, will.body, false)
+            }
         {
             tracing::warn!(error = %e, "last will not published");
         }

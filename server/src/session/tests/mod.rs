@@ -780,3 +780,47 @@ fn destinations_are_listed_with_kind_depth_consumers_and_bindings() {
     assert_eq!(orders.bindings, ["orders.eu.* → /queue/eu"]);
     assert_eq!(find("/topic/ (wildcard subscriptions)").consumers, 1);
 }
+
+#[test]
+fn every_message_says_who_sent_it_and_that_cannot_be_forged() {
+    let b = broker();
+    let mut anon = Client::connected(&b);
+    anon.send(subscribe("s", "/topic/news", "auto"));
+    anon.send(
+        frame(
+            "SEND",
+            &[("destination", "/topic/news"), ("x-sender", "admin")],
+        )
+        .body("hi"),
+    );
+    let got = anon.frames();
+    assert_eq!(got[0].headers.get("x-sender"), Some("(anonymous)"));
+    assert_eq!(
+        got[0]
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "x-sender")
+            .count(),
+        1,
+        "the forged one is gone"
+    );
+
+    let settings = SessionSettings {
+        users: [("ana".to_string(), "pw".to_string())]
+            .into_iter()
+            .collect(),
+        ..SessionSettings::default()
+    };
+    let mut ana = Client::with(&b, settings, true, 100);
+    ana.send(frame(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("login", "ana"),
+            ("passcode", "pw"),
+        ],
+    ));
+    ana.frames();
+    ana.send(send("/topic/news", "from ana"));
+    assert_eq!(anon.frames()[0].headers.get("x-sender"), Some("ana"));
+}
