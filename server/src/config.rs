@@ -320,6 +320,16 @@ impl Config {
                 reason,
             })?;
         }
+        let mut logins: Vec<&String> = self.users.keys().collect();
+        logins.sort();
+        for login in logins {
+            crate::security::passwords::check(&self.users[login]).map_err(|why| {
+                ConfigError::Invalid {
+                    setting: "users",
+                    reason: format!("the password of {login:?} {why}"),
+                }
+            })?;
+        }
         crate::transport::origin::AllowedOrigins::validate(&self.allowed_origins).map_err(
             |reason| ConfigError::Invalid {
                 setting: "allowed_origins",

@@ -38,6 +38,9 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Load-test a STOMP broker (this one or any other) over TCP or WebSocket.
     Bench(stompbox::bench::BenchArgs),
+    /// Read a password from standard input and print its argon2 hash, for
+    /// the config's [users] or --user LOGIN:HASH.
+    Passwd,
 }
 
 #[derive(Args, Default)]
@@ -112,8 +115,8 @@ struct ServeArgs {
     /// Who may connect without login [default: loopback].
     #[arg(long, env = "STOMPBOX_ANONYMOUS", value_enum)]
     anonymous: Option<AnonymousAccess>,
-    /// A user as login:passcode; repeat for more (environment: comma-separated).
-    #[arg(long = "user", env = "STOMPBOX_USERS", value_delimiter = ',')]
+    /// A user as LOGIN:HASH, the hash from `stompbox passwd` (plain passwords are refused); repeat for more (environment: separated by ';', as hashes hold commas).
+    #[arg(long = "user", env = "STOMPBOX_USERS", value_delimiter = ';')]
     users: Vec<String>,
     /// Milliseconds sessions get to finish on shutdown [default: 5000].
     #[arg(long, env = "STOMPBOX_SHUTDOWN_GRACE_MS")]
@@ -205,15 +208,40 @@ impl ServeArgs {
 fn parse_users(specs: &[String]) -> Result<HashMap<String, String>> {
     let mut users = HashMap::new();
     for spec in specs {
-        let Some((login, passcode)) = spec.split_once(':') else {
-            bail!("invalid --user {spec:?}: expected login:passcode");
+        let Some((login, hash)) = spec.split_once(':') else {
+            bail!("invalid --user: expected login:HASH (make the hash with `stompbox passwd`)");
         };
         if login.is_empty() {
-            bail!("invalid --user {spec:?}: the login is empty");
+            bail!("invalid --user: the login is empty");
         }
-        users.insert(login.to_string(), passcode.to_string());
+        // The value is never echoed: it may be a password typed by mistake.
+        if let Err(why) = stompbox::security::passwords::check(hash) {
+            bail!("invalid --user for {login:?}: the value {why}");
+        }
+        users.insert(login.to_string(), hash.to_string());
     }
     Ok(users)
+}
+
+/// `stompbox passwd`: one line from standard input, its hash on standard output.
+fn passwd() -> Result<()> {
+    use std::io::BufRead;
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("password (echoed; pipe it in to keep it off the screen):");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let hash = stompbox::security::passwords::hash(password).map_err(anyhow::Error::msg)?;
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{hash}").context("writing the hash")?;
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -232,6 +260,7 @@ fn run() -> Result<()> {
     let args = match cli.command {
         Some(Cmd::Serve(args)) => *args,
         Some(Cmd::Bench(bench)) => return run_bench(bench),
+        Some(Cmd::Passwd) => return passwd(),
         None => cli.serve,
     };
     let log = args.log.clone().unwrap_or_else(|| "info".into());

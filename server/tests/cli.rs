@@ -283,7 +283,33 @@ fn bad_configuration_is_named() {
         .output()
         .expect("runs");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("expected login:passcode"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected login:HASH"));
+
+    // A password in plain text, on the command line or in the file: refused,
+    // and never echoed back.
+    let out = Command::new(BIN)
+        .args(["--user", "carol:topsecret"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stompbox passwd") && !err.contains("topsecret"),
+        "{err}"
+    );
+    std::fs::write(&file, "[users]\nana = \"s3cret\"\n").expect("write config");
+    let out = Command::new(BIN)
+        .args(["--config", &file.to_string_lossy()])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid setting users")
+            && err.contains("stompbox passwd")
+            && !err.contains("s3cret"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -404,4 +430,41 @@ fn an_unusable_data_directory_is_named() {
         err.contains("journal directory") && err.contains("not-a-dir"),
         "{err}"
     );
+}
+
+#[test]
+fn passwd_hashes_a_password_that_then_logs_in() {
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(b"correct horse\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("exits");
+    assert!(out.status.success());
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(!hash.contains("correct horse"));
+
+    let user = format!("ana:{hash}");
+    let (broker, port) = start(&["--user", &user, "--anonymous", "never"], &[]);
+    let login = |passcode: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        s.write_all(
+            format!("CONNECT\naccept-version:1.2\nlogin:ana\npasscode:{passcode}\n\n\0").as_bytes(),
+        )
+        .expect("write");
+        read_frame(&mut s)
+    };
+    assert!(login("correct horse").starts_with("CONNECTED"));
+    assert!(login("wrong").starts_with("ERROR"));
+    stop(broker);
 }

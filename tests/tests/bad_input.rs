@@ -120,7 +120,10 @@ async fn unsupported_version_lists_the_supported_ones() {
 #[tokio::test]
 async fn login_is_checked_when_users_are_configured() {
     let server = TestServer::start(|c| {
-        c.users.insert("ana".into(), "s3cret".into());
+        c.users.insert(
+            "ana".into(),
+            stompbox::security::passwords::hash_for_tests("s3cret"),
+        );
     })
     .await;
     let mut good = Client::tcp(server.tcp_addr()).await;

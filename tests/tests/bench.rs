@@ -123,7 +123,10 @@ async fn unreachable_broker_is_a_clear_error() {
 #[tokio::test]
 async fn a_broker_that_refuses_is_reported() {
     let server = TestServer::start(|c| {
-        c.users.insert("ana".into(), "secret".into());
+        c.users.insert(
+            "ana".into(),
+            stompbox::security::passwords::hash_for_tests("secret"),
+        );
         c.anonymous = stompbox::session::AnonymousAccess::Never;
     })
     .await;

@@ -131,7 +131,10 @@ async fn a_1_0_consumer_gets_a_1_2_message_whose_header_it_cannot_carry() {
 #[tokio::test]
 async fn wrong_passcodes_are_never_echoed_and_each_makes_the_next_wait_longer() {
     let server = TestServer::start(|c| {
-        c.users.insert("ana".into(), "right-one".into());
+        c.users.insert(
+            "ana".into(),
+            stompbox::security::passwords::hash_for_tests("right-one"),
+        );
     })
     .await;
     let mut waits = Vec::new();

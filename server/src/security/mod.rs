@@ -1,5 +1,6 @@
 //! Who may connect, and how hard guessing is made for those who may not.
 
+pub mod passwords;
 pub mod throttle;
 
 pub use throttle::LoginThrottle;

@@ -5,6 +5,7 @@
 use super::settings::{AnonymousAccess, SessionSettings};
 use crate::error::SessionError;
 use crate::protocol::Connect;
+use crate::security::passwords;
 
 /// Checks a CONNECT's credentials for a client on loopback or not.
 pub(super) fn authenticate(
@@ -13,10 +14,18 @@ pub(super) fn authenticate(
     connect: &Connect,
 ) -> Result<(), SessionError> {
     match (&connect.login, &connect.passcode) {
-        (Some(login), passcode) if !settings.users.is_empty() => match settings.users.get(login) {
-            Some(expected) if Some(expected) == passcode.as_ref() => Ok(()),
-            _ => Err(SessionError::AuthenticationFailed),
-        },
+        (Some(login), passcode) if !settings.users.is_empty() => {
+            let passcode = passcode.as_deref().unwrap_or_default();
+            match settings.users.get(login) {
+                Some(hash) if passwords::verify(hash, passcode) => Ok(()),
+                Some(_) => Err(SessionError::AuthenticationFailed),
+                None => {
+                    // As long as a wrong password takes: no telling which logins exist.
+                    passwords::verify_nobody(passcode);
+                    Err(SessionError::AuthenticationFailed)
+                }
+            }
+        }
         _ => match settings.anonymous {
             AnonymousAccess::Always => Ok(()),
             AnonymousAccess::Loopback if peer_is_loopback => Ok(()),

@@ -211,7 +211,11 @@ fn second_connect_is_refused() {
 fn credentials_and_anonymous_access() {
     let b = broker();
     let users = SessionSettings {
-        users: [("alice".to_string(), "secret".to_string())].into(),
+        users: [(
+            "alice".to_string(),
+            crate::security::passwords::hash_for_tests("secret"),
+        )]
+        .into(),
         ..SessionSettings::default()
     };
     let mut c = Client::with(&b, users.clone(), false, 10);
@@ -806,9 +810,12 @@ fn every_message_says_who_sent_it_and_that_cannot_be_forged() {
     );
 
     let settings = SessionSettings {
-        users: [("ana".to_string(), "pw".to_string())]
-            .into_iter()
-            .collect(),
+        users: [(
+            "ana".to_string(),
+            crate::security::passwords::hash_for_tests("pw"),
+        )]
+        .into_iter()
+        .collect(),
         ..SessionSettings::default()
     };
     let mut ana = Client::with(&b, settings, true, 100);
@@ -820,7 +827,8 @@ fn every_message_says_who_sent_it_and_that_cannot_be_forged() {
             ("passcode", "pw"),
         ],
     ));
-    ana.frames();
+    let connected = ana.frames();
+    assert_eq!(connected[0].command, Command::Connected, "{connected:?}");
     ana.send(send("/topic/news", "from ana"));
     assert_eq!(anon.frames()[0].headers.get("x-sender"), Some("ana"));
 }
