@@ -24,6 +24,8 @@ pub mod security;
 pub mod session;
 pub mod store;
 pub mod terms;
+#[cfg(test)]
+mod test_support;
 pub mod transport;
 
 use std::net::SocketAddr;

@@ -218,13 +218,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Headers {
-        pairs
-            .iter()
-            .map(|(n, v)| (ByteString::from(*n), ByteString::from(*v)))
-            .collect()
-    }
+    use crate::test_support::headers;
 
     #[test]
     fn defaults_without_headers() {

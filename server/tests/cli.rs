@@ -450,7 +450,10 @@ fn passwd_hashes_a_password_that_then_logs_in() {
     let out = child.wait_with_output().expect("exits");
     assert!(out.status.success());
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
     assert!(!hash.contains("correct horse"));
 
     let user = format!("ana:{hash}");

@@ -58,30 +58,31 @@ async fn a_wildcard_subscriber_gets_every_matching_topic_in_order() {
 #[tokio::test]
 async fn a_send_to_a_pattern_or_a_bad_pattern_is_an_error() {
     let server = TestServer::default().await;
-    let mut c = server.client(Via::Tcp).await;
-    c.send(frame(Command::Send, &[("destination", "/topic/a.*")]).body("x"))
-        .await;
-    let e = c.expect_error_and_close().await;
-    assert!(
-        e.headers
-            .get("message")
-            .unwrap_or_default()
-            .contains("wildcard pattern")
-    );
-    let mut c = server.client(Via::Tcp).await;
-    c.send(frame(
-        Command::Subscribe,
-        &[("id", "s"), ("destination", "/topic/a..b.#")],
-    ))
+    refused_with(
+        &server,
+        frame(Command::Send, &[("destination", "/topic/a.*")]).body("x"),
+        "wildcard pattern",
+    )
     .await;
-    let e = c.expect_error_and_close().await;
-    assert!(
-        e.headers
-            .get("message")
-            .unwrap_or_default()
-            .contains("empty segment")
-    );
+    refused_with(
+        &server,
+        frame(
+            Command::Subscribe,
+            &[("id", "s"), ("destination", "/topic/a..b.#")],
+        ),
+        "empty segment",
+    )
+    .await;
     server.shutdown().await;
+}
+
+/// A frame from a fresh connection gets an ERROR whose message says `says`.
+async fn refused_with(server: &TestServer, f: stomp_codec::Frame, says: &str) {
+    let mut c = server.client(Via::Tcp).await;
+    c.send(f).await;
+    let e = c.expect_error_and_close().await;
+    let message = e.headers.get("message").unwrap_or_default();
+    assert!(message.contains(says), "{message}");
 }
 
 fn exchanges() -> Vec<stompbox::broker::ExchangeConfig> {
@@ -289,19 +290,15 @@ async fn mandatory_unroutable_sends_are_refused_on_the_receipt() {
             .unwrap_or_default()
             .contains("no exchange")
     );
-    let mut c = server.client(Via::Tcp).await;
-    c.send(frame(
-        Command::Subscribe,
-        &[("id", "s"), ("destination", "/exchange/orders/a..b")],
-    ))
+    refused_with(
+        &server,
+        frame(
+            Command::Subscribe,
+            &[("id", "s"), ("destination", "/exchange/orders/a..b")],
+        ),
+        "empty segment",
+    )
     .await;
-    let e = c.expect_error_and_close().await;
-    assert!(
-        e.headers
-            .get("message")
-            .unwrap_or_default()
-            .contains("empty segment")
-    );
     server.shutdown().await;
 }
 
@@ -490,36 +487,18 @@ async fn selectors_pick_messages_and_do_not_block_a_queue() {
 #[tokio::test]
 async fn a_bad_selector_is_an_error_that_points_at_the_problem() {
     let server = TestServer::default().await;
-    let mut c = server.client(Via::Tcp).await;
-    c.send(frame(
-        Command::Subscribe,
-        &[
-            ("id", "s"),
-            ("destination", "/queue/x"),
-            ("selector", "region = 'eu' AND"),
-        ],
-    ))
-    .await;
-    let e = c.expect_error_and_close().await;
-    let message = e.headers.get("message").unwrap_or_default().to_string();
-    assert!(message.contains("position 17"), "{message}");
+    let subscribe = |selector: &str| {
+        frame(
+            Command::Subscribe,
+            &[
+                ("id", "s"),
+                ("destination", "/queue/x"),
+                ("selector", selector),
+            ],
+        )
+    };
+    refused_with(&server, subscribe("region = 'eu' AND"), "position 17").await;
     let long = format!("a = '{}'", "x".repeat(5000));
-    let mut c = server.client(Via::Tcp).await;
-    c.send(frame(
-        Command::Subscribe,
-        &[
-            ("id", "s"),
-            ("destination", "/queue/x"),
-            ("selector", &long),
-        ],
-    ))
-    .await;
-    let e = c.expect_error_and_close().await;
-    assert!(
-        e.headers
-            .get("message")
-            .unwrap_or_default()
-            .contains("4096")
-    );
+    refused_with(&server, subscribe(&long), "4096").await;
     server.shutdown().await;
 }

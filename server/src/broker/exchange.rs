@@ -413,13 +413,7 @@ fn check_loops(configs: &[ExchangeConfig]) -> Result<(), ExchangeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Headers {
-        pairs
-            .iter()
-            .map(|(n, v)| (ByteString::from(*n), ByteString::from(*v)))
-            .collect()
-    }
+    use crate::test_support::headers;
 
     fn queue(name: &str) -> BindTarget {
         BindTarget::Queue(name.into())

@@ -1062,20 +1062,12 @@ impl Broker {
     /// [`Journal::compaction_candidate`]). Returns how many moved.
     pub fn compact(&self, segment: u64) -> usize {
         let mut done = Compacted::default();
-        for shard in &self.shards {
-            // Looked up under the shard lock, compacted outside it.
-            let destinations: Vec<Destination> = shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for d in destinations {
-                done.merge(match d {
-                    Destination::Queue(q) => q.compact(segment),
-                    Destination::Topic(t) => t.compact(segment),
-                });
-            }
+        // Looked up under the shard locks, compacted outside them.
+        for d in self.all_destinations() {
+            done.merge(match d {
+                Destination::Queue(q) => q.compact(segment),
+                Destination::Topic(t) => t.compact(segment),
+            });
         }
         // The old records' segment may go once their pins are dropped:
         // not before the new records are on disk.
@@ -1083,6 +1075,21 @@ impl Broker {
             journal.wait_blocking(done.written);
         }
         done.old.len()
+    }
+
+    /// Every destination, each shard's taken under its lock and then let go.
+    fn all_destinations(&self) -> Vec<Destination> {
+        self.shards
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// How many destinations exist.
@@ -1115,14 +1122,8 @@ impl Broker {
     /// API shows.
     pub fn list(&self) -> Vec<DestinationInfo> {
         let mut out = Vec::new();
-        for shard in &self.shards {
-            let destinations: Vec<Destination> = shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for d in destinations {
+        for d in self.all_destinations() {
+            {
                 out.push(match d {
                     Destination::Queue(q) => DestinationInfo {
                         name: q.name().to_string(),

@@ -599,14 +599,7 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stomp_codec::ByteString;
-
-    fn headers(pairs: &[(&str, &str)]) -> Headers {
-        pairs
-            .iter()
-            .map(|(n, v)| (ByteString::from(*n), ByteString::from(*v)))
-            .collect()
-    }
+    use crate::test_support::headers;
 
     fn selects(selector: &str, pairs: &[(&str, &str)]) -> bool {
         Selector::parse(selector)

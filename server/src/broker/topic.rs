@@ -454,44 +454,32 @@ impl TopicDestination {
             });
         }
         self.trim(&mut state, now);
+        let own = state
+            .subscribers
+            .iter()
+            .map(|s| (&s.selector, &s.subscription, s.ack, &s.outbox));
+        // Wildcard subscribers under this topic's lock, like its own: they
+        // get each topic's messages in order.
+        let matching = wildcard
+            .iter()
+            .map(|s| (&s.selector, &s.subscription, s.ack, &s.outbox));
         let mut dropped = 0;
-        for s in state.subscribers.iter() {
-            if !selects(&s.selector, &message) {
+        for (selector, subscription, ack, outbox) in own.chain(matching) {
+            if !selects(selector, &message) {
                 continue;
             }
             let delivery = Delivery {
-                subscription: s.subscription.clone(),
+                subscription: subscription.clone(),
                 message: message.clone(),
                 redelivered: false,
-                ack: s.ack,
+                ack,
                 tag: None,
                 history: false,
                 control: false,
                 delivery_count: None,
                 ack_timeout_ms: 0,
             };
-            if s.outbox.push_topic(delivery) == TopicPush::Dropped {
-                dropped += 1;
-            }
-        }
-        // Under this topic's lock, like its own subscribers: a wildcard
-        // subscriber gets each topic's messages in order.
-        for s in wildcard {
-            if !selects(&s.selector, &message) {
-                continue;
-            }
-            let delivery = Delivery {
-                subscription: s.subscription.clone(),
-                message: message.clone(),
-                redelivered: false,
-                ack: s.ack,
-                tag: None,
-                history: false,
-                control: false,
-                delivery_count: None,
-                ack_timeout_ms: 0,
-            };
-            if s.outbox.push_topic(delivery) == TopicPush::Dropped {
+            if outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
             }
         }

@@ -748,38 +748,9 @@ impl QueueDestination {
                 continue;
             }
             let index = (state.next + offset) % n;
-            let consumer = &mut state.consumers[index];
-            let tag = DeliveryTag {
-                destination: pending.message.destination.clone(),
-                message: pending.message.id.number(),
-                durable: pending.message.is_durable(),
-            };
-            let delivery = Delivery {
-                subscription: consumer.subscription.clone(),
-                message: pending.message,
-                redelivered: pending.redelivered,
-                ack: consumer.ack,
-                tag: Some(tag),
-                history: false,
-                control: false,
-                delivery_count: Some(pending.deliveries),
-                ack_timeout_ms: consumer.ack_timeout_ms,
-            };
-            match consumer.outbox.push_queue(delivery) {
-                Ok(()) => {
-                    consumer.in_flight += 1;
-                    state.next = (index + 1) % n;
-                }
-                Err(back) => {
-                    // The session is closing and will unsubscribe; stop
-                    // offering it messages until then.
-                    consumer.in_flight = consumer.prefetch;
-                    state.backlog.push_front(Pending {
-                        message: back.message,
-                        deliveries: back.delivery_count.unwrap_or(0),
-                        redelivered: back.redelivered,
-                    });
-                }
+            match hand_to(&mut state.consumers[index], pending) {
+                Ok(()) => state.next = (index + 1) % n,
+                Err(back) => state.backlog.push_front(back),
             }
         }
     }
@@ -822,37 +793,46 @@ impl QueueDestination {
                 backlog.push_front(pending);
                 return;
             };
-            let consumer = &mut consumers[index];
-            let tag = DeliveryTag {
-                destination: pending.message.destination.clone(),
-                message: pending.message.id.number(),
-                durable: pending.message.is_durable(),
-            };
-            let delivery = Delivery {
-                subscription: consumer.subscription.clone(),
-                message: pending.message,
-                redelivered: pending.redelivered,
-                ack: consumer.ack,
-                tag: Some(tag),
-                history: false,
-                control: false,
-                delivery_count: Some(pending.deliveries),
-                ack_timeout_ms: consumer.ack_timeout_ms,
-            };
-            match consumer.outbox.push_queue(delivery) {
-                Ok(()) => {
-                    consumer.in_flight += 1;
-                    *next = (index + 1) % n;
-                }
-                Err(back) => {
-                    consumer.in_flight = consumer.prefetch;
-                    backlog.push_front(Pending {
-                        message: back.message,
-                        deliveries: back.delivery_count.unwrap_or(0),
-                        redelivered: back.redelivered,
-                    });
-                }
+            match hand_to(&mut consumers[index], pending) {
+                Ok(()) => *next = (index + 1) % n,
+                Err(back) => backlog.push_front(back),
             }
+        }
+    }
+}
+
+/// Pushes a message to a consumer's outbox as its delivery. A session
+/// that is closing refuses it: the message comes back, and the consumer
+/// is offered nothing more until it unsubscribes.
+fn hand_to(consumer: &mut Consumer, pending: Pending) -> Result<(), Pending> {
+    let tag = DeliveryTag {
+        destination: pending.message.destination.clone(),
+        message: pending.message.id.number(),
+        durable: pending.message.is_durable(),
+    };
+    let delivery = Delivery {
+        subscription: consumer.subscription.clone(),
+        message: pending.message,
+        redelivered: pending.redelivered,
+        ack: consumer.ack,
+        tag: Some(tag),
+        history: false,
+        control: false,
+        delivery_count: Some(pending.deliveries),
+        ack_timeout_ms: consumer.ack_timeout_ms,
+    };
+    match consumer.outbox.push_queue(delivery) {
+        Ok(()) => {
+            consumer.in_flight += 1;
+            Ok(())
+        }
+        Err(back) => {
+            consumer.in_flight = consumer.prefetch;
+            Err(Pending {
+                message: back.message,
+                deliveries: back.delivery_count.unwrap_or(0),
+                redelivered: back.redelivered,
+            })
         }
     }
 }
