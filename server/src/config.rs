@@ -81,6 +81,9 @@ pub struct Config {
     pub topics: Vec<TopicPolicy>,
     /// Queue policies (length and byte limits, overflow, durability) by name pattern; first match wins.
     pub queues: Vec<QueuePolicy>,
+    /// What each login may read, write and configure (`[permissions.LOGIN]`,
+    /// `"*"` for everyone else; none: everything is allowed; file only).
+    pub permissions: crate::security::permissions::PermissionTable,
     /// Exchanges and their bindings (`[[exchanges]]`; file only).
     pub exchanges: Vec<crate::broker::ExchangeConfig>,
     /// Where the journal of durable messages is kept.
@@ -194,6 +197,7 @@ impl Default for Config {
             topics: vec![TopicPolicy::chat_default()],
             queues: Vec::new(),
             exchanges: Vec::new(),
+            permissions: Default::default(),
             data_dir: PathBuf::from("stompbox-data"),
             in_memory: false,
             journal_max_bytes: ByteSize::Text("8GiB".into()),
@@ -330,6 +334,12 @@ impl Config {
                 }
             })?;
         }
+        crate::security::permissions::validate(&self.permissions).map_err(|reason| {
+            ConfigError::Invalid {
+                setting: "permissions",
+                reason,
+            }
+        })?;
         crate::transport::origin::AllowedOrigins::validate(&self.allowed_origins).map_err(
             |reason| ConfigError::Invalid {
                 setting: "allowed_origins",
@@ -434,6 +444,7 @@ impl Config {
                 min_heart_beat: Duration::from_millis(self.min_heart_beat_ms),
                 users: self.users.clone(),
                 anonymous: self.anonymous,
+                permissions: self.permissions.clone(),
                 default_prefetch: self.default_prefetch,
                 max_prefetch: self.max_prefetch,
                 max_subscriptions: self.max_subscriptions,

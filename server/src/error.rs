@@ -85,6 +85,16 @@ pub enum SessionError {
     /// An exchange destination that cannot be used.
     #[error("{0}")]
     Exchange(String),
+    /// The login lacks a permission for a destination.
+    #[error("access refused: {login} has no {permission} permission for {destination}")]
+    AccessRefused {
+        /// Who.
+        login: String,
+        /// `read`, `write` or `configure`.
+        permission: &'static str,
+        /// What.
+        destination: String,
+    },
     /// A selector that does not parse or is too large.
     #[error("{0}")]
     Selector(String),
@@ -176,6 +186,7 @@ impl SessionError {
                 | SessionError::NotStored(_)
                 | SessionError::AckExpired(..)
                 | SessionError::Unroutable(_)
+                | SessionError::AccessRefused { .. }
         )
     }
 
@@ -188,6 +199,7 @@ impl SessionError {
             SessionError::NotStored(_) => "not-stored",
             SessionError::AckExpired(..) => "ack-expired",
             SessionError::Unroutable(_) => "unroutable",
+            SessionError::AccessRefused { .. } => "access-refused",
             _ => "error",
         }
     }
@@ -223,6 +235,9 @@ impl SessionError {
             }
             SessionError::DuplicateSubscription(_) | SessionError::UnknownSubscription(_) => {
                 "Subscription ids are chosen by the client with SUBSCRIBE's id header and are unique per connection."
+            }
+            SessionError::AccessRefused { .. } => {
+                "The config's [permissions] say which destinations each login may read (SUBSCRIBE), write (SEND, last will) and configure (durable subscriptions). Ask with a receipt header to be told on the RECEIPT (x-error: access-refused) and keep the connection."
             }
             SessionError::Selector(_) => {
                 "A selector is a SQL-92 condition over the message's headers: = <> < > <= >=, AND OR NOT, IN ('a', 'b'), LIKE 'a%' [ESCAPE '\\'], IS [NOT] NULL, BETWEEN 1 AND 5, 'strings' and numbers; at most 4096 bytes. The position counts bytes from the selector's start."

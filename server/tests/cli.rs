@@ -234,6 +234,10 @@ fn bad_configuration_is_named() {
             "[[queues]]\npattern = \"/queue/x\"\ndead_letter = \"/topic/dead\"\n",
             "dead_letter",
         ),
+        (
+            "[permissions.ana]\nwrite = [\"queue/jobs\"]\n",
+            "invalid setting permissions",
+        ),
     ] {
         std::fs::write(&file, text).expect("write config");
         let out = Command::new(BIN)

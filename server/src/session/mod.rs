@@ -28,6 +28,7 @@ use crate::broker::{
 use crate::error::{CloseReason, SessionError};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AckTarget, ClientFrame, Connect, Will};
+use crate::security::permissions::Permission;
 use crate::store::Completion;
 use limits::PublishLimits;
 use receipts::Receipts;
@@ -296,6 +297,9 @@ impl Session {
             ClientFrame::Connect(_) => Err(SessionError::AlreadyConnected),
             ClientFrame::Disconnect => Ok(Flow::Close(CloseReason::ClientDisconnect)),
             send @ ClientFrame::Send { .. } => {
+                if let ClientFrame::Send { destination, .. } = &send {
+                    self.permit(Permission::Write, destination)?;
+                }
                 if let ClientFrame::Send {
                     transaction: Some(tx),
                     ..
@@ -490,6 +494,9 @@ impl Session {
             });
         }
         self.client_id = connect.client_id.clone();
+        if let Some(will) = &connect.will {
+            self.permit(Permission::Write, &will.destination)?;
+        }
         self.will = connect.will.clone();
         let (sx, sy) = Heartbeat::offer(
             connect.heart_beat,
@@ -579,6 +586,30 @@ impl Session {
                 .send_to(&target, destination, headers, body, ephemeral)?;
         self.completion = self.completion.and(completion);
         Ok(Flow::Continue)
+    }
+
+    /// Refuses what this login's permissions do not allow. The connection's
+    /// own temp queues, and replies to any private queue (its address came
+    /// from a reply-to), are always allowed.
+    fn permit(&self, what: Permission, destination: &str) -> Result<(), SessionError> {
+        let own = destination.starts_with(TEMP_QUEUE)
+            || (what == Permission::Write
+                && destination.starts_with(crate::broker::PRIVATE_PREFIX));
+        if own
+            || crate::security::permissions::allows(
+                &self.settings.permissions,
+                &self.login,
+                what,
+                destination,
+            )
+        {
+            return Ok(());
+        }
+        Err(SessionError::AccessRefused {
+            login: self.login.clone(),
+            permission: what.as_str(),
+            destination: destination.chars().take(200).collect(),
+        })
     }
 
     /// This connection's temp queue `name`, made on first use.
@@ -695,6 +726,10 @@ impl Session {
         };
         if destination.starts_with(crate::broker::PRIVATE_PREFIX) {
             return Err(SessionError::Private(destination.to_string()));
+        }
+        self.permit(Permission::Read, &destination)?;
+        if options.durable.is_some() {
+            self.permit(Permission::Configure, &destination)?;
         }
         if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
             let queue = self.temp_queue(name)?;

@@ -27,6 +27,8 @@ pub struct SessionSettings {
     pub users: HashMap<String, String>,
     /// Who may connect without credentials.
     pub anonymous: AnonymousAccess,
+    /// What each login may read, write and configure (empty: everything).
+    pub permissions: crate::security::permissions::PermissionTable,
     /// Unsettled deliveries per subscription when SUBSCRIBE has no `prefetch-count`.
     pub default_prefetch: usize,
     /// The largest `prefetch-count` honoured (0 asks for this).
@@ -48,6 +50,7 @@ impl Default for SessionSettings {
             min_heart_beat: std::time::Duration::from_secs(1),
             users: HashMap::new(),
             anonymous: AnonymousAccess::Loopback,
+            permissions: HashMap::new(),
             default_prefetch: 256,
             max_prefetch: 10_000,
             max_subscriptions: 1024,

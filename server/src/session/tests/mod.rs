@@ -832,3 +832,94 @@ fn every_message_says_who_sent_it_and_that_cannot_be_forged() {
     ana.send(send("/topic/news", "from ana"));
     assert_eq!(anon.frames()[0].headers.get("x-sender"), Some("ana"));
 }
+
+#[test]
+fn permissions_decide_reads_writes_and_durable_subscriptions() {
+    use crate::security::permissions::Grants;
+    let b = broker();
+    let mut permissions = crate::security::permissions::PermissionTable::new();
+    permissions.insert(
+        "*".into(),
+        Grants {
+            read: vec!["/topic/chat.*".into(), "/queue/user.{login}.*".into()],
+            write: vec!["/topic/chat.*".into()],
+            configure: vec![],
+        },
+    );
+    let settings = SessionSettings {
+        users: [
+            (
+                "ana".to_string(),
+                crate::security::passwords::hash_for_tests("pw"),
+            ),
+            (
+                "bob".to_string(),
+                crate::security::passwords::hash_for_tests("pw"),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        permissions,
+        ..SessionSettings::default()
+    };
+    let login = |who: &str| {
+        let mut c = Client::with(&b, settings.clone(), true, 100);
+        c.send(frame(
+            "CONNECT",
+            &[
+                ("accept-version", "1.2"),
+                ("login", who),
+                ("passcode", "pw"),
+            ],
+        ));
+        assert_eq!(c.frames()[0].command, Command::Connected);
+        c
+    };
+    let mut ana = login("ana");
+    // Allowed: own queue, the chat rooms.
+    ana.send(subscribe("own", "/queue/user.ana.inbox", "auto").header("receipt", "1"));
+    ana.send(send("/topic/chat.general", "hi").header("receipt", "2"));
+    let ok: Vec<_> = ana.frames();
+    assert!(
+        ok.iter().all(|f| f.headers.get("x-error").is_none()),
+        "{ok:?}"
+    );
+    // Refused on the receipt, the connection kept: bob's queue, a write
+    // elsewhere, a durable subscription (configure).
+    ana.send(subscribe("bob", "/queue/user.bob.inbox", "auto").header("receipt", "3"));
+    ana.send(send("/queue/jobs", "x").header("receipt", "4"));
+    ana.send(frame(
+        "SUBSCRIBE",
+        &[
+            ("id", "d"),
+            ("destination", "/topic/chat.general"),
+            ("durable", "true"),
+            ("receipt", "5"),
+        ],
+    ));
+    let refused = ana.frames();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for (f, (permission, what)) in refused.iter().zip([
+        ("read", "/queue/user.bob.inbox"),
+        ("write", "/queue/jobs"),
+        ("configure", "/topic/chat.general"),
+    ]) {
+        assert_eq!(f.headers.get("x-error"), Some("access-refused"));
+        let message = f.headers.get("message").unwrap();
+        assert!(
+            message.contains(permission) && message.contains(what),
+            "{message}"
+        );
+    }
+    // Without a receipt: an ERROR.
+    let e = ana.error(send("/queue/jobs", "x"));
+    assert!(e.headers.get("message").unwrap().contains("access refused"));
+    // A transactional SEND is checked when it is sent, not at COMMIT.
+    let mut bob = login("bob");
+    bob.send(frame("BEGIN", &[("transaction", "t")]));
+    let e = bob.error(frame(
+        "SEND",
+        &[("destination", "/queue/jobs"), ("transaction", "t")],
+    ));
+    assert!(e.headers.get("message").unwrap().contains("write"));
+}
