@@ -28,6 +28,10 @@ pub struct Config {
     /// Web page origins (`https://chat.example.com`, or `*`) allowed to open
     /// WebSockets besides the broker's own; programs (no Origin) always are.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies (IP addresses) whose `X-Forwarded-For` names the
+    /// WebSocket client; a forwarded request from any other address counts
+    /// as remote (never loopback).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// "sx,sy": the heart-beats the server offers and asks for, in ms,
     /// when the client asks for none of its own.
     pub heart_beat: String,
@@ -172,6 +176,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 15674)),
             web_root: None,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             heart_beat: format!("{},{}", session.heart_beat.0, session.heart_beat.1),
             min_heart_beat_ms: session.min_heart_beat.as_millis() as u64,
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,

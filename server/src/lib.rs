@@ -262,6 +262,7 @@ impl Server {
                 origins: Arc::new(transport::origin::AllowedOrigins::new(
                     config.allowed_origins.clone(),
                 )),
+                trusted_proxies: Arc::new(config.trusted_proxies.clone()),
             },
             config.web_root.clone(),
         );

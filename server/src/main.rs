@@ -64,6 +64,13 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// A reverse proxy's IP address whose X-Forwarded-For names the WebSocket client (repeat, or comma-separated); forwarded requests from other addresses count as remote [default: none].
+    #[arg(
+        long = "trusted-proxy",
+        env = "STOMPBOX_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Heart-beats when the client asks for none, "sx,sy" in ms [default: 10000,10000].
     #[arg(long, env = "STOMPBOX_HEART_BEAT")]
     heart_beat: Option<String>,
@@ -196,6 +203,9 @@ impl ServeArgs {
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins = self.allowed_origins;
+        }
+        if !self.trusted_proxies.is_empty() {
+            config.trusted_proxies = self.trusted_proxies;
         }
         if !self.users.is_empty() {
             config.users = parse_users(&self.users)?;

@@ -355,3 +355,68 @@ async fn only_the_brokers_own_page_and_allowed_origins_open_websockets() {
     );
     server.shutdown().await;
 }
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket STOMP CONNECT (anonymous) sent as if through a proxy that
+/// added `X-Forwarded-For`; the first frame's command, and the socket.
+async fn anonymous_connect_forwarded(server: &TestServer, forwarded_for: &str) -> (String, Ws) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = server.ws_url().into_client_request().expect("a request");
+    request.headers_mut().insert(
+        "X-Forwarded-For",
+        forwarded_for.parse().expect("a header value"),
+    );
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v12.stomp".parse().expect("a header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgraded");
+    ws.send(Message::text("CONNECT\naccept-version:1.2\nhost:x\n\n\0"))
+        .await
+        .expect("sent");
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("a message")
+            .expect("readable");
+        let text = msg.into_text().expect("text").to_string();
+        if !text.trim().is_empty() {
+            return (text.lines().next().unwrap_or_default().to_string(), ws);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_on_the_same_host_does_not_make_its_clients_loopback() {
+    let server = TestServer::default().await;
+    // Forwarded by a proxy that is not trusted: remote, so no anonymous access.
+    assert_eq!(
+        anonymous_connect_forwarded(&server, "198.51.100.7").await.0,
+        "ERROR"
+    );
+    server.shutdown().await;
+    // Trusted: each client is its forwarded address (one connection per
+    // address allowed here, and two clients both get in); untrusted, they
+    // are one unknown address.
+    for (trusted, second) in [(true, "CONNECTED"), (false, "ERROR")] {
+        let server = TestServer::start(|c| {
+            if trusted {
+                c.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+            }
+            c.anonymous = stompbox::session::AnonymousAccess::Always;
+            c.max_connections_per_ip = Some(1);
+        })
+        .await;
+        let (first, _held) = anonymous_connect_forwarded(&server, "198.51.100.7").await;
+        assert_eq!(first, "CONNECTED");
+        let (other, _) = anonymous_connect_forwarded(&server, "203.0.113.9").await;
+        assert_eq!(other, second, "trusted proxy: {trusted}");
+        server.shutdown().await;
+    }
+}

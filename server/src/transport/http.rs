@@ -35,6 +35,35 @@ pub struct HttpState {
     pub slots: Arc<ConnectionSlots>,
     /// Which web pages may open WebSockets.
     pub origins: Arc<super::origin::AllowedOrigins>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+}
+
+/// Who a WebSocket client is when a proxy may stand between: behind a
+/// trusted proxy, the address it forwarded (the right-most one not itself
+/// a trusted proxy); a request that says it was forwarded by a proxy that
+/// is not trusted counts as coming from nowhere in particular, never from
+/// loopback, so a proxy on the same host cannot make every client local.
+pub fn client_address(
+    peer: SocketAddr,
+    forwarded_for: Option<&str>,
+    trusted: &[std::net::IpAddr],
+) -> SocketAddr {
+    let Some(forwarded) = forwarded_for else {
+        return peer;
+    };
+    if !trusted.contains(&peer.ip()) {
+        return SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), peer.port());
+    }
+    forwarded
+        .split(',')
+        .rev()
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .map_or(
+            SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), peer.port()),
+            |ip| SocketAddr::new(ip, 0),
+        )
 }
 
 /// The axum router.
@@ -103,6 +132,14 @@ async fn websocket(
         tracing::warn!(%peer, origin = %refused.0, "WebSocket from a page of another origin refused");
         return (axum::http::StatusCode::FORBIDDEN, format!("{refused}\n")).into_response();
     }
+    let forwarded_for = text(axum::http::HeaderName::from_static("x-forwarded-for"))
+        .map(str::to_string)
+        .or_else(|| text(axum::http::header::FORWARDED).map(|_| String::new()));
+    let client = client_address(peer, forwarded_for.as_deref(), &state.trusted_proxies);
+    if client != peer {
+        tracing::debug!(%peer, %client, "a proxied WebSocket: the client's address is taken from X-Forwarded-For, or treated as remote when the proxy is not trusted");
+    }
+    let peer = client;
     let handshake = match Handshake::accept(&mut request, &SUBPROTOCOLS) {
         Ok(handshake) => handshake,
         Err(e) => return e.into_response(),
@@ -116,6 +153,7 @@ async fn websocket(
         tracker,
         slots,
         origins: _,
+        trusted_proxies: _,
     } = state;
     let cancel = cancel.child_token();
     // On the tracker: axum does not wait for upgraded sockets on shutdown.
@@ -129,4 +167,31 @@ async fn websocket(
         admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use std::net::{IpAddr, SocketAddr};
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        // Not proxied: the socket's peer.
+        assert_eq!(client_address(local, None, &[]), local);
+        // Proxied by an untrusted proxy: neither the proxy (loopback) nor
+        // what it claims.
+        let untrusted = client_address(local, Some("198.51.100.7"), &[]);
+        assert!(untrusted.ip().is_unspecified());
+        // A trusted proxy: the right-most address that is not a proxy.
+        let trusted = client_address(local, Some("203.0.113.9, 198.51.100.7"), &[proxy]);
+        assert_eq!(trusted.ip(), "198.51.100.7".parse::<IpAddr>().unwrap());
+        // A trusted proxy forwarding for loopback: loopback.
+        assert!(
+            client_address(local, Some("127.0.0.1"), &[proxy])
+                .ip()
+                .is_unspecified()
+        );
+    }
 }
