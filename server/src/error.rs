@@ -98,9 +98,9 @@ pub enum SessionError {
     /// A selector that does not parse or is too large.
     #[error("{0}")]
     Selector(String),
-    /// A SUBSCRIBE to another connection's private queue.
+    /// A SUBSCRIBE to (or SEND past /user/ into) the broker's private destinations.
     #[error(
-        "{0:?} is a private queue of the broker's; subscribe to /temp-queue/NAME for one of your own"
+        "{0:?} is private to the broker (a connection's temp queue or exchange subscription, a login's /user/ destination); use /temp-queue/NAME or /user/NAME for your own"
     )]
     Private(String),
     /// `mandatory:true` and no binding took the message.

@@ -386,7 +386,7 @@ async fn request_reply_through_a_temp_queue() {
         e.headers
             .get("message")
             .unwrap_or_default()
-            .contains("private queue")
+            .contains("private to the broker")
     );
     // Gone with its connection: a late reply is dropped and counted, and
     // refused on the receipt when it says mandatory.

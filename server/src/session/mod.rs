@@ -53,6 +53,32 @@ pub enum Flow {
 /// The prefix of a connection's temp queues (RabbitMQ's name).
 const TEMP_QUEUE: &str = "/temp-queue/";
 
+/// A login's own destinations: SUBSCRIBE `/user/NAME` is the connected
+/// login's, SEND `/user/LOGIN/NAME` reaches every connection of LOGIN
+/// subscribed to `/user/NAME` (Spring's convention).
+const USER: &str = "/user/";
+
+/// Topics the broker keeps for `/user/` destinations; clients reach them
+/// only through `/user/`.
+const RESERVED_TOPICS: &str = "/topic/stompbox.";
+
+/// The topic behind a login's `/user/NAME`.
+fn user_topic(login: &str, name: &str) -> Result<String, SessionError> {
+    if login.is_empty() || name.is_empty() {
+        return Err(SessionError::Pattern(
+            "a /user/ destination needs a login and a name: SEND to /user/LOGIN/NAME, SUBSCRIBE to /user/NAME".into(),
+        ));
+    }
+    let topic = format!("{RESERVED_TOPICS}user/{login}/{name}");
+    if crate::broker::wildcard::pattern_of(&topic).is_some() {
+        return Err(SessionError::Pattern(format!(
+            "{topic:?} would be a wildcard pattern; /user/ names and logins cannot have *, # or > segments"
+        )));
+    }
+    crate::broker::DestinationKind::of(&topic)?;
+    Ok(topic)
+}
+
 /// What a SUBSCRIBE asks besides its destination, id, ack mode and prefetch.
 struct Extras<'a> {
     /// `x-ack-timeout`, ms (0: the queue policy's, if any).
@@ -547,6 +573,13 @@ impl Session {
         // Who sent it, as authenticated: receivers can trust this header
         // (a SEND's own x-sender was dropped with the broker's headers).
         headers.push("x-sender", self.sender.clone());
+        if destination.starts_with(RESERVED_TOPICS) {
+            return Err(SessionError::Private(destination.to_string()));
+        }
+        if let Some(rest) = destination.strip_prefix(USER) {
+            let (login, name) = rest.split_once('/').unwrap_or((rest, ""));
+            destination = ByteString::from(user_topic(login, name)?);
+        }
         if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
             destination = ByteString::from(self.temp_queue(name)?.name());
         }
@@ -724,10 +757,23 @@ impl Session {
             ack_timeout_ms,
             selector,
         };
-        if destination.starts_with(crate::broker::PRIVATE_PREFIX) {
+        if destination.starts_with(crate::broker::PRIVATE_PREFIX)
+            || destination.starts_with(RESERVED_TOPICS)
+        {
             return Err(SessionError::Private(destination.to_string()));
         }
         self.permit(Permission::Read, &destination)?;
+        let destination = match destination.strip_prefix(USER) {
+            Some(name) => {
+                if &*self.sender == "(anonymous)" {
+                    return Err(SessionError::LimitReached(
+                        "/user/ destinations are a login's own: log in to use them",
+                    ));
+                }
+                ByteString::from(user_topic(&self.login, name)?)
+            }
+            None => destination,
+        };
         if options.durable.is_some() {
             self.permit(Permission::Configure, &destination)?;
         }

@@ -923,3 +923,55 @@ fn permissions_decide_reads_writes_and_durable_subscriptions() {
     ));
     assert!(e.headers.get("message").unwrap().contains("write"));
 }
+
+#[test]
+fn user_destinations_reach_every_connection_of_that_login_only() {
+    let b = broker();
+    let settings = SessionSettings {
+        users: [
+            (
+                "ana".to_string(),
+                crate::security::passwords::hash_for_tests("pw"),
+            ),
+            (
+                "bob".to_string(),
+                crate::security::passwords::hash_for_tests("pw"),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        ..SessionSettings::default()
+    };
+    let login = |who: &str| {
+        let mut c = Client::with(&b, settings.clone(), true, 100);
+        c.send(frame(
+            "CONNECT",
+            &[
+                ("accept-version", "1.2"),
+                ("login", who),
+                ("passcode", "pw"),
+            ],
+        ));
+        assert_eq!(c.frames()[0].command, Command::Connected);
+        c
+    };
+    let (mut tab1, mut tab2, mut bob) = (login("ana"), login("ana"), login("bob"));
+    for c in [&mut tab1, &mut tab2, &mut bob] {
+        c.send(subscribe("inbox", "/user/inbox", "auto"));
+    }
+    bob.send(send("/user/ana/inbox", "hello ana"));
+    for tab in [&mut tab1, &mut tab2] {
+        let got = tab.frames();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].body.as_ref(), b"hello ana");
+        assert_eq!(got[0].headers.get("x-sender"), Some("bob"));
+    }
+    assert!(bob.frames().is_empty());
+    // The topic behind it is not reachable directly.
+    let e = bob.error(subscribe("peek", "/topic/stompbox.user/ana/inbox", "auto"));
+    assert!(e.headers.get("message").unwrap().contains("private"));
+    // Anonymous clients have none.
+    let mut anon = Client::connected(&b);
+    let e = anon.error(subscribe("inbox", "/user/inbox", "auto"));
+    assert!(e.headers.get("message").unwrap().contains("log in"));
+}
