@@ -268,6 +268,8 @@ fn parse_topic_options(frame: &Frame) -> Result<TopicOptions, SessionError> {
             Some(Presence {
                 name: name.to_string(),
                 meta: meta.to_string(),
+                // Set by the session, which knows who logged in.
+                login: String::new(),
             })
         }
     };

@@ -230,6 +230,9 @@ async fn presence_snapshot_join_and_leave_including_a_killed_connection() {
     let (event, who) = presence_event(&ana.recv().await);
     assert_eq!(event, "join");
     assert!(who.contains("\"name\":\"bob\""), "{who}");
+    // Who they really are, not only the name they chose: the login
+    // (anonymous here) is set by the broker.
+    assert!(who.contains("\"login\":\"(anonymous)\""), "{who}");
 
     // Bob's connection dies without DISCONNECT.
     drop(bob);

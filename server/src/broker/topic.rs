@@ -38,6 +38,9 @@ pub struct Presence {
     pub name: String,
     /// Small free-form metadata (for example JSON with an avatar colour).
     pub meta: String,
+    /// The subscriber's authenticated login (set by the session, not the
+    /// client), so a display name can be told from who it really is.
+    pub login: String,
 }
 
 /// Everything about one topic subscription.
@@ -727,10 +730,11 @@ impl TopicDestination {
 
 fn member_json(id: &str, presence: &Presence) -> String {
     format!(
-        "{{\"id\":{},\"name\":{},\"meta\":{}}}",
+        "{{\"id\":{},\"name\":{},\"meta\":{},\"login\":{}}}",
         json_string(id),
         json_string(&presence.name),
-        json_string(&presence.meta)
+        json_string(&presence.meta),
+        json_string(&presence.login)
     )
 }
 

@@ -347,6 +347,9 @@ impl Session {
                 bind_arguments,
                 selector,
             } => {
+                if let Some(presence) = options.presence.as_mut() {
+                    presence.login = self.login.clone();
+                }
                 if let Some(name) = &durable
                     && destination.starts_with("/topic/")
                 {
