@@ -131,6 +131,8 @@ fn help_documents_the_options() {
         "--in-memory",
         "--journal-max-bytes",
         "--journal-segment-bytes",
+        "--allowed-origin",
+        "--trusted-proxy",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -238,6 +240,19 @@ fn bad_configuration_is_named() {
             "[permissions.ana]\nwrite = [\"queue/jobs\"]\n",
             "invalid setting permissions",
         ),
+        (
+            "[[queues]]\npattern = \"/queue/x\"\nack_timeout_ms = 90000000\n",
+            "ack_timeout_ms",
+        ),
+        (
+            "[[queues]]\npattern = \"/queue/x\"\ndedup_window_ids = 2000000\n",
+            "dedup_window_ids",
+        ),
+        (
+            "[[queues]]\npattern = \"/queue/x\"\nmax_deliveries = -1\n",
+            "max_deliveries",
+        ),
+        ("trusted_proxies = [\"proxy.example\"]\n", "trusted_proxies"),
     ] {
         std::fs::write(&file, text).expect("write config");
         let out = Command::new(BIN)

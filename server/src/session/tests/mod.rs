@@ -112,6 +112,35 @@ fn send(dest: &str, body: &str) -> Frame {
     frame("SEND", &[("destination", dest)]).body(body.to_string())
 }
 
+/// Users of these logins, each with the password `pw` (hashed cheaply).
+fn users_with_password_pw(logins: &[&str]) -> std::collections::HashMap<String, String> {
+    logins
+        .iter()
+        .map(|l| {
+            (
+                l.to_string(),
+                crate::security::passwords::hash_for_tests("pw"),
+            )
+        })
+        .collect()
+}
+
+/// A client connected as `who` with the password `pw`.
+fn logged_in(broker: &Arc<Broker>, settings: &SessionSettings, who: &str) -> Client {
+    let mut c = Client::with(broker, settings.clone(), true, 100);
+    c.send(frame(
+        "CONNECT",
+        &[
+            ("accept-version", "1.2"),
+            ("login", who),
+            ("passcode", "pw"),
+        ],
+    ));
+    let connected = c.frames();
+    assert_eq!(connected[0].command, Command::Connected, "{connected:?}");
+    c
+}
+
 fn subscribe(id: &str, dest: &str, ack: &str) -> Frame {
     frame(
         "SUBSCRIBE",
@@ -810,25 +839,10 @@ fn every_message_says_who_sent_it_and_that_cannot_be_forged() {
     );
 
     let settings = SessionSettings {
-        users: [(
-            "ana".to_string(),
-            crate::security::passwords::hash_for_tests("pw"),
-        )]
-        .into_iter()
-        .collect(),
+        users: users_with_password_pw(&["ana"]),
         ..SessionSettings::default()
     };
-    let mut ana = Client::with(&b, settings, true, 100);
-    ana.send(frame(
-        "CONNECT",
-        &[
-            ("accept-version", "1.2"),
-            ("login", "ana"),
-            ("passcode", "pw"),
-        ],
-    ));
-    let connected = ana.frames();
-    assert_eq!(connected[0].command, Command::Connected, "{connected:?}");
+    let mut ana = logged_in(&b, &settings, "ana");
     ana.send(send("/topic/news", "from ana"));
     assert_eq!(anon.frames()[0].headers.get("x-sender"), Some("ana"));
 }
@@ -847,34 +861,11 @@ fn permissions_decide_reads_writes_and_durable_subscriptions() {
         },
     );
     let settings = SessionSettings {
-        users: [
-            (
-                "ana".to_string(),
-                crate::security::passwords::hash_for_tests("pw"),
-            ),
-            (
-                "bob".to_string(),
-                crate::security::passwords::hash_for_tests("pw"),
-            ),
-        ]
-        .into_iter()
-        .collect(),
+        users: users_with_password_pw(&["ana", "bob"]),
         permissions,
         ..SessionSettings::default()
     };
-    let login = |who: &str| {
-        let mut c = Client::with(&b, settings.clone(), true, 100);
-        c.send(frame(
-            "CONNECT",
-            &[
-                ("accept-version", "1.2"),
-                ("login", who),
-                ("passcode", "pw"),
-            ],
-        ));
-        assert_eq!(c.frames()[0].command, Command::Connected);
-        c
-    };
+    let login = |who: &str| logged_in(&b, &settings, who);
     let mut ana = login("ana");
     // Allowed: own queue, the chat rooms.
     ana.send(subscribe("own", "/queue/user.ana.inbox", "auto").header("receipt", "1"));
@@ -928,33 +919,10 @@ fn permissions_decide_reads_writes_and_durable_subscriptions() {
 fn user_destinations_reach_every_connection_of_that_login_only() {
     let b = broker();
     let settings = SessionSettings {
-        users: [
-            (
-                "ana".to_string(),
-                crate::security::passwords::hash_for_tests("pw"),
-            ),
-            (
-                "bob".to_string(),
-                crate::security::passwords::hash_for_tests("pw"),
-            ),
-        ]
-        .into_iter()
-        .collect(),
+        users: users_with_password_pw(&["ana", "bob"]),
         ..SessionSettings::default()
     };
-    let login = |who: &str| {
-        let mut c = Client::with(&b, settings.clone(), true, 100);
-        c.send(frame(
-            "CONNECT",
-            &[
-                ("accept-version", "1.2"),
-                ("login", who),
-                ("passcode", "pw"),
-            ],
-        ));
-        assert_eq!(c.frames()[0].command, Command::Connected);
-        c
-    };
+    let login = |who: &str| logged_in(&b, &settings, who);
     let (mut tab1, mut tab2, mut bob) = (login("ana"), login("ana"), login("bob"));
     for c in [&mut tab1, &mut tab2, &mut bob] {
         c.send(subscribe("inbox", "/user/inbox", "auto"));
