@@ -60,7 +60,7 @@ pub fn validate(table: &PermissionTable) -> Result<(), String> {
             ("configure", &grants.configure),
         ] {
             for p in patterns {
-                if !p.starts_with('/') {
+                if !p.starts_with('/') && !p.starts_with('*') {
                     return Err(format!(
                         "{login:?} {kind} pattern {p:?} is not a destination pattern (like /queue/jobs.* or /topic/user.{{login}}.#)"
                     ));
@@ -166,6 +166,7 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_named() {
+        assert!(validate(&table()).is_ok(), "\"*\" grants everything");
         let mut t = table();
         t.get_mut("*").unwrap().write.push("queue/jobs".into());
         assert!(validate(&t).unwrap_err().contains("queue/jobs"));
