@@ -32,6 +32,10 @@ pub struct Config {
     /// WebSocket client; a forwarded request from any other address counts
     /// as remote (never loopback).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// TLS listeners (`[tls]`): STOMP over TLS and HTTPS with `wss://…/ws`.
+    pub tls: Option<crate::transport::tls::TlsConfig>,
+    /// Tokens (JWT) accepted as CONNECT passcodes (`[tokens]`).
+    pub tokens: crate::security::tokens::TokenConfig,
     /// "sx,sy": the heart-beats the server offers and asks for, in ms,
     /// when the client asks for none of its own.
     pub heart_beat: String,
@@ -177,6 +181,8 @@ impl Default for Config {
             web_root: None,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            tls: None,
+            tokens: Default::default(),
             heart_beat: format!("{},{}", session.heart_beat.0, session.heart_beat.1),
             min_heart_beat_ms: session.min_heart_beat.as_millis() as u64,
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,
@@ -230,6 +236,12 @@ pub enum ConfigError {
         /// Why.
         source: toml::de::Error,
     },
+    /// The `[tls]` files are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::transport::tls::TlsError),
+    /// The `[tokens]` settings are unusable.
+    #[error(transparent)]
+    Tokens(#[from] crate::security::tokens::TokenConfigError),
     /// A setting has a value that cannot work.
     #[error("invalid setting {setting}: {reason}")]
     Invalid {
@@ -274,6 +286,12 @@ impl Config {
         self.heart_beat_ms()?;
         self.memory_limit_bytes()?;
         self.journal()?;
+        // Read now, so a bad file is named at start rather than at the
+        // first handshake or login.
+        if let Some(tls) = &self.tls {
+            crate::transport::tls::TlsAcceptors::load(tls)?;
+        }
+        crate::security::tokens::TokenVerifier::load(&self.tokens)?;
         let positive = [
             ("min_heart_beat_ms", self.min_heart_beat_ms as usize),
             ("frame_timeout_ms", self.frame_timeout_ms as usize),
@@ -455,6 +473,7 @@ impl Config {
                 max_subscriptions: self.max_subscriptions,
                 max_transactions: self.max_transactions,
                 max_transaction_bytes: self.max_transaction_bytes,
+                tokens: crate::security::tokens::TokenVerifier::load(&self.tokens)?.map(Arc::new),
                 ..SessionSettings::default()
             }),
         })

@@ -32,6 +32,12 @@ pub enum SessionError {
     /// Wrong login or passcode.
     #[error("access refused: wrong login or passcode")]
     AuthenticationFailed,
+    /// A token given as the passcode, or sent to `/sys/token`, gives no access.
+    #[error("{0}")]
+    TokenRefused(crate::security::tokens::TokenError),
+    /// The connection's token reached its `exp` without a fresh one.
+    #[error("token expired")]
+    TokenExpired,
     /// No credentials, and anonymous access is not allowed for this client.
     #[error("access refused: {0}")]
     AnonymousRefused(&'static str),
@@ -187,6 +193,7 @@ impl SessionError {
                 | SessionError::AckExpired(..)
                 | SessionError::Unroutable(_)
                 | SessionError::AccessRefused { .. }
+                | SessionError::TokenRefused(_)
         )
     }
 
@@ -200,6 +207,7 @@ impl SessionError {
             SessionError::AckExpired(..) => "ack-expired",
             SessionError::Unroutable(_) => "unroutable",
             SessionError::AccessRefused { .. } => "access-refused",
+            SessionError::TokenRefused(_) => "token-refused",
             _ => "error",
         }
     }
@@ -220,6 +228,12 @@ impl SessionError {
             }
             SessionError::AuthenticationFailed | SessionError::AnonymousRefused(_) => {
                 "Send the login and passcode headers of a configured user with CONNECT."
+            }
+            SessionError::TokenRefused(_) => {
+                "A token is a JWT signed with a key of the broker's [tokens] settings, with sub (the login) and exp claims, given as CONNECT's passcode. Renew it before exp with SEND to /sys/token, the fresh token as the body (for the same sub)."
+            }
+            SessionError::TokenExpired => {
+                "The connection's token reached its exp. Get a fresh token and connect again; to keep a connection open, SEND a fresh token to /sys/token before exp."
             }
             SessionError::ServerCommand { .. } => {
                 "Clients send CONNECT, STOMP, SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, BEGIN, COMMIT, ABORT and DISCONNECT."

@@ -32,7 +32,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -64,6 +63,9 @@ pub enum StartError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The TLS certificate, key or CA files are unusable.
+    #[error(transparent)]
+    Tls(#[from] transport::tls::TlsError),
 }
 
 /// Connections the kernel may hold for a listener before it accepts them
@@ -177,10 +179,30 @@ async fn compactor(broker: Arc<Broker>, cancel: CancellationToken) {
     }
 }
 
+/// Serves the router on one listener until `cancel`.
+async fn serve_http<L>(listener: L, app: axum::Router, cancel: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = transport::Peer>,
+    transport::Peer:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<transport::Peer>(),
+    )
+    .with_graceful_shutdown(cancel.cancelled_owned())
+    .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
 /// A running broker.
 pub struct Server {
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
+    /// With TLS: where STOMP over TLS and HTTPS listen, and the certificates.
+    tls: Option<(SocketAddr, SocketAddr, Arc<transport::tls::TlsAcceptors>)>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     listeners: Vec<JoinHandle<()>>,
@@ -235,6 +257,16 @@ impl Server {
 
         let (tcp, tcp_addr) = bind(config.tcp_listen, "STOMP over TCP")?;
         let (http, http_addr) = bind(config.http_listen, "HTTP and WebSocket")?;
+        let tls = match &config.tls {
+            None => None,
+            Some(tls_config) => {
+                let acceptors = transport::tls::TlsAcceptors::load(tls_config)?;
+                let (stomp, stomp_addr) = bind(tls_config.stomp_listen, "STOMP over TLS")?;
+                let (https, https_addr) =
+                    bind(tls_config.https_listen, "HTTPS and secure WebSocket")?;
+                Some((acceptors, stomp, stomp_addr, https, https_addr))
+            }
+        };
 
         let max = max_connections(&config);
         // Half by default: generous (a whole office behind one NAT address
@@ -244,6 +276,7 @@ impl Server {
         tracing::info!(max, per_address, "connection limits");
         let tcp_task = tokio::spawn(transport::tcp::serve(
             tcp,
+            None,
             broker.clone(),
             settings.clone(),
             limits,
@@ -254,11 +287,11 @@ impl Server {
         let app = router(
             HttpState {
                 broker: broker.clone(),
-                settings,
+                settings: settings.clone(),
                 limits,
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
-                slots,
+                slots: slots.clone(),
                 origins: Arc::new(transport::origin::AllowedOrigins::new(
                     config.allowed_origins.clone(),
                 )),
@@ -266,21 +299,40 @@ impl Server {
             },
             config.web_root.clone(),
         );
-        let http_cancel = cancel.clone();
-        // WebSocket frames are small and latency-bound, and a WebSocket
-        // peer can vanish as silently as a TCP one.
-        let http = http.tap_io(|stream| transport::tune_accepted(stream));
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(
-                http,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
+        let http_task = tokio::spawn(serve_http(
+            transport::listener::PlainListener(http),
+            app.clone(),
+            cancel.clone(),
+        ));
+        let mut tls_addrs = None;
+        let mut tls_tasks = Vec::new();
+        if let Some((acceptors, stomp, stomp_addr, https, https_addr)) = tls {
+            tls_tasks.push(tokio::spawn(transport::tcp::serve(
+                stomp,
+                Some(acceptors.clone()),
+                broker.clone(),
+                settings.clone(),
+                limits,
+                slots.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            )));
+            let https = transport::listener::TlsListener::start(
+                https,
+                acceptors.clone(),
+                settings.connect_timeout,
+                cancel.clone(),
             )
-            .with_graceful_shutdown(http_cancel.cancelled_owned())
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+            .map_err(|source| StartError::Bind {
+                what: "HTTPS and secure WebSocket",
+                addr: https_addr,
+                source,
+            })?;
+            tls_tasks.push(tokio::spawn(serve_http(https, app, cancel.clone())));
+            tracing::info!(%stomp_addr, "STOMP over TLS listening");
+            tracing::info!(%https_addr, "HTTPS listening: secure WebSocket at wss://{https_addr}/ws");
+            tls_addrs = Some((stomp_addr, https_addr, acceptors));
+        }
         // Forget unused destinations once a minute.
         let sweeper = {
             let broker = broker.clone();
@@ -311,6 +363,7 @@ impl Server {
             sweeper,
             tokio::spawn(queue_timers(broker.clone(), cancel.clone())),
         ];
+        listeners.extend(tls_tasks);
         if broker.journal().is_some() {
             listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
         }
@@ -319,6 +372,7 @@ impl Server {
         Ok(Server {
             tcp_addr,
             http_addr,
+            tls: tls_addrs,
             cancel,
             tracker,
             listeners,
@@ -335,6 +389,25 @@ impl Server {
     /// Where HTTP (and WebSocket at `/ws`) listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where STOMP over TLS listens, when TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.0)
+    }
+
+    /// Where HTTPS (and `wss://…/ws`) listens, when TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.1)
+    }
+
+    /// Reads the TLS certificate and key files again (on SIGHUP): new
+    /// handshakes use them, open connections go on. Without TLS, nothing.
+    pub fn reload_tls(&self) -> Result<(), transport::tls::TlsError> {
+        match &self.tls {
+            Some((_, _, acceptors)) => acceptors.reload(),
+            None => Ok(()),
+        }
     }
 
     /// The broker, for inspection.

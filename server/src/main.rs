@@ -149,6 +149,36 @@ struct ServeArgs {
     /// Size of one journal segment file: bytes or a size like 64MiB [default: 64MiB].
     #[arg(long, env = "STOMPBOX_JOURNAL_SEGMENT_BYTES")]
     journal_segment_bytes: Option<stompbox::config::ByteSize>,
+    /// PEM certificate chain for TLS; with --tls-key, opens STOMP over TLS (--tls-listen) and HTTPS/wss (--https-listen) [default: no TLS].
+    #[arg(long, env = "STOMPBOX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "STOMPBOX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates client certificates are checked against (mutual TLS) [default: none asked for].
+    #[arg(long, env = "STOMPBOX_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate from --tls-client-ca.
+    #[arg(long, env = "STOMPBOX_TLS_REQUIRE_CLIENT_CERT")]
+    tls_require_client_cert: bool,
+    /// A verified client certificate's common name is the login when CONNECT names none (RabbitMQ's ssl_cert_login).
+    #[arg(long, env = "STOMPBOX_TLS_CERT_LOGIN")]
+    tls_cert_login: bool,
+    /// STOMP over TLS address [default: 127.0.0.1:61614].
+    #[arg(long, env = "STOMPBOX_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// HTTPS address: secure WebSocket at /ws, the chat page at / [default: 127.0.0.1:15673].
+    #[arg(long, env = "STOMPBOX_HTTPS_LISTEN")]
+    https_listen: Option<SocketAddr>,
+    /// File holding the HS256 secret for tokens (JWT) given as the CONNECT passcode [default: no tokens].
+    #[arg(long, env = "STOMPBOX_TOKEN_SECRET_FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// PEM RSA or EC public key for RS256/ES256 tokens.
+    #[arg(long, env = "STOMPBOX_TOKEN_PUBLIC_KEY_FILE")]
+    token_public_key_file: Option<PathBuf>,
+    /// JWKS file of public keys for tokens, picked by kid.
+    #[arg(long, env = "STOMPBOX_TOKEN_JWKS_FILE")]
+    token_jwks_file: Option<PathBuf>,
     /// Log filter, e.g. info or stompbox=debug [default: info].
     #[arg(long, env = "STOMPBOX_LOG")]
     log: Option<String>,
@@ -209,6 +239,48 @@ impl ServeArgs {
         }
         if !self.users.is_empty() {
             config.users = parse_users(&self.users)?;
+        }
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            let tls = config.tls.get_or_insert_with(|| {
+                stompbox::transport::tls::TlsConfig::new(cert.clone(), key.clone())
+            });
+            tls.cert_file = cert;
+            tls.key_file = key;
+        }
+        let tls_flags = self.tls_client_ca.is_some()
+            || self.tls_require_client_cert
+            || self.tls_cert_login
+            || self.tls_listen.is_some()
+            || self.https_listen.is_some();
+        match &mut config.tls {
+            Some(tls) => {
+                if let Some(ca) = self.tls_client_ca {
+                    tls.client_ca_file = Some(ca);
+                }
+                tls.require_client_cert |= self.tls_require_client_cert;
+                tls.cert_login |= self.tls_cert_login;
+                if let Some(addr) = self.tls_listen {
+                    tls.stomp_listen = addr;
+                }
+                if let Some(addr) = self.https_listen {
+                    tls.https_listen = addr;
+                }
+            }
+            None if tls_flags => {
+                bail!(
+                    "TLS flags given without a certificate: add --tls-cert and --tls-key (or [tls] in the config file)"
+                )
+            }
+            None => {}
+        }
+        if let Some(file) = self.token_secret_file {
+            config.tokens.secret_file = Some(file);
+        }
+        if let Some(file) = self.token_public_key_file {
+            config.tokens.public_key_file = Some(file);
+        }
+        if let Some(file) = self.token_jwks_file {
+            config.tokens.jwks_file = Some(file);
         }
         config.validate()?;
         Ok(config)
@@ -306,8 +378,21 @@ async fn serve(config: Config) -> Result<()> {
     survive_file_size_limit();
     raise_open_file_limit();
     return_freed_memory();
+    let mut signals = signals;
     let server = Server::start(config).await?;
-    signals.wait().await;
+    while let Signal::Reload = signals.wait().await {
+        match server.reload_tls() {
+            Ok(()) if server.tls_addr().is_some() => {
+                tracing::info!(
+                    "SIGHUP: TLS certificate and key read again; new connections use them"
+                )
+            }
+            Ok(()) => tracing::info!("SIGHUP: nothing to reload (no [tls])"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS files not reloaded; the certificate in force stays")
+            }
+        }
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
@@ -349,12 +434,21 @@ fn return_freed_memory() {
     }
 }
 
-/// SIGINT (Ctrl+C) and, on Unix, SIGTERM.
+/// SIGINT (Ctrl+C) and, on Unix, SIGTERM stop the broker; SIGHUP reloads
+/// the TLS certificate (rather than end the process, its default).
 struct ShutdownSignals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+enum Signal {
+    Stop,
+    Reload,
 }
 
 impl ShutdownSignals {
@@ -364,6 +458,7 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
         })
     }
 
@@ -373,15 +468,17 @@ impl ShutdownSignals {
     }
 
     #[cfg(unix)]
-    async fn wait(mut self) {
+    async fn wait(&mut self) -> Signal {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
         }
     }
 
     #[cfg(not(unix))]
-    async fn wait(self) {
+    async fn wait(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }

@@ -54,6 +54,14 @@ pub type PermissionTable = HashMap<String, Grants>;
 /// Checks the patterns of a table.
 pub fn validate(table: &PermissionTable) -> Result<(), String> {
     for (login, grants) in table {
+        validate_grants(login, grants)?;
+    }
+    Ok(())
+}
+
+/// Checks one login's patterns.
+pub fn validate_grants(login: &str, grants: &Grants) -> Result<(), String> {
+    {
         for (kind, patterns) in [
             ("read", &grants.read),
             ("write", &grants.write),
@@ -85,6 +93,11 @@ pub fn allows(table: &PermissionTable, login: &str, what: Permission, destinatio
     let Some(grants) = table.get(login).or_else(|| table.get("*")) else {
         return false;
     };
+    grants_allow(grants, login, what, destination)
+}
+
+/// Whether one set of grants lets `login` do `what` with `destination`.
+pub fn grants_allow(grants: &Grants, login: &str, what: Permission, destination: &str) -> bool {
     let patterns = match what {
         Permission::Read => &grants.read,
         Permission::Write => &grants.write,

@@ -121,9 +121,13 @@ pub async fn run_session<T: Transport>(
     mut transport: T,
     broker: Arc<Broker>,
     settings: &DriverSettings,
-    peer: SocketAddr,
+    peer: crate::transport::Peer,
     cancel: CancellationToken,
 ) -> CloseReason {
+    let crate::transport::Peer {
+        addr: peer,
+        certificate_login,
+    } = peer;
     let outbox = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
     let outbox = Arc::new(outbox);
     let mut session = Session::new(
@@ -131,7 +135,8 @@ pub async fn run_session<T: Transport>(
         settings.session.clone(),
         outbox.clone(),
         is_loopback(&peer),
-    );
+    )
+    .with_certificate_login(certificate_login);
     // Every line a session logs names the connection and where it came from.
     let span = tracing::info_span!("session", session_id = session.id().0, %peer);
     let memory = broker.memory().clone();
@@ -216,6 +221,11 @@ async fn drive<T: Transport>(
     let ack_watch = tokio::time::sleep(Duration::from_secs(86_400 * 365));
     tokio::pin!(ack_watch);
     let mut ack_watch_armed = false;
+    // The token's exp, when the connection logged in with one: set again
+    // whenever a renewal moves it.
+    let token_watch = tokio::time::sleep(far);
+    tokio::pin!(token_watch);
+    let mut token_watch_for: Option<u64> = None;
 
     let reason = loop {
         // Not read during a memory alarm: a connection holding a SEND, and
@@ -242,6 +252,13 @@ async fn drive<T: Transport>(
         {
             ack_watch.as_mut().reset(due);
             ack_watch_armed = true;
+        }
+        let token_expiry = session.token_expires_at();
+        if token_expiry != token_watch_for {
+            token_watch_for = token_expiry;
+            if let Some(exp) = token_expiry {
+                token_watch.as_mut().reset(instant_of_unix_secs(exp));
+            }
         }
         let now = Instant::now();
         if let Some(since) = transport.partial_since()
@@ -279,6 +296,19 @@ async fn drive<T: Transport>(
                 ack_watch_armed = false;
                 session.expire_acks(Instant::now());
                 Flow::Continue
+            }
+            _ = &mut token_watch, if token_watch_for.is_some() => {
+                match session.expire_token(unix_secs()) {
+                    // Woken early (the clocks differ, or exp is more than a
+                    // year ahead): wait again.
+                    Flow::Continue => {
+                        let exp = token_watch_for.unwrap_or_default();
+                        let again = instant_of_unix_secs(exp).max(Instant::now() + Duration::from_millis(100));
+                        token_watch.as_mut().reset(again);
+                        Flow::Continue
+                    }
+                    flow => flow,
+                }
             }
             Some(()) = journal_synced(&mut synced), if session.receipts_waiting() => {
                 session.release_receipts();
@@ -366,8 +396,11 @@ async fn drive<T: Transport>(
             Flow::Close(reason) => {
                 if matches!(
                     reason,
-                    CloseReason::ProtocolError(SessionError::AuthenticationFailed)
-                ) {
+                    CloseReason::ProtocolError(
+                        SessionError::AuthenticationFailed | SessionError::TokenRefused(_)
+                    )
+                ) && !connected
+                {
                     // Guessing gets slower with every wrong guess from an address.
                     let wait = settings.login_throttle.failed(peer.ip(), Instant::now());
                     tokio::select! {
@@ -494,4 +527,24 @@ impl BatchWriter {
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch now.
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The monotonic instant of a Unix time in seconds (now, if it is past).
+fn instant_of_unix_secs(at: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    // At most a year ahead: a token valid for longer is checked again then.
+    let wait = at
+        .saturating_mul(1000)
+        .saturating_sub(now_ms)
+        .min(365 * 86_400_000);
+    Instant::now() + Duration::from_millis(wait)
 }

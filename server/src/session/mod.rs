@@ -53,6 +53,10 @@ pub enum Flow {
 /// The prefix of a connection's temp queues (RabbitMQ's name).
 const TEMP_QUEUE: &str = "/temp-queue/";
 
+/// A SEND here with a fresh token as its body renews the connection's
+/// token: a browser keeps its connection past the first token's `exp`.
+pub const TOKEN_RENEWAL: &str = "/sys/token";
+
 /// A login's own destinations: SUBSCRIBE `/user/NAME` is the connected
 /// login's, SEND `/user/LOGIN/NAME` reaches every connection of LOGIN
 /// subscribed to `/user/NAME` (Spring's convention).
@@ -156,6 +160,10 @@ pub struct Session {
     settings: Arc<SessionSettings>,
     outbox: Arc<Outbox>,
     peer_is_loopback: bool,
+    /// The login a verified client certificate gives, if any.
+    certificate_login: Option<String>,
+    /// When the login came from a token: its expiry and permissions.
+    token: Option<auth::TokenGrant>,
     version: Option<Version>,
     subscriptions: HashMap<SubscriptionId, Subscription>,
     /// Deliveries awaiting ACK/NACK, and queue credit owed for written ones.
@@ -201,6 +209,8 @@ impl Session {
             settings,
             outbox,
             peer_is_loopback,
+            certificate_login: None,
+            token: None,
             version: None,
             subscriptions: HashMap::new(),
             ledger: ledger::AckLedger::default(),
@@ -214,6 +224,30 @@ impl Session {
             completion: Completion::DONE,
             temp_queues: HashMap::new(),
             closed: false,
+        }
+    }
+
+    /// The login a verified client certificate gives (`tls.cert_login`).
+    pub fn with_certificate_login(mut self, login: Option<String>) -> Session {
+        self.certificate_login = login;
+        self
+    }
+
+    /// When the connection's token expires (seconds since the Unix epoch),
+    /// if it logged in with one.
+    pub fn token_expires_at(&self) -> Option<u64> {
+        self.token.as_ref().map(|t| t.expires_at)
+    }
+
+    /// The token's `exp` has come: an ERROR `token expired`, and the
+    /// connection closes (unless a renewal moved `exp` meanwhile).
+    pub fn expire_token(&mut self, now_secs: u64) -> Flow {
+        match self.token_expires_at() {
+            Some(exp) if exp <= now_secs => {
+                tracing::info!(login = %self.login, "token expired: closing the connection");
+                self.fail(SessionError::TokenExpired, None, None)
+            }
+            _ => Flow::Continue,
         }
     }
 
@@ -505,14 +539,30 @@ impl Session {
                     offered: offered.chars().take(80).collect(),
                 })?,
         };
-        let login = connect.login.as_deref().unwrap_or("(anonymous)");
-        if let Err(e) = auth::authenticate(&self.settings, self.peer_is_loopback, &connect) {
-            tracing::warn!(login, error = %e, "login refused");
-            return Err(e);
-        }
-        tracing::info!(login, %version, "connected");
-        self.login = login.to_string();
+        let identity = match auth::authenticate(
+            &self.settings,
+            self.peer_is_loopback,
+            self.certificate_login.as_deref(),
+            &connect,
+        ) {
+            Ok(identity) => identity,
+            Err(e) => {
+                let login = connect.login.as_deref().unwrap_or(auth::ANONYMOUS);
+                tracing::warn!(login, error = %e, "login refused");
+                return Err(e);
+            }
+        };
+        let login = identity.login.as_str();
+        tracing::info!(
+            login,
+            %version,
+            token = identity.token.is_some(),
+            certificate = self.certificate_login.as_deref() == Some(login),
+            "connected"
+        );
         self.sender = ByteString::from(login);
+        self.login = identity.login;
+        self.token = identity.token;
         if let Some(client) = &connect.client_id
             && client.chars().any(char::is_control)
         {
@@ -573,6 +623,9 @@ impl Session {
         else {
             return Ok(Flow::Continue);
         };
+        if destination == TOKEN_RENEWAL {
+            return self.renew_token(&body);
+        }
         // Who sent it, as authenticated: receivers can trust this header
         // (a SEND's own x-sender was dropped with the broker's headers).
         headers.push("x-sender", self.sender.clone());
@@ -631,14 +684,19 @@ impl Session {
         let own = destination.starts_with(TEMP_QUEUE)
             || (what == Permission::Write
                 && destination.starts_with(crate::broker::PRIVATE_PREFIX));
-        if own
-            || crate::security::permissions::allows(
+        let allowed = match self.token.as_ref().and_then(|t| t.permissions.as_ref()) {
+            // A token's own permissions stand in for the configured ones.
+            Some(grants) => {
+                crate::security::permissions::grants_allow(grants, &self.login, what, destination)
+            }
+            None => crate::security::permissions::allows(
                 &self.settings.permissions,
                 &self.login,
                 what,
                 destination,
-            )
-        {
+            ),
+        };
+        if own || allowed {
             return Ok(());
         }
         Err(SessionError::AccessRefused {
@@ -646,6 +704,37 @@ impl Session {
             permission: what.as_str(),
             destination: destination.chars().take(200).collect(),
         })
+    }
+
+    /// A fresh token for the same login: its `exp` and permissions apply
+    /// from now on. A token that does not verify changes nothing (the
+    /// connection keeps its current token until that one's `exp`).
+    fn renew_token(&mut self, body: &[u8]) -> Result<Flow, SessionError> {
+        use crate::security::tokens::TokenError;
+        let refused = |why: &str| SessionError::TokenRefused(TokenError::Claims(why.into()));
+        let Some(tokens) = &self.settings.tokens else {
+            return Err(refused(
+                "tokens are not configured on this broker ([tokens])",
+            ));
+        };
+        if self.token.is_none() {
+            return Err(refused(
+                "this connection did not log in with a token, so it has none to renew",
+            ));
+        }
+        let text = std::str::from_utf8(body).map_err(|_| refused("the body is not a token"))?;
+        let fresh = tokens.verify(text).map_err(SessionError::TokenRefused)?;
+        if fresh.login != self.login {
+            return Err(refused(
+                "the fresh token is for another sub; a connection keeps its login",
+            ));
+        }
+        tracing::info!(login = %self.login, expires_at = fresh.expires_at, "token renewed");
+        self.token = Some(auth::TokenGrant {
+            expires_at: fresh.expires_at,
+            permissions: fresh.permissions,
+        });
+        Ok(Flow::Continue)
     }
 
     /// This connection's temp queue `name`, made on first use.

@@ -27,6 +27,8 @@ pub struct SessionSettings {
     pub users: HashMap<String, String>,
     /// Who may connect without credentials.
     pub anonymous: AnonymousAccess,
+    /// Checks tokens given as passcodes; `None` when `[tokens]` has no key.
+    pub tokens: Option<std::sync::Arc<crate::security::tokens::TokenVerifier>>,
     /// What each login may read, write and configure (empty: everything).
     pub permissions: crate::security::permissions::PermissionTable,
     /// Unsettled deliveries per subscription when SUBSCRIBE has no `prefetch-count`.
@@ -50,6 +52,7 @@ impl Default for SessionSettings {
             min_heart_beat: std::time::Duration::from_secs(1),
             users: HashMap::new(),
             anonymous: AnonymousAccess::Loopback,
+            tokens: None,
             permissions: HashMap::new(),
             default_prefetch: 256,
             max_prefetch: 10_000,

@@ -8,7 +8,7 @@
 //! frame that the broker is full, and closed.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -137,16 +137,16 @@ impl Drop for Slot {
 /// `slots` has room, a refusal otherwise.
 pub async fn serve<T: Transport>(
     transport: T,
-    peer: SocketAddr,
+    peer: super::Peer,
     slots: &Arc<ConnectionSlots>,
     broker: Arc<Broker>,
     settings: &DriverSettings,
     cancel: CancellationToken,
 ) {
-    let slot = match slots.claim(peer.ip()) {
+    let slot = match slots.claim(peer.addr.ip()) {
         Ok(slot) => slot,
         Err(why) => {
-            tracing::info!(%peer, ?why, max = slots.max(), max_per_address = slots.max_per_address(), "connection refused");
+            tracing::info!(peer = %peer.addr, ?why, max = slots.max(), max_per_address = slots.max_per_address(), "connection refused");
             return refuse(transport, slots.refusal(why)).await;
         }
     };

@@ -115,10 +115,11 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn websocket(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(connection): ConnectInfo<super::Peer>,
     State(state): State<HttpState>,
     mut request: Request,
 ) -> Response {
+    let peer = connection.addr;
     let text = |name| {
         request
             .headers()
@@ -139,7 +140,10 @@ async fn websocket(
     if client != peer {
         tracing::debug!(%peer, %client, "a proxied WebSocket: the client's address is taken from X-Forwarded-For, or treated as remote when the proxy is not trusted");
     }
-    let peer = client;
+    let peer = super::Peer {
+        addr: client,
+        certificate_login: connection.certificate_login,
+    };
     let handshake = match Handshake::accept(&mut request, &SUBPROTOCOLS) {
         Ok(handshake) => handshake,
         Err(e) => return e.into_response(),
@@ -162,6 +166,7 @@ async fn websocket(
             return;
         };
         let transport = WsTransport::new(upgraded, limits, broker.memory()).await;
+
         // Admitted after the upgrade, so a browser over the limit reads
         // why in a STOMP ERROR instead of a bare failed handshake.
         admission::serve(transport, peer, &slots, broker, &settings, cancel).await;

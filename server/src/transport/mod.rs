@@ -2,12 +2,32 @@
 
 pub mod admission;
 pub mod http;
+pub mod listener;
 pub mod origin;
 pub mod read_ahead;
 pub mod tcp;
+pub mod tls;
 pub mod web;
 pub mod ws;
 pub mod ws_handshake;
+
+/// Who is at the other end of a connection, as its transport knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address (behind a trusted proxy, the one it forwarded).
+    pub addr: std::net::SocketAddr,
+    /// The login a verified client certificate gives, with `tls.cert_login`.
+    pub certificate_login: Option<String>,
+}
+
+impl From<std::net::SocketAddr> for Peer {
+    fn from(addr: std::net::SocketAddr) -> Peer {
+        Peer {
+            addr,
+            certificate_login: None,
+        }
+    }
+}
 
 /// The decoder for one client connection. Frames up to 64 KiB are copied
 /// out of the read buffer: a queued message then holds its own few bytes,

@@ -1,4 +1,5 @@
-//! STOMP over plain TCP: `FramedRead` for input, one buffered write per batch.
+//! STOMP over TCP, plain or TLS: `FramedRead` for input, one buffered
+//! write per batch.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,9 +8,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use stomp_codec::{CodecError, Decoded, StompCodec, Version};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,23 +33,51 @@ const KEEP_READ_BUFFER: usize = 64 * 1024;
 /// A write buffer larger than this is freed after its batch is written.
 const KEEP_WRITE_BUFFER: usize = 256 * 1024;
 
-/// One TCP connection.
-pub struct TcpTransport {
-    reader: FramedRead<ReadAhead<OwnedReadHalf>, ConnectionCodec>,
-    writer: OwnedWriteHalf,
+/// One TCP connection, of plain halves unless said otherwise.
+pub struct TcpTransport<R = OwnedReadHalf, W = OwnedWriteHalf> {
+    reader: FramedRead<ReadAhead<R>, ConnectionCodec>,
+    writer: W,
     version: Version,
     buf: BytesMut,
 }
 
+/// One STOMP-over-TLS connection.
+pub type TlsTransport =
+    TcpTransport<ReadHalf<TlsStream<TcpStream>>, WriteHalf<TlsStream<TcpStream>>>;
+
 impl TcpTransport {
     /// Wraps a connected socket.
     pub fn new(
-        stream: tokio::net::TcpStream,
+        stream: TcpStream,
         limits: stomp_codec::Limits,
         memory: &Arc<Memory>,
     ) -> TcpTransport {
         super::tune_accepted(&stream);
         let (read, write) = stream.into_split();
+        TcpTransport::from_halves(read, write, limits, memory)
+    }
+}
+
+impl TlsTransport {
+    /// Wraps a socket whose TLS handshake is done.
+    pub fn tls(
+        stream: TlsStream<TcpStream>,
+        limits: stomp_codec::Limits,
+        memory: &Arc<Memory>,
+    ) -> TlsTransport {
+        let (read, write) = tokio::io::split(stream);
+        TcpTransport::from_halves(read, write, limits, memory)
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> TcpTransport<R, W> {
+    /// Wraps the two halves of a stream.
+    pub fn from_halves(
+        read: R,
+        write: W,
+        limits: stomp_codec::Limits,
+        memory: &Arc<Memory>,
+    ) -> Self {
         TcpTransport {
             reader: FramedRead::with_capacity(
                 ReadAhead::new(read),
@@ -64,7 +94,11 @@ impl TcpTransport {
     }
 }
 
-impl Transport for TcpTransport {
+impl<R, W> Transport for TcpTransport<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     async fn next(&mut self) -> Option<Result<Decoded, ReadError>> {
         let item = self.reader.next().await?;
         // A buffer grown for one large frame is given back once that frame
@@ -136,10 +170,18 @@ impl Decoder for ConnectionCodec {
 /// every time it is tried.
 const ACCEPT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// TLS handshakes in progress at once on one listener: a handshake costs
+/// memory and CPU before a connection holds a slot, so a flood of them is
+/// bounded here, and the connections past it are closed at once.
+pub const MAX_HANDSHAKES: usize = 1024;
+
 /// Accepts TCP connections until `cancel`, one session task per connection
-/// while `slots` has room, a refusal otherwise.
+/// while `slots` has room, a refusal otherwise; with `tls`, each
+/// connection's handshake comes first, in its own task.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<super::tls::TlsAcceptors>>,
     broker: Arc<Broker>,
     settings: Arc<DriverSettings>,
     limits: stomp_codec::Limits,
@@ -147,6 +189,7 @@ pub async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let mut last_warning: Option<tokio::time::Instant> = None;
     let mut failures_since_warning = 0u64;
     loop {
@@ -174,11 +217,38 @@ pub async fn serve(
                 continue;
             }
         };
-        let transport = TcpTransport::new(stream, limits, broker.memory());
         let (slots, broker, settings) = (slots.clone(), broker.clone(), settings.clone());
         let cancel = cancel.child_token();
+        let Some(tls) = &tls else {
+            let transport = TcpTransport::new(stream, limits, broker.memory());
+            tracker.spawn(async move {
+                admission::serve(transport, peer.into(), &slots, broker, &settings, cancel).await;
+            });
+            continue;
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_HANDSHAKES, "too many TLS handshakes in progress: connection closed");
+            continue;
+        };
+        super::tune_accepted(&stream);
+        let tls = tls.clone();
         tracker.spawn(async move {
-            admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
+            let handshake = tokio::select! {
+                _ = cancel.cancelled() => return,
+                done = tls.handshake(stream, settings.connect_timeout) => done,
+            };
+            drop(permit);
+            match handshake {
+                Ok((stream, certificate_login)) => {
+                    let transport = TlsTransport::tls(stream, limits, broker.memory());
+                    let peer = super::Peer {
+                        addr: peer,
+                        certificate_login,
+                    };
+                    admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
+                }
+                Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+            }
         });
     }
 }
