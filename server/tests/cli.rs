@@ -133,6 +133,15 @@ fn help_documents_the_options() {
         "--journal-segment-bytes",
         "--allowed-origin",
         "--trusted-proxy",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-client-ca",
+        "--tls-cert-login",
+        "--tls-listen",
+        "--https-listen",
+        "--token-secret-file",
+        "--token-public-key-file",
+        "--token-jwks-file",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -489,4 +498,206 @@ fn passwd_hashes_a_password_that_then_logs_in() {
     assert!(login("correct horse").starts_with("CONNECTED"));
     assert!(login("wrong").starts_with("ERROR"));
     stop(broker);
+}
+
+/// A certificate for localhost signed by a CA of its own: (CA PEM, cert PEM, key PEM).
+fn certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let cert = leaf
+        .signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key))
+        .expect("signed");
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// CONNECT over TLS to `port`, trusting `ca`; the reply, or the TLS error.
+fn tls_connect(
+    port: u16,
+    ca: &str,
+) -> std::io::Result<(
+    tokio_rustls::rustls::StreamOwned<tokio_rustls::rustls::ClientConnection, TcpStream>,
+    String,
+)> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).expect("CA"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(std::io::Error::other)?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut stream = rustls::StreamOwned::new(tls, tcp);
+    stream.write_all(b"CONNECT\naccept-version:1.2\n\n\0")?;
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\0") {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        out.push(byte[0]);
+    }
+    Ok((stream, String::from_utf8_lossy(&out).into_owned()))
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate_without_dropping_connections() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (old_ca, old_cert, old_key) = certificate();
+    std::fs::write(&cert, old_cert).expect("write");
+    std::fs::write(&key, old_key).expect("write");
+    let data = tempfile::tempdir().expect("data");
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--data-dir")
+            .arg(data.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts"),
+        data,
+    );
+    let stderr = child.0.stderr.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the broker logs {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let line = wait_for("stomp_addr=127.0.0.1:");
+    let port: u16 = line
+        .split("stomp_addr=127.0.0.1:")
+        .nth(1)
+        .expect("port")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a port");
+    let (mut open, reply) = tls_connect(port, &old_ca).expect("TLS with the first certificate");
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+
+    let (new_ca, new_cert, new_key) = certificate();
+    std::fs::write(&cert, new_cert).expect("write");
+    std::fs::write(&key, new_key).expect("write");
+    let status = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    wait_for("TLS certificate and key read again");
+
+    let (_, reply) = tls_connect(port, &new_ca).expect("TLS with the new certificate");
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    assert!(
+        tls_connect(port, &old_ca).is_err(),
+        "the old certificate is still served"
+    );
+    // The connection made before the reload is still served.
+    open.write_all(b"SUBSCRIBE\nid:1\ndestination:/topic/x\nreceipt:r\n\n\0")
+        .expect("write");
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\0") && open.read(&mut byte).expect("read") > 0 {
+        out.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&out).starts_with("RECEIPT"));
+    stop(child);
+}
+
+#[test]
+fn unusable_tls_and_token_settings_are_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("missing.pem");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "junk").expect("write");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(BIN)
+            .args([
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--in-memory",
+            ])
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[
+        "--tls-cert".as_ref(),
+        missing.as_os_str(),
+        "--tls-key".as_ref(),
+        junk.as_os_str(),
+    ]);
+    assert!(
+        err.contains("tls.cert_file") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let (_, cert, _) = certificate();
+    let cert_path = dir.path().join("cert.pem");
+    std::fs::write(&cert_path, cert).expect("write");
+    let err = run(&[
+        "--tls-cert".as_ref(),
+        cert_path.as_os_str(),
+        "--tls-key".as_ref(),
+        junk.as_os_str(),
+    ]);
+    assert!(
+        err.contains("tls.key_file") && err.contains("no private key"),
+        "{err}"
+    );
+    let err = run(&["--tls-client-ca".as_ref(), junk.as_os_str()]);
+    assert!(err.contains("--tls-cert"), "{err}");
+    let err = run(&["--token-secret-file".as_ref(), junk.as_os_str()]);
+    assert!(
+        err.contains("tokens.secret_file") && !err.contains("junk\n"),
+        "{err}"
+    );
+    let err = run(&["--token-public-key-file".as_ref(), junk.as_os_str()]);
+    assert!(err.contains("tokens.public_key_file"), "{err}");
 }

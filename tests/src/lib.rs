@@ -15,6 +15,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::codec::Framed;
 
+pub mod tls;
+
+/// A byte stream a client runs over: plain TCP or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A client's stream, whatever it is.
+pub type Stream = Box<dyn Io>;
+
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -79,10 +88,9 @@ impl TestServer {
 }
 
 enum Link {
-    Tcp(Framed<TcpStream, StompCodec>),
+    Tcp(Framed<Stream, StompCodec>),
     Ws {
-        socket:
-            Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+        socket: Box<tokio_tungstenite::WebSocketStream<Stream>>,
         decoder: FrameDecoder,
         buf: BytesMut,
         /// Every WebSocket message received, to check "one frame per message".
@@ -120,6 +128,11 @@ impl Client {
 
     /// A client over a TCP connection opened elsewhere (no CONNECT yet).
     pub fn from_tcp(stream: TcpStream) -> Client {
+        Client::from_stream(Box::new(stream))
+    }
+
+    /// A client over any stream, TLS say (no CONNECT yet).
+    pub fn from_stream(stream: Stream) -> Client {
         Client {
             link: Link::Tcp(Framed::new(stream, StompCodec::default())),
             pending: Default::default(),
@@ -130,6 +143,23 @@ impl Client {
     /// Opens a WebSocket connection offering the STOMP subprotocols (no CONNECT yet).
     /// Returns the subprotocol the server chose too.
     pub async fn ws(url: &str) -> (Client, Option<String>) {
+        let request = url.into_client_request().expect("valid url");
+        let host = request
+            .uri()
+            .host()
+            .expect("a host")
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = request.uri().port_u16().expect("a port");
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect((host.as_str(), port)))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client::ws_over(Box::new(stream), url).await
+    }
+
+    /// The WebSocket handshake over a stream already open (TLS, say).
+    pub async fn ws_over(stream: Stream, url: &str) -> (Client, Option<String>) {
         let mut request = url.into_client_request().expect("valid url");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
@@ -138,7 +168,7 @@ impl Client {
                 .expect("valid header"),
         );
         let (socket, response) =
-            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
                 .await
                 .expect("connect in time")
                 .expect("websocket handshake");
