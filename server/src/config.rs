@@ -28,9 +28,10 @@ pub struct Config {
     /// Web page origins (`https://chat.example.com`, or `*`) allowed to open
     /// WebSockets besides the broker's own; programs (no Origin) always are.
     pub allowed_origins: Vec<String>,
-    /// Reverse proxies (IP addresses) whose `X-Forwarded-For` names the
-    /// WebSocket client; a forwarded request from any other address counts
-    /// as remote (never loopback).
+    /// Proxies (IP addresses) whose `X-Forwarded-For` names the WebSocket
+    /// client, and whose connections to the STOMP listeners may begin with
+    /// a PROXY protocol header (v1 or v2) naming it; a forwarded request
+    /// from any other address counts as remote (never loopback).
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// TLS listeners (`[tls]`): STOMP over TLS and HTTPS with `wss://…/ws`.
     pub tls: Option<crate::transport::tls::TlsConfig>,

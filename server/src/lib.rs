@@ -274,9 +274,13 @@ impl Server {
         let per_address = config.max_connections_per_ip.unwrap_or((max / 2).max(1));
         let slots = ConnectionSlots::new(max, per_address);
         tracing::info!(max, per_address, "connection limits");
+        let trusted_proxies = Arc::new(config.trusted_proxies.clone());
         let tcp_task = tokio::spawn(transport::tcp::serve(
             tcp,
-            None,
+            transport::tcp::Edge {
+                tls: None,
+                trusted_proxies: trusted_proxies.clone(),
+            },
             broker.clone(),
             settings.clone(),
             limits,
@@ -295,7 +299,7 @@ impl Server {
                 origins: Arc::new(transport::origin::AllowedOrigins::new(
                     config.allowed_origins.clone(),
                 )),
-                trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+                trusted_proxies: trusted_proxies.clone(),
             },
             config.web_root.clone(),
         );
@@ -309,7 +313,10 @@ impl Server {
         if let Some((acceptors, stomp, stomp_addr, https, https_addr)) = tls {
             tls_tasks.push(tokio::spawn(transport::tcp::serve(
                 stomp,
-                Some(acceptors.clone()),
+                transport::tcp::Edge {
+                    tls: Some(acceptors.clone()),
+                    trusted_proxies: trusted_proxies.clone(),
+                },
                 broker.clone(),
                 settings.clone(),
                 limits,

@@ -64,7 +64,7 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
-    /// A reverse proxy's IP address whose X-Forwarded-For names the WebSocket client (repeat, or comma-separated); forwarded requests from other addresses count as remote [default: none].
+    /// A proxy's IP address whose X-Forwarded-For (WebSocket) or PROXY protocol header (STOMP listeners) names the client (repeat, or comma-separated); forwarded requests from other addresses count as remote [default: none].
     #[arg(
         long = "trusted-proxy",
         env = "STOMPBOX_TRUSTED_PROXIES",

@@ -420,3 +420,47 @@ async fn a_proxy_on_the_same_host_does_not_make_its_clients_loopback() {
         server.shutdown().await;
     }
 }
+
+/// CONNECT over TCP after `header`; the reply's command and message header.
+async fn connect_after(addr: std::net::SocketAddr, header: &[u8]) -> (Command, String, Client) {
+    let mut c = Client::tcp(addr).await;
+    c.send_raw(header).await;
+    c.send(frame(Command::Connect, &[("accept-version", "1.2")]))
+        .await;
+    let reply = c.recv().await;
+    let message = reply.headers.get("message").unwrap_or_default().to_string();
+    (reply.command, message, c)
+}
+
+#[tokio::test]
+async fn a_proxy_protocol_header_names_the_client_only_from_a_trusted_proxy() {
+    let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 61613\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 7, 127, 0, 0, 1, 0x9c, 0x40, 0xf0, 0x0d]);
+    let trusting = TestServer::start(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().expect("an address")];
+    })
+    .await;
+    for header in [&v1, &v2] {
+        // The named client is remote: anonymous access (loopback only) is refused.
+        let (command, message, _) = connect_after(trusting.tcp_addr(), header).await;
+        assert_eq!(command, Command::Error);
+        assert!(message.contains("loopback only"), "{message}");
+    }
+    // The proxy's own connection without a header, and a LOCAL one, stay loopback.
+    let (command, _, _) = connect_after(trusting.tcp_addr(), b"").await;
+    assert_eq!(command, Command::Connected);
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let (command, _, _) = connect_after(trusting.tcp_addr(), local).await;
+    assert_eq!(command, Command::Connected);
+    trusting.shutdown().await;
+
+    // Not a trusted proxy: the header is just bad STOMP, and claims nothing.
+    let server = TestServer::default().await;
+    let (command, message, _) = connect_after(server.tcp_addr(), &v1).await;
+    assert_eq!(command, Command::Error);
+    assert!(!message.contains("loopback only"), "{message}");
+    let mut c = Client::connected_tcp(server.tcp_addr()).await;
+    c.subscribe("s", "/topic/fine", "auto", &[]).await;
+    server.shutdown().await;
+}

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod http;
 pub mod listener;
 pub mod origin;
+pub mod proxy_protocol;
 pub mod read_ahead;
 pub mod tcp;
 pub mod tls;

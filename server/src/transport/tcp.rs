@@ -176,12 +176,12 @@ const ACCEPT_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10
 pub const MAX_HANDSHAKES: usize = 1024;
 
 /// Accepts TCP connections until `cancel`, one session task per connection
-/// while `slots` has room, a refusal otherwise; with `tls`, each
-/// connection's handshake comes first, in its own task.
+/// while `slots` has room, a refusal otherwise; a PROXY header and a TLS
+/// handshake, as `edge` says, come first, in the connection's own task.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<super::tls::TlsAcceptors>>,
+    edge: Edge,
     broker: Arc<Broker>,
     settings: Arc<DriverSettings>,
     limits: stomp_codec::Limits,
@@ -219,38 +219,85 @@ pub async fn serve(
         };
         let (slots, broker, settings) = (slots.clone(), broker.clone(), settings.clone());
         let cancel = cancel.child_token();
-        let Some(tls) = &tls else {
+        let proxied = edge.trusted_proxies.contains(&peer.ip());
+        if edge.tls.is_none() && !proxied {
             let transport = TcpTransport::new(stream, limits, broker.memory());
             tracker.spawn(async move {
                 admission::serve(transport, peer.into(), &slots, broker, &settings, cancel).await;
             });
             continue;
-        };
+        }
+        // A TLS handshake or a PROXY header comes before the session.
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = MAX_HANDSHAKES, "too many TLS handshakes in progress: connection closed");
+            tracing::warn!(%peer, max = MAX_HANDSHAKES, "too many connections in their TLS handshake or PROXY header: connection closed");
             continue;
         };
-        super::tune_accepted(&stream);
-        let tls = tls.clone();
+        let tls = edge.tls.clone();
         tracker.spawn(async move {
-            let handshake = tokio::select! {
+            let opened = tokio::select! {
                 _ = cancel.cancelled() => return,
-                done = tls.handshake(stream, settings.connect_timeout) => done,
+                opened = open(stream, peer, proxied, tls, settings.connect_timeout) => opened,
             };
             drop(permit);
-            match handshake {
-                Ok((stream, certificate_login)) => {
-                    let transport = TlsTransport::tls(stream, limits, broker.memory());
-                    let peer = super::Peer {
-                        addr: peer,
-                        certificate_login,
-                    };
+            match opened {
+                Ok(Opened::Plain(stream, peer)) => {
+                    let transport = TcpTransport::new(stream, limits, broker.memory());
                     admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
                 }
-                Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+                Ok(Opened::Tls(stream, peer)) => {
+                    let transport = TlsTransport::tls(*stream, limits, broker.memory());
+                    admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
+                }
+                Err(e) => tracing::info!(%peer, error = %e, "connection closed before STOMP"),
             }
         });
     }
+}
+
+/// What is in front of the STOMP listener: TLS, and proxies whose PROXY
+/// headers name their clients.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    /// TLS for every connection, when this is the TLS listener.
+    pub tls: Option<Arc<super::tls::TlsAcceptors>>,
+    /// Addresses whose connections may begin with a PROXY header.
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+}
+
+/// A connection ready for STOMP.
+enum Opened {
+    Plain(TcpStream, super::Peer),
+    Tls(Box<TlsStream<TcpStream>>, super::Peer),
+}
+
+/// The PROXY header (from a trusted proxy), then the TLS handshake (on the
+/// TLS listener), both within `within`.
+async fn open(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    proxied: bool,
+    tls: Option<Arc<super::tls::TlsAcceptors>>,
+    within: std::time::Duration,
+) -> io::Result<Opened> {
+    let started = tokio::time::Instant::now();
+    let mut client = peer;
+    if proxied && let Some(named) = super::proxy_protocol::read_header(&mut stream, within).await? {
+        tracing::debug!(%peer, client = %named, "PROXY header: the client's address is the one the proxy names");
+        client = named;
+    }
+    let Some(tls) = tls else {
+        return Ok(Opened::Plain(stream, client.into()));
+    };
+    super::tune_accepted(&stream);
+    let left = within.saturating_sub(started.elapsed());
+    let (stream, certificate_login) = tls.handshake(stream, left).await?;
+    Ok(Opened::Tls(
+        Box::new(stream),
+        super::Peer {
+            addr: client,
+            certificate_login,
+        },
+    ))
 }
 
 /// Whether a peer address is on this machine.
