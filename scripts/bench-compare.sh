@@ -11,6 +11,8 @@
 #             page then shows only those rows)
 #        ONLY=delivery scripts/bench-compare.sh (what priorities, ack
 #             deadlines and wildcard subscriptions cost; docs/benchmarks-delivery.md)
+#        ONLY=tls scripts/bench-compare.sh (STOMP over TLS against RabbitMQ's
+#             TLS listener; docs/benchmarks-tls.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,9 +79,11 @@ wait_port() {
 start_stompbox() {
   # A fresh journal each start, on the same disk as the peers' data.
   rm -rf "$WORK/stompbox-data"
+  local tls=()
+  [ -n "${WITH_TLS:-}" ] && tls=(--tls-cert "$WORK/tls/server.pem" --tls-key "$WORK/tls/server.key" --tls-listen 127.0.0.1:62616 --https-listen 127.0.0.1:25676)
   target/release/stompbox --tcp-listen 127.0.0.1:62613 --http-listen 127.0.0.1:25674 --log warn \
     --max-connections-per-ip 1000000 --data-dir "$WORK/stompbox-data" ${STOMPBOX_MODE:---in-memory} \
-    2> "$WORK/stompbox.log" &
+    "${tls[@]}" 2> "$WORK/stompbox.log" &
   PIDS+=($!)
   BROKER_PID=$!
   wait_port 62613
@@ -89,6 +93,17 @@ start_rabbitmq() {
   local dir="$WORK/rabbitmq"
   mkdir -p "$dir"
   sed -e 's/@AMQP_PORT@/5673/; s/@STOMP_PORT@/62614/; s/@WS_PORT@/25675/' scripts/bench/rabbitmq.conf > "$dir/rabbitmq.conf"
+  if [ -n "${WITH_TLS:-}" ]; then
+    # The same certificate as Stompbox's; no client certificates asked for.
+    {
+      echo "stomp.listeners.ssl.1 = 127.0.0.1:62617"
+      echo "ssl_options.cacertfile = $WORK/tls/ca.pem"
+      echo "ssl_options.certfile = $WORK/tls/server.pem"
+      echo "ssl_options.keyfile = $WORK/tls/server.key"
+      echo "ssl_options.verify = verify_none"
+      echo "ssl_options.fail_if_no_peer_cert = false"
+    } >> "$dir/rabbitmq.conf"
+  fi
   cp scripts/bench/enabled_plugins "$dir/enabled_plugins"
   env HOME="$dir" ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=stompbox-compare@localhost \
     RABBITMQ_DIST_PORT=25673 RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
@@ -98,6 +113,7 @@ start_rabbitmq() {
   PIDS+=($!)
   wait_port 62614
   wait_port 25675
+  if [ -n "${WITH_TLS:-}" ]; then wait_port 62617; fi
   # The Erlang VM is a child of the start script: measure its memory.
   BROKER_PID=$(pgrep -f "beam.smp.*stompbox-compare" | head -1)
 }
@@ -229,6 +245,59 @@ delivery() {
   stop_broker
 }
 
+# A CA and a P-256 certificate for localhost and 127.0.0.1, both brokers' for the TLS runs.
+make_certificates() {
+  local d="$WORK/tls"
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/ca.key" \
+    -out "$d/ca.pem" -days 2 -subj "/CN=stompbox bench CA" 2> /dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/server.key" \
+    -out "$d/server.csr" -subj "/CN=localhost" 2> /dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$d/ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -out "$d/server.pem" -days 2 -extfile "$d/ext" 2> /dev/null
+  # RabbitMQ may run as another user and reads the key too; this is a throwaway.
+  chmod 644 "$d/server.key"
+}
+
+# TLS: queue throughput over stomp+ssl and plain TCP, alternating, and
+# memory per idle TLS connection on fresh brokers; RabbitMQ's TLS listener alongside.
+tls() {
+  make_certificates
+  local q=(queue -p 2 -c 2 -n "$QUEUE_N" -s 128) ca=(--tls-ca "$WORK/tls/ca.pem")
+  export WITH_TLS=1
+  log "TLS: Stompbox"
+  start_stompbox
+  wait_port 62616
+  target/release/stompbox bench --url stomp+ssl://localhost:62616 "${ca[@]}" queue -n 20000 > /dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    run stompbox tcp -- --url stomp://127.0.0.1:62613 "${q[@]}"
+    run stompbox tls -- --url stomp+ssl://localhost:62616 "${ca[@]}" "${q[@]}"
+  done
+  stop_broker
+  start_stompbox
+  wait_port 62616
+  connections stompbox tls stomp+ssl://localhost:62616 "$CONNS" "${ca[@]}"
+  stop_broker
+  start_stompbox
+  connections stompbox tcp stomp://127.0.0.1:62613 "$CONNS"
+  stop_broker
+  log "TLS: RabbitMQ"
+  start_rabbitmq
+  target/release/stompbox bench --url stomp+ssl://localhost:62617 "${ca[@]}" "${RABBIT[@]}" queue -n 20000 > /dev/null 2>&1 || true
+  for _ in 1 2 3; do
+    run rabbitmq tcp -- --url stomp://127.0.0.1:62614 "${RABBIT[@]}" "${q[@]}"
+    run rabbitmq tls -- --url stomp+ssl://localhost:62617 "${ca[@]}" "${RABBIT[@]}" "${q[@]}"
+  done
+  stop_broker
+  start_rabbitmq
+  connections rabbitmq tls stomp+ssl://localhost:62617 "$CONNS" "${ca[@]}" "${RABBIT[@]}"
+  stop_broker
+  start_rabbitmq
+  connections rabbitmq tcp stomp://127.0.0.1:62614 "$CONNS" "${RABBIT[@]}"
+  stop_broker
+}
+
 install_missing
 log "building Stompbox (release)"
 cargo build --release -p stompbox --locked
@@ -239,6 +308,13 @@ if [ "${ONLY:-}" = delivery ]; then
   delivery
   python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-delivery.md docs/benchmarks-delivery.svg
   log "wrote docs/benchmarks-delivery.md"
+  exit 0
+fi
+
+if [ "${ONLY:-}" = tls ]; then
+  tls
+  python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-tls.md docs/benchmarks-tls.svg
+  log "wrote docs/benchmarks-tls.md"
   exit 0
 fi
 

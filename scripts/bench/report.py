@@ -130,6 +130,38 @@ def delivery_section(rows):
     return out + [""]
 
 
+def tls_section(rows):
+    """What TLS costs, next to RabbitMQ's TLS listener, or nothing when not run."""
+    if not any(k[1] == "tls" for k in rows):
+        return []
+    out = ["## TLS\n",
+           "`stompbox bench queue` (2 producers, 2 consumers, 128-byte messages) and `stompbox bench "
+           "connections` over `stomp+ssl://` against each broker's STOMP-over-TLS listener, and over plain "
+           "TCP in the same run. Both brokers use the same P-256 certificate, made by `openssl` for the run; "
+           "TLS 1.3 is negotiated with each. Throughput runs alternate, three of each, median shown; memory "
+           "per idle connection is measured on a freshly started broker.\n"]
+    out.append("| | Stompbox TCP | Stompbox TLS | RabbitMQ TCP | RabbitMQ TLS |")
+    out.append("| --- | --- | --- | --- | --- |")
+    for scenario, key, label in (("queue", "msgs_per_sec", "queue, msgs/s"),
+                                 ("connections", "kib_per_connection", "broker memory per idle connection, KiB"),
+                                 ("connections", "connects_per_sec", "connection setup, conn/s")):
+        cells = [cell(rows, b, t, scenario, key)[1]
+                 for b in ("stompbox", "rabbitmq") for t in ("tcp", "tls")]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    ours, _ = cell(rows, "stompbox", "tls", "queue", "msgs_per_sec")
+    plain, _ = cell(rows, "stompbox", "tcp", "queue", "msgs_per_sec")
+    theirs, _ = cell(rows, "rabbitmq", "tls", "queue", "msgs_per_sec")
+    kib, _ = cell(rows, "stompbox", "tls", "connections", "kib_per_connection")
+    out.append("\n| target | measured |")
+    out.append("| --- | --- |")
+    out.append(f"| TLS queue throughput ≥ 10× RabbitMQ's TLS | "
+               f"{f'{ours / theirs:.1f}×' if ours and theirs else 'not measured'} |")
+    out.append(f"| under 16 KiB per idle TLS connection | {fmt(kib)} KiB |")
+    out.append(f"| (TLS throughput as a share of plain TCP) | "
+               f"{f'{ours / plain * 100:.0f}%' if ours and plain else 'not measured'} |")
+    return out + [""]
+
+
 def durable_section(rows):
     """The durable-messages comparison, or nothing when it was not run."""
     if not any(k[2] in ("queue-persistent", "queue-quorum") for k in rows):
@@ -250,6 +282,14 @@ def render(path, md_path, svg_path):
     out.append("- Every run checks that each message arrived exactly once; a run that lost or repeated a "
                "message is shown as failed. Latency runs three times and the run with the median p99 is "
                "shown; memory per connection is measured on a freshly started broker.\n")
+    if any(k[1] == "tls" for k in rows):
+        out = ["# Benchmarks: TLS, Stompbox and RabbitMQ\n",
+               f"Measured {datetime.date.today().isoformat()} by `ONLY=tls scripts/bench-compare.sh`, "
+               f"on {machine()}, loopback only, one broker at a time.\n"]
+        out += tls_section(rows)
+        with open(md_path, "w") as f:
+            f.write("\n".join(out) + "\n")
+        return
     if not any(k[2] in {m[0] for m in METRICS} for k in rows):
         # Only the durable or the delivery comparison was run.
         only = "delivery" if any(k[2] in DELIVERY for k in rows) else "durable"

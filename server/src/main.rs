@@ -37,7 +37,7 @@ enum Cmd {
     /// Run the broker (the default).
     Serve(Box<ServeArgs>),
     /// Load-test a STOMP broker (this one or any other) over TCP or WebSocket.
-    Bench(stompbox::bench::BenchArgs),
+    Bench(Box<stompbox::bench::BenchArgs>),
     /// Read a password from standard input and print its argon2 hash, for
     /// the config's [users] or --user LOGIN:HASH.
     Passwd,
@@ -341,7 +341,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Cmd::Serve(args)) => *args,
-        Some(Cmd::Bench(bench)) => return run_bench(bench),
+        Some(Cmd::Bench(bench)) => return run_bench(*bench),
         Some(Cmd::Passwd) => return passwd(),
         None => cli.serve,
     };

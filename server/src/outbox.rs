@@ -17,6 +17,9 @@ use tokio::sync::Notify;
 use crate::broker::Delivery;
 use crate::ids::SubscriptionId;
 
+/// Queue capacity given back once drained: what a few frames grow it to.
+const LIGHT_QUEUE: usize = 8;
+
 /// What happens when a topic subscriber falls `max_topic_backlog` messages behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -183,6 +186,11 @@ impl Outbox {
                 state.topic_backlog = state.topic_backlog.saturating_sub(1);
             }
             batch.push(item);
+        }
+        if state.items.is_empty() && state.items.capacity() <= LIGHT_QUEUE {
+            // Idle connections hold no queue memory (400 bytes each); a
+            // busy one, whose queue grew past this, keeps its capacity.
+            state.items = VecDeque::new();
         }
         !state.items.is_empty()
     }

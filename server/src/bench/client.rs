@@ -25,11 +25,78 @@ pub enum Target {
     Tcp(String),
     /// `ws://host:port/path`.
     Ws(String),
+    /// `stomp+ssl://host:port`, trusting the CA given with `--tls-ca`.
+    Tls(TlsTarget),
+}
+
+/// A TLS broker address and the client configuration to reach it.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    /// `host:port`.
+    pub addr: String,
+    config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl PartialEq for TlsTarget {
+    fn eq(&self, other: &TlsTarget) -> bool {
+        self.addr == other.addr && std::sync::Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for TlsTarget {}
+
+/// A client configuration trusting the CA certificates in a PEM file.
+fn tls_client(ca: &std::path::Path) -> Result<tokio_rustls::rustls::ClientConfig, BenchError> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let usage = |why: String| BenchError::Usage(format!("--tls-ca {}: {why}", ca.display()));
+    let text = std::fs::read(ca).map_err(|e| usage(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&text) {
+        let cert = cert.map_err(|e| usage(format!("not PEM certificates ({e})")))?;
+        roots.add(cert).map_err(|e| usage(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(usage("no certificate in it".into()));
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| usage(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }
 
 impl Target {
     /// Parses `stomp://host:port`, `tcp://host:port` or `ws://host:port/ws`.
     pub fn parse(url: &str) -> Result<Target, BenchError> {
+        Target::parse_with(url, None)
+    }
+
+    /// Like [`parse`](Self::parse), and `stomp+ssl://host:port` with the
+    /// CA file that signed the broker's certificate.
+    pub fn parse_with(url: &str, tls_ca: Option<&std::path::Path>) -> Result<Target, BenchError> {
+        if let Some(rest) = url.strip_prefix("stomp+ssl://") {
+            let Some(ca) = tls_ca else {
+                return Err(BenchError::Usage(
+                    "stomp+ssl:// needs --tls-ca FILE, the CA certificate that signed the broker's"
+                        .into(),
+                ));
+            };
+            let rest = rest.trim_end_matches('/');
+            let addr = if rest.contains(':') {
+                rest.to_string()
+            } else {
+                format!("{rest}:61614")
+            };
+            return Ok(Target::Tls(TlsTarget {
+                addr,
+                config: std::sync::Arc::new(tls_client(ca)?),
+            }));
+        }
         if let Some(rest) = url
             .strip_prefix("stomp://")
             .or_else(|| url.strip_prefix("tcp://"))
@@ -48,9 +115,9 @@ impl Target {
         if url.starts_with("ws://") {
             return Ok(Target::Ws(url.to_string()));
         }
-        if url.starts_with("wss://") || url.starts_with("stomp+ssl://") {
+        if url.starts_with("wss://") {
             return Err(BenchError::Usage(
-                "TLS is not supported by the load tool yet".into(),
+                "wss:// is not supported by the load tool; stomp+ssl:// is".into(),
             ));
         }
         Err(BenchError::Usage(format!(
@@ -63,6 +130,7 @@ impl Target {
         match self {
             Target::Tcp(_) => "tcp",
             Target::Ws(_) => "ws",
+            Target::Tls(_) => "tls",
         }
     }
 }
@@ -79,11 +147,14 @@ pub struct Credentials {
 }
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// The sending half of a connection.
 pub enum Writer {
     /// Over TCP.
     Tcp(FramedWrite<OwnedWriteHalf, StompCodec>),
+    /// Over TLS.
+    Tls(FramedWrite<tokio::io::WriteHalf<TlsStream>, StompCodec>),
     /// Over WebSocket: one frame per message.
     Ws(SplitSink<WsStream, Message>, BytesMut),
 }
@@ -92,6 +163,8 @@ pub enum Writer {
 pub enum Reader {
     /// Over TCP.
     Tcp(FramedRead<OwnedReadHalf, StompCodec>),
+    /// Over TLS.
+    Tls(FramedRead<tokio::io::ReadHalf<TlsStream>, StompCodec>),
     /// Over WebSocket.
     Ws(SplitStream<WsStream>, FrameDecoder, BytesMut),
 }
@@ -112,6 +185,29 @@ pub async fn connect(
             (
                 Writer::Tcp(FramedWrite::new(w, StompCodec::default())),
                 Reader::Tcp(FramedRead::new(r, StompCodec::default())),
+            )
+        }
+        Target::Tls(target) => {
+            let stream = open_tcp(&target.addr, source).await?;
+            let _ = stream.set_nodelay(true);
+            let host = target
+                .addr
+                .rsplit_once(':')
+                .map_or(target.addr.as_str(), |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| BenchError::Usage(format!("{host}: {e}")))?;
+            let stream = tokio::time::timeout(
+                HANDSHAKE,
+                tokio_rustls::TlsConnector::from(target.config.clone()).connect(name, stream),
+            )
+            .await
+            .map_err(|_| BenchError::Timeout(format!("TLS handshake with {}", target.addr)))?
+            .map_err(|e| BenchError::Connect(format!("TLS with {}: {e}", target.addr)))?;
+            let (r, w) = tokio::io::split(stream);
+            (
+                Writer::Tls(FramedWrite::new(w, StompCodec::default())),
+                Reader::Tls(FramedRead::new(r, StompCodec::default())),
             )
         }
         Target::Ws(url) => {
@@ -219,6 +315,7 @@ impl Writer {
     pub async fn feed(&mut self, frame: Frame) -> Result<(), BenchError> {
         match self {
             Writer::Tcp(w) => w.feed(frame).await.map_err(codec_error),
+            Writer::Tls(w) => w.feed(frame).await.map_err(codec_error),
             Writer::Ws(sink, buf) => {
                 buf.clear();
                 frame
@@ -240,6 +337,7 @@ impl Writer {
     pub async fn flush(&mut self) -> Result<(), BenchError> {
         match self {
             Writer::Tcp(w) => SinkExt::<Frame>::flush(w).await.map_err(codec_error),
+            Writer::Tls(w) => SinkExt::<Frame>::flush(w).await.map_err(codec_error),
             Writer::Ws(sink, _) => sink
                 .flush()
                 .await
@@ -260,6 +358,11 @@ impl Reader {
         loop {
             let decoded = match self {
                 Reader::Tcp(r) => match r.next().await {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return Err(codec_error(e)),
+                    None => return Err(BenchError::Closed),
+                },
+                Reader::Tls(r) => match r.next().await {
                     Some(Ok(d)) => d,
                     Some(Err(e)) => return Err(codec_error(e)),
                     None => return Err(BenchError::Closed),

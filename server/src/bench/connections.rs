@@ -78,7 +78,9 @@ pub async fn connections(common: &Common, args: &ConnectionsArgs) -> Result<Repo
         )));
     }
     let loopback = match &target {
-        super::Target::Tcp(addr) => addr.starts_with("127.") || addr.starts_with("localhost"),
+        super::Target::Tcp(addr) | super::Target::Tls(super::client::TlsTarget { addr, .. }) => {
+            addr.starts_with("127.") || addr.starts_with("localhost")
+        }
         super::Target::Ws(url) => url.contains("//127.") || url.contains("//localhost"),
     };
     let before = args.pid.map(rss_kib).transpose()?;

@@ -52,9 +52,12 @@ pub enum BenchError {
 /// Options every scenario takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// The broker: stomp://host:port or ws://host:port/ws.
+    /// The broker: stomp://host:port, stomp+ssl://host:port (with --tls-ca) or ws://host:port/ws.
     #[arg(long, default_value = "stomp://127.0.0.1:61613", global = true)]
     pub url: String,
+    /// PEM CA certificate that signed the broker's, for stomp+ssl://.
+    #[arg(long, global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// CONNECT login.
     #[arg(long, global = true)]
     pub login: Option<String>,
@@ -74,7 +77,7 @@ pub struct Common {
 
 impl Common {
     fn target(&self) -> Result<Target, BenchError> {
-        Target::parse(&self.url)
+        Target::parse_with(&self.url, self.tls_ca.as_deref())
     }
 
     fn credentials(&self) -> Credentials {

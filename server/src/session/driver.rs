@@ -476,6 +476,9 @@ struct BatchWriter {
     heartbeat_due: bool,
 }
 
+/// A batch this small is not worth keeping buffers for between writes.
+const LIGHT_BATCH: usize = 4;
+
 /// Message bytes encoded into one write at most (a single larger
 /// message still goes out whole).
 const WRITE_SLICE: usize = 256 * 1024;
@@ -510,11 +513,19 @@ impl BatchWriter {
                 return Ok(wrote);
             }
             let result = write(transport, &self.batch, limit).await;
+            let light = self.batch.len() <= LIGHT_BATCH;
             self.batch.clear();
             session.settle_written();
             result?;
             wrote = true;
             if !more {
+                if light {
+                    // A connection that writes a frame now and then (most
+                    // are idle) keeps no buffers between writes; a busy
+                    // one, writing large batches, keeps them.
+                    self.items = Vec::new();
+                    self.batch = Vec::new();
+                }
                 return Ok(true);
             }
             slices += 1;
