@@ -138,7 +138,7 @@ def tls_section(rows):
            "`stompbox bench queue` (2 producers, 2 consumers, 128-byte messages) and `stompbox bench "
            "connections` over `stomp+ssl://` against each broker's STOMP-over-TLS listener, and over plain "
            "TCP in the same run. Both brokers use the same P-256 certificate, made by `openssl` for the run; "
-           "TLS 1.3 is negotiated with each. Throughput runs alternate, three of each, median shown; memory "
+           "the load tool (rustls) offers TLS 1.3 and 1.2 and each broker picks. Throughput runs alternate, three of each, median shown; memory "
            "per idle connection is measured on a freshly started broker.\n"]
     out.append("| | Stompbox TCP | Stompbox TLS | RabbitMQ TCP | RabbitMQ TLS |")
     out.append("| --- | --- | --- | --- | --- |")

@@ -211,3 +211,41 @@ async fn a_permissions_claim_limits_what_the_connection_may_do() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_user_destination_reaches_every_tab_of_that_login_and_no_one_else() {
+    let (server, _dir) = with_tokens().await;
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let mut tab = connect_with(&server, Via::Ws, &for_login("ana", 60)).await;
+        assert_eq!(tab.recv().await.command, Command::Connected);
+        tab.subscribe("dm", "/user/inbox", "auto", &[]).await;
+        tabs.push(tab);
+    }
+    let mut other = connect_with(&server, Via::Ws, &for_login("carl", 60)).await;
+    assert_eq!(other.recv().await.command, Command::Connected);
+    other.subscribe("dm", "/user/inbox", "auto", &[]).await;
+    let mut bob = connect_with(&server, Via::Tcp, &for_login("bob", 60)).await;
+    assert_eq!(bob.recv().await.command, Command::Connected);
+    bob.send_confirmed(
+        frame(Command::Send, &[("destination", "/user/ana/inbox")]).body("for ana"),
+        "dm",
+    )
+    .await;
+    for tab in &mut tabs {
+        let m = tab.messages(1).await.remove(0);
+        assert_eq!(integration_tests::body(&m), "for ana");
+        assert_eq!(m.headers.get("x-sender"), Some("bob"));
+    }
+    // carl's inbox is his own: the message for ana never reaches it.
+    bob.send_confirmed(
+        frame(Command::Send, &[("destination", "/user/carl/inbox")]).body("for carl"),
+        "dm2",
+    )
+    .await;
+    assert_eq!(
+        integration_tests::body(&other.messages(1).await[0]),
+        "for carl"
+    );
+    server.shutdown().await;
+}
