@@ -540,4 +540,32 @@ mod tests {
         );
         assert!(by_pem.verify(&confused).is_err());
     }
+
+    #[test]
+    fn rs256_tokens_verify_with_an_rsa_public_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let public = dir.path().join("rsa.pub.pem");
+        std::fs::write(&public, include_str!("testdata/rsa-public.pem")).expect("write");
+        let v = TokenVerifier::load(&TokenConfig {
+            public_key_file: Some(public),
+            ..TokenConfig::default()
+        })
+        .expect("load")
+        .expect("keys");
+        let signing =
+            EncodingKey::from_rsa_pem(include_bytes!("testdata/rsa-private.pem")).expect("key");
+        let t = encode(
+            &Header::new(Algorithm::RS256),
+            &serde_json::json!({"sub": "dora", "exp": now() + 60}),
+            &signing,
+        )
+        .expect("encode");
+        assert_eq!(v.verify(&t).expect("valid").login, "dora");
+        // HS256 with the public key's text as the secret: refused.
+        let confused = token(
+            serde_json::json!({"sub": "dora", "exp": now() + 60}),
+            include_str!("testdata/rsa-public.pem"),
+        );
+        assert!(v.verify(&confused).is_err());
+    }
 }
