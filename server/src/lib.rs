@@ -1,12 +1,14 @@
 //! Stompbox: a STOMP 1.0/1.1/1.2 broker over TCP and WebSocket.
 //!
 //! # Layout
+//! - [`cli`]: `stompbox send` and `stompbox subscribe`.
 //! - [`config`]: one `Config` from defaults, file, environment and flags.
 //! - [`ids`]: `SessionId`, `SubscriptionId`, `MessageId`.
 //! - [`protocol`]: validated client frames and the frames the server builds.
 //! - [`session`]: one connection's protocol state, without sockets; its
 //!   [`driver`](session::driver) is the one task per connection.
 //! - [`broker`]: destinations (queues, topics) and routing.
+//! - [`metrics`]: counters and the `/metrics` exposition.
 //! - [`outbox`]: the bounded path from the broker to a connection.
 //! - [`security`]: login throttling.
 //! - [`transport`]: TCP and WebSocket adapters, and the HTTP router.
@@ -15,9 +17,11 @@
 
 pub mod bench;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod security;

@@ -41,6 +41,10 @@ enum Cmd {
     /// Read a password from standard input and print its argon2 hash, for
     /// the config's [users] or --user LOGIN:HASH.
     Passwd,
+    /// Send a message to any STOMP broker and wait for its RECEIPT.
+    Send(Box<stompbox::cli::SendArgs>),
+    /// Subscribe on any STOMP broker and print what arrives.
+    Subscribe(Box<stompbox::cli::SubscribeArgs>),
 }
 
 #[derive(Args, Default)]
@@ -343,6 +347,8 @@ fn run() -> Result<()> {
         Some(Cmd::Serve(args)) => *args,
         Some(Cmd::Bench(bench)) => return run_bench(*bench),
         Some(Cmd::Passwd) => return passwd(),
+        Some(Cmd::Send(args)) => return run_client(stompbox::cli::send(*args)),
+        Some(Cmd::Subscribe(args)) => return run_client(stompbox::cli::subscribe(*args)),
         None => cli.serve,
     };
     let log = args.log.clone().unwrap_or_else(|| "info".into());
@@ -358,6 +364,22 @@ fn run() -> Result<()> {
     tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")?
         .block_on(serve(config))
+}
+
+/// Runs a client command: its failure is one line (from `main`), never a backtrace.
+fn run_client(
+    command: impl std::future::Future<Output = Result<(), stompbox::bench::BenchError>>,
+) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .init();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(command)?;
+    Ok(())
 }
 
 fn run_bench(args: stompbox::bench::BenchArgs) -> Result<()> {

@@ -701,3 +701,135 @@ fn unusable_tls_and_token_settings_are_named() {
     let err = run(&["--token-public-key-file".as_ref(), junk.as_os_str()]);
     assert!(err.contains("tokens.public_key_file"), "{err}");
 }
+
+#[test]
+fn send_and_subscribe_round_trip_and_fail_in_one_line() {
+    let (child, port) = start(&[], &[]);
+    let url = format!("stomp://127.0.0.1:{port}");
+    // Queued first, received after: the queue holds it.
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "/queue/cli",
+            "hello from the command line",
+            "--url",
+            &url,
+        ])
+        .args(["-H", "x-tag:7", "-n", "2"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("2 messages sent and confirmed to /queue/cli"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args([
+            "subscribe",
+            "/queue/cli",
+            "--url",
+            &url,
+            "-n",
+            "1",
+            "--idle-timeout",
+            "10",
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the command line\n"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "subscribe",
+            "/queue/cli",
+            "--url",
+            &url,
+            "-n",
+            "1",
+            "--json",
+        ])
+        .args(["--ack", "client-individual", "--idle-timeout", "10"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains(r#""body":"hello from the command line""#),
+        "{line}"
+    );
+    assert!(line.contains(r#""x-tag":"7""#), "{line}");
+    // A body from standard input.
+    let mut send = Command::new(BIN)
+        .args(["send", "/queue/cli-stdin", "-", "--url", &url])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    send.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"piped body")
+        .expect("write");
+    assert!(send.wait().expect("exits").success());
+    let out = Command::new(BIN)
+        .args([
+            "subscribe",
+            "/queue/cli-stdin",
+            "--url",
+            &url,
+            "-n",
+            "1",
+            "--idle-timeout",
+            "10",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped body\n");
+
+    // Failures: one line, non-zero exit, no backtrace.
+    let fails = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().expect("runs");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.starts_with("stompbox: error:"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+        err
+    };
+    let err = fails(&["send", "/nowhere/x", "body", "--url", &url]);
+    assert!(err.contains("destination"), "{err}");
+    let err = fails(&["send", "/queue/x", "body", "--url", "stomp://127.0.0.1:1"]);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    let err = fails(&["send", "/queue/x", "-H", "nocolon", "--url", &url]);
+    assert!(err.contains("name:value"), "{err}");
+    let err = fails(&[
+        "subscribe",
+        "/queue/silent",
+        "--url",
+        &url,
+        "--idle-timeout",
+        "1",
+    ]);
+    assert!(err.contains("nothing arrived"), "{err}");
+    stop(child);
+}

@@ -117,6 +117,8 @@ pub struct Broker {
     /// again never reuses an (epoch, position) pair of its earlier life.
     topics_created: AtomicU64,
     stats: Stats,
+    /// Counters for `/metrics`.
+    metrics: crate::metrics::Metrics,
     memory: Arc<Memory>,
     /// Where durable messages are kept; `None` runs purely in memory.
     journal: Option<Arc<Journal>>,
@@ -192,6 +194,7 @@ impl Broker {
             epoch,
             topics_created: AtomicU64::new(0),
             stats: Stats::default(),
+            metrics: Default::default(),
             memory,
             journal: None,
             durables: Mutex::new(HashMap::new()),
@@ -412,6 +415,23 @@ impl Broker {
     /// The broker's memory accounting.
     pub fn memory(&self) -> &Arc<Memory> {
         &self.memory
+    }
+
+    /// The counters `/metrics` serves.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Each queue's and each topic's counts, for `/metrics`.
+    pub fn destination_counts(&self) -> crate::metrics::DestinationCounts {
+        let (mut queues, mut topics) = (Vec::new(), Vec::new());
+        for d in self.all_destinations() {
+            match d {
+                Destination::Queue(q) => queues.push((q.name().to_string(), q.counts())),
+                Destination::Topic(t) => topics.push((t.name().to_string(), t.counts())),
+            }
+        }
+        (queues, topics)
     }
 
     /// Counters of what happened since start.

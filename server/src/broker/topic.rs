@@ -147,6 +147,10 @@ struct State {
     next_position: u64,
     /// Durable subscriptions by key.
     durables: HashMap<ByteString, DurableSub>,
+    /// Messages published, copies queued and copies dropped, for `/metrics`.
+    published: u64,
+    delivered: u64,
+    dropped: u64,
 }
 
 impl State {
@@ -467,6 +471,7 @@ impl TopicDestination {
             .iter()
             .map(|s| (&s.selector, &s.subscription, s.ack, &s.outbox));
         let mut dropped = 0;
+        let mut queued = 0;
         for (selector, subscription, ack, outbox) in own.chain(matching) {
             if !selects(selector, &message) {
                 continue;
@@ -484,8 +489,13 @@ impl TopicDestination {
             };
             if outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
+            } else {
+                queued += 1;
             }
         }
+        state.published += 1;
+        state.delivered += queued;
+        state.dropped += dropped as u64;
         if !message.ephemeral {
             state.dispatch_durables();
         }
@@ -594,6 +604,17 @@ impl TopicDestination {
     /// The keys of this topic's durable subscriptions.
     pub fn durable_keys(&self) -> Vec<ByteString> {
         self.lock().durables.keys().cloned().collect()
+    }
+
+    /// What has passed through since the topic was made.
+    pub fn counts(&self) -> crate::metrics::TopicCounts {
+        let state = self.lock();
+        crate::metrics::TopicCounts {
+            published: state.published,
+            delivered: state.delivered,
+            dropped: state.dropped,
+            consumers: state.subscribers.len() as u64,
+        }
     }
 
     /// The number of current subscribers.

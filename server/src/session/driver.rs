@@ -127,6 +127,7 @@ pub async fn run_session<T: Transport>(
     let crate::transport::Peer {
         addr: peer,
         certificate_login,
+        transport: _,
     } = peer;
     let outbox = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
     let outbox = Arc::new(outbox);
@@ -287,6 +288,7 @@ async fn drive<T: Transport>(
                         ),
                     );
                     let _ = write(transport, &[Outgoing::Frame(notice)], settings.write_timeout).await;
+                    session.broker().metrics().slow_consumer_disconnected();
                     Flow::Close(CloseReason::SlowConsumer)
                 } else {
                     Flow::Continue
@@ -396,11 +398,18 @@ async fn drive<T: Transport>(
             Flow::Close(reason) => {
                 if matches!(
                     reason,
+                    CloseReason::ProtocolError(SessionError::AnonymousRefused(_))
+                ) {
+                    session.broker().metrics().login_failed();
+                }
+                if matches!(
+                    reason,
                     CloseReason::ProtocolError(
                         SessionError::AuthenticationFailed | SessionError::TokenRefused(_)
                     )
                 ) && !connected
                 {
+                    session.broker().metrics().login_failed();
                     // Guessing gets slower with every wrong guess from an address.
                     let wait = settings.login_throttle.failed(peer.ip(), Instant::now());
                     tokio::select! {
@@ -500,10 +509,12 @@ impl BatchWriter {
         loop {
             let more = outbox.drain_up_to(&mut self.items, WRITE_SLICE);
             for item in self.items.drain(..) {
-                self.batch.push(match item {
+                let outgoing = match item {
                     Outbound::Frame(frame) => Outgoing::Frame(frame),
                     Outbound::Delivery(delivery) => session.render(delivery),
-                });
+                };
+                session.note_sent(&outgoing);
+                self.batch.push(outgoing);
             }
             if self.batch.is_empty() && self.heartbeat_due && !wrote {
                 self.batch.push(Outgoing::Heartbeat);
@@ -519,6 +530,9 @@ impl BatchWriter {
             result?;
             wrote = true;
             if !more {
+                // Counted frames are added once the outbox is drained: per
+                // batch under load, at once for an idle connection.
+                session.flush_metrics();
                 if light {
                     // A connection that writes a frame now and then (most
                     // are idle) keeps no buffers between writes; a busy

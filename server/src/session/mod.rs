@@ -186,8 +186,16 @@ pub struct Session {
     completion: Completion,
     /// This connection's temp queues (`/temp-queue/NAME`), deleted when it closes.
     temp_queues: HashMap<String, Arc<crate::broker::QueueDestination>>,
+    /// Frames in and out since they were last added to the broker's metrics.
+    tally: crate::metrics::FrameTally,
+    /// Counts deliveries, to time one in [`LATENCY_SAMPLE`].
+    rendered: u32,
     closed: bool,
 }
+
+/// One queue delivery in this many has its publish-to-deliver time taken
+/// (a clock read each would cost about 1% of queue throughput).
+const LATENCY_SAMPLE: u32 = 16;
 
 impl Session {
     /// A session that has not seen CONNECT yet.
@@ -223,6 +231,8 @@ impl Session {
             receipts: Receipts::default(),
             completion: Completion::DONE,
             temp_queues: HashMap::new(),
+            tally: Default::default(),
+            rendered: 0,
             closed: false,
         }
     }
@@ -245,10 +255,16 @@ impl Session {
         match self.token_expires_at() {
             Some(exp) if exp <= now_secs => {
                 tracing::info!(login = %self.login, "token expired: closing the connection");
+                self.broker.metrics().token_expired();
                 self.fail(SessionError::TokenExpired, None, None)
             }
             _ => Flow::Continue,
         }
+    }
+
+    /// The broker it talks to.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
     }
 
     /// This session's id.
@@ -263,6 +279,10 @@ impl Session {
 
     /// Handles one frame from the client.
     pub fn handle(&mut self, frame: Frame) -> Flow {
+        self.tally.received(frame.command);
+        if self.tally.due() {
+            self.flush_metrics();
+        }
         let receipt = match frame.command {
             Command::Connect | Command::Stomp => None,
             _ => frame.headers.get_shared("receipt").cloned(),
@@ -981,6 +1001,13 @@ impl Session {
     /// Turns a delivery from the outbox into the MESSAGE to write, and
     /// remembers it when the client has to acknowledge it.
     pub fn render(&mut self, delivery: Delivery) -> driver::Outgoing {
+        self.rendered = self.rendered.wrapping_add(1);
+        if self.rendered.is_multiple_of(LATENCY_SAMPLE) && delivery.message.terms.at_ms != 0 {
+            let now = self.broker.clock().now_ms();
+            self.broker
+                .metrics()
+                .observe_latency_ms(now.saturating_sub(delivery.message.terms.at_ms));
+        }
         let mut outgoing = self.ledger.render(delivery);
         // Fitted after the ledger took its copy, so a message that goes
         // back to its queue keeps every header for the next receiver.
@@ -999,6 +1026,22 @@ impl Session {
         outgoing
     }
 
+    /// Counts a frame written to the client.
+    pub fn note_sent(&mut self, outgoing: &driver::Outgoing) {
+        match outgoing {
+            driver::Outgoing::Frame(f) => self.tally.sent(f.command),
+            driver::Outgoing::Message { .. } => self.tally.sent(Command::Message),
+            driver::Outgoing::Heartbeat => {}
+        }
+    }
+
+    /// Adds the frames counted so far to the broker's metrics.
+    pub fn flush_metrics(&mut self) {
+        if !self.tally.is_empty() {
+            self.broker.metrics().add_frames(&mut self.tally);
+        }
+    }
+
     /// Returns credit for auto-ack queue deliveries once they are written.
     pub fn settle_written(&mut self) {
         self.ledger.settle_written(&self.broker, self.id);
@@ -1011,6 +1054,7 @@ impl Session {
             return;
         }
         self.closed = true;
+        self.flush_metrics();
         self.settle_written();
         let leftovers: Vec<Delivery> = self
             .outbox

@@ -146,11 +146,18 @@ pub async fn serve<T: Transport>(
     let slot = match slots.claim(peer.addr.ip()) {
         Ok(slot) => slot,
         Err(why) => {
+            broker.metrics().connection_refused(match why {
+                Refusal::Full => crate::metrics::Refused::Full,
+                Refusal::AddressFull => crate::metrics::Refused::AddressFull,
+            });
             tracing::info!(peer = %peer.addr, ?why, max = slots.max(), max_per_address = slots.max_per_address(), "connection refused");
             return refuse(transport, slots.refusal(why)).await;
         }
     };
+    let (metrics_broker, kind) = (broker.clone(), peer.transport);
+    metrics_broker.metrics().connection_opened(kind);
     run_session(transport, broker, settings, peer, cancel).await;
+    metrics_broker.metrics().connection_closed(kind);
     drop(slot);
 }
 

@@ -70,7 +70,8 @@ pub fn client_address(
 pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
     let router = Router::new()
         .route("/ws", get(websocket))
-        .route("/health", get(health));
+        .route("/health", get(health))
+        .route("/metrics", get(metrics));
     let router = match web_root {
         Some(root) => {
             router.fallback_service(ServeDir::new(root).append_index_html_on_directories(true))
@@ -114,6 +115,31 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     ([("content-type", "application/json")], body.to_string())
 }
 
+/// The Prometheus exposition (OpenMetrics text).
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let collector = crate::metrics::BrokerCollector::new(
+        state.broker.clone(),
+        crate::metrics::MAX_DESTINATION_SERIES,
+    );
+    // Locks every destination in turn: off the async workers.
+    match tokio::task::spawn_blocking(move || collector.render()).await {
+        Ok(Ok(text)) => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        _ => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "application/json")],
+            r#"{"error":"metrics could not be written"}"#,
+        )
+            .into_response(),
+    }
+}
+
 async fn websocket(
     ConnectInfo(connection): ConnectInfo<super::Peer>,
     State(state): State<HttpState>,
@@ -143,6 +169,7 @@ async fn websocket(
     let peer = super::Peer {
         addr: client,
         certificate_login: connection.certificate_login,
+        transport: connection.transport,
     };
     let handshake = match Handshake::accept(&mut request, &SUBPROTOCOLS) {
         Ok(handshake) => handshake,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Peer;
 use super::tls::TlsAcceptors;
+use crate::metrics::TransportKind;
 
 /// Waits a little after a failed accept (out of descriptors, usually)
 /// rather than spin.
@@ -40,7 +41,7 @@ impl Listener for PlainListener {
                     // WebSocket frames are small and latency-bound, and a
                     // WebSocket peer can vanish as silently as a TCP one.
                     super::tune_accepted(&stream);
-                    return (stream, addr.into());
+                    return (stream, Peer::new(addr, TransportKind::Ws));
                 }
                 Err(e) => accept_failed(e).await,
             }
@@ -48,7 +49,7 @@ impl Listener for PlainListener {
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
-        self.0.local_addr().map(Peer::from)
+        self.0.local_addr().map(|a| Peer::new(a, TransportKind::Ws))
     }
 }
 
@@ -108,6 +109,7 @@ impl TlsListener {
                             let peer = Peer {
                                 addr,
                                 certificate_login,
+                                transport: TransportKind::Wss,
                             };
                             let _ = tx.send((stream, peer)).await;
                         }
@@ -133,7 +135,7 @@ impl Listener for TlsListener {
     }
 
     fn local_addr(&self) -> io::Result<Peer> {
-        Ok(self.local.into())
+        Ok(Peer::new(self.local, TransportKind::Wss))
     }
 }
 

@@ -19,14 +19,24 @@ pub struct Peer {
     pub addr: std::net::SocketAddr,
     /// The login a verified client certificate gives, with `tls.cert_login`.
     pub certificate_login: Option<String>,
+    /// TCP, TLS, WebSocket or secure WebSocket.
+    pub transport: crate::metrics::TransportKind,
+}
+
+impl Peer {
+    /// A peer at `addr` over `transport`, without a certificate login.
+    pub fn new(addr: std::net::SocketAddr, transport: crate::metrics::TransportKind) -> Peer {
+        Peer {
+            addr,
+            certificate_login: None,
+            transport,
+        }
+    }
 }
 
 impl From<std::net::SocketAddr> for Peer {
     fn from(addr: std::net::SocketAddr) -> Peer {
-        Peer {
-            addr,
-            certificate_login: None,
-        }
+        Peer::new(addr, crate::metrics::TransportKind::Tcp)
     }
 }
 

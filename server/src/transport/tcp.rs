@@ -301,6 +301,7 @@ async fn open(
     let Some(tls) = tls else {
         return Ok(Opened::Plain(stream, client.into()));
     };
+    let transport = crate::metrics::TransportKind::Tls;
     super::tune_accepted(&stream);
     let left = within.saturating_sub(started.elapsed());
     let (stream, certificate_login) = tls.handshake(stream, left).await?;
@@ -309,6 +310,7 @@ async fn open(
         super::Peer {
             addr: client,
             certificate_login,
+            transport,
         },
     ))
 }

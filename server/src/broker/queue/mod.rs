@@ -67,6 +67,17 @@ struct State {
     wake_at: u64,
     /// When expired messages were last looked for.
     last_scan_ms: u64,
+    /// What passed through, for `/metrics`.
+    counts: Counted,
+}
+
+/// A queue's running counts, kept under its lock.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counted {
+    published: u64,
+    delivered: u64,
+    acknowledged: u64,
+    redelivered: u64,
 }
 
 impl State {
@@ -111,6 +122,8 @@ pub struct QueueDestination {
     /// Deduplication ids seen; created with the first one.
     dedup: Mutex<Option<DedupWindow>>,
     env: QueueEnv,
+    /// Messages given up on, by reason (rare: counted without the lock).
+    dead_counts: [std::sync::atomic::AtomicU64; 4],
 }
 
 /// A consumer's place in a queue, as given to [`QueueDestination::subscribe`].
@@ -141,6 +154,7 @@ impl QueueDestination {
             dead_letter,
             state: Mutex::new(State::default()),
             dedup: Mutex::new(None),
+            dead_counts: Default::default(),
             env,
         })
     }
@@ -365,6 +379,7 @@ impl QueueDestination {
         } else {
             0
         };
+        state.counts.published += 1;
         if message.terms.held_back(now) {
             state.backlog.push_delayed(Pending::new(message));
             self.schedule(&mut state, now);
@@ -498,6 +513,7 @@ impl QueueDestination {
             _ => Completion::DONE,
         };
         let mut state = self.lock();
+        state.counts.acknowledged += tags.len() as u64;
         state.return_credit(session, subscription, tags.len());
         self.dispatch(&mut state);
         completion
@@ -524,6 +540,7 @@ impl QueueDestination {
             journal.returned(&self.name, &durable);
         }
         let mut state = self.lock();
+        state.counts.redelivered += count as u64;
         for (message, deliveries) in messages.into_iter().rev() {
             let pending = Pending {
                 message,
@@ -590,6 +607,13 @@ impl QueueDestination {
     /// Sends a message to this queue's dead-letter destination (by way of
     /// the broker, after the lock is let go).
     fn dead(&self, pending: Pending, reason: DeathReason) {
+        let i = match reason {
+            DeathReason::Rejected => 0,
+            DeathReason::Expired => 1,
+            DeathReason::MaxDeliveries => 2,
+            DeathReason::Overflow => 3,
+        };
+        self.dead_counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.env.dead_letters.push(DeadLetter {
             message: pending.message,
             reason,
@@ -697,6 +721,23 @@ impl QueueDestination {
         self.lock().consumers.len()
     }
 
+    /// What has passed through since the queue was made, and what it holds.
+    pub fn counts(&self) -> crate::metrics::QueueCounts {
+        let state = self.lock();
+        let dead = |i: usize| self.dead_counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::QueueCounts {
+            published: state.counts.published,
+            delivered: state.counts.delivered,
+            acknowledged: state.counts.acknowledged,
+            redelivered: state.counts.redelivered,
+            dead: [dead(0), dead(1), dead(2), dead(3)],
+            depth: state.backlog.count() as u64,
+            bytes: state.backlog.total_bytes(),
+            consumers: state.consumers.len() as u64,
+            unacked: state.consumers.iter().map(|c| c.in_flight as u64).sum(),
+        }
+    }
+
     /// Messages waiting for a consumer, in memory, on disk and delayed.
     pub fn depth(&self) -> usize {
         self.lock().backlog.count()
@@ -749,7 +790,10 @@ impl QueueDestination {
             }
             let index = (state.next + offset) % n;
             match hand_to(&mut state.consumers[index], pending) {
-                Ok(()) => state.next = (index + 1) % n,
+                Ok(()) => {
+                    state.next = (index + 1) % n;
+                    state.counts.delivered += 1;
+                }
                 Err(back) => state.backlog.push_front(back),
             }
         }
@@ -768,6 +812,7 @@ impl QueueDestination {
                 backlog,
                 consumers,
                 next,
+                counts,
                 ..
             } = &mut *state;
             if !consumers.iter().any(|c| c.in_flight < c.prefetch) {
@@ -794,7 +839,10 @@ impl QueueDestination {
                 return;
             };
             match hand_to(&mut consumers[index], pending) {
-                Ok(()) => *next = (index + 1) % n,
+                Ok(()) => {
+                    *next = (index + 1) % n;
+                    counts.delivered += 1;
+                }
                 Err(back) => backlog.push_front(back),
             }
         }
