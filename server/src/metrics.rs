@@ -80,10 +80,23 @@ const COMMANDS: [Command; 15] = [
 ];
 
 fn command_index(command: Command) -> usize {
-    COMMANDS
-        .iter()
-        .position(|c| *c == command)
-        .unwrap_or(COMMANDS.len() - 1)
+    match command {
+        Command::Connect => 0,
+        Command::Stomp => 1,
+        Command::Send => 2,
+        Command::Subscribe => 3,
+        Command::Unsubscribe => 4,
+        Command::Ack => 5,
+        Command::Nack => 6,
+        Command::Begin => 7,
+        Command::Commit => 8,
+        Command::Abort => 9,
+        Command::Disconnect => 10,
+        Command::Connected => 11,
+        Command::Message => 12,
+        Command::Receipt => 13,
+        Command::Error => 14,
+    }
 }
 
 /// Why a connection got no slot.

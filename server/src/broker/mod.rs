@@ -117,8 +117,10 @@ pub struct Broker {
     /// again never reuses an (epoch, position) pair of its earlier life.
     topics_created: AtomicU64,
     stats: Stats,
-    /// Counters for `/metrics`.
-    metrics: crate::metrics::Metrics,
+    /// Counters for `/metrics`. Boxed: sessions bump them from every
+    /// core, and inline they would share cache lines with the fields
+    /// every SEND reads.
+    metrics: Box<crate::metrics::Metrics>,
     memory: Arc<Memory>,
     /// Where durable messages are kept; `None` runs purely in memory.
     journal: Option<Arc<Journal>>,
