@@ -43,6 +43,9 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error && STOMPBOX_BIN="$PWD/../../target/debug/stompbox" npm test)
 
+step "deployment files (hadolint, systemd-analyze)"
+bash scripts/check-deploy.sh
+
 step "fuzz target builds (stable, no sanitizer)"
 (cd stomp-codec && cargo fuzz build -s none decode)
 

@@ -282,6 +282,35 @@ impl Config {
         ))
     }
 
+    /// How clients get in, in a few words, for the start-up banner.
+    pub fn access_summary(&self) -> String {
+        let mut ways = Vec::new();
+        ways.push(match self.anonymous {
+            AnonymousAccess::Loopback => "anonymous from loopback".to_string(),
+            AnonymousAccess::Always => "anonymous from anywhere".to_string(),
+            AnonymousAccess::Never => "no anonymous access".to_string(),
+        });
+        if !self.users.is_empty() {
+            ways.push(format!("{} user(s) with passwords", self.users.len()));
+        }
+        if self.tokens.secret_file.is_some()
+            || self.tokens.public_key_file.is_some()
+            || self.tokens.jwks_file.is_some()
+        {
+            ways.push("tokens (JWT)".into());
+        }
+        if self.tls.as_ref().is_some_and(|t| t.cert_login) {
+            ways.push("client certificates".into());
+        }
+        if !self.permissions.is_empty() {
+            ways.push(format!(
+                "permissions for {} login(s)",
+                self.permissions.len()
+            ));
+        }
+        ways.join(", ")
+    }
+
     /// Checks the settings fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.heart_beat_ms()?;
@@ -292,7 +321,18 @@ impl Config {
         if let Some(tls) = &self.tls {
             crate::transport::tls::TlsAcceptors::load(tls)?;
         }
-        crate::security::tokens::TokenVerifier::load(&self.tokens)?;
+        let tokens = crate::security::tokens::TokenVerifier::load(&self.tokens)?;
+        let cert_login = self.tls.as_ref().is_some_and(|t| t.cert_login);
+        if self.anonymous == AnonymousAccess::Never
+            && self.users.is_empty()
+            && tokens.is_none()
+            && !cert_login
+        {
+            return Err(ConfigError::Invalid {
+                setting: "anonymous",
+                reason: "\"never\" with no way to log in: nobody could connect. Add [users] (hashes from `stompbox passwd`), [tokens], or tls.cert_login; or allow anonymous clients".into(),
+            });
+        }
         let positive = [
             ("min_heart_beat_ms", self.min_heart_beat_ms as usize),
             ("frame_timeout_ms", self.frame_timeout_ms as usize),

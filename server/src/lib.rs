@@ -379,7 +379,21 @@ impl Server {
             listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
         }
         tracing::info!(%tcp_addr, "STOMP over TCP listening");
-        tracing::info!(%http_addr, "HTTP listening: WebSocket at ws://{http_addr}/ws, health at /health");
+        tracing::info!(%http_addr, "HTTP listening: WebSocket at ws://{http_addr}/ws, health at /health, metrics at /metrics");
+        // One line that says what this broker is, for whoever reads the log first.
+        let tls_part = tls_addrs.as_ref().map_or(String::new(), |(s, h, _)| {
+            format!(", stomp+ssl://{s}, wss://{h}/ws")
+        });
+        let data = match broker.journal() {
+            Some(j) => format!("journal in {}", j.dir().display()),
+            None => "in memory only (nothing survives a restart)".into(),
+        };
+        tracing::info!(
+            "stompbox {} ready: stomp://{tcp_addr}, ws://{http_addr}/ws{tls_part}; access: {}; {data}; at most {max} connections ({per_address} per address), memory limit {} MiB",
+            env!("CARGO_PKG_VERSION"),
+            config.access_summary(),
+            memory_limit >> 20,
+        );
         Ok(Server {
             tcp_addr,
             http_addr,

@@ -32,6 +32,13 @@ struct Cli {
     serve: ServeArgs,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the broker (the default).
@@ -183,6 +190,9 @@ struct ServeArgs {
     /// JWKS file of public keys for tokens, picked by kid.
     #[arg(long, env = "STOMPBOX_TOKEN_JWKS_FILE")]
     token_jwks_file: Option<PathBuf>,
+    /// Log lines as plain text or as one JSON object each (for log collectors) [default: text].
+    #[arg(long, env = "STOMPBOX_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     /// Log filter, e.g. info or stompbox=debug [default: info].
     #[arg(long, env = "STOMPBOX_LOG")]
     log: Option<String>,
@@ -352,14 +362,18 @@ fn run() -> Result<()> {
         None => cli.serve,
     };
     let log = args.log.clone().unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
+        .with_context(|| format!("invalid --log filter {log:?}"))?;
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&log)
-                .with_context(|| format!("invalid --log filter {log:?}"))?,
-        )
-        .init();
+        .with_env_filter(filter);
+    match args.log_format.unwrap_or(LogFormat::Text) {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Each line one object; a session's peer and login under "span".
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let config = args.into_config()?;
     tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")?

@@ -833,3 +833,70 @@ fn send_and_subscribe_round_trip_and_fail_in_one_line() {
     assert!(err.contains("nothing arrived"), "{err}");
     stop(child);
 }
+
+#[test]
+fn a_broker_nobody_could_use_is_refused_and_the_banner_says_what_runs() {
+    let out = Command::new(BIN)
+        .args(["--anonymous", "never", "--in-memory"])
+        .args([
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid setting anonymous") && err.contains("nobody could connect"),
+        "{err}"
+    );
+
+    // The banner: listeners, access, data, limits, in one line; JSON when asked.
+    let data = tempfile::tempdir().expect("data");
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json", "--max-connections", "50"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts"),
+        data,
+    );
+    let stderr = child.0.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let banner = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("the banner is logged");
+        assert!(line.starts_with('{'), "not JSON: {line}");
+        if line.contains("ready:") {
+            break line;
+        }
+    };
+    for part in [
+        "stomp://127.0.0.1:",
+        "ws://127.0.0.1:",
+        "anonymous from loopback",
+        "journal in",
+        "at most 50 connections",
+        "memory limit",
+    ] {
+        assert!(banner.contains(part), "{part:?} missing from {banner}");
+    }
+    stop(child);
+}

@@ -163,8 +163,14 @@ async fn metrics_parse_and_follow_the_traffic() {
 
 #[tokio::test]
 async fn refused_logins_are_counted() {
-    let server =
-        TestServer::start(|c| c.anonymous = stompbox::session::AnonymousAccess::Never).await;
+    let server = TestServer::start(|c| {
+        c.users.insert(
+            "ana".into(),
+            stompbox::security::passwords::hash_for_tests("secret"),
+        );
+        c.anonymous = stompbox::session::AnonymousAccess::Never;
+    })
+    .await;
     for _ in 0..2 {
         let mut c = server.raw_client(Via::Tcp).await;
         c.send(frame(Command::Connect, &[("accept-version", "1.2")]))

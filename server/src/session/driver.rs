@@ -139,7 +139,13 @@ pub async fn run_session<T: Transport>(
     )
     .with_certificate_login(certificate_login);
     // Every line a session logs names the connection and where it came from.
-    let span = tracing::info_span!("session", session_id = session.id().0, %peer);
+    // The login is filled in at CONNECT.
+    let span = tracing::info_span!(
+        "session",
+        session_id = session.id().0,
+        %peer,
+        login = tracing::field::Empty
+    );
     let memory = broker.memory().clone();
     drive(
         &mut transport,

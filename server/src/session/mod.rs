@@ -573,6 +573,7 @@ impl Session {
             }
         };
         let login = identity.login.as_str();
+        tracing::Span::current().record("login", login);
         tracing::info!(
             login,
             %version,
