@@ -13,6 +13,8 @@
 #             deadlines and wildcard subscriptions cost; docs/benchmarks-delivery.md)
 #        ONLY=tls scripts/bench-compare.sh (STOMP over TLS against RabbitMQ's
 #             TLS listener; docs/benchmarks-tls.md)
+#        ONLY=cli scripts/bench-compare.sh (`stompbox send`/`subscribe`
+#             against RabbitMQ: the command-line client works with a peer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -298,6 +300,23 @@ tls() {
   stop_broker
 }
 
+# The command-line client against RabbitMQ: a message sent with
+# `stompbox send` comes back out of `stompbox subscribe`, headers and all.
+cli_check() {
+  log "command-line client against RabbitMQ"
+  start_rabbitmq
+  local url=stomp://127.0.0.1:62614 body="cli check $$"
+  target/release/stompbox send /queue/stompbox-cli-check "$body" -H x-check:yes \
+    --url "$url" "${RABBIT[@]}" --timeout 20
+  local got
+  got=$(target/release/stompbox subscribe /queue/stompbox-cli-check -n 1 --json --idle-timeout 20 \
+    --url "$url" "${RABBIT[@]}")
+  echo "$got"
+  python3 -c 'import json,sys; m=json.loads(sys.argv[1]); assert m["body"]==sys.argv[2] and m["headers"]["x-check"]=="yes", m' "$got" "$body"
+  log "command-line client: round trip through RabbitMQ ok"
+  stop_broker
+}
+
 install_missing
 log "building Stompbox (release)"
 cargo build --release -p stompbox --locked
@@ -308,6 +327,11 @@ if [ "${ONLY:-}" = delivery ]; then
   delivery
   python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-delivery.md docs/benchmarks-delivery.svg
   log "wrote docs/benchmarks-delivery.md"
+  exit 0
+fi
+
+if [ "${ONLY:-}" = cli ]; then
+  cli_check
   exit 0
 fi
 
@@ -325,6 +349,7 @@ if [ "${ONLY:-}" = durable ]; then
   exit 0
 fi
 
+cli_check
 log "Stompbox"
 start_stompbox
 scenarios stompbox tcp stomp://127.0.0.1:62613
