@@ -33,6 +33,13 @@ pub struct Config {
     /// a PROXY protocol header (v1 or v2) naming it; a forwarded request
     /// from any other address counts as remote (never loopback).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Where the management API listens (only when `management_token_file`
+    /// or `management_users` says who may use it).
+    pub management_listen: SocketAddr,
+    /// A file holding the management API's bearer token (at least 32 bytes).
+    pub management_token_file: Option<PathBuf>,
+    /// Logins of `[users]` that may use the management API (Basic credentials).
+    pub management_users: Vec<String>,
     /// TLS listeners (`[tls]`): STOMP over TLS and HTTPS with `wss://…/ws`.
     pub tls: Option<crate::transport::tls::TlsConfig>,
     /// Tokens (JWT) accepted as CONNECT passcodes (`[tokens]`).
@@ -184,6 +191,9 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             tls: None,
             tokens: Default::default(),
+            management_listen: SocketAddr::from(([127, 0, 0, 1], 15670)),
+            management_token_file: None,
+            management_users: Vec::new(),
             heart_beat: format!("{},{}", session.heart_beat.0, session.heart_beat.1),
             min_heart_beat_ms: session.min_heart_beat.as_millis() as u64,
             connect_timeout_ms: driver.connect_timeout.as_millis() as u64,
@@ -282,6 +292,46 @@ impl Config {
         ))
     }
 
+    /// Who may use the management API, read from its files; the API is off
+    /// when nobody may.
+    pub fn management_auth(&self) -> Result<crate::management::ApiAuth, ConfigError> {
+        let token = match &self.management_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                    setting: "management_token_file",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+                let token = text.trim().to_string();
+                if token.len() < 32 {
+                    return Err(ConfigError::Invalid {
+                        setting: "management_token_file",
+                        reason: format!(
+                            "{}: the token is {} bytes; use at least 32 (try: head -c 32 /dev/urandom | base64 > {})",
+                            path.display(),
+                            token.len(),
+                            path.display()
+                        ),
+                    });
+                }
+                Some(token)
+            }
+        };
+        let mut users = Vec::new();
+        for login in &self.management_users {
+            let Some(hash) = self.users.get(login) else {
+                return Err(ConfigError::Invalid {
+                    setting: "management_users",
+                    reason: format!(
+                        "{login:?} is not a login of [users] (it needs a password hash there)"
+                    ),
+                });
+            };
+            users.push((login.clone(), hash.clone()));
+        }
+        Ok(crate::management::ApiAuth { token, users })
+    }
+
     /// How clients get in, in a few words, for the start-up banner.
     pub fn access_summary(&self) -> String {
         let mut ways = Vec::new();
@@ -322,6 +372,7 @@ impl Config {
             crate::transport::tls::TlsAcceptors::load(tls)?;
         }
         let tokens = crate::security::tokens::TokenVerifier::load(&self.tokens)?;
+        self.management_auth()?;
         let cert_login = self.tls.as_ref().is_some_and(|t| t.cert_login);
         if self.anonymous == AnonymousAccess::Never
             && self.users.is_empty()

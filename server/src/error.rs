@@ -318,6 +318,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The broker is shutting down.
     ServerShutdown,
+    /// An administrator closed it (management API).
+    ClosedByAdministrator,
     /// The socket failed.
     Io(String),
 }
@@ -333,6 +335,7 @@ impl fmt::Display for CloseReason {
             CloseReason::FrameTimeout => f.write_str("frame not completed in time"),
             CloseReason::SlowConsumer => f.write_str("slow consumer"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
+            CloseReason::ClosedByAdministrator => f.write_str("closed by an administrator"),
             CloseReason::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

@@ -21,9 +21,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod management;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod registry;
 pub mod security;
 pub mod session;
 pub mod store;
@@ -205,6 +207,7 @@ where
 pub struct Server {
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
+    management_addr: Option<SocketAddr>,
     /// With TLS: where STOMP over TLS and HTTPS listen, and the certificates.
     tls: Option<(SocketAddr, SocketAddr, Arc<transport::tls::TlsAcceptors>)>,
     cancel: CancellationToken,
@@ -368,6 +371,23 @@ impl Server {
                 }
             })
         };
+        let management_auth = config.management_auth()?;
+        let mut management_addr = None;
+        let mut management_task = None;
+        if management_auth.is_configured() {
+            let (listener, addr) = bind(config.management_listen, "the management API")?;
+            management_task = Some(tokio::spawn(management::serve(
+                listener,
+                management::router(broker.clone(), management_auth),
+                cancel.clone(),
+            )));
+            tracing::info!(%addr, "management API listening at http://{addr}/api/overview");
+            management_addr = Some(addr);
+        } else {
+            tracing::info!(
+                "management API off: set management_token_file or management_users to use it"
+            );
+        }
         let mut listeners = vec![
             tcp_task,
             http_task,
@@ -375,6 +395,7 @@ impl Server {
             tokio::spawn(queue_timers(broker.clone(), cancel.clone())),
         ];
         listeners.extend(tls_tasks);
+        listeners.extend(management_task);
         if broker.journal().is_some() {
             listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
         }
@@ -397,6 +418,7 @@ impl Server {
         Ok(Server {
             tcp_addr,
             http_addr,
+            management_addr,
             tls: tls_addrs,
             cancel,
             tracker,
@@ -414,6 +436,11 @@ impl Server {
     /// Where HTTP (and WebSocket at `/ws`) listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the management API listens, when it is on.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
     }
 
     /// Where STOMP over TLS listens, when TLS is configured.

@@ -190,6 +190,19 @@ struct ServeArgs {
     /// JWKS file of public keys for tokens, picked by kid.
     #[arg(long, env = "STOMPBOX_TOKEN_JWKS_FILE")]
     token_jwks_file: Option<PathBuf>,
+    /// Management API address (JSON over HTTP) [default: 127.0.0.1:15670].
+    #[arg(long, env = "STOMPBOX_MANAGEMENT_LISTEN")]
+    management_listen: Option<SocketAddr>,
+    /// File holding the management API's bearer token (at least 32 bytes); the API is off without it or --management-user.
+    #[arg(long, env = "STOMPBOX_MANAGEMENT_TOKEN_FILE")]
+    management_token_file: Option<PathBuf>,
+    /// A login of the configured users allowed to use the management API with its password (repeat, or comma-separated).
+    #[arg(
+        long = "management-user",
+        env = "STOMPBOX_MANAGEMENT_USERS",
+        value_delimiter = ','
+    )]
+    management_users: Vec<String>,
     /// Log lines as plain text or as one JSON object each (for log collectors) [default: text].
     #[arg(long, env = "STOMPBOX_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -286,6 +299,15 @@ impl ServeArgs {
                 )
             }
             None => {}
+        }
+        if let Some(addr) = self.management_listen {
+            config.management_listen = addr;
+        }
+        if let Some(file) = self.management_token_file {
+            config.management_token_file = Some(file);
+        }
+        if !self.management_users.is_empty() {
+            config.management_users = self.management_users;
         }
         if let Some(file) = self.token_secret_file {
             config.tokens.secret_file = Some(file);

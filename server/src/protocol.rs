@@ -135,6 +135,11 @@ pub enum ClientFrame {
 }
 
 /// Headers the broker sets on MESSAGE itself, so a SEND cannot forge them.
+/// Whether the broker sets this header itself (a client's is dropped).
+pub fn is_broker_header(name: &str) -> bool {
+    BROKER_HEADERS.contains(&name)
+}
+
 const BROKER_HEADERS: [&str; 15] = [
     "destination",
     "message-id",

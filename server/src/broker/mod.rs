@@ -121,6 +121,8 @@ pub struct Broker {
     /// core, and inline they would share cache lines with the fields
     /// every SEND reads.
     metrics: Box<crate::metrics::Metrics>,
+    /// The open connections, for the management API.
+    connections: crate::registry::Connections,
     memory: Arc<Memory>,
     /// Where durable messages are kept; `None` runs purely in memory.
     journal: Option<Arc<Journal>>,
@@ -197,6 +199,7 @@ impl Broker {
             topics_created: AtomicU64::new(0),
             stats: Stats::default(),
             metrics: Default::default(),
+            connections: Default::default(),
             memory,
             journal: None,
             durables: Mutex::new(HashMap::new()),
@@ -417,6 +420,11 @@ impl Broker {
     /// The broker's memory accounting.
     pub fn memory(&self) -> &Arc<Memory> {
         &self.memory
+    }
+
+    /// The open connections.
+    pub fn connections(&self) -> &crate::registry::Connections {
+        &self.connections
     }
 
     /// The counters `/metrics` serves.
@@ -945,6 +953,11 @@ impl Broker {
     }
 
     /// The destination of this name, if it exists.
+    /// A destination by name if it exists now (none is made).
+    pub fn existing_destination(&self, name: &str) -> Option<Destination> {
+        self.existing(name)
+    }
+
     fn existing(&self, name: &str) -> Option<Destination> {
         let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
         shard

@@ -127,7 +127,7 @@ pub async fn run_session<T: Transport>(
     let crate::transport::Peer {
         addr: peer,
         certificate_login,
-        transport: _,
+        transport: kind,
     } = peer;
     let outbox = Outbox::new(settings.max_topic_backlog, settings.slow_consumer);
     let outbox = Arc::new(outbox);
@@ -147,6 +147,7 @@ pub async fn run_session<T: Transport>(
         login = tracing::field::Empty
     );
     let memory = broker.memory().clone();
+    let registration = broker.connections().register(session.id(), peer, kind);
     drive(
         &mut transport,
         &mut session,
@@ -155,6 +156,7 @@ pub async fn run_session<T: Transport>(
         peer,
         &memory,
         cancel,
+        registration.close.clone(),
     )
     .instrument(span)
     .await
@@ -191,6 +193,9 @@ pub async fn refuse<T: Transport>(mut transport: T, refusal: Frame) {
     .await;
 }
 
+// Each argument is a different thing the loop watches; a struct to carry
+// them would only be taken apart again at the top.
+#[allow(clippy::too_many_arguments)]
 async fn drive<T: Transport>(
     transport: &mut T,
     session: &mut Session,
@@ -199,6 +204,7 @@ async fn drive<T: Transport>(
     peer: SocketAddr,
     memory: &Arc<Memory>,
     cancel: CancellationToken,
+    close: CancellationToken,
 ) -> CloseReason {
     tracing::debug!("connection opened");
 
@@ -280,6 +286,13 @@ async fn drive<T: Transport>(
                     "The broker is stopping. Reconnect in a moment.",
                 ));
                 Flow::Close(CloseReason::ServerShutdown)
+            }
+            _ = close.cancelled() => {
+                outbox.push_frame(protocol::notice_frame(
+                    "closed by an administrator",
+                    "An operator closed this connection through the management API. Reconnect if you should be here.",
+                ));
+                Flow::Close(CloseReason::ClosedByAdministrator)
             }
             _ = outbox.ready() => {
                 if outbox.is_slow() {
@@ -396,6 +409,10 @@ async fn drive<T: Transport>(
                 heartbeat: agreed,
             } => {
                 settings.login_throttle.succeeded(peer.ip());
+                session
+                    .broker()
+                    .connections()
+                    .logged_in(session.id(), session.login());
                 transport.set_version(version);
                 heartbeat = agreed;
                 connected = true;

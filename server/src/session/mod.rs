@@ -262,6 +262,11 @@ impl Session {
         }
     }
 
+    /// Who connected (`(anonymous)` without a login); empty before CONNECT.
+    pub fn login(&self) -> &str {
+        &self.login
+    }
+
     /// The broker it talks to.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker

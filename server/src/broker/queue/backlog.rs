@@ -317,6 +317,16 @@ impl Backlog {
         gone
     }
 
+    /// Up to `n` messages in memory, highest level first, in arrival order.
+    pub(super) fn peek(&self, n: usize) -> Vec<Arc<Message>> {
+        (0..LEVELS)
+            .rev()
+            .flat_map(|i| self.levels[i].messages.iter())
+            .take(n)
+            .map(|p| p.message.clone())
+            .collect()
+    }
+
     /// The messages in memory, for compaction.
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Pending> {
         self.levels

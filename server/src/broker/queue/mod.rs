@@ -721,6 +721,53 @@ impl QueueDestination {
         self.lock().consumers.len()
     }
 
+    /// Drops every waiting message (in memory, on disk, delayed; not
+    /// those out with consumers), settling the durable ones; returns how
+    /// many. Paged messages are read back to be dropped.
+    pub fn purge(&self) -> usize {
+        let mut state = self.lock();
+        let mut gone = Vec::new();
+        while let Some(p) = self.pop_lowest(&mut state) {
+            gone.push(p);
+        }
+        gone.extend(state.backlog.take_due(u64::MAX));
+        drop(state);
+        let durable: Vec<u64> = gone
+            .iter()
+            .filter(|p| p.message.is_durable())
+            .map(|p| p.message.id.number())
+            .collect();
+        if let Some(journal) = &self.env.journal {
+            let _ = journal.settle(&self.name, &durable);
+        }
+        gone.len()
+    }
+
+    /// Up to `n` waiting messages in memory, in the order they would go
+    /// out (highest priority first), left where they are.
+    pub fn peek(&self, n: usize) -> Vec<Arc<Message>> {
+        self.lock().backlog.peek(n)
+    }
+
+    /// Takes one waiting message out by its id (settling it if durable);
+    /// false when it is not waiting in memory (a consumer has it, say).
+    pub fn remove(&self, id: u64) -> bool {
+        let mut state = self.lock();
+        let Some(gone) = state
+            .backlog
+            .take_first(usize::MAX, |p| p.message.id.number() == id)
+        else {
+            return false;
+        };
+        drop(state);
+        if gone.message.is_durable()
+            && let Some(journal) = &self.env.journal
+        {
+            let _ = journal.settle(&self.name, &[id]);
+        }
+        true
+    }
+
     /// What has passed through since the queue was made, and what it holds.
     pub fn counts(&self) -> crate::metrics::QueueCounts {
         let state = self.lock();
