@@ -52,6 +52,8 @@ enum Cmd {
     Send(Box<stompbox::cli::SendArgs>),
     /// Subscribe on any STOMP broker and print what arrives.
     Subscribe(Box<stompbox::cli::SubscribeArgs>),
+    /// Call this broker's management API: overview, connections, list, purge, peek, move-back.
+    Admin(Box<stompbox::cli::AdminArgs>),
 }
 
 #[derive(Args, Default)]
@@ -381,6 +383,7 @@ fn run() -> Result<()> {
         Some(Cmd::Passwd) => return passwd(),
         Some(Cmd::Send(args)) => return run_client(stompbox::cli::send(*args)),
         Some(Cmd::Subscribe(args)) => return run_client(stompbox::cli::subscribe(*args)),
+        Some(Cmd::Admin(args)) => return run_client(stompbox::cli::admin(*args)),
         None => cli.serve,
     };
     let log = args.log.clone().unwrap_or_else(|| "info".into());

@@ -900,3 +900,125 @@ fn a_broker_nobody_could_use_is_refused_and_the_banner_says_what_runs() {
     }
     stop(child);
 }
+
+/// Starts the broker with `args` and hands over its log lines.
+fn spawn_logged(args: &[&std::ffi::OsStr]) -> (Running, std::sync::mpsc::Receiver<String>) {
+    let data = tempfile::tempdir().expect("data");
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "--tcp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts"),
+        data,
+    );
+    let stderr = child.0.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The ports of log lines, each found by a word of its message: reads
+/// until every one is seen.
+fn logged_ports(lines: &std::sync::mpsc::Receiver<String>, markers: &[&str]) -> Vec<u16> {
+    let mut found = vec![None; markers.len()];
+    let deadline = Instant::now() + WAIT;
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the broker logs {markers:?}"));
+        for (i, marker) in markers.iter().enumerate() {
+            if line.contains(marker)
+                && let Some(rest) = line.split("addr=127.0.0.1:").nth(1)
+            {
+                found[i] = rest
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .ok();
+            }
+        }
+    }
+    found.into_iter().flatten().collect()
+}
+
+#[test]
+fn admin_calls_the_management_api() {
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "an-admin-token-of-at-least-32-bytes!\n").expect("write");
+    let (child, lines) = spawn_logged(&[
+        "--management-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--management-token-file".as_ref(),
+        token_file.as_os_str(),
+    ]);
+    let ports = logged_ports(
+        &lines,
+        &["STOMP over TCP listening", "management API listening"],
+    );
+    let (tcp, api) = (ports[0], ports[1]);
+    let url = format!("stomp://127.0.0.1:{tcp}");
+    let api = format!("http://127.0.0.1:{api}");
+    let out = Command::new(BIN)
+        .args(["send", "/queue/admin-cli", "x", "-n", "3", "--url", &url])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let admin = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["admin", "--api", &api])
+            .arg("--token-file")
+            .arg(&token_file)
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let out = admin(&["list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"/queue/admin-cli\""), "{text}");
+    let out = admin(&["peek", "admin-cli", "-n", "1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"body\": \"x\""));
+    let out = admin(&["purge", "admin-cli"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"purged\": 3"));
+    let out = admin(&["purge", "missing"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTP 404") && err.contains("/queue/missing"),
+        "{err}"
+    );
+    // A wrong token: 401, one line.
+    let out = Command::new(BIN)
+        .args(["admin", "--api", &api, "overview"])
+        .env("STOMPBOX_MANAGEMENT_TOKEN", "wrong")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTP 401") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    stop(child);
+}

@@ -35,6 +35,12 @@ pub enum BenchError {
     /// The broker sent an ERROR frame.
     #[error("the broker sent ERROR: {0}")]
     Broker(String),
+    /// The broker refused a frame on its RECEIPT (`x-error`).
+    #[error("the broker refused it: {0}")]
+    Refused(String),
+    /// The management API answered with an error.
+    #[error("the management API said: {0}")]
+    Api(String),
     /// The broker sent something unexpected.
     #[error("protocol error: {0}")]
     Protocol(String),
