@@ -295,6 +295,17 @@ impl Server {
             cancel.clone(),
             tracker.clone(),
         ));
+        let management_auth = config.management_auth()?;
+        let mut management_addr = None;
+        let mut management_listener = None;
+        let mut allowed_origins = config.allowed_origins.clone();
+        if management_auth.is_configured() {
+            let (listener, addr) = bind(config.management_listen, "the management API")?;
+            // The admin page's STOMP console opens /ws from the API's origin.
+            allowed_origins.push(format!("http://{addr}"));
+            management_listener = Some(listener);
+            management_addr = Some(addr);
+        }
         let app = router(
             HttpState {
                 broker: broker.clone(),
@@ -303,9 +314,7 @@ impl Server {
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
                 slots: slots.clone(),
-                origins: Arc::new(transport::origin::AllowedOrigins::new(
-                    config.allowed_origins.clone(),
-                )),
+                origins: Arc::new(transport::origin::AllowedOrigins::new(allowed_origins)),
                 trusted_proxies: trusted_proxies.clone(),
             },
             config.web_root.clone(),
@@ -371,22 +380,23 @@ impl Server {
                 }
             })
         };
-        let management_auth = config.management_auth()?;
-        let mut management_addr = None;
         let mut management_task = None;
-        if management_auth.is_configured() {
-            let (listener, addr) = bind(config.management_listen, "the management API")?;
-            management_task = Some(tokio::spawn(management::serve(
-                listener,
-                management::router(broker.clone(), management_auth),
-                cancel.clone(),
-            )));
-            tracing::info!(%addr, "management API listening at http://{addr}/api/overview");
-            management_addr = Some(addr);
-        } else {
-            tracing::info!(
+        match (management_listener, management_addr) {
+            (Some(listener), Some(addr)) => {
+                management_task = Some(tokio::spawn(management::serve(
+                    listener,
+                    management::router(
+                        broker.clone(),
+                        management_auth,
+                        format!("ws://{http_addr}/ws"),
+                    ),
+                    cancel.clone(),
+                )));
+                tracing::info!(%addr, "management API listening at http://{addr}/api/overview, admin page at http://{addr}/admin");
+            }
+            _ => tracing::info!(
                 "management API off: set management_token_file or management_users to use it"
-            );
+            ),
         }
         let mut listeners = vec![
             tcp_task,

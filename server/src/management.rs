@@ -49,6 +49,8 @@ impl ApiAuth {
 #[derive(Clone)]
 struct ApiState {
     broker: Arc<Broker>,
+    /// Where the broker's WebSocket is, for the admin page's console.
+    ws_url: Arc<str>,
     auth: Arc<ApiAuth>,
     started: Instant,
     throttle: Arc<crate::security::LoginThrottle>,
@@ -152,15 +154,61 @@ async fn authorize(
     next.run(request).await
 }
 
-/// The API's router.
-pub fn router(broker: Arc<Broker>, auth: ApiAuth) -> Router {
+/// The admin page's files, compiled in: (path, content type, bytes).
+const ADMIN_FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "/admin",
+        "text/html; charset=utf-8",
+        include_bytes!("../../web/admin/index.html"),
+    ),
+    (
+        "/admin/admin.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/admin/admin.js"),
+    ),
+    (
+        "/admin/admin.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../web/admin/admin.css"),
+    ),
+    (
+        "/admin/favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../web/admin/favicon.svg"),
+    ),
+];
+
+/// Serves the admin page's files; they hold no data, so no credentials
+/// are asked for them (the page asks for the API's).
+async fn admin_file(uri: axum::http::Uri) -> Response {
+    let path = match uri.path() {
+        "/" | "/admin/" | "/admin/index.html" => "/admin",
+        other => other,
+    };
+    match ADMIN_FILES.iter().find(|(p, _, _)| *p == path) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such page"),
+    }
+}
+
+/// The API's router, with the admin page at `/admin`; `ws_url` is the
+/// broker's WebSocket, for the page's STOMP console.
+pub fn router(broker: Arc<Broker>, auth: ApiAuth, ws_url: String) -> Router {
     let state = ApiState {
         broker,
+        ws_url: ws_url.into(),
         auth: Arc::new(auth),
         started: Instant::now(),
         throttle: Arc::new(crate::security::LoginThrottle::new()),
     };
-    Router::new()
+    let api = Router::new()
         .route("/api/overview", get(overview))
         .route("/api/connections", get(connections))
         .route("/api/connections/{id}", delete(close_connection))
@@ -177,7 +225,13 @@ pub fn router(broker: Arc<Broker>, auth: ApiAuth) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+        .with_state(state);
+    Router::new()
+        .route("/", get(admin_file))
+        .route("/admin", get(admin_file))
+        .route("/admin/", get(admin_file))
+        .route("/admin/{file}", get(admin_file))
+        .merge(api)
 }
 
 async fn overview(State(s): State<ApiState>) -> Json<Value> {
@@ -186,6 +240,7 @@ async fn overview(State(s): State<ApiState>) -> Json<Value> {
     let (queues, topics) = b.destination_counts();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "ws_url": &*s.ws_url,
         "uptime_secs": s.started.elapsed().as_secs(),
         "connections": b.connections().len(),
         "queues": queues.len(),
