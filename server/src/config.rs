@@ -20,8 +20,10 @@ use crate::session::{AnonymousAccess, SessionSettings};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// STOMP over TCP.
+    #[serde(deserialize_with = "listen_address")]
     pub tcp_listen: SocketAddr,
     /// HTTP: WebSocket at /ws, /health, the web client.
+    #[serde(deserialize_with = "listen_address")]
     pub http_listen: SocketAddr,
     /// A folder served at `/` instead of the chat page built into the binary.
     pub web_root: Option<PathBuf>,
@@ -35,6 +37,7 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Where the management API listens (only when `management_token_file`
     /// or `management_users` says who may use it).
+    #[serde(deserialize_with = "listen_address")]
     pub management_listen: SocketAddr,
     /// A file holding the management API's bearer token (at least 32 bytes).
     pub management_token_file: Option<PathBuf>,
@@ -226,6 +229,32 @@ impl Default for Config {
             journal_segment_bytes: ByteSize::Text("64MiB".into()),
         }
     }
+}
+
+/// An address to listen on: `IP:PORT`, or `HOST:PORT` with the host
+/// resolved (its first IPv4 address, else its first), so `localhost:0` works.
+pub fn resolve_listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let expected = "expected host:port, like 127.0.0.1:61613, [::1]:61613 or localhost:61613";
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{text:?}: {e} ({expected})"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address ({expected})"))
+}
+
+/// Reads a listen address from the config file with [`resolve_listen_address`].
+pub(crate) fn listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_listen_address(&text).map_err(serde::de::Error::custom)
 }
 
 /// A configuration that cannot be used, naming the setting.

@@ -217,7 +217,9 @@ impl SessionError {
         match self {
             SessionError::Decode(_) => {
                 "The bytes received are not a valid STOMP frame. A frame is a command line, header lines \
-                 (name:value), an empty line, an optional body, and a NUL byte (Ctrl+@ in telnet)."
+                 (name:value), an empty line, an optional body, and a NUL byte (Ctrl+@ in telnet).\n\n\
+                 The connection closes after an ERROR. To start again, reconnect and type:\n\n\
+                 CONNECT\naccept-version:1.2\nhost:localhost\n\n^@"
             }
             SessionError::NotConnected { .. } => {
                 "Every STOMP connection starts with a CONNECT frame, e.g.\n\nCONNECT\naccept-version:1.2\nhost:localhost\n\n^@"

@@ -62,10 +62,10 @@ struct ServeArgs {
     #[arg(long, env = "STOMPBOX_CONFIG")]
     config: Option<PathBuf>,
     /// STOMP over TCP address [default: 127.0.0.1:61613].
-    #[arg(long, env = "STOMPBOX_TCP_LISTEN")]
+    #[arg(long, env = "STOMPBOX_TCP_LISTEN", value_parser = stompbox::config::resolve_listen_address)]
     tcp_listen: Option<SocketAddr>,
     /// HTTP address: WebSocket at /ws, /health, web client at / [default: 127.0.0.1:15674].
-    #[arg(long, env = "STOMPBOX_HTTP_LISTEN")]
+    #[arg(long, env = "STOMPBOX_HTTP_LISTEN", value_parser = stompbox::config::resolve_listen_address)]
     http_listen: Option<SocketAddr>,
     /// Folder served at / instead of the built-in chat page.
     #[arg(long, env = "STOMPBOX_WEB_ROOT")]
@@ -178,10 +178,10 @@ struct ServeArgs {
     #[arg(long, env = "STOMPBOX_TLS_CERT_LOGIN")]
     tls_cert_login: bool,
     /// STOMP over TLS address [default: 127.0.0.1:61614].
-    #[arg(long, env = "STOMPBOX_TLS_LISTEN")]
+    #[arg(long, env = "STOMPBOX_TLS_LISTEN", value_parser = stompbox::config::resolve_listen_address)]
     tls_listen: Option<SocketAddr>,
     /// HTTPS address: secure WebSocket at /ws, the chat page at / [default: 127.0.0.1:15673].
-    #[arg(long, env = "STOMPBOX_HTTPS_LISTEN")]
+    #[arg(long, env = "STOMPBOX_HTTPS_LISTEN", value_parser = stompbox::config::resolve_listen_address)]
     https_listen: Option<SocketAddr>,
     /// File holding the HS256 secret for tokens (JWT) given as the CONNECT passcode [default: no tokens].
     #[arg(long, env = "STOMPBOX_TOKEN_SECRET_FILE")]
@@ -193,7 +193,7 @@ struct ServeArgs {
     #[arg(long, env = "STOMPBOX_TOKEN_JWKS_FILE")]
     token_jwks_file: Option<PathBuf>,
     /// Management API address (JSON over HTTP) [default: 127.0.0.1:15670].
-    #[arg(long, env = "STOMPBOX_MANAGEMENT_LISTEN")]
+    #[arg(long, env = "STOMPBOX_MANAGEMENT_LISTEN", value_parser = stompbox::config::resolve_listen_address)]
     management_listen: Option<SocketAddr>,
     /// File holding the management API's bearer token (at least 32 bytes); the API is off without it or --management-user.
     #[arg(long, env = "STOMPBOX_MANAGEMENT_TOKEN_FILE")]

@@ -1022,3 +1022,45 @@ fn admin_calls_the_management_api() {
     );
     stop(child);
 }
+
+#[test]
+fn listen_addresses_take_host_names() {
+    let data = tempfile::tempdir().expect("data");
+    let mut child = Running(
+        Command::new(BIN)
+            .args([
+                "--tcp-listen",
+                "localhost:0",
+                "--http-listen",
+                "localhost:0",
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let stderr = child.0.stderr.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let port = logged_ports(&lines, &["STOMP over TCP listening"])[0];
+    let reply = connected_frame(port);
+    assert!(reply.starts_with("CONNECTED"), "{reply}");
+    stop(child);
+    let out = Command::new(BIN)
+        .args(["--tcp-listen", "no-such-host.invalid:61613", "--in-memory"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("expected host:port, like 127.0.0.1:61613"),
+        "{err}"
+    );
+}

@@ -479,7 +479,9 @@ fn validate_header(line: &[u8], escaping: Escaping) -> Result<(usize, bool), Dec
     }
     let colon = colon.ok_or_else(|| DecodeError::MalformedHeader {
         line: quote(line),
-        reason: "expected name:value",
+        // No colon in the words: 1.1 and 1.2 escape a colon in the ERROR's
+        // message header as \c, which reads badly in a terminal.
+        reason: "a header line is a name, a colon and a value",
     })?;
     if colon == 0 {
         return Err(DecodeError::MalformedHeader {

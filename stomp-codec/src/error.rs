@@ -49,7 +49,7 @@ pub enum DecodeError {
         size: usize,
     },
     /// The command line is not one of the STOMP commands.
-    #[error("unknown command {command:?} (commands are upper-case, e.g. SEND)")]
+    #[error("{}", unknown_command(command))]
     UnknownCommand {
         /// The command line as received (lossily decoded, shortened).
         command: String,
@@ -146,4 +146,36 @@ pub(crate) fn quote(bytes: &[u8]) -> String {
         s.push('…');
     }
     s
+}
+
+/// What is wrong with a command line, in words a person at a terminal can
+/// act on: a control character typed by mistake is named, with where it is.
+fn unknown_command(command: &str) -> String {
+    if let Some((at, c)) = command.chars().enumerate().find(|(_, c)| c.is_control()) {
+        let name = match c {
+            '\u{c}' => "Ctrl+L (form feed)".to_string(),
+            '\u{8}' => "Ctrl+H (backspace)".to_string(),
+            '\t' => "a tab".to_string(),
+            '\u{1b}' => "Esc".to_string(),
+            '\u{7f}' => "Delete".to_string(),
+            c if (c as u32) < 0x20 => {
+                format!("Ctrl+{} (U+{:04X})", char::from(b'@' + c as u8), c as u32)
+            }
+            c => format!("U+{:04X}", c as u32),
+        };
+        let rest: String = command.chars().filter(|c| !c.is_control()).collect();
+        return format!(
+            "unknown command - the control character {name} at position {} of {rest:?} (type the command alone on its line, e.g. SEND)",
+            at + 1
+        );
+    }
+    if command.chars().any(|c| c.is_ascii_lowercase()) {
+        return format!(
+            "unknown command {command:?} (commands are upper-case, e.g. {})",
+            command.to_ascii_uppercase()
+        );
+    }
+    format!(
+        "unknown command {command:?} (the commands are CONNECT, STOMP, SEND, SUBSCRIBE, UNSUBSCRIBE, ACK, NACK, BEGIN, COMMIT, ABORT and DISCONNECT)"
+    )
 }

@@ -183,7 +183,7 @@ fn malformed_headers_are_errors() {
     assert!(matches!(
         decode_err(b"SEND\nno colon here\n\n\0"),
         DecodeError::MalformedHeader {
-            reason: "expected name:value",
+            reason: "a header line is a name, a colon and a value",
             ..
         }
     ));
@@ -592,4 +592,32 @@ fn a_small_frame_does_not_pin_a_large_buffer() {
     };
     let body = frame.body.as_ptr() as usize;
     assert!((start..start + 64).contains(&body), "shared, not copied");
+}
+
+#[test]
+fn a_control_character_before_a_command_is_named_with_its_place() {
+    let e = decode_err(b"\x0cSUBSCRIBE\nid:1\n\n\0").to_string();
+    assert!(
+        e.contains("Ctrl+L (form feed)") && e.contains("position 1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("\"SUBSCRIBE\"") && !e.contains("upper-case"),
+        "{e}"
+    );
+    let e = decode_err(b"SE\x08ND\n\n\0").to_string();
+    assert!(
+        e.contains("Ctrl+H (backspace)") && e.contains("position 3"),
+        "{e}"
+    );
+    let e = decode_err(b"PUBLISH\n\n\0").to_string();
+    assert!(e.contains("SUBSCRIBE") && !e.contains("upper-case"), "{e}");
+    // No colon in a malformed header's reason: the ERROR's message header
+    // would show it as \c.
+    let e = decode_err(b"SEND\nno colon here\n\n\0").to_string();
+    let reason = e
+        .split_once("\"no colon here\": ")
+        .expect("the line is quoted")
+        .1;
+    assert!(!reason.contains(':'), "{e}");
 }

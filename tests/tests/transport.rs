@@ -464,3 +464,68 @@ async fn a_proxy_protocol_header_names_the_client_only_from_a_trusted_proxy() {
     c.subscribe("s", "/topic/fine", "auto", &[]).await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_person_typing_connect_gets_longer_than_a_silent_socket() {
+    let server = TestServer::start(|c| c.connect_timeout_ms = 300).await;
+    // Silent: closed after the configured limit, told how long it was.
+    let mut silent = Client::tcp(server.tcp_addr()).await;
+    let e = silent.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("no CONNECT received in time")
+    );
+    let body = integration_tests::body(&e);
+    assert!(body.contains("0.3 s") && body.contains("60 s"), "{body}");
+    // Typing, slowly: still open well past the limit, then connected.
+    let mut typist = Client::tcp(server.tcp_addr()).await;
+    typist.send_raw(b"CONN").await;
+    typist
+        .expect_nothing(std::time::Duration::from_millis(1200))
+        .await;
+    typist.send_raw(b"ECT\naccept-version:1.2\n\n\0").await;
+    assert_eq!(typist.recv().await.command, Command::Connected);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn typing_mistakes_are_named_and_the_error_says_how_to_start_again() {
+    let server = TestServer::default().await;
+    let mut c = Client::connected_tcp(server.tcp_addr()).await;
+    c.send_raw(b"\x0cSUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0")
+        .await;
+    let e = c.expect_error_and_close().await;
+    let message = e.headers.get("message").unwrap_or_default();
+    assert!(
+        message.contains("Ctrl+L (form feed) at position 1"),
+        "{message}"
+    );
+    assert!(!message.contains("upper-case"), "{message}");
+    let body = integration_tests::body(&e);
+    assert!(
+        body.contains("reconnect and type:\n\nCONNECT\naccept-version:1.2"),
+        "{body}"
+    );
+
+    // A header line without a colon: named, and nothing in the message
+    // header that a terminal would show as \c.
+    let mut raw = tokio::net::TcpStream::connect(server.tcp_addr())
+        .await
+        .expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(b"CONNECT\naccept-version:1.2\n\n\0SEND\ndestination /queue/a\n\nhi\0")
+        .await
+        .expect("write");
+    let mut text = Vec::new();
+    let _ = tokio::time::timeout(integration_tests::WAIT, raw.read_to_end(&mut text)).await;
+    let text = String::from_utf8_lossy(&text);
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("message:malformed"))
+        .unwrap_or_else(|| panic!("no message header in {text}"));
+    assert!(
+        header.contains("destination /queue/a") && !header.contains("\\c"),
+        "{header}"
+    );
+    server.shutdown().await;
+}

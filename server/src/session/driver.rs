@@ -210,7 +210,13 @@ async fn drive<T: Transport>(
 
     let mut heartbeat = Heartbeat::OFF;
     let mut connected = false;
-    let connect_deadline = Instant::now() + settings.connect_timeout;
+    let opened = Instant::now();
+    let connect_deadline = opened + settings.connect_timeout;
+    // A person typing CONNECT by hand in telnet gets longer than a silent
+    // socket: once bytes arrive before CONNECT, the limits are at least
+    // TYPING_GRACE.
+    let typing_deadline = opened + settings.connect_timeout.max(TYPING_GRACE);
+    let mut typing = false;
     let mut last_read = Instant::now();
     let mut last_write = Instant::now();
     let mut writer = BatchWriter::default();
@@ -255,8 +261,16 @@ async fn drive<T: Transport>(
             None
         } else if connected {
             heartbeat.read_timeout().map(|t| last_read + t)
+        } else if typing || transport.partial_since().is_some() {
+            typing = true;
+            Some(typing_deadline)
         } else {
             Some(connect_deadline)
+        };
+        let frame_timeout = if connected {
+            settings.frame_timeout
+        } else {
+            settings.frame_timeout.max(TYPING_GRACE)
         };
         let write_tick = heartbeat.write_every().map(|t| last_write + t);
         let ack_deadline = session.next_ack_deadline();
@@ -275,9 +289,9 @@ async fn drive<T: Transport>(
         }
         let now = Instant::now();
         if let Some(since) = transport.partial_since()
-            && since + settings.frame_timeout < frame_watch.deadline()
+            && since + frame_timeout < frame_watch.deadline()
         {
-            frame_watch.as_mut().reset(since + settings.frame_timeout);
+            frame_watch.as_mut().reset(since + frame_timeout);
         }
         let flow = tokio::select! {
             _ = cancel.cancelled() => {
@@ -352,6 +366,8 @@ async fn drive<T: Transport>(
                 }
                 Some(Ok(Decoded::Heartbeat)) => {
                     last_read = Instant::now();
+                    // An Enter before CONNECT: someone is at a keyboard.
+                    typing |= !connected;
                     Flow::Continue
                 }
                 Some(Ok(Decoded::Frame(frame))) => {
@@ -371,25 +387,40 @@ async fn drive<T: Transport>(
                 }
             },
             _ = sleep_until(read_deadline.unwrap_or(now + far)), if read_deadline.is_some() => {
-                let (message, explanation, reason) = if connected {
-                    ("heart-beat timeout", "Nothing arrived from the client within twice the negotiated heart-beat interval.", CloseReason::HeartbeatTimeout)
+                if !connected && !typing && transport.partial_since().is_some() {
+                    // Bytes came while waiting: someone is typing. The
+                    // next turn waits for the longer deadline.
+                    typing = true;
+                    Flow::Continue
                 } else {
-                    ("no CONNECT received in time", "Send a CONNECT frame right after opening the connection.", CloseReason::ConnectTimeout)
+                let (message, explanation, reason) = if connected {
+                    ("heart-beat timeout", "Nothing arrived from the client within twice the negotiated heart-beat interval.".to_string(), CloseReason::HeartbeatTimeout)
+                } else {
+                    (
+                        "no CONNECT received in time",
+                        format!(
+                            "A connection must send CONNECT within {} s of opening (connect_timeout_ms); one that has begun typing a frame gets {} s. Reconnect and send CONNECT first.",
+                            settings.connect_timeout.as_secs_f64(),
+                            settings.connect_timeout.max(TYPING_GRACE).as_secs(),
+                        ),
+                        CloseReason::ConnectTimeout,
+                    )
                 };
-                outbox.push_frame(protocol::notice_frame(message, explanation));
+                outbox.push_frame(protocol::notice_frame(message, &explanation));
                 Flow::Close(reason)
+                }
             }
             _ = &mut frame_watch, if !blocked => {
-                let deadline = transport.partial_since().unwrap_or_else(Instant::now) + settings.frame_timeout;
+                let deadline = transport.partial_since().unwrap_or_else(Instant::now) + frame_timeout;
                 frame_watch.as_mut().reset(deadline);
                 match transport.partial_since() {
-                    Some(since) if since + settings.frame_timeout <= Instant::now() => {
+                    Some(since) if since + frame_timeout <= Instant::now() => {
                         outbox.push_frame(protocol::notice_frame(
                             "frame not completed in time",
                             &format!(
                                 "A frame was begun and not finished within {} ms. Send each frame \
                                  whole, with its NUL, without long pauses.",
-                                settings.frame_timeout.as_millis()
+                                frame_timeout.as_millis()
                             ),
                         ));
                         Flow::Close(CloseReason::FrameTimeout)
@@ -507,6 +538,10 @@ struct BatchWriter {
     batch: Vec<Outgoing>,
     heartbeat_due: bool,
 }
+
+/// The least a connection that has begun sending before CONNECT (a person
+/// typing in telnet) gets to finish CONNECT, and any frame before it.
+const TYPING_GRACE: Duration = Duration::from_secs(60);
 
 /// A batch this small is not worth keeping buffers for between writes.
 const LIGHT_BATCH: usize = 4;

@@ -41,10 +41,16 @@ pub struct TlsConfig {
     #[serde(default)]
     pub cert_login: bool,
     /// Where STOMP over TLS listens (61614 is the port STOMP brokers use).
-    #[serde(default = "default_stomp_listen")]
+    #[serde(
+        default = "default_stomp_listen",
+        deserialize_with = "crate::config::listen_address"
+    )]
     pub stomp_listen: SocketAddr,
     /// Where HTTPS (and `wss://…/ws`) listens (15673, RabbitMQ's Web STOMP TLS port).
-    #[serde(default = "default_https_listen")]
+    #[serde(
+        default = "default_https_listen",
+        deserialize_with = "crate::config::listen_address"
+    )]
     pub https_listen: SocketAddr,
 }
 
