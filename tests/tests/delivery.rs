@@ -369,3 +369,34 @@ async fn priorities_hold_for_messages_waiting_on_disk() {
     assert_eq!(order, (0..40).collect::<Vec<_>>());
     server.shutdown().await;
 }
+
+/// The two headers the README lists as ignored are accepted and change
+/// nothing: a RabbitMQ client's quorum-queue or priority declaration works.
+#[tokio::test]
+async fn rabbitmq_queue_type_and_max_priority_are_accepted_and_ignored() {
+    let server = TestServer::default().await;
+    let mut c = server.client(Via::Tcp).await;
+    c.subscribe(
+        "q",
+        "/queue/rabbit-style",
+        "client-individual",
+        &[("x-queue-type", "quorum"), ("x-max-priority", "10")],
+    )
+    .await;
+    c.send_confirmed(
+        frame(
+            Command::Send,
+            &[
+                ("destination", "/queue/rabbit-style"),
+                ("x-queue-type", "quorum"),
+                ("x-max-priority", "10"),
+            ],
+        )
+        .body("kept"),
+        "sent",
+    )
+    .await;
+    let m = c.messages(1).await.remove(0);
+    assert_eq!(body(&m), "kept");
+    server.shutdown().await;
+}
