@@ -560,40 +560,16 @@ fn sighup_reloads_the_tls_certificate_without_dropping_connections() {
     let (old_ca, old_cert, old_key) = certificate();
     std::fs::write(&cert, old_cert).expect("write");
     std::fs::write(&key, old_key).expect("write");
-    let data = tempfile::tempdir().expect("data");
-    let mut child = Running(
-        Command::new(BIN)
-            .args([
-                "--tcp-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--tls-listen",
-                "127.0.0.1:0",
-                "--https-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .arg("--data-dir")
-            .arg(data.path())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starts"),
-        data,
-    );
-    let stderr = child.0.stderr.take().expect("piped");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, lines) = spawn_logged(&[
+        "--tls-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--https-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ]);
     let wait_for = |what: &str| -> String {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -854,31 +830,12 @@ fn a_broker_nobody_could_use_is_refused_and_the_banner_says_what_runs() {
     );
 
     // The banner: listeners, access, data, limits, in one line; JSON when asked.
-    let data = tempfile::tempdir().expect("data");
-    let mut child = Running(
-        Command::new(BIN)
-            .args([
-                "--tcp-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json", "--max-connections", "50"])
-            .arg("--data-dir")
-            .arg(data.path())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starts"),
-        data,
-    );
-    let stderr = child.0.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, rx) = spawn_logged(&[
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "--max-connections".as_ref(),
+        "50".as_ref(),
+    ]);
     let deadline = Instant::now() + WAIT;
     let banner = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -901,17 +858,12 @@ fn a_broker_nobody_could_use_is_refused_and_the_banner_says_what_runs() {
     stop(child);
 }
 
-/// Starts the broker with `args` and hands over its log lines.
-fn spawn_logged(args: &[&std::ffi::OsStr]) -> (Running, std::sync::mpsc::Receiver<String>) {
+/// Starts the broker with exactly `args` (and a data directory of its
+/// own) and hands over its log lines.
+fn spawn_raw(args: &[&std::ffi::OsStr]) -> (Running, std::sync::mpsc::Receiver<String>) {
     let data = tempfile::tempdir().expect("data");
     let mut child = Running(
         Command::new(BIN)
-            .args([
-                "--tcp-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
             .args(args)
             .arg("--data-dir")
             .arg(data.path())
@@ -929,6 +881,21 @@ fn spawn_logged(args: &[&std::ffi::OsStr]) -> (Running, std::sync::mpsc::Receive
         }
     });
     (child, rx)
+}
+
+/// Like [`spawn_raw`], with both listeners on ephemeral loopback ports.
+fn spawn_logged(args: &[&std::ffi::OsStr]) -> (Running, std::sync::mpsc::Receiver<String>) {
+    let mut all: Vec<&std::ffi::OsStr> = [
+        "--tcp-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.as_ref())
+    .collect();
+    all.extend_from_slice(args);
+    spawn_raw(&all)
 }
 
 /// The ports of log lines, each found by a word of its message: reads
@@ -1025,30 +992,12 @@ fn admin_calls_the_management_api() {
 
 #[test]
 fn listen_addresses_take_host_names() {
-    let data = tempfile::tempdir().expect("data");
-    let mut child = Running(
-        Command::new(BIN)
-            .args([
-                "--tcp-listen",
-                "localhost:0",
-                "--http-listen",
-                "localhost:0",
-            ])
-            .arg("--data-dir")
-            .arg(data.path())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starts"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let stderr = child.0.stderr.take().expect("piped");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, lines) = spawn_raw(&[
+        "--tcp-listen".as_ref(),
+        "localhost:0".as_ref(),
+        "--http-listen".as_ref(),
+        "localhost:0".as_ref(),
+    ]);
     let port = logged_ports(&lines, &["STOMP over TCP listening"])[0];
     let reply = connected_frame(port);
     assert!(reply.starts_with("CONNECTED"), "{reply}");
