@@ -128,19 +128,25 @@ pub enum SessionError {
     LimitReached(&'static str),
     /// A message over the destination's size limit.
     #[error(
-        "message too large: {size} bytes with its headers, the limit for this destination is {limit}"
+        "message too large: {size} bytes with its headers, the limit for this destination is {limit} (max_message_size of the topic policy {policy:?})"
     )]
     MessageTooLarge {
         /// The frame's size: headers and body.
         size: usize,
         /// The destination's limit.
         limit: usize,
+        /// The pattern of the topic policy that sets it.
+        policy: String,
     },
     /// Publishing faster than the destination allows.
-    #[error("rate limited: at most {rate} messages a second to this destination")]
+    #[error(
+        "rate limited: at most {rate} messages a second to this destination (publish_rate of the topic policy {policy:?})"
+    )]
     RateLimited {
         /// The allowed rate.
         rate: f64,
+        /// The pattern of the topic policy that sets it.
+        policy: String,
     },
     /// The queue is at a limit of its policy (`overflow = "reject-publish"`).
     #[error("{0}")]
@@ -283,10 +289,10 @@ impl SessionError {
                 "The broker's configuration limits this per connection."
             }
             SessionError::MessageTooLarge { .. } => {
-                "Send a shorter message. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+                "Send a shorter message. An operator changes the limit with max_message_size in the [[topics]] entry of that pattern (the built-in /topic/chat.* policy allows 16 KiB for chat). With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
             }
             SessionError::RateLimited { .. } => {
-                "Slow down. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
+                "Slow down. An operator changes the rate with publish_rate and publish_burst in the [[topics]] entry of that pattern (the built-in /topic/chat.* policy allows 20 a second for chat). With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."
             }
             SessionError::QueueFull(_) => {
                 "The queue holds as many messages as its policy allows until consumers take some. Try again later. With a receipt header, a refused SEND is answered on its RECEIPT (x-error) and the connection stays open."

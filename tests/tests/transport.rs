@@ -529,3 +529,25 @@ async fn typing_mistakes_are_named_and_the_error_says_how_to_start_again() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_chat_policy_refusal_names_the_policy_and_its_setting() {
+    let server = TestServer::default().await;
+    let mut c = Client::connected_tcp(server.tcp_addr()).await;
+    c.send(
+        frame(
+            Command::Send,
+            &[("destination", "/topic/chat.general"), ("receipt", "big")],
+        )
+        .body("x".repeat(20_000)),
+    )
+    .await;
+    let r = c.recv().await;
+    assert_eq!(r.headers.get("x-error"), Some("too-large"), "{r:?}");
+    let message = r.headers.get("message").unwrap_or_default();
+    assert!(
+        message.contains("max_message_size") && message.contains("/topic/chat.*"),
+        "{message}"
+    );
+    server.shutdown().await;
+}

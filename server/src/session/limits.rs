@@ -69,6 +69,7 @@ impl PublishLimits {
                     return Err(SessionError::MessageTooLarge {
                         size,
                         limit: policy.max_message_size,
+                        policy: policy.pattern.clone(),
                     });
                 }
                 if policy.publish_rate > 0.0 {
@@ -85,6 +86,7 @@ impl PublishLimits {
                     {
                         return Err(SessionError::RateLimited {
                             rate: policy.publish_rate,
+                            policy: policy.pattern.clone(),
                         });
                     }
                 }
