@@ -25,7 +25,15 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "tests"
 cargo test --workspace --locked
 
-step "client compatibility: stomp.py over TCP"
+step "client compatibility: stomp.py, and real telnet typed into a tmux pane"
+for tool in telnet tmux; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "installing Debian's $tool"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "$tool"
+  fi
+done
 cargo build -p stompbox --locked
 venv=target/compat-venv
 if [ ! -x "$venv/bin/python" ]; then

@@ -5,17 +5,17 @@ Every wait is bounded.
 """
 
 import os
-import re
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import pytest
 import stomp
 
-WAIT = 10.0
+import broker as broker_process
+
+WAIT = broker_process.WAIT
 
 # The fixture's broker's HTTP port (WebSocket at /ws), besides the TCP port it yields.
 ADDRS = {}
@@ -65,33 +65,14 @@ class Recorder(stomp.ConnectionListener):
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    binary = os.environ.get("STOMPBOX_BIN", "target/debug/stompbox")
     data = tmp_path_factory.mktemp("stompbox-data")
-    proc = subprocess.Popen(
-        [binary, "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--log", "info",
-         "--data-dir", str(data)],
-        stderr=subprocess.PIPE,
-        text=True,
+    proc, ports = broker_process.start(
+        ["--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", str(data)],
+        {"tcp_addr": "tcp", "http_addr": "http"},
     )
-    port = None
-    deadline = time.monotonic() + WAIT
-    while (port is None or "http" not in ADDRS) and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"tcp_addr=127\.0\.0\.1:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-        found = re.search(r"http_addr=127\.0\.0\.1:(\d+)", line)
-        if found:
-            ADDRS["http"] = int(found.group(1))
-    assert port, "the broker did not report its TCP port"
-    assert "http" in ADDRS, "the broker did not report its HTTP port"
-    # Keep draining the log so the broker never blocks on a full pipe.
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
-    yield port
-    proc.terminate()
-    assert proc.wait(timeout=WAIT) == 0, "the broker did not shut down cleanly"
+    ADDRS["http"] = ports["http"]
+    yield ports["tcp"]
+    broker_process.stop(proc)
 
 
 def connect(port):

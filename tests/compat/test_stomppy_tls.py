@@ -4,16 +4,13 @@ name as the login). The CA and certificates are made by trustme in the test.
 Starts the real `stompbox` binary (STOMPBOX_BIN) on ephemeral loopback ports.
 """
 
-import os
-import re
-import subprocess
-import threading
-import time
 import uuid
 
 import pytest
 import stomp
 import trustme
+
+import broker as broker_process
 
 from test_stomppy import WAIT, Recorder
 
@@ -21,7 +18,6 @@ from test_stomppy import WAIT, Recorder
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory):
     """A broker with TLS, client certificates checked against the test CA."""
-    binary = os.environ.get("STOMPBOX_BIN", "target/debug/stompbox")
     d = tmp_path_factory.mktemp("stompbox-tls")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(d / "ca.pem"))
@@ -35,29 +31,16 @@ def tls(tmp_path_factory):
     with open(d / "alice.pem", "wb") as f:
         for blob in alice.cert_chain_pems:
             f.write(blob.bytes())
-    proc = subprocess.Popen(
-        [binary, "--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+    proc, ports = broker_process.start(
+        ["--tcp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
          "--tls-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0",
          "--tls-cert", str(d / "cert.pem"), "--tls-key", str(d / "key.pem"),
-         "--tls-client-ca", str(d / "ca.pem"), "--tls-cert-login",
-         "--in-memory", "--log", "info"],
-        stderr=subprocess.PIPE,
-        text=True,
+         "--tls-client-ca", str(d / "ca.pem"), "--tls-cert-login", "--in-memory"],
+        {"stomp_addr": "tls"},
     )
-    port = None
-    deadline = time.monotonic() + WAIT
-    while port is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"stomp_addr=127\.0\.0\.1:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-    assert port, "the broker did not report its TLS port"
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    port = ports["tls"]
     yield {"port": port, "dir": d}
-    proc.terminate()
-    assert proc.wait(timeout=WAIT) == 0, "the broker did not shut down cleanly"
+    broker_process.stop(proc)
 
 
 def connect_tls(tls, cert=None):
