@@ -671,6 +671,38 @@ fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
+/// The first line of unparsed input, without its line ending.
+pub fn first_line(buf: &[u8]) -> &[u8] {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The command and header lines of input that failed to decode, for quoting
+/// in an ERROR body, so the line at fault is among them: up to the empty
+/// line or the NUL, at most 20 lines of 120 characters each, passcodes
+/// hidden. `None` when nothing is pending.
+pub fn quote_unparsed(buf: &[u8]) -> Option<String> {
+    if buf.is_empty() {
+        return None;
+    }
+    let head = buf.split(|&b| b == 0).next().unwrap_or_default();
+    let mut lines = Vec::new();
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || lines.len() == 20 {
+            break;
+        }
+        let text = String::from_utf8_lossy(line);
+        let cut: String = text.chars().take(120).collect();
+        lines.push(if cut.starts_with("passcode:") {
+            "passcode:********".to_string()
+        } else {
+            cut
+        });
+    }
+    Some(lines.join("\n"))
+}
+
 /// The command and header lines of a frame, for quoting in an ERROR body.
 /// Values are cut so that a huge header does not make a huge ERROR.
 pub fn quote_frame(frame: &Frame) -> String {
@@ -692,4 +724,28 @@ pub fn quote_frame(frame: &Frame) -> String {
         out.push_str("\n…");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unparsed_input_is_quoted_up_to_the_headers_end_with_passcodes_hidden() {
+        let quoted = quote_unparsed(
+            b"CONNECT\r\nlogin:ana\r\npasscode:secret\r\ndestination /queue/a\r\n\r\nbody\0",
+        );
+        assert_eq!(
+            quoted.as_deref(),
+            Some("CONNECT\nlogin:ana\npasscode:********\ndestination /queue/a")
+        );
+        assert_eq!(quote_unparsed(b""), None);
+        let many: Vec<u8> = (0..30)
+            .flat_map(|i| format!("h{i}:v\n").into_bytes())
+            .collect();
+        assert_eq!(quote_unparsed(&many).map(|q| q.lines().count()), Some(20));
+        let long = [b'x'; 500];
+        assert_eq!(quote_unparsed(&long).map(|q| q.len()), Some(120));
+        assert_eq!(first_line(b"SEND\r\ndestination:/q\n"), b"SEND");
+    }
 }

@@ -150,6 +150,7 @@ def test_a_header_line_without_a_colon_is_shown_as_typed(terminal):
     message = next(line for line in shown.splitlines() if line.startswith("message:"))
     assert "destination /queue/a" in message, message
     assert "\\c" not in message, message
+    assert "-----\nSEND\ndestination /queue/a\n-----" in shown, shown
 
 
 def test_a_silent_telnet_is_told_the_limit_and_closed(terminal):

@@ -527,6 +527,11 @@ async fn typing_mistakes_are_named_and_the_error_says_how_to_start_again() {
         header.contains("destination /queue/a") && !header.contains("\\c"),
         "{header}"
     );
+    // The quoted frame shows the line at fault, not only the command.
+    assert!(
+        text.contains("-----\nSEND\ndestination /queue/a\n-----"),
+        "{text}"
+    );
     server.shutdown().await;
 }
 

@@ -75,8 +75,9 @@ pub trait Transport: Send {
     fn write(&mut self, batch: &[Outgoing]) -> impl Future<Output = io::Result<()>> + Send;
     /// Switches header escaping once the version is agreed.
     fn set_version(&mut self, version: Version);
-    /// The first line of unparsed input, to quote in an ERROR.
-    fn pending_line(&self) -> Option<String>;
+    /// The input received but not yet decoded: the start of the frame
+    /// being received, or of the one that failed to decode.
+    fn pending(&self) -> &[u8];
     /// When the frame being received began, if one is partly here.
     fn partial_since(&self) -> Option<Instant>;
     /// Closes the connection after everything was written.
@@ -255,7 +256,7 @@ async fn drive<T: Transport>(
             || session.receipts_backed_up()
             || (memory.alarm()
                 && transport.partial_since().is_some()
-                && transport.pending_line().is_some_and(|line| line == "SEND"));
+                && protocol::first_line(transport.pending()) == b"SEND");
         let read_deadline = if blocked {
             // Not reading: the client's heart-beats wait in the socket.
             None
@@ -361,7 +362,7 @@ async fn drive<T: Transport>(
                 None => Flow::Close(if connected { CloseReason::ConnectionLost } else { CloseReason::ClientDisconnect }),
                 Some(Err(ReadError::Io(e))) => Flow::Close(CloseReason::Io(e.to_string())),
                 Some(Err(ReadError::Decode(e))) => {
-                    let quoted = transport.pending_line();
+                    let quoted = protocol::quote_unparsed(transport.pending());
                     session.fail(e.into(), quoted.as_deref(), None)
                 }
                 Some(Ok(Decoded::Heartbeat)) => {

@@ -92,20 +92,6 @@ impl PartialFrame {
     }
 }
 
-/// The first line of unparsed input, shortened, for quoting in an ERROR body.
-fn first_line(buf: &[u8]) -> Option<String> {
-    if buf.is_empty() {
-        return None;
-    }
-    let end = memchr_lf(buf).unwrap_or(buf.len()).min(120);
-    let line = String::from_utf8_lossy(&buf[..end]);
-    Some(line.trim_end_matches('\r').to_string())
-}
-
-fn memchr_lf(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
-}
-
 /// Sets up an accepted socket: no Nagle delay (chat latency matters more
 /// than packet count), and TCP keepalive, so a peer that vanished without
 /// a FIN (a pulled cable, a sleeping laptop) on a connection that agreed

@@ -136,8 +136,8 @@ where
         self.reader.decoder_mut().codec.set_version(version);
     }
 
-    fn pending_line(&self) -> Option<String> {
-        super::first_line(self.reader.read_buffer())
+    fn pending(&self) -> &[u8] {
+        self.reader.read_buffer()
     }
 
     fn partial_since(&self) -> Option<tokio::time::Instant> {

@@ -147,8 +147,8 @@ impl Transport for WsTransport {
         self.decoder.set_version(version);
     }
 
-    fn pending_line(&self) -> Option<String> {
-        super::first_line(&self.buf)
+    fn pending(&self) -> &[u8] {
+        &self.buf
     }
 
     fn partial_since(&self) -> Option<tokio::time::Instant> {
