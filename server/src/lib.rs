@@ -252,12 +252,12 @@ impl Server {
             }
         };
         // Checked by `validate` above.
-        let exchanges = broker::exchange::build(&config.exchanges).map_err(|e| {
-            config::ConfigError::Invalid {
-                setting: "exchanges",
-                reason: e.to_string(),
-            }
-        })?;
+        let exchanges =
+            broker::exchanges::Exchanges::new(&config.exchanges, broker.journal().map(|j| j.dir()))
+                .map_err(|e| config::ConfigError::Invalid {
+                    setting: "exchanges",
+                    reason: e.to_string(),
+                })?;
         let broker = Arc::new(broker.with_exchanges(exchanges));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -213,6 +213,20 @@ impl FrameTally {
     pub fn is_empty(&self) -> bool {
         self.since_flush == 0
     }
+
+    /// Adds what is counted to one connection's own counters.
+    pub fn add_to(&self, connection: &crate::registry::ConnectionCounters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sum = |a: &[u32]| a.iter().map(|&n| u64::from(n)).sum::<u64>();
+        connection.frames_in.fetch_add(sum(&self.received), Relaxed);
+        connection.frames_out.fetch_add(sum(&self.sent), Relaxed);
+        let sends = self.received[command_index(Command::Send)];
+        let messages = self.sent[command_index(Command::Message)];
+        connection.messages_in.fetch_add(u64::from(sends), Relaxed);
+        connection
+            .messages_out
+            .fetch_add(u64::from(messages), Relaxed);
+    }
 }
 
 /// What one queue has counted since it was made, and holds now.

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -23,11 +24,38 @@ pub struct ConnectionInfo {
     pub login: Option<String>,
     /// When it was opened, ms since the Unix epoch.
     pub opened_at_ms: u64,
+    /// Frames received from it so far.
+    pub frames_in: u64,
+    /// Frames sent to it so far.
+    pub frames_out: u64,
+    /// SENDs received from it so far.
+    pub messages_in: u64,
+    /// MESSAGEs sent to it so far.
+    pub messages_out: u64,
+    /// Its subscriptions now.
+    pub subscriptions: u64,
+}
+
+/// One connection's counters, added to by its session in batches (with
+/// the broker's frame counters) and read when connections are listed.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// SENDs received.
+    pub messages_in: AtomicU64,
+    /// MESSAGEs sent.
+    pub messages_out: AtomicU64,
+    /// Subscriptions open.
+    pub subscriptions: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Entry {
     info: ConnectionInfo,
+    counters: Arc<ConnectionCounters>,
     /// Cancelled to close it from the management API.
     close: CancellationToken,
 }
@@ -45,6 +73,8 @@ pub struct Registration<'a> {
     id: u64,
     /// Cancelled when an administrator closes the connection.
     pub close: CancellationToken,
+    /// The connection's counters, for its session to add to.
+    pub counters: Arc<ConnectionCounters>,
 }
 
 impl Drop for Registration<'_> {
@@ -66,6 +96,7 @@ impl Connections {
         transport: TransportKind,
     ) -> Registration<'_> {
         let close = CancellationToken::new();
+        let counters = Arc::new(ConnectionCounters::default());
         let opened_at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -78,7 +109,13 @@ impl Connections {
                     transport: transport.as_str(),
                     login: None,
                     opened_at_ms,
+                    frames_in: 0,
+                    frames_out: 0,
+                    messages_in: 0,
+                    messages_out: 0,
+                    subscriptions: 0,
                 },
+                counters: counters.clone(),
                 close: close.clone(),
             },
         );
@@ -86,6 +123,7 @@ impl Connections {
             connections: self,
             id: id.0,
             close,
+            counters,
         }
     }
 
@@ -98,7 +136,19 @@ impl Connections {
 
     /// Every open connection, by id.
     pub fn list(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<ConnectionInfo> = self.lock().values().map(|e| e.info.clone()).collect();
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let mut all: Vec<ConnectionInfo> = self
+            .lock()
+            .values()
+            .map(|e| ConnectionInfo {
+                frames_in: read(&e.counters.frames_in),
+                frames_out: read(&e.counters.frames_out),
+                messages_in: read(&e.counters.messages_in),
+                messages_out: read(&e.counters.messages_out),
+                subscriptions: read(&e.counters.subscriptions),
+                ..e.info.clone()
+            })
+            .collect();
         all.sort_by_key(|c| c.id);
         all
     }

@@ -975,6 +975,53 @@ fn admin_calls_the_management_api() {
         err.contains("HTTP 404") && err.contains("/queue/missing"),
         "{err}"
     );
+    // Exchanges and bindings, publishing through them, deleting a queue.
+    let ok = |args: &[&str]| {
+        let out = admin(args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        stdout
+    };
+    ok(&["declare-exchange", "logs", "fanout"]);
+    ok(&["bind", "logs", "--queue", "/queue/log copy"]);
+    let text = ok(&["exchanges"]);
+    assert!(text.contains("\"/queue/log copy\""), "{text}");
+    ok(&[
+        "publish",
+        "/exchange/logs/any",
+        "line 1",
+        "-H",
+        "x-level:info",
+    ]);
+    let text = ok(&["peek", "log copy"]);
+    assert!(
+        text.contains("\"body\": \"line 1\"") && text.contains("\"x-level\": \"info\""),
+        "{text}"
+    );
+    let text = ok(&["delete-queue", "log copy"]);
+    assert!(text.contains("\"messages\": 1"), "{text}");
+    ok(&["unbind", "logs", "--queue", "/queue/log copy"]);
+    ok(&["delete-exchange", "logs"]);
+    for (args, expected) in [
+        (&["delete-exchange", "logs"][..], "HTTP 404"),
+        (&["declare-exchange", "x", "round-robin"][..], "HTTP 400"),
+        (&["bind", "nope", "--queue", "/queue/a"][..], "HTTP 404"),
+        (
+            &["publish", "/queue/a", "b", "-H", "no-colon"][..],
+            "expected name:value",
+        ),
+    ] {
+        let out = admin(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expected) && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
     // A wrong token: 401, one line.
     let out = Command::new(BIN)
         .args(["admin", "--api", &api, "overview"])

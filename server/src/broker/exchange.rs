@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stomp_codec::{ByteString, Headers};
 
 use super::sublist::{Sublist, check_pattern};
 use crate::ids::{SessionId, SubscriptionId};
 
 /// How an exchange picks bindings for a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExchangeKind {
     /// The routing key equals the binding key.
@@ -45,8 +45,8 @@ pub struct ExchangeConfig {
     pub bindings: Vec<BindingConfig>,
 }
 
-/// A binding as the config file declares it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A binding as the config file (or the management API) declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindingConfig {
     /// A queue to deliver to, `/queue/NAME`...
@@ -130,7 +130,9 @@ pub struct Binding {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
     /// No exchange of that name.
-    #[error("no exchange {0:?} (exchanges are declared in the config file's [[exchanges]])")]
+    #[error(
+        "no exchange {0:?} (exchanges are declared in the config file's [[exchanges]] or with the management API)"
+    )]
     Unknown(String),
     /// `/exchange/` without a name.
     #[error("destination {0:?} names no exchange: use /exchange/NAME/ROUTING_KEY")]
@@ -163,6 +165,60 @@ pub enum ExchangeError {
     /// Exchanges that route into each other in a circle.
     #[error("exchange bindings form a loop: {0}")]
     Loop(String),
+    /// A declaration for a name that exists with other settings.
+    #[error(
+        "exchange {name:?} exists with type {kind} and alternate {alternate:?}: delete it first to declare it otherwise"
+    )]
+    Exists {
+        /// The exchange.
+        name: String,
+        /// Its type now.
+        kind: &'static str,
+        /// Its alternate exchange now.
+        alternate: Option<String>,
+    },
+    /// An exchange or binding the config file declares: changed there only.
+    #[error("{0} is declared in the config file: change it there and restart")]
+    Configured(String),
+    /// An exchange other exchanges need.
+    #[error("exchange {name:?} is the alternate exchange of {by:?}: delete that one first")]
+    InUse {
+        /// The exchange.
+        name: String,
+        /// The exchange whose alternate it is.
+        by: String,
+    },
+    /// A name that cannot be an exchange's.
+    #[error(
+        "{0:?} cannot name an exchange: use 1 to 255 characters without '/' (amq.topic is built in)"
+    )]
+    BadName(String),
+    /// Unbinding what is not bound.
+    #[error("exchange {0:?} has no such binding")]
+    NoSuchBinding(String),
+    /// The declarations could not be written to disk (nothing changed).
+    #[error("cannot save the declared exchanges: {0}")]
+    Save(String),
+    /// The saved declarations could not be read at start.
+    #[error("the declared exchanges in {file} cannot be used: {why}")]
+    Load {
+        /// The file.
+        file: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl ExchangeKind {
+    /// Its name in the config file and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Headers => "headers",
+        }
+    }
 }
 
 /// One exchange and its bindings.
@@ -234,14 +290,21 @@ impl Exchange {
 
     /// Removes the bindings a subscription made.
     pub fn unbind_owner(&self, session: SessionId, subscription: &SubscriptionId) {
-        let mut b = self.bindings.write().unwrap_or_else(|e| e.into_inner());
-        let owned = |x: &Binding| {
+        self.unbind_where(|x| {
             x.owner
                 .as_ref()
                 .is_some_and(|(s, id)| *s == session && id == subscription)
-        };
-        let gone: Vec<Binding> = b.all.iter().filter(|x| owned(x)).cloned().collect();
-        b.all.retain(|x| !owned(x));
+        });
+    }
+
+    /// Removes the bindings `pick` chooses; returns how many.
+    pub fn unbind_where(&self, mut pick: impl FnMut(&Binding) -> bool) -> usize {
+        let mut b = self.bindings.write().unwrap_or_else(|e| e.into_inner());
+        let (gone, kept): (Vec<Binding>, Vec<Binding>) = std::mem::take(&mut b.all)
+            .into_iter()
+            .partition(|x| pick(x));
+        b.all = kept;
+        let count = gone.len();
         for binding in gone {
             match self.kind {
                 ExchangeKind::Topic => {
@@ -261,6 +324,7 @@ impl Exchange {
                 ExchangeKind::Fanout | ExchangeKind::Headers => {}
             }
         }
+        count
     }
 
     /// Where a message with `key` and `headers` goes from here (one hop).
@@ -330,42 +394,53 @@ pub fn build(configs: &[ExchangeConfig]) -> Result<HashMap<String, Exchange>, Ex
             return Err(ExchangeError::Unknown(alt.clone()));
         }
         for b in &c.bindings {
-            let target = match (&b.queue, &b.exchange) {
-                (Some(q), None) => {
-                    if super::DestinationKind::of(q) != Ok(super::DestinationKind::Queue) {
-                        return Err(ExchangeError::NotAQueue {
-                            exchange: c.name.clone(),
-                            target: q.clone(),
-                        });
-                    }
-                    BindTarget::Queue(q.as_str().into())
-                }
-                (None, Some(x)) => {
-                    if !out.contains_key(x) {
-                        return Err(ExchangeError::Unknown(x.clone()));
-                    }
-                    BindTarget::Exchange(x.clone())
-                }
-                _ => return Err(ExchangeError::BadTarget(c.name.clone())),
-            };
-            if c.kind == ExchangeKind::Topic {
-                check_pattern(&b.key).map_err(|e| ExchangeError::BadPattern {
-                    exchange: c.name.clone(),
-                    why: e.to_string(),
-                })?;
-            }
-            exchange.bind(Binding {
-                target,
-                key: b.key.clone(),
-                headers: HeaderMatch::from_arguments(
-                    b.arguments.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                )?,
-                owner: None,
-            })?;
+            exchange.bind(binding(exchange, b, |x| out.contains_key(x))?)?;
         }
     }
     check_loops(configs)?;
     Ok(out)
+}
+
+/// The binding `b` declares on `exchange`, checked: exactly one target, a
+/// queue that is a `/queue/NAME`, an exchange that `exists`, a topic key
+/// that is a well-formed pattern, a known `x-match`.
+pub fn binding(
+    exchange: &Exchange,
+    b: &BindingConfig,
+    exists: impl Fn(&str) -> bool,
+) -> Result<Binding, ExchangeError> {
+    let target = match (&b.queue, &b.exchange) {
+        (Some(q), None) => {
+            if super::DestinationKind::of(q) != Ok(super::DestinationKind::Queue) {
+                return Err(ExchangeError::NotAQueue {
+                    exchange: exchange.name.clone(),
+                    target: q.clone(),
+                });
+            }
+            BindTarget::Queue(q.as_str().into())
+        }
+        (None, Some(x)) => {
+            if !exists(x) {
+                return Err(ExchangeError::Unknown(x.clone()));
+            }
+            BindTarget::Exchange(x.clone())
+        }
+        _ => return Err(ExchangeError::BadTarget(exchange.name.clone())),
+    };
+    if exchange.kind == ExchangeKind::Topic {
+        check_pattern(&b.key).map_err(|e| ExchangeError::BadPattern {
+            exchange: exchange.name.clone(),
+            why: e.to_string(),
+        })?;
+    }
+    Ok(Binding {
+        target,
+        key: b.key.clone(),
+        headers: HeaderMatch::from_arguments(
+            b.arguments.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        )?,
+        owner: None,
+    })
 }
 
 /// The name of the built-in topic exchange: `/exchange/amq.topic/KEY` is

@@ -11,6 +11,7 @@ mod dedup;
 mod destination;
 mod durable_sub;
 pub mod exchange;
+pub mod exchanges;
 pub mod memory;
 mod message;
 mod policy;
@@ -137,8 +138,8 @@ pub struct Broker {
     dead_letters: Arc<DeadLetters>,
     /// Wildcard topic subscriptions.
     wildcards: wildcard::WildcardIndex,
-    /// Exchanges by name (declared in the config; their bindings change).
-    exchanges: HashMap<String, Arc<Exchange>>,
+    /// Exchanges by name (declared in the config or by the API).
+    exchanges: exchanges::Exchanges,
     /// Private subscription queues made so far, for their names.
     private_queues: AtomicU64,
 }
@@ -207,25 +208,27 @@ impl Broker {
             timers: Arc::new(Timers::default()),
             dead_letters: Arc::new(DeadLetters::default()),
             wildcards: wildcard::WildcardIndex::default(),
-            exchanges: HashMap::new(),
+            exchanges: exchanges::Exchanges::default(),
             private_queues: AtomicU64::new(0),
         }
     }
 
-    /// The same broker with these exchanges (see [`exchange::build`]).
-    pub fn with_exchanges(mut self, exchanges: HashMap<String, Exchange>) -> Broker {
-        self.exchanges = exchanges
-            .into_iter()
-            .map(|(name, x)| (name, Arc::new(x)))
-            .collect();
+    /// The same broker with these exchanges.
+    pub fn with_exchanges(mut self, exchanges: exchanges::Exchanges) -> Broker {
+        self.exchanges = exchanges;
         self
     }
 
     /// The exchange of this name.
-    pub fn exchange(&self, name: &str) -> Result<&Arc<Exchange>, ExchangeError> {
+    pub fn exchange(&self, name: &str) -> Result<Arc<Exchange>, ExchangeError> {
         self.exchanges
             .get(name)
             .ok_or_else(|| ExchangeError::Unknown(name.chars().take(100).collect()))
+    }
+
+    /// The exchanges, to declare, bind and delete while running.
+    pub fn exchanges(&self) -> &exchanges::Exchanges {
+        &self.exchanges
     }
 
     /// The same broker reading `clock` for delays and expiry (tests drive
@@ -670,7 +673,7 @@ impl Broker {
         let exchange = self.exchange(name)?;
         let mut queues: Vec<ByteString> = Vec::new();
         let mut visited = Vec::new();
-        self.resolve(exchange, key, &headers, &mut queues, &mut visited);
+        self.resolve(&exchange, key, &headers, &mut queues, &mut visited);
         if queues.is_empty() {
             self.stats.note_unroutable();
             if mandatory {
@@ -713,7 +716,7 @@ impl Broker {
         queues: &mut Vec<ByteString>,
         visited: &mut Vec<String>,
     ) {
-        // Loops are refused at start; this only guards the walk.
+        // Loops are refused when declared; this only guards the walk.
         if visited.iter().any(|v| v == exchange.name()) || visited.len() > 32 {
             return;
         }
@@ -728,7 +731,7 @@ impl Broker {
                 }
                 exchange::BindTarget::Exchange(next) => {
                     if let Ok(next) = self.exchange(&next) {
-                        self.resolve(next, key, headers, queues, visited);
+                        self.resolve(&next, key, headers, queues, visited);
                     }
                 }
             }
@@ -737,7 +740,7 @@ impl Broker {
             && let Some(alternate) = exchange.alternate()
             && let Ok(alternate) = self.exchange(alternate)
         {
-            self.resolve(alternate, key, headers, queues, visited);
+            self.resolve(&alternate, key, headers, queues, visited);
         }
     }
 
@@ -755,8 +758,7 @@ impl Broker {
     ) -> Result<(Arc<Exchange>, Arc<QueueDestination>), SubscribeError> {
         let exchange = self
             .exchange(name)
-            .map_err(|e| SubscribeError::Exchange(e.to_string()))?
-            .clone();
+            .map_err(|e| SubscribeError::Exchange(e.to_string()))?;
         let headers = exchange::HeaderMatch::from_arguments(
             arguments.iter().map(|(n, v)| (n.as_str(), v.as_str())),
         )
@@ -813,6 +815,39 @@ impl Broker {
     pub fn delete_private_queue(&self, name: &str) {
         let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
         shard.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
+    /// Deletes the queue `name` and the messages waiting in it (settled
+    /// in the journal, so they do not come back at restart). Refused while
+    /// anything uses it: a consumer, a message delivered and not yet
+    /// acknowledged, or a SEND on its way in (which holds the queue for a
+    /// moment: asked again, the delete goes through). Returns how many
+    /// messages went with it.
+    pub fn delete_queue(&self, name: &str) -> Result<usize, QueueDeleteError> {
+        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let removed = {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(Destination::Queue(q)) = map.get(name) else {
+                return Err(QueueDeleteError::NotFound(name.chars().take(200).collect()));
+            };
+            let counts = q.counts();
+            if counts.consumers > 0 || counts.unacked > 0 {
+                return Err(QueueDeleteError::InUse {
+                    consumers: counts.consumers,
+                    unacked: counts.unacked,
+                });
+            }
+            // Lookups happen under this lock: with the map's the only
+            // reference, nobody can put a message in after it goes.
+            if Arc::strong_count(q) > 1 {
+                return Err(QueueDeleteError::Busy);
+            }
+            match map.remove(name) {
+                Some(Destination::Queue(q)) => q,
+                _ => return Err(QueueDeleteError::Busy),
+            }
+        };
+        Ok(removed.purge())
     }
 
     /// Moves the messages queues gave up on to their dead-letter queues
@@ -1113,7 +1148,7 @@ impl Broker {
     }
 
     /// Every destination, each shard's taken under its lock and then let go.
-    fn all_destinations(&self) -> Vec<Destination> {
+    pub fn all_destinations(&self) -> Vec<Destination> {
         self.shards
             .iter()
             .flat_map(|shard| {
@@ -1134,6 +1169,27 @@ impl Broker {
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
     }
+}
+
+/// Why a queue was not deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueDeleteError {
+    /// No queue of that name.
+    #[error("no queue {0}")]
+    NotFound(String),
+    /// Consumers or unacknowledged messages hold it.
+    #[error(
+        "the queue has {consumers} consumer(s) and {unacked} unacknowledged message(s): close them (DELETE /api/connections/ID) first"
+    )]
+    InUse {
+        /// Its consumers.
+        consumers: u64,
+        /// Messages delivered and not yet acknowledged.
+        unacked: u64,
+    },
+    /// A SEND was putting a message in at that moment.
+    #[error("a message was arriving at that moment: try again")]
+    Busy,
 }
 
 /// One destination as an operator sees it (see [`Broker::list`]).
@@ -1177,7 +1233,7 @@ impl Broker {
                 });
             }
         }
-        for x in self.exchanges.values() {
+        for x in self.exchanges.all() {
             out.push(DestinationInfo {
                 name: format!("/exchange/{}", x.name()),
                 kind: format!("{:?}", x.kind()).to_lowercase(),

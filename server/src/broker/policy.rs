@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What applies to the topics whose names match `pattern`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicPolicy {
     /// A destination name where `*` matches any run of characters, e.g. `/topic/chat.*`.
@@ -81,7 +81,7 @@ impl TopicPolicy {
 }
 
 /// What a full queue does with one more message (RabbitMQ's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overflow {
     /// Refuse the SEND: an ERROR, or a RECEIPT with `x-error: queue-full`
@@ -96,7 +96,7 @@ pub enum Overflow {
 }
 
 /// Limits for the queues whose names match `pattern`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueuePolicy {
     /// A destination name where `*` matches any run of characters, e.g. `/queue/jobs.*`.

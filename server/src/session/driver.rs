@@ -149,6 +149,7 @@ pub async fn run_session<T: Transport>(
     );
     let memory = broker.memory().clone();
     let registration = broker.connections().register(session.id(), peer, kind);
+    session.count_in(registration.counters.clone());
     drive(
         &mut transport,
         &mut session,

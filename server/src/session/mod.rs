@@ -188,6 +188,8 @@ pub struct Session {
     temp_queues: HashMap<String, Arc<crate::broker::QueueDestination>>,
     /// Frames in and out since they were last added to the broker's metrics.
     tally: crate::metrics::FrameTally,
+    /// This connection's own counters, for the management API.
+    counters: Option<Arc<crate::registry::ConnectionCounters>>,
     /// Counts deliveries, to time one in [`LATENCY_SAMPLE`].
     rendered: u32,
     closed: bool,
@@ -232,6 +234,7 @@ impl Session {
             completion: Completion::DONE,
             temp_queues: HashMap::new(),
             tally: Default::default(),
+            counters: None,
             rendered: 0,
             closed: false,
         }
@@ -1041,11 +1044,25 @@ impl Session {
         }
     }
 
-    /// Adds the frames counted so far to the broker's metrics.
+    /// Adds the frames counted so far to the broker's metrics (and to
+    /// the connection's own counters, when it has them).
     pub fn flush_metrics(&mut self) {
         if !self.tally.is_empty() {
+            if let Some(counters) = &self.counters {
+                self.tally.add_to(counters);
+                counters.subscriptions.store(
+                    self.subscriptions.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
             self.broker.metrics().add_frames(&mut self.tally);
         }
+    }
+
+    /// Counts this connection's frames in `counters` too (the management
+    /// API lists them per connection).
+    pub fn count_in(&mut self, counters: Arc<crate::registry::ConnectionCounters>) {
+        self.counters = Some(counters);
     }
 
     /// Returns credit for auto-ack queue deliveries once they are written.

@@ -781,17 +781,20 @@ fn patterns_are_for_subscribing_and_must_be_well_formed() {
 
 #[test]
 fn destinations_are_listed_with_kind_depth_consumers_and_bindings() {
-    let exchanges = crate::broker::exchange::build(&[crate::broker::ExchangeConfig {
-        name: "orders".into(),
-        kind: crate::broker::ExchangeKind::Topic,
-        alternate_exchange: None,
-        bindings: vec![crate::broker::exchange::BindingConfig {
-            queue: Some("/queue/eu".into()),
-            exchange: None,
-            key: "orders.eu.*".into(),
-            arguments: Default::default(),
+    let exchanges = crate::broker::exchanges::Exchanges::new(
+        &[crate::broker::ExchangeConfig {
+            name: "orders".into(),
+            kind: crate::broker::ExchangeKind::Topic,
+            alternate_exchange: None,
+            bindings: vec![crate::broker::exchange::BindingConfig {
+                queue: Some("/queue/eu".into()),
+                exchange: None,
+                key: "orders.eu.*".into(),
+                arguments: Default::default(),
+            }],
         }],
-    }])
+        None,
+    )
     .expect("valid");
     let b = Arc::new(Broker::new().with_exchanges(exchanges));
     let mut c = Client::connected(&b);

@@ -11,6 +11,9 @@ use stomp_codec::{Command, Frame};
 use crate::bench::client::{Reader, Writer, connect};
 use crate::bench::{BenchError, Credentials, Target};
 
+mod admin;
+pub use admin::{AdminArgs, AdminCommand, admin};
+
 /// Where and as whom to connect.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
@@ -329,146 +332,5 @@ pub async fn subscribe(args: SubscribeArgs) -> Result<(), BenchError> {
         seen += 1;
     }
     let _ = writer.send(Frame::new(Command::Disconnect)).await;
-    Ok(())
-}
-
-/// `stompbox admin`: the management API from the command line.
-#[derive(Args, Debug, Clone)]
-pub struct AdminArgs {
-    /// The management API's address.
-    #[arg(long, default_value = "http://127.0.0.1:15670", env = "STOMPBOX_API")]
-    pub api: String,
-    /// A file holding the bearer token (as the broker's management_token_file).
-    #[arg(long, env = "STOMPBOX_MANAGEMENT_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
-    /// The bearer token itself; from the environment it stays out of the process list.
-    #[arg(long, env = "STOMPBOX_MANAGEMENT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: AdminCommand,
-}
-
-/// The management calls `stompbox admin` makes.
-#[derive(clap::Subcommand, Debug, Clone)]
-pub enum AdminCommand {
-    /// Version, uptime, connections, memory, messages.
-    Overview,
-    /// The open connections.
-    Connections,
-    /// Close a connection by id (it gets an ERROR saying why).
-    Close {
-        /// The connection's id (from `connections`).
-        id: u64,
-    },
-    /// Every queue, topic and exchange, with counts.
-    List,
-    /// Drop every waiting message of a queue.
-    Purge {
-        /// The queue, without /queue/.
-        queue: String,
-    },
-    /// Show waiting messages of a queue without taking them.
-    Peek {
-        /// The queue, without /queue/.
-        queue: String,
-        /// How many.
-        #[arg(short = 'n', long, default_value_t = 10)]
-        count: usize,
-    },
-    /// Send dead letters back to the destination they were first sent to.
-    MoveBack {
-        /// The dead-letter queue, without /queue/.
-        queue: String,
-        /// How many at most.
-        #[arg(short = 'n', long, default_value_t = 100)]
-        count: usize,
-    },
-}
-
-/// One call of the management API, its JSON printed on standard output.
-pub async fn admin(args: AdminArgs) -> Result<(), BenchError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.trim().to_string(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| BenchError::Usage(format!("--token-file {}: {e}", path.display())))?
-            .trim()
-            .to_string(),
-        (None, None) => {
-            return Err(BenchError::Usage(
-                "the management API needs a token: --token-file FILE or STOMPBOX_MANAGEMENT_TOKEN"
-                    .into(),
-            ));
-        }
-    };
-    let authority = args
-        .api
-        .strip_prefix("http://")
-        .ok_or_else(|| {
-            BenchError::Usage(format!("--api {:?}: expected http://host:port", args.api))
-        })?
-        .trim_end_matches('/');
-    let (method, path, body) = match &args.command {
-        AdminCommand::Overview => ("GET", "/api/overview".to_string(), String::new()),
-        AdminCommand::Connections => ("GET", "/api/connections".into(), String::new()),
-        AdminCommand::Close { id } => ("DELETE", format!("/api/connections/{id}"), String::new()),
-        AdminCommand::List => ("GET", "/api/destinations".into(), String::new()),
-        AdminCommand::Purge { queue } => {
-            ("POST", format!("/api/queues/{queue}/purge"), String::new())
-        }
-        AdminCommand::Peek { queue, count } => (
-            "GET",
-            format!("/api/queues/{queue}/messages?count={count}"),
-            String::new(),
-        ),
-        AdminCommand::MoveBack { queue, count } => (
-            "POST",
-            format!("/api/queues/{queue}/move-back"),
-            format!("{{\"count\": {count}}}"),
-        ),
-    };
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(authority)
-            .await
-            .map_err(|e| BenchError::Connect(format!("{authority}: {e}")))?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| BenchError::Io(e.to_string()))?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| BenchError::Io(e.to_string()))?;
-        Ok::<_, BenchError>(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = within(
-        Duration::from_secs(30),
-        "waiting for the management API",
-        exchange,
-    )
-    .await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| BenchError::Protocol("not an HTTP response".into()))?;
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| BenchError::Protocol("no HTTP status".into()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| BenchError::Protocol(format!("not JSON ({e})")))?;
-    if status != 200 {
-        let message = json["error"].as_str().unwrap_or("no error message");
-        return Err(BenchError::Api(format!("HTTP {status}: {message}")));
-    }
-    let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
-    writeln!(std::io::stdout(), "{pretty}")
-        .map_err(|e| BenchError::Io(format!("writing standard output: {e}")))?;
     Ok(())
 }
