@@ -4,12 +4,16 @@
 //! listed in `management_users`; anything else is a 401 with a JSON error.
 //!
 //! - `GET /api/overview`: version, uptime, connections, memory, journal, counts.
-//! - `GET /api/connections`, `DELETE /api/connections/{id}` (closes it with an ERROR).
-//! - `GET /api/destinations`: every queue, topic and exchange with its counts.
-//! - `GET /api/queues/{name}`, `POST /api/queues/{name}/purge`,
+//! - `GET /api/connections` (counters and rates), `DELETE /api/connections/{id}`
+//!   (closes it with an ERROR).
+//! - `GET /api/destinations`: every queue, topic and exchange with its
+//!   counts, rates and policy.
+//! - `GET|DELETE /api/queues/{name}`, `POST /api/queues/{name}/purge`,
 //!   `GET /api/queues/{name}/messages?count=N` (peek, left in place),
 //!   `POST /api/queues/{name}/move-back` (dead letters back to where they
-//!   were first sent: `{"count": N}`).
+//!   were first sent: `{"count": N}`) — see `queues`.
+//! - `GET /api/exchanges`, `GET|PUT|DELETE /api/exchanges/{name}`,
+//!   `POST|DELETE /api/exchanges/{name}/bindings` — see `exchanges`.
 //! - `POST /api/publish`: `{"destination": ..., "body": ..., "headers": {...}}`.
 
 use std::net::SocketAddr;
