@@ -110,3 +110,52 @@ test("a queue's depth rises and falls, purge empties it, the console gets a RECE
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test("an exchange is declared, a queue bound, a routed message seen, then unbound, deleted, and a queue deleted", async () => {
+  const { context, page, errors } = await adminPage();
+  await page.fill("#token", TOKEN);
+  await page.click("#signin button[type=submit]");
+  await page.locator("#dashboard").waitFor();
+
+  await page.fill("#declare-name", "orders");
+  await page.selectOption("#declare-type", "topic");
+  await page.click("#declare button[type=submit]");
+  const orders = page.locator('#exchanges tr[data-exchange="orders"]');
+  await orders.filter({ hasText: "topic" }).waitFor();
+
+  await page.fill("#bind-exchange", "orders");
+  await page.fill("#bind-queue", "/queue/orders-eu");
+  await page.fill("#bind-key", "eu.*");
+  await page.click("#bind button[type=submit]");
+  await orders.filter({ hasText: "eu.* → /queue/orders-eu" }).waitFor();
+
+  const producer = new TcpStomp(broker.tcpPort);
+  await producer.open();
+  producer.send("CONNECT", { "accept-version": "1.2", host: "localhost" });
+  await producer.waitFor((f) => f.command === "CONNECTED", "CONNECTED");
+  producer.send("SEND", { destination: "/exchange/orders/eu.paid", receipt: "routed" }, "order 1");
+  await producer.waitFor((f) => f.headers["receipt-id"] === "routed", "the receipt");
+  const depth = page.locator('#queues tr[data-queue="/queue/orders-eu"] td[data-field="messages"]');
+  await depth.filter({ hasText: /^1$/ }).waitFor();
+  await page.screenshot({ path: `${SHOTS}admin-exchanges.png` });
+
+  // A refusal is shown, not thrown: the same name with another type.
+  await page.fill("#declare-name", "orders");
+  await page.selectOption("#declare-type", "fanout");
+  await page.click("#declare button[type=submit]");
+  await page.locator("#notice.error", { hasText: "exists with type topic" }).waitFor();
+
+  await orders.getByRole("button", { name: "Unbind" }).click();
+  await orders.filter({ hasNotText: "/queue/orders-eu" }).waitFor();
+  page.once("dialog", (d) => d.accept());
+  await orders.getByRole("button", { name: "Delete" }).click();
+  await orders.waitFor({ state: "detached" });
+
+  page.once("dialog", (d) => d.accept());
+  await page.locator('#queues tr[data-queue="/queue/orders-eu"]').getByRole("button", { name: "Delete" }).click();
+  await page.locator('#queues tr[data-queue="/queue/orders-eu"]').waitFor({ state: "detached" });
+  producer.close?.();
+  // The refused declaration's 409 is the only error the browser logs.
+  assert.ok(errors.every((e) => e.includes("409")), errors.join("\n"));
+  await context.close();
+});

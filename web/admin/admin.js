@@ -101,12 +101,17 @@ function push(list, value) {
   if (list.length > SAMPLES) list.shift();
 }
 
+// The outcome of the last action stays in view (the status line is
+// rewritten by every refresh).
 async function act(what, call) {
+  const notice = $("notice");
   try {
     const result = await call();
-    $("status").textContent = `${what}: ${JSON.stringify(result)}`;
+    notice.textContent = `${what}: ${JSON.stringify(result)}`;
+    notice.classList.remove("error");
   } catch (e) {
-    $("status").textContent = `${what} failed: ${e.message}`;
+    notice.textContent = `${what} failed: ${e.message}`;
+    notice.classList.add("error");
   }
   await refresh().catch(() => {});
 }
@@ -125,10 +130,11 @@ async function peek(name) {
 }
 
 async function refresh() {
-  const [overview, destinations, connections] = await Promise.all([
+  const [overview, destinations, connections, exchanges] = await Promise.all([
     api("GET", "/api/overview"),
     api("GET", "/api/destinations"),
     api("GET", "/api/connections"),
+    api("GET", "/api/exchanges"),
   ]);
   wsUrl = overview.ws_url;
   $("status").textContent = `signed in · stompbox ${overview.version} · up ${overview.uptime_secs} s`;
@@ -174,9 +180,12 @@ async function refresh() {
       cell(row, q.bytes);
       cell(row, q.consumers);
       cell(row, q.unacked);
+      cell(row, q.publish_rate);
+      cell(row, q.deliver_rate);
       cell(row, q.published);
       cell(row, q.delivered);
       cell(row, Object.values(q.dead).reduce((a, b) => a + b, 0));
+      cell(row, q.policy);
       const actions = cell(row, "");
       actions.append(
         button("Peek", () => peek(short).catch((e) => ($("status").textContent = e.message))),
@@ -186,6 +195,11 @@ async function refresh() {
           }
         }),
         button("Move back", () => act(`move back ${q.name}`, () => api("POST", `/api/queues/${encodeURIComponent(short)}/move-back`, { count: 100 }))),
+        button("Delete", () => {
+          if (confirm(`Delete ${q.name} and its ${q.messages} waiting messages?`)) {
+            act(`delete ${q.name}`, () => api("DELETE", `/api/queues/${encodeURIComponent(short)}`));
+          }
+        }),
       );
       return row;
     }),
@@ -196,9 +210,45 @@ async function refresh() {
       const row = document.createElement("tr");
       cell(row, t.name);
       cell(row, t.subscribers);
+      cell(row, t.publish_rate);
       cell(row, t.published);
       cell(row, t.delivered);
       cell(row, t.dropped);
+      cell(row, t.policy?.pattern ?? "");
+      return row;
+    }),
+  );
+  fill(
+    $("exchanges").tBodies[0],
+    exchanges.exchanges.map((x) => {
+      const row = document.createElement("tr");
+      row.dataset.exchange = x.name;
+      cell(row, x.configured ? `${x.name} (config file)` : x.name);
+      cell(row, x.type);
+      const list = document.createElement("ul");
+      for (const b of x.bindings) {
+        const li = document.createElement("li");
+        const target = b.queue ?? `/exchange/${b.exchange}`;
+        li.textContent = `${b.key || "(any key)"} → ${target}${b.subscription ? " (a subscription's)" : ""} `;
+        if (!b.subscription) {
+          const body = { key: b.key, arguments: b.arguments ?? {} };
+          if (b.queue) body.queue = b.queue;
+          else body.exchange = b.exchange;
+          li.append(button("Unbind", () => act(`unbind ${target}`, () => api("DELETE", `/api/exchanges/${encodeURIComponent(x.name)}/bindings`, body))));
+        }
+        list.append(li);
+      }
+      cell(row, "").append(list);
+      const actions = cell(row, "");
+      if (!x.configured) {
+        actions.append(
+          button("Delete", () => {
+            if (confirm(`Delete exchange ${x.name} and its bindings?`)) {
+              act(`delete exchange ${x.name}`, () => api("DELETE", `/api/exchanges/${encodeURIComponent(x.name)}`));
+            }
+          }),
+        );
+      }
       return row;
     }),
   );
@@ -211,11 +261,26 @@ async function refresh() {
       cell(row, c.transport);
       cell(row, c.login ?? "(connecting)");
       cell(row, new Date(c.opened_at_ms).toLocaleTimeString());
+      cell(row, c.subscriptions);
+      cell(row, c.send_rate);
+      cell(row, c.deliver_rate);
       cell(row, "").append(button("Close", () => act(`close ${c.id}`, () => api("DELETE", `/api/connections/${c.id}`))));
       return row;
     }),
   );
 }
+
+$("declare").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("declare-name").value.trim();
+  act(`declare ${name}`, () => api("PUT", `/api/exchanges/${encodeURIComponent(name)}`, { type: $("declare-type").value }));
+});
+$("bind").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const exchange = $("bind-exchange").value.trim();
+  const body = { queue: $("bind-queue").value.trim(), key: $("bind-key").value };
+  act(`bind ${exchange}`, () => api("POST", `/api/exchanges/${encodeURIComponent(exchange)}/bindings`, body));
+});
 
 // The STOMP console: one WebSocket to the broker, frames as typed.
 let socket = null;
