@@ -15,6 +15,9 @@
 #             TLS listener; docs/benchmarks-tls.md)
 #        ONLY=cli scripts/bench-compare.sh (`stompbox send`/`subscribe`
 #             against RabbitMQ: the command-line client works with a peer)
+#        ONLY=metrics scripts/bench-compare.sh (queue throughput with /metrics
+#             and the management API polled every second, against none, in
+#             one run; docs/benchmarks-metrics.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,7 +88,7 @@ start_stompbox() {
   [ -n "${WITH_TLS:-}" ] && tls=(--tls-cert "$WORK/tls/server.pem" --tls-key "$WORK/tls/server.key" --tls-listen 127.0.0.1:62616 --https-listen 127.0.0.1:25676)
   target/release/stompbox --tcp-listen 127.0.0.1:62613 --http-listen 127.0.0.1:25674 --log warn \
     --max-connections-per-ip 1000000 --data-dir "$WORK/stompbox-data" ${STOMPBOX_MODE:---in-memory} \
-    "${tls[@]}" 2> "$WORK/stompbox.log" &
+    "${tls[@]}" ${STOMPBOX_EXTRA:-} 2> "$WORK/stompbox.log" &
   PIDS+=($!)
   BROKER_PID=$!
   wait_port 62613
@@ -300,6 +303,56 @@ tls() {
   stop_broker
 }
 
+# What collecting metrics costs: queue throughput while a scraper reads
+# /metrics and the admin page's three API calls every second (Prometheus'
+# usual interval is 15 s; the admin page polls every 2 s), against the same
+# broker unobserved, alternating, five runs each, with 1,000 other queues
+# holding a message each so that every scrape has destinations to walk.
+metrics_cost() {
+  # Runs of several seconds, so each observed one sees several scrapes.
+  local q=(queue -p 2 -c 2 -n $(( QUEUE_N * 10 )) -s 128) token="$WORK/api.token"
+  head -c 48 /dev/urandom | base64 | tr -d '\n' > "$token"
+  log "metrics: Stompbox with /metrics and the management API polled"
+  STOMPBOX_EXTRA="--management-listen 127.0.0.1:25670 --management-token-file $token" start_stompbox
+  wait_port 25670
+  python3 - <<'PY'
+import socket
+s = socket.create_connection(("127.0.0.1", 62613))
+s.sendall(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+s.sendall(b"".join(b"SEND\ndestination:/queue/metrics-pad-%d\n\nx\0" % i for i in range(1000)))
+s.sendall(b"DISCONNECT\nreceipt:done\n\n\0")
+got = b""
+while b"receipt-id:done" not in got:
+    chunk = s.recv(65536)
+    if not chunk:
+        raise SystemExit("the broker closed before the receipt")
+    got += chunk
+PY
+  target/release/stompbox bench --url stomp://127.0.0.1:62613 queue -n 20000 > /dev/null 2>&1 || true
+  local scraper
+  # The broker's CPU time for 100 rounds, read from /proc: what one costs.
+  local ticks_before ticks_after hz
+  hz=$(getconf CLK_TCK)
+  ticks_before=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat")
+  python3 scripts/bench/scrape.py 127.0.0.1:25674 127.0.0.1:25670 "$token" 600 100
+  ticks_after=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat")
+  local round_ms=$(( (ticks_after - ticks_before) * 1000 * 10 / hz / 100 ))
+  for _ in 1 2 3 4 5 6 7; do
+    SCENARIO_AS=queue-unobserved run stompbox tcp -- --url stomp://127.0.0.1:62613 "${q[@]}"
+    # One process with kept-alive connections, as Prometheus scrapes: a
+    # curl forked per call would cost this 2-core machine more than the scrape.
+    python3 scripts/bench/scrape.py 127.0.0.1:25674 127.0.0.1:25670 "$token" 600 &
+    scraper=$!
+    SCENARIO_AS=queue-observed run stompbox tcp -- --url stomp://127.0.0.1:62613 "${q[@]}"
+    kill "$scraper" 2>/dev/null || true
+    wait "$scraper" 2>/dev/null || true
+  done
+  local series
+  series=$(curl -sf http://127.0.0.1:25674/metrics | grep -vc '^#' || true)
+  echo "{\"broker\": \"stompbox\", \"transport\": \"tcp\", \"scenario\": \"metrics-series\", \"results\": {\"series\": $series, \"round_ms_x10\": $round_ms}}" >> "$RESULTS"
+  stop_broker
+}
+
 # The command-line client against RabbitMQ: a message sent with
 # `stompbox send` comes back out of `stompbox subscribe`, headers and all.
 cli_check() {
@@ -327,6 +380,13 @@ if [ "${ONLY:-}" = delivery ]; then
   delivery
   python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-delivery.md docs/benchmarks-delivery.svg
   log "wrote docs/benchmarks-delivery.md"
+  exit 0
+fi
+
+if [ "${ONLY:-}" = metrics ]; then
+  metrics_cost
+  python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-metrics.md docs/benchmarks-metrics.svg
+  log "wrote docs/benchmarks-metrics.md"
   exit 0
 fi
 
