@@ -239,17 +239,27 @@ fn parse_topic_options(frame: &Frame) -> Result<TopicOptions, SessionError> {
             })
             .transpose()
     };
-    let recovery = match (number("x-since")?, number("x-history")?) {
-        (Some(position), _) => Some(Recovery::Since {
-            epoch: frame
-                .headers
-                .get("x-since-epoch")
-                .unwrap_or_default()
-                .to_string(),
+    let epoch = || {
+        frame
+            .headers
+            .get("x-since-epoch")
+            .unwrap_or_default()
+            .to_string()
+    };
+    let history = number("x-history")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let recovery = match (number("x-history-before")?, number("x-since")?, history) {
+        // Older history, a page at a time: the client scrolled up.
+        (Some(position), _, n) => Some(Recovery::Before {
+            epoch: epoch(),
+            position,
+            n: n.unwrap_or(50),
+        }),
+        (None, Some(position), _) => Some(Recovery::Since {
+            epoch: epoch(),
             position,
         }),
-        (None, Some(n)) => Some(Recovery::Last(usize::try_from(n).unwrap_or(usize::MAX))),
-        (None, None) => None,
+        (None, None, Some(n)) => Some(Recovery::Last(n)),
+        (None, None, None) => None,
     };
     let presence = match frame.headers.get("x-presence") {
         None => None,

@@ -79,6 +79,58 @@ async fn history_then_live_without_gap_or_duplicate() {
 }
 
 #[tokio::test]
+async fn older_history_comes_a_page_at_a_time_before_a_position() {
+    let server = TestServer::default().await;
+    let mut p = server.client(Via::Tcp).await;
+    publish_n(&mut p, "/topic/chat.pages", 0, 10).await;
+    let mut c = server.client(Via::Ws).await;
+    c.subscribe("now", "/topic/chat.pages", "auto", &[("x-history", "3")])
+        .await;
+    let (latest, marker) = until_recovery(&mut c).await;
+    assert_eq!(latest.iter().map(position).collect::<Vec<_>>(), [8, 9, 10]);
+    assert_eq!(marker.headers.get("x-history-oldest"), Some("1"));
+    let epoch = marker.headers.get("x-stream-epoch").unwrap().to_string();
+    // Scrolled up: the four before position 8, then the rest.
+    for (before, expected) in [("8", vec![4, 5, 6, 7]), ("4", vec![1, 2, 3])] {
+        c.send(frame(
+            Command::Subscribe,
+            &[
+                ("id", "older"),
+                ("destination", "/topic/chat.pages"),
+                ("x-history-before", before),
+                ("x-history", "4"),
+                ("x-since-epoch", &epoch),
+            ],
+        ))
+        .await;
+        let (page, marker) = until_recovery(&mut c).await;
+        assert_eq!(page.iter().map(position).collect::<Vec<_>>(), expected);
+        assert!(
+            page.iter()
+                .all(|m| m.headers.get("subscription") == Some("older"))
+        );
+        assert_eq!(marker.headers.get("x-recovery"), Some("complete"));
+        c.send_confirmed(frame(Command::Unsubscribe, &[("id", "older")]), before)
+            .await;
+    }
+    // Another run's position: nothing, and a gap.
+    c.send(frame(
+        Command::Subscribe,
+        &[
+            ("id", "old-run"),
+            ("destination", "/topic/chat.pages"),
+            ("x-history-before", "5"),
+            ("x-since-epoch", "another-run"),
+        ],
+    ))
+    .await;
+    let (page, marker) = until_recovery(&mut c).await;
+    assert!(page.is_empty());
+    assert_eq!(marker.headers.get("x-recovery"), Some("gap"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn recovery_after_a_disconnect_delivers_exactly_what_was_missed() {
     let server = TestServer::default().await;
     let mut p = server.client(Via::Tcp).await;

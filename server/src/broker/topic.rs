@@ -29,6 +29,18 @@ pub enum Recovery {
         /// The last position the client has.
         position: u64,
     },
+    /// The last `n` kept messages before `position` of `epoch`
+    /// (`x-history-before`, `x-since-epoch`, `x-history`): older history,
+    /// a page at a time. The marker after them says `x-history-oldest`,
+    /// the oldest position kept, so the client knows when to stop asking.
+    Before {
+        /// The broker run the position belongs to.
+        epoch: String,
+        /// The oldest position the client has.
+        position: u64,
+        /// How many at most.
+        n: usize,
+    },
 }
 
 /// A subscriber announcing itself (`x-presence`, `x-presence-meta`).
@@ -343,11 +355,18 @@ impl TopicDestination {
                 });
             }
             let head = (state.next_position - 1).to_string();
+            let oldest = self
+                .history(&state, Instant::now())
+                .next()
+                .and_then(|k| k.message.stream.as_ref())
+                .map_or(state.next_position, |p| p.position)
+                .to_string();
             let marker = self.control(
                 &[
                     ("x-recovery", if complete { "complete" } else { "gap" }),
                     ("x-stream-epoch", &self.epoch),
                     ("x-stream-position", &head),
+                    ("x-history-oldest", &oldest),
                 ],
                 Bytes::new(),
             );
@@ -711,6 +730,17 @@ impl TopicDestination {
             // Another broker run: positions do not compare. Everything kept is
             // new to the client, and what it missed in between is unknown.
             Recovery::Since { .. } => (all().collect(), false),
+            Recovery::Before { epoch, position, n } => {
+                // Another run's positions say nothing about this one's.
+                if *epoch != *self.epoch {
+                    return (Vec::new(), false);
+                }
+                let older: Vec<Arc<Message>> = all()
+                    .filter(|m| m.stream.as_ref().is_some_and(|s| s.position < *position))
+                    .collect();
+                let skip = older.len().saturating_sub(*n);
+                (older.into_iter().skip(skip).collect(), true)
+            }
         }
     }
 
