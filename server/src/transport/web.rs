@@ -28,6 +28,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../web/stomp.js"),
     ),
     (
+        "/view.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../../web/view.js"),
+    ),
+    (
         "/favicon.svg",
         "image/svg+xml",
         include_bytes!("../../../web/favicon.svg"),
