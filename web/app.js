@@ -87,6 +87,7 @@ client.onerror = ({ message }) => {
 function showLogin(visible, why = "", reason = "") {
   $("login").hidden = !visible;
   $("chat").hidden = visible || conversations.size === 0;
+  $("me").hidden = visible;
   if (!visible) return;
   const text = $("login-error");
   text.textContent = why;
@@ -102,7 +103,6 @@ function showLogin(visible, why = "", reason = "") {
 function connect() {
   client.connectHeaders = me.login ? { login: me.login, passcode: password ?? "" } : {};
   client.connect();
-  $("me").hidden = false;
   $("me").textContent = me.login ? `signed in as ${me.login}` : `guest: ${me.nick}`;
   $("sign-out").hidden = false;
   if (me.login && !dmSubscription) {
@@ -319,6 +319,7 @@ function onPresence(c, event, body) {
       // Back within the grace: a reload or a reconnect, not a leave and a join.
       clearTimeout(pending);
       c.pendingLeaves.delete(name);
+      notePending();
     } else {
       addItem(c, { kind: "system", text: `${name} joined`, time: new Date() });
     }
@@ -330,11 +331,20 @@ function onPresence(c, event, body) {
       clearTimeout(c.pendingLeaves.get(name));
       c.pendingLeaves.set(name, setTimeout(() => {
         c.pendingLeaves.delete(name);
+        notePending();
         addItem(c, { kind: "system", text: `${name} left`, time: new Date() });
       }, LEAVE_GRACE_MS));
+      notePending();
     }
   }
   if (c.key === active) renderPresence();
+}
+
+/** How many leaves wait out their grace, for whoever inspects the page (tests). */
+function notePending() {
+  let n = 0;
+  for (const c of conversations.values()) n += c.pendingLeaves?.size ?? 0;
+  document.body.dataset.pendingLeaves = String(n);
 }
 
 function addItem(c, item) {
@@ -592,6 +602,50 @@ $("join-form").addEventListener("submit", (event) => {
 });
 
 $("leave").addEventListener("click", leave);
+
+// The room directory: the broker lists the rooms that exist (and that
+// this login may read) once per subscription; asking again refreshes it.
+$("browse").addEventListener("click", () => {
+  const list = $("directory");
+  if (!list.hidden) {
+    list.hidden = true;
+    $("browse").setAttribute("aria-expanded", "false");
+    return;
+  }
+  const sub = client.subscribe("/sys/rooms", (frame) => {
+    sub.unsubscribe();
+    let rooms = [];
+    try {
+      rooms = JSON.parse(frame.body);
+    } catch {
+      rooms = [];
+    }
+    const entries = rooms.filter((r) => ROOM_PATTERN.test(r.name)).map((r) => {
+      const li = document.createElement("li");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.room = r.name;
+      const name = document.createElement("span");
+      name.textContent = `# ${r.name}`;
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = String(r.subscribers);
+      count.setAttribute("aria-label", `${r.subscribers} here`);
+      b.append(name, count);
+      b.addEventListener("click", () => joinRoom(r.name));
+      li.append(b);
+      return li;
+    });
+    if (entries.length === 0) {
+      const li = document.createElement("li");
+      li.textContent = "No rooms yet: join one by name above.";
+      entries.push(li);
+    }
+    list.replaceChildren(...entries);
+    list.hidden = false;
+    $("browse").setAttribute("aria-expanded", "true");
+  });
+});
 
 $("people-toggle").addEventListener("click", () => {
   const open = $("people").classList.toggle("open");

@@ -3,6 +3,7 @@
 //! protocol rule here can be tested by feeding frames.
 
 mod auth;
+mod directory;
 pub mod driver;
 mod durable;
 mod heartbeat;
@@ -128,6 +129,8 @@ enum Subscription {
         exchange: Arc<crate::broker::Exchange>,
         queue: Arc<crate::broker::QueueDestination>,
     },
+    /// The room directory (`/sys/rooms`): one MESSAGE, nothing to stop.
+    Directory,
 }
 
 impl Subscription {
@@ -141,6 +144,7 @@ impl Subscription {
                 exchange.unbind_owner(session, id);
                 queue.unsubscribe(session, id);
             }
+            Subscription::Directory => {}
         }
     }
 
@@ -878,6 +882,21 @@ impl Session {
             ack_timeout_ms,
             selector,
         };
+        if &*destination == directory::ROOMS {
+            let body = directory::rooms(&self.broker, |room| {
+                self.permit(Permission::Read, room).is_ok()
+            });
+            self.outbox.push_frame(
+                Frame::new(Command::Message)
+                    .header("subscription", id.as_str())
+                    .header("destination", directory::ROOMS)
+                    .header("message-id", format!("rooms-{}-{}", self.id, id.as_str()))
+                    .header("content-type", "application/json")
+                    .body(body),
+            );
+            self.subscriptions.insert(id, Subscription::Directory);
+            return Ok(Flow::Continue);
+        }
         if destination.starts_with(crate::broker::PRIVATE_PREFIX)
             || destination.starts_with(RESERVED_TOPICS)
         {

@@ -946,3 +946,64 @@ fn user_destinations_reach_every_connection_of_that_login_only() {
     let e = anon.error(subscribe("inbox", "/user/inbox", "auto"));
     assert!(e.headers.get("message").unwrap().contains("log in"));
 }
+
+#[test]
+fn the_room_directory_lists_rooms_with_subscribers_that_the_login_may_read() {
+    use crate::security::permissions::Grants;
+    let b = broker();
+    let mut permissions = crate::security::permissions::PermissionTable::new();
+    permissions.insert(
+        "*".into(),
+        Grants {
+            read: vec!["/topic/chat.*".into(), "/sys/rooms".into()],
+            write: vec!["/topic/chat.*".into()],
+            configure: vec![],
+        },
+    );
+    permissions.insert(
+        "ana".into(),
+        Grants {
+            read: vec!["/topic/chat.general".into(), "/sys/rooms".into()],
+            write: vec![],
+            configure: vec![],
+        },
+    );
+    let settings = SessionSettings {
+        users: users_with_password_pw(&["ana", "bob", "cy"]),
+        permissions,
+        ..SessionSettings::default()
+    };
+    let mut bob = logged_in(&b, &settings, "bob");
+    let mut cy = logged_in(&b, &settings, "cy");
+    bob.send(subscribe("g", "/topic/chat.general", "auto"));
+    cy.send(subscribe("g", "/topic/chat.general", "auto"));
+    bob.send(subscribe("r", "/topic/chat.random", "auto"));
+    bob.send(subscribe("n", "/topic/news", "auto"));
+    let rooms = |c: &mut Client| -> serde_json::Value {
+        c.send(subscribe("dir", "/sys/rooms", "auto").header("receipt", "listed"));
+        let frames = c.frames();
+        let m = frames
+            .iter()
+            .find(|f| f.command == Command::Message)
+            .unwrap_or_else(|| panic!("no directory in {frames:?}"));
+        assert_eq!(m.headers.get("subscription"), Some("dir"));
+        assert_eq!(m.headers.get("content-type"), Some("application/json"));
+        c.send(frame("UNSUBSCRIBE", &[("id", "dir")]));
+        serde_json::from_slice(&m.body).expect("JSON")
+    };
+    assert_eq!(
+        rooms(&mut bob),
+        serde_json::json!([
+            { "name": "general", "destination": "/topic/chat.general", "subscribers": 2 },
+            { "name": "random", "destination": "/topic/chat.random", "subscribers": 1 },
+        ])
+    );
+    // Ana may read only the general room: that is all she is shown.
+    let mut ana = logged_in(&b, &settings, "ana");
+    assert_eq!(
+        rooms(&mut ana),
+        serde_json::json!([
+            { "name": "general", "destination": "/topic/chat.general", "subscribers": 2 },
+        ])
+    );
+}
