@@ -32,6 +32,10 @@ let active = null;
 let pinned = true; // the reader is at the newest message
 let dmSubscription = null;
 let connectedOnce = false;
+// Where the operator's sign-in service hands out tokens (config.json), and
+// the timer that fetches a fresh one before the current one expires.
+let tokenUrl = null;
+let renewTimer = null;
 
 const client = new StompClient(wsUrl.href);
 // A handle for the browser console (and the browser tests): window.stompbox.client.
@@ -410,6 +414,9 @@ function prepend(c, batch) {
 
 function appendMessage(item, previous) {
   const list = $("messages");
+  // Where the reader is now, not as of the last scroll event (which comes
+  // a frame late): at the bottom, the list follows; above it, a button says so.
+  pinned = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const separator = separatorBefore(item, previous);
   if (separator) list.append(separator);
   list.append(messageElement(item));
@@ -676,6 +683,66 @@ function start(rooms, focus) {
   if (first) switchTo(`room:${first}`);
   $("text").focus();
 }
+
+/** A token from the operator's sign-in service, with who it is for and until when. */
+async function fetchToken() {
+  const response = await fetch(tokenUrl, { credentials: "include" });
+  if (!response.ok) throw new Error(`the sign-in service answered HTTP ${response.status}`);
+  const text = await response.text();
+  let token;
+  try {
+    token = JSON.parse(text).token;
+  } catch {
+    token = text.trim();
+  }
+  const payload = typeof token === "string" ? token.split(".")[1] : undefined;
+  if (!payload) throw new Error("the sign-in service sent no token");
+  const claims = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/")));
+  return { token, sub: String(claims.sub ?? ""), exp: Number(claims.exp) };
+}
+
+/** Fetches a fresh token at four fifths of this one's life and hands it to the broker. */
+function scheduleRenewal(exp) {
+  clearTimeout(renewTimer);
+  const left = exp * 1000 - Date.now();
+  renewTimer = setTimeout(async () => {
+    try {
+      const t = await fetchToken();
+      password = t.token;
+      client.connectHeaders = { login: me.login, passcode: t.token };
+      scheduleRenewal(t.exp);
+      if (client.state === "connected") await client.send("/sys/token", t.token);
+      document.body.dataset.tokenRenewals = String(Number(document.body.dataset.tokenRenewals ?? 0) + 1);
+    } catch (e) {
+      showNotice(`Could not renew the sign-in: ${e.message}`);
+    }
+  }, Math.max(1000, left * 0.8));
+}
+
+$("token-signin").addEventListener("click", async () => {
+  const room = $("first-room").value.trim().toLowerCase();
+  if (showFormError("login-error", ROOM_PATTERN.test(room) ? "" : ROOM_RULE)) return;
+  try {
+    const t = await fetchToken();
+    if (!t.sub) throw new Error("the token names nobody (no sub)");
+    me.login = t.sub;
+    password = t.token;
+    scheduleRenewal(t.exp);
+  } catch (e) {
+    showFormError("login-error", `Could not sign in: ${e.message}`);
+    return;
+  }
+  if (conversations.size > 0) connect();
+  else start([room], room);
+});
+
+fetch("config.json")
+  .then((r) => (r.ok ? r.json() : {}))
+  .then((c) => {
+    tokenUrl = typeof c.token_url === "string" ? c.token_url : null;
+    $("token-signin").hidden = !tokenUrl;
+  })
+  .catch(() => {});
 
 $("login-form").addEventListener("submit", (event) => {
   event.preventDefault();

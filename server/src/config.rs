@@ -27,6 +27,11 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// A folder served at `/` instead of the chat page built into the binary.
     pub web_root: Option<PathBuf>,
+    /// Where the chat page gets a token to log in with (a JSON `{"token":
+    /// ...}` answer, fetched with the browser's cookies for that site): the
+    /// operator's sign-in service. The page then offers "Sign in with your
+    /// account" and renews the token before it expires.
+    pub chat_token_url: Option<String>,
     /// Web page origins (`https://chat.example.com`, or `*`) allowed to open
     /// WebSockets besides the broker's own; programs (no Origin) always are.
     pub allowed_origins: Vec<String>,
@@ -190,6 +195,7 @@ impl Default for Config {
             tcp_listen: SocketAddr::from(([127, 0, 0, 1], 61613)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 15674)),
             web_root: None,
+            chat_token_url: None,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             tls: None,
@@ -484,6 +490,16 @@ impl Config {
                 reason,
             }
         })?;
+        if let Some(url) = &self.chat_token_url
+            && !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'))
+        {
+            return Err(ConfigError::Invalid {
+                setting: "chat_token_url",
+                reason: format!(
+                    "{url:?}: expected an http:// or https:// URL, or a path on this site like /auth/token"
+                ),
+            });
+        }
         crate::transport::origin::AllowedOrigins::validate(&self.allowed_origins).map_err(
             |reason| ConfigError::Invalid {
                 setting: "allowed_origins",

@@ -316,6 +316,9 @@ impl Server {
                 slots: slots.clone(),
                 origins: Arc::new(transport::origin::AllowedOrigins::new(allowed_origins)),
                 trusted_proxies: trusted_proxies.clone(),
+                page_config: serde_json::json!({ "token_url": config.chat_token_url })
+                    .to_string()
+                    .into(),
             },
             config.web_root.clone(),
         );

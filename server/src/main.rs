@@ -70,6 +70,9 @@ struct ServeArgs {
     /// Folder served at / instead of the built-in chat page.
     #[arg(long, env = "STOMPBOX_WEB_ROOT")]
     web_root: Option<PathBuf>,
+    /// Where the chat page gets a login token: a URL answering {"token": JWT} with the browser's cookies (needs [tokens]).
+    #[arg(long, env = "STOMPBOX_CHAT_TOKEN_URL")]
+    chat_token_url: Option<String>,
     /// A web page origin allowed to open WebSockets besides the broker's own, like https://chat.example.com, or * for any (repeat, or comma-separated) [default: none].
     #[arg(
         long = "allowed-origin",
@@ -259,6 +262,9 @@ impl ServeArgs {
         }
         if let Some(root) = self.web_root {
             config.web_root = Some(root);
+        }
+        if let Some(url) = self.chat_token_url {
+            config.chat_token_url = Some(url);
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins = self.allowed_origins;

@@ -267,3 +267,57 @@ test("a direct message reaches only its recipient, and a forged x-nick does not 
   await carol.page.screenshot({ path: `${SHOTS}chat-verified-names.png` });
   for (const u of [alice, bob, carol]) await u.context.close();
 });
+
+test("signing in with a token from the operator's sign-in service, renewed before it expires", async () => {
+  const http = await import("node:http");
+  const crypto = await import("node:crypto");
+  const secret = crypto.randomBytes(32).toString("hex");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "stompbox-token-"));
+  fs.writeFileSync(path.join(dir, "secret"), secret);
+  const b64 = (x) => Buffer.from(JSON.stringify(x)).toString("base64url");
+  let issued = 0;
+  let pageOrigin = "";
+  // The operator's sign-in service: a session cookie would decide who this
+  // is; here everyone is "dana", for 6 seconds at a time.
+  const service = http.createServer((req, res) => {
+    const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub: "dana", exp: Math.floor(Date.now() / 1000) + 6 })}`;
+    const token = `${body}.${crypto.createHmac("sha256", secret).update(body).digest("base64url")}`;
+    issued += 1;
+    res.writeHead(200, {
+      "content-type": "application/json",
+      "access-control-allow-origin": pageOrigin,
+      "access-control-allow-credentials": "true",
+    });
+    res.end(JSON.stringify({ token }));
+  });
+  await new Promise((resolve) => service.listen(0, "127.0.0.1", resolve));
+  const tokenUrl = `http://127.0.0.1:${service.address().port}/token`;
+  const broker = await startBroker({
+    args: ["--config", config([
+      'anonymous = "never"',
+      `chat_token_url = "${tokenUrl}"`,
+      "[tokens]",
+      `secret_file = "${path.join(dir, "secret")}"`,
+    ])],
+  });
+  pageOrigin = broker.url.replace(/\/$/, "");
+  try {
+    const { context, page } = await newPage(broker);
+    await page.locator("#token-signin").waitFor();
+    await page.click("#token-signin");
+    await page.locator('#state[data-state="connected"]').waitFor();
+    await page.locator("#me", { hasText: "signed in as dana" }).waitFor();
+    // Past the first token's expiry, still connected on a renewed one.
+    await page.waitForFunction(() => Number(document.body.dataset.tokenRenewals ?? 0) >= 2, null, { timeout: 3 * WAIT });
+    assert.equal(await page.locator("#state").getAttribute("data-state"), "connected");
+    await say(page, "still here after renewals");
+    const line = chatLine(page, "still here after renewals");
+    await line.waitFor();
+    assert.equal(await line.locator(".author").textContent(), "dana");
+    assert.ok(issued >= 3, `tokens issued: ${issued}`);
+    await context.close();
+  } finally {
+    await stopBroker(broker);
+    service.close();
+  }
+});

@@ -37,6 +37,9 @@ pub struct HttpState {
     pub origins: Arc<super::origin::AllowedOrigins>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+    /// What the chat page needs to know of the configuration, as JSON
+    /// (`/config.json`): where to get a login token, if anywhere.
+    pub page_config: Arc<str>,
 }
 
 /// Who a WebSocket client is when a proxy may stand between: behind a
@@ -71,7 +74,8 @@ pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
     let router = Router::new()
         .route("/ws", get(websocket))
         .route("/health", get(health))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/config.json", get(page_config));
     let router = match web_root {
         Some(root) => {
             router.fallback_service(ServeDir::new(root).append_index_html_on_directories(true))
@@ -79,6 +83,16 @@ pub fn router(state: HttpState, web_root: Option<PathBuf>) -> Router {
         None => router.fallback(super::web::embedded),
     };
     router.with_state(state)
+}
+
+async fn page_config(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        state.page_config.to_string(),
+    )
 }
 
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {
@@ -185,6 +199,7 @@ async fn websocket(
         slots,
         origins: _,
         trusted_proxies: _,
+        page_config: _,
     } = state;
     let cancel = cancel.child_token();
     // On the tracker: axum does not wait for upgraded sockets on shutdown.
