@@ -254,6 +254,10 @@ fn bad_configuration_is_named() {
             "ack_timeout_ms",
         ),
         (
+            "chat_token_url = \"javascript:alert(1)\"\n",
+            "invalid setting chat_token_url",
+        ),
+        (
             "[[queues]]\npattern = \"/queue/x\"\ndedup_window_ids = 2000000\n",
             "dedup_window_ids",
         ),
