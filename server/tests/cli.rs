@@ -1008,6 +1008,10 @@ fn admin_calls_the_management_api() {
     let text = ok(&["delete-queue", "log copy"]);
     assert!(text.contains("\"messages\": 1"), "{text}");
     ok(&["unbind", "logs", "--queue", "/queue/log copy"]);
+    ok(&["publish", "/topic/chat.cli-room", "said once"]);
+    let text = ok(&["purge-topic", "chat.cli-room"]);
+    assert!(text.contains("\"purged\": 1"), "{text}");
+    ok(&["delete-topic", "chat.cli-room"]);
     ok(&["delete-exchange", "logs"]);
     for (args, expected) in [
         (&["delete-exchange", "logs"][..], "HTTP 404"),

@@ -792,3 +792,89 @@ fn delayed_and_deduplicated_sends_survive_sigkill_exactly_once() {
         assert!(seen.contains_key(&format!("job-{r}")), "lost job-{r}");
     }
 }
+
+/// One management API call over a plain socket; the status and the body.
+fn api_call(port: u16, token: &str, method: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the API");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn a_purged_rooms_history_stays_purged_after_sigkill() {
+    let data = tempfile::tempdir().expect("a data directory");
+    let secrets = tempfile::tempdir().expect("a directory for the token");
+    let token = "a-management-token-of-at-least-32-bytes";
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, token).expect("token");
+    let token_arg = token_file.to_string_lossy().into_owned();
+    let extra = [
+        "--management-listen",
+        "127.0.0.1:0",
+        "--management-token-file",
+        token_arg.as_str(),
+    ];
+    let room = "/topic/chat.purged";
+    let publish = |port: u16, lines: Vec<String>| {
+        let n = lines.len();
+        let (rx, _, writer) = publish_confirmed(port, room, lines);
+        let got: Vec<String> = rx.iter().take(n).collect();
+        let _ = writer.join();
+        assert_eq!(got.len(), n, "every line receipted");
+    };
+    let api_port = |broker: &Broker| {
+        wait_until(|| broker.log().contains("management API listening"));
+        let log = broker.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("management API listening"))
+            .expect("the API's address in the log");
+        let rest = line.split("addr=127.0.0.1:").nth(1).expect("an address");
+        rest.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u16>()
+            .expect("a port")
+    };
+
+    let broker = Broker::start(data.path(), &extra);
+    publish(
+        broker.port,
+        (0..10).map(|i| format!("before-{i}")).collect(),
+    );
+    let (status, body) = api_call(
+        api_port(&broker),
+        token,
+        "POST",
+        "/api/topics/chat.purged/purge",
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"purged":10}"#));
+    publish(broker.port, vec!["after".to_string()]);
+    broker.kill();
+
+    // Killed right after the purge's answer: the purge held, the later line too.
+    for _ in 0..2 {
+        let broker = Broker::start(data.path(), &extra);
+        let (replay, _) = history(broker.port, room);
+        let bodies: Vec<&str> = replay.iter().map(|f| f.body.as_str()).collect();
+        assert_eq!(bodies, ["after"], "log:\n{}", broker.log());
+        broker.kill();
+    }
+}

@@ -154,6 +154,13 @@ test("an exchange is declared, a queue bound, a routed message seen, then unboun
   page.once("dialog", (d) => d.accept());
   await page.locator('#queues tr[data-queue="/queue/orders-eu"]').getByRole("button", { name: "Delete" }).click();
   await page.locator('#queues tr[data-queue="/queue/orders-eu"]').waitFor({ state: "detached" });
+  // A room's history purged from the topics table.
+  producer.send("SEND", { destination: "/topic/chat.admin-room", receipt: "said" }, "something regrettable");
+  await producer.waitFor((f) => f.headers["receipt-id"] === "said", "the room's receipt");
+  const roomRow = page.locator('#topics tr[data-topic="/topic/chat.admin-room"]');
+  page.once("dialog", (d) => d.accept());
+  await roomRow.getByRole("button", { name: "Purge history" }).click();
+  await page.locator("#notice", { hasText: '"purged":1' }).waitFor();
   producer.close?.();
   // The refused declaration's 409 is the only error the browser logs.
   assert.ok(errors.every((e) => e.includes("409")), errors.join("\n"));

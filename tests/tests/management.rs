@@ -472,3 +472,42 @@ async fn poll(server: &TestServer, path: &str, ready: impl Fn(&Value) -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_topics_history_is_purged_and_an_unused_topic_deleted() {
+    let (server, _dir) = with_api().await;
+    let mut c = server.client(Via::Tcp).await;
+    for i in 0..3 {
+        c.send_confirmed(
+            frame(Command::Send, &[("destination", "/topic/chat.noisy")]).body(format!("spam {i}")),
+            &format!("s{i}"),
+        )
+        .await;
+    }
+    let (status, body) = call(&server, "POST", "/api/topics/chat.noisy/purge", "").await;
+    assert_eq!((status, &body["purged"]), (200, &Value::from(3)), "{body}");
+    let (status, _) = call(&server, "POST", "/api/topics/chat.nothing/purge", "").await;
+    assert_eq!(status, 404);
+    // A newcomer asking for history gets none of the purged lines.
+    let mut reader = server.client(Via::Ws).await;
+    reader
+        .subscribe("h", "/topic/chat.noisy", "auto", &[("x-history", "10")])
+        .await;
+    let marker = reader.recv().await;
+    assert_eq!(
+        marker.headers.get("x-recovery"),
+        Some("complete"),
+        "{marker:?}"
+    );
+    // In use: refused; unused: deleted.
+    let (status, body) = call(&server, "DELETE", "/api/topics/chat.noisy", "").await;
+    assert_eq!(status, 409, "{body}");
+    reader
+        .send_confirmed(frame(Command::Unsubscribe, &[("id", "h")]), "gone")
+        .await;
+    let (status, body) = call(&server, "DELETE", "/api/topics/chat.noisy", "").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(&server, "DELETE", "/api/topics/chat.noisy", "").await;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}

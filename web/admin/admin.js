@@ -215,6 +215,20 @@ async function refresh() {
       cell(row, t.delivered);
       cell(row, t.dropped);
       cell(row, t.policy?.pattern ?? "");
+      const short = t.name.replace(/^\/topic\//, "");
+      row.dataset.topic = t.name;
+      cell(row, "").append(
+        button("Purge history", () => {
+          if (confirm(`Drop the history kept for ${t.name}?`)) {
+            act(`purge ${t.name}`, () => api("POST", `/api/topics/${encodeURIComponent(short)}/purge`));
+          }
+        }),
+        button("Delete", () => {
+          if (confirm(`Delete ${t.name} and its history?`)) {
+            act(`delete ${t.name}`, () => api("DELETE", `/api/topics/${encodeURIComponent(short)}`));
+          }
+        }),
+      );
       return row;
     }),
   );

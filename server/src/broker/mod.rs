@@ -823,16 +823,19 @@ impl Broker {
     /// acknowledged, or a SEND on its way in (which holds the queue for a
     /// moment: asked again, the delete goes through). Returns how many
     /// messages went with it.
-    pub fn delete_queue(&self, name: &str) -> Result<usize, QueueDeleteError> {
+    pub fn delete_queue(&self, name: &str) -> Result<usize, DeleteError> {
         let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
         let removed = {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let Some(Destination::Queue(q)) = map.get(name) else {
-                return Err(QueueDeleteError::NotFound(name.chars().take(200).collect()));
+                return Err(DeleteError::NotFound(format!(
+                    "queue {}",
+                    name.chars().take(200).collect::<String>()
+                )));
             };
             let counts = q.counts();
             if counts.consumers > 0 || counts.unacked > 0 {
-                return Err(QueueDeleteError::InUse {
+                return Err(DeleteError::InUse {
                     consumers: counts.consumers,
                     unacked: counts.unacked,
                 });
@@ -840,14 +843,50 @@ impl Broker {
             // Lookups happen under this lock: with the map's the only
             // reference, nobody can put a message in after it goes.
             if Arc::strong_count(q) > 1 {
-                return Err(QueueDeleteError::Busy);
+                return Err(DeleteError::Busy);
             }
             match map.remove(name) {
                 Some(Destination::Queue(q)) => q,
-                _ => return Err(QueueDeleteError::Busy),
+                _ => return Err(DeleteError::Busy),
             }
         };
         Ok(removed.purge())
+    }
+
+    /// Deletes the topic `name` and its kept history (a purge record in
+    /// the journal keeps it from coming back at restart). Refused while it
+    /// has subscribers or durable subscriptions. Returns how many kept
+    /// messages went, and when the purge is on disk.
+    pub fn delete_topic(&self, name: &str) -> Result<(usize, Completion), DeleteError> {
+        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let removed = {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(Destination::Topic(t)) = map.get(name) else {
+                return Err(DeleteError::NotFound(format!(
+                    "topic {}",
+                    name.chars().take(200).collect::<String>()
+                )));
+            };
+            if !t.is_unused() {
+                return Err(DeleteError::TopicInUse {
+                    subscribers: t.subscriber_count(),
+                });
+            }
+            // As for queues: with the map's the only reference, nobody is
+            // publishing to it.
+            if Arc::strong_count(t) > 1 {
+                return Err(DeleteError::Busy);
+            }
+            match map.remove(name) {
+                Some(Destination::Topic(t)) => t,
+                _ => return Err(DeleteError::Busy),
+            }
+        };
+        let purged = removed.purge_history();
+        if let Some(journal) = &self.journal {
+            journal.forget_topic(name);
+        }
+        Ok(purged)
     }
 
     /// Moves the messages queues gave up on to their dead-letter queues
@@ -1171,12 +1210,20 @@ impl Broker {
     }
 }
 
-/// Why a queue was not deleted.
+/// Why a queue or topic was not deleted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueDeleteError {
-    /// No queue of that name.
-    #[error("no queue {0}")]
+pub enum DeleteError {
+    /// No queue or topic of that name.
+    #[error("no {0}")]
     NotFound(String),
+    /// Subscribers or durable subscriptions hold a topic.
+    #[error(
+        "the topic has {subscribers} subscriber(s) or durable subscriptions: close them (DELETE /api/connections/ID) first"
+    )]
+    TopicInUse {
+        /// Its subscribers.
+        subscribers: usize,
+    },
     /// Consumers or unacknowledged messages hold it.
     #[error(
         "the queue has {consumers} consumer(s) and {unacked} unacknowledged message(s): close them (DELETE /api/connections/ID) first"

@@ -646,6 +646,37 @@ impl TopicDestination {
         self.lock().kept.len()
     }
 
+    /// Drops the kept history (an operator's purge): every kept message
+    /// no durable subscription still needs. With a journal the purge is
+    /// recorded, so a restart does not bring them back; the completion is
+    /// done when that record is on disk. Returns how many went.
+    pub fn purge_history(&self) -> (usize, Completion) {
+        let mut state = self.lock();
+        let needed_from = state
+            .durables
+            .values()
+            .map(|d| d.cursor + 1)
+            .min()
+            .unwrap_or(state.next_position);
+        let position = |k: &Kept| k.message.stream.as_ref().map_or(0, |s| s.position);
+        let before = state.kept.len();
+        state.kept.retain(|k| position(k) >= needed_from);
+        let purged = before - state.kept.len();
+        let completion = match &self.journal {
+            Some(journal) if purged > 0 => {
+                journal.purge_topic(&self.name, &self.epoch, needed_from)
+            }
+            _ => Completion::DONE,
+        };
+        (purged, completion)
+    }
+
+    /// Whether nothing holds it: no subscriber and no durable subscription.
+    pub fn is_unused(&self) -> bool {
+        let state = self.lock();
+        state.subscribers.is_empty() && state.durables.is_empty()
+    }
+
     /// Drops retained messages nothing needs: beyond the history's count
     /// and age, and already settled by every durable subscription. Past
     /// [`MAX_STREAM`] the oldest go regardless, moving lagging cursors on.

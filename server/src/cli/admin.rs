@@ -68,6 +68,16 @@ pub enum AdminCommand {
         /// The queue, without /queue/.
         queue: String,
     },
+    /// Drop a topic's kept history (a chat room's), on disk too.
+    PurgeTopic {
+        /// The topic, without /topic/.
+        topic: String,
+    },
+    /// Delete a topic nobody subscribes to, with its kept history.
+    DeleteTopic {
+        /// The topic, without /topic/.
+        topic: String,
+    },
     /// Publish a message (for debugging; x-sender says it came from the API).
     Publish {
         /// The destination, e.g. /queue/jobs.
@@ -187,6 +197,14 @@ fn request(command: &AdminCommand) -> Result<(&'static str, String, String), Ben
         ),
         AdminCommand::DeleteQueue { queue } => {
             ("DELETE", format!("/api/queues/{}", segment(queue)), none())
+        }
+        AdminCommand::PurgeTopic { topic } => (
+            "POST",
+            format!("/api/topics/{}/purge", segment(topic)),
+            none(),
+        ),
+        AdminCommand::DeleteTopic { topic } => {
+            ("DELETE", format!("/api/topics/{}", segment(topic)), none())
         }
         AdminCommand::Publish {
             destination,

@@ -16,7 +16,7 @@ use stomp_codec::Headers;
 
 use super::rates::{self, Counter};
 use super::{ApiState, error};
-use crate::broker::{Destination, QueueDeleteError};
+use crate::broker::{DeleteError, Destination};
 
 /// The calls on destinations, queues and publishing.
 pub(super) fn routes() -> Router<ApiState> {
@@ -26,6 +26,8 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/queues/{name}/purge", post(purge))
         .route("/api/queues/{name}/messages", get(peek))
         .route("/api/queues/{name}/move-back", post(move_back))
+        .route("/api/topics/{name}", axum::routing::delete(delete_topic))
+        .route("/api/topics/{name}/purge", post(purge_topic))
         .route("/api/publish", post(publish))
 }
 
@@ -126,9 +128,43 @@ async fn delete_queue(State(s): State<ApiState>, Path(name): Path<String>) -> Re
         Ok(Ok(n)) => {
             Json(json!({ "deleted": format!("/queue/{name}"), "messages": n })).into_response()
         }
-        Ok(Err(e @ QueueDeleteError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ DeleteError::NotFound(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
         Ok(Err(e)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed"),
+    }
+}
+
+/// The topic `/topic/{name}`, if it exists.
+fn find_topic(s: &ApiState, name: &str) -> Result<Arc<crate::broker::TopicDestination>, String> {
+    let full = format!("/topic/{name}");
+    match s.broker.existing_destination(&full) {
+        Some(Destination::Topic(t)) => Ok(t),
+        _ => Err(format!("no topic {full}")),
+    }
+}
+
+/// Drops a topic's kept history (a chat room's, say), on disk too.
+async fn purge_topic(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let t = match find_topic(&s, &name) {
+        Ok(t) => t,
+        Err(m) => return error(StatusCode::NOT_FOUND, m),
+    };
+    let (n, completion) = t.purge_history();
+    match saved(&s, completion).await {
+        Ok(()) => Json(json!({ "purged": n })).into_response(),
+        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+    }
+}
+
+async fn delete_topic(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    let full = format!("/topic/{name}");
+    match s.broker.delete_topic(&full) {
+        Ok((n, completion)) => match saved(&s, completion).await {
+            Ok(()) => Json(json!({ "deleted": full, "messages": n })).into_response(),
+            Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, why),
+        },
+        Err(e @ DeleteError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 

@@ -481,6 +481,20 @@ impl Journal {
         self.shared.with_pending(|p| p.topic_heads.remove(topic));
     }
 
+    /// Records that `topic`'s history before position `before` of `epoch`
+    /// was purged; the completion is done once that is on disk. Written
+    /// once: reclaiming deletes only a prefix of segments, so the record
+    /// outlives every older record it speaks of.
+    pub fn purge_topic(&self, topic: &str, epoch: &str, before: u64) -> Completion {
+        let appended = self.shared.with_pending(|p| {
+            self.shared.append_locked(p, |buf| {
+                record::encode_topic_purge(buf, topic, epoch, before)
+            })
+        });
+        self.shared.wake_writer();
+        Completion::after(appended.lsn)
+    }
+
     /// Queues a settle record: these messages of `queue` are done with.
     pub fn settle(&self, queue: &str, ids: &[u64]) -> Completion {
         if ids.is_empty() {

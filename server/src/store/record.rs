@@ -24,6 +24,7 @@ const TOPIC_HEAD: u8 = 6;
 const CURSOR: u8 = 7;
 const CURSOR_GONE: u8 = 8;
 const RETURNED: u8 = 9;
+const TOPIC_PURGE: u8 = 10;
 
 /// One fact in the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +94,17 @@ pub enum Record {
         epoch: ByteString,
         /// The position its next message gets.
         next_position: u64,
+    },
+    /// A topic's history before `before` (in `epoch`) was purged by an
+    /// operator: recovery drops those messages, whose records may remain
+    /// in segments kept for other reasons.
+    TopicPurge {
+        /// The topic.
+        topic: ByteString,
+        /// Its stream epoch.
+        epoch: ByteString,
+        /// The first position kept.
+        before: u64,
     },
     /// A durable subscription of `topic` has settled everything up to
     /// `position` (written when it is created and as it moves, and again at
@@ -232,6 +244,16 @@ pub(crate) fn encode_topic_head(dst: &mut Vec<u8>, topic: &str, epoch: &str, nex
     });
 }
 
+/// Appends a framed history-purge record.
+pub(crate) fn encode_topic_purge(dst: &mut Vec<u8>, topic: &str, epoch: &str, before: u64) {
+    frame(dst, |p| {
+        p.put_u8(TOPIC_PURGE);
+        put_str(p, topic);
+        put_str(p, epoch);
+        p.put_u64_le(before);
+    });
+}
+
 /// Appends a framed cursor record.
 pub(crate) fn encode_cursor(dst: &mut Vec<u8>, topic: &str, key: &str, position: u64) {
     frame(dst, |p| {
@@ -312,6 +334,11 @@ impl Record {
                 position,
             } => encode_cursor(dst, topic, key, *position),
             Record::CursorGone { topic, key } => encode_cursor_gone(dst, topic, key),
+            Record::TopicPurge {
+                topic,
+                epoch,
+                before,
+            } => encode_topic_purge(dst, topic, epoch, *before),
             Record::Batch(records) => {
                 let mut inner = Vec::new();
                 for r in records {
@@ -440,6 +467,11 @@ fn parse(mut p: Bytes) -> Option<Record> {
             topic: take_str(&mut p)?,
             key: take_str(&mut p)?,
         },
+        TOPIC_PURGE => Record::TopicPurge {
+            topic: take_str(&mut p)?,
+            epoch: take_str(&mut p)?,
+            before: take_u64(&mut p)?,
+        },
         BATCH => {
             let mut records = Vec::new();
             while !p.is_empty() {
@@ -526,6 +558,11 @@ mod tests {
             Record::CursorGone {
                 topic: "/topic/prices".into(),
                 key: "ana\napp\nticker".into(),
+            },
+            Record::TopicPurge {
+                topic: "/topic/chat.x".into(),
+                epoch: "abc.1".into(),
+                before: 10,
             },
             Record::Batch(vec![
                 Record::Settle {

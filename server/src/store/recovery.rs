@@ -445,6 +445,14 @@ fn apply(state: &mut State, next_id: &mut u64, record: Record, place: super::Rec
                 None => t.durables.push((key, position)),
             }
         }
+        Record::TopicPurge {
+            topic,
+            epoch,
+            before,
+        } => {
+            let t = topic_of(state, topic, epoch);
+            t.messages.retain(|m| m.position >= before);
+        }
         Record::CursorGone { topic, key } => {
             if let Some(t) = state.topics.get_mut(&topic) {
                 t.durables.retain(|(k, _)| *k != key);

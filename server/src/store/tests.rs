@@ -330,3 +330,43 @@ fn an_atomic_group_is_recovered_whole_or_not_at_all() {
     let ids: Vec<u64> = recovered.queues[0].messages.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1], "nothing of the torn group took effect");
 }
+
+#[test]
+fn purged_history_stays_purged_though_its_records_remain() {
+    let dir = tempdir();
+    let (journal, _) = open(&config(&dir)).expect("open");
+    // A waiting queue message keeps the segment, and the purged history's
+    // records in it, on disk.
+    let (_, keep) = journal
+        .enqueue("/queue/waits", 1, 0, &headers(), b"waiting")
+        .expect("room");
+    let append = |position: u64| {
+        journal
+            .topic_append(&TopicEntry {
+                topic: "/topic/chat.x",
+                epoch: "e.1",
+                position,
+                id: 100 + position,
+                at_ms: 0,
+                headers: &headers(),
+                body: format!("line {position}").as_bytes(),
+            })
+            .expect("room")
+    };
+    let pins: Vec<_> = (1..=10).map(|p| append(p).1).collect();
+    wait(&journal, journal.purge_topic("/topic/chat.x", "e.1", 11));
+    drop(pins);
+    let (c, after) = append(11);
+    wait(&journal, c);
+    drop((keep, after));
+    drop(journal);
+    let (_, recovered) = open(&config(&dir)).expect("reopen");
+    let topic = recovered
+        .topics
+        .iter()
+        .find(|t| &*t.name == "/topic/chat.x")
+        .expect("the topic is known");
+    let positions: Vec<u64> = topic.messages.iter().map(|m| m.position).collect();
+    assert_eq!(positions, [11], "only what came after the purge");
+    assert_eq!(recovered.queues.len(), 1, "the waiting message too");
+}
