@@ -199,6 +199,47 @@ test("a reload is not a leave and a join", async () => {
   await bob.context.close();
 });
 
+test("unread messages count in the tab's title, a mention notifies, and a room can be left", async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on("pageerror", (e) => errors.push(String(e)));
+  // The browser's notifications, recorded instead of shown.
+  await page.addInitScript(() => {
+    window.notified = [];
+    window.Notification = class {
+      constructor(title, options) { window.notified.push({ title, body: options?.body }); }
+      static get permission() { return "granted"; }
+      static requestPermission() { return Promise.resolve("granted"); }
+    };
+  });
+  await page.goto(open.url);
+  await page.fill("#nick", "gil");
+  await page.fill("#first-room", "mentions");
+  await page.click("#login-form button[type=submit]");
+  await page.locator('#state[data-state="connected"]').waitFor();
+  await page.click("#notify");
+  await page.locator("#notify", { hasText: "Notifying" }).waitFor();
+  await page.fill("#join-room", "elsewhere");
+  await page.press("#join-room", "Enter");
+  await page.locator('#room-list button[aria-current="true"][data-room="elsewhere"]').waitFor();
+  const hal = await guest(open, "hal", "mentions");
+  await say(hal.page, "are you around, @gil?");
+  await page.waitForFunction(() => document.title === "(1) Stompbox chat");
+  await page.waitForFunction(() => window.notified.length === 1);
+  assert.deepEqual(await page.evaluate(() => window.notified), [{ title: "hal in #mentions", body: "are you around, @gil?" }]);
+  await page.click('#room-list button[data-room="mentions"]');
+  await page.waitForFunction(() => document.title === "Stompbox chat");
+  assert.ok(await chatLine(page, "are you around").evaluate((li) => li.classList.contains("mention")));
+  // Leaving: the room goes from the list, and hal sees gil leave (after the grace).
+  await page.click("#leave");
+  await page.locator('#room-list button[data-room="mentions"]').waitFor({ state: "detached" });
+  await page.locator('#room-list button[aria-current="true"][data-room="elsewhere"]').waitFor();
+  await hal.page.locator("#messages li[data-kind=system]", { hasText: "gil left" }).waitFor();
+  await hal.context.close();
+  await context.close();
+});
+
 test("two guests with one nickname are told apart", async () => {
   const one = await guest(open, "sam", "twins");
   const two = await guest(open, "sam", "twins");
