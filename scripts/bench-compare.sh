@@ -15,6 +15,9 @@
 #             TLS listener; docs/benchmarks-tls.md)
 #        ONLY=cli scripts/bench-compare.sh (`stompbox send`/`subscribe`
 #             against RabbitMQ: the command-line client works with a peer)
+#        ONLY=limit scripts/bench-compare.sh (Stompbox against `stompbox
+#             relay`, a do-nothing relay: each figure as a fraction of what
+#             this machine moves with the same load tool; docs/benchmarks-limit.md)
 #        ONLY=metrics scripts/bench-compare.sh (queue throughput with /metrics
 #             and the management API polled every second, against none, in
 #             one run; docs/benchmarks-metrics.md)
@@ -303,6 +306,32 @@ tls() {
   stop_broker
 }
 
+# The machine's limit: `stompbox relay` (no queues, ids, acks or checks)
+# next to Stompbox, both running, runs alternating, three of each.
+limit() {
+  log "limit: Stompbox and the do-nothing relay"
+  start_stompbox
+  target/release/stompbox relay --listen 127.0.0.1:62618 2> "$WORK/relay.log" &
+  PIDS+=($!)
+  wait_port 62618
+  local who url
+  for who in stompbox relay; do
+    url=stomp://127.0.0.1:$([ "$who" = stompbox ] && echo 62613 || echo 62618)
+    target/release/stompbox bench --url "$url" queue -n 20000 > /dev/null 2>&1 || true
+  done
+  for _ in 1 2 3; do
+    for who in stompbox relay; do
+      url=stomp://127.0.0.1:$([ "$who" = stompbox ] && echo 62613 || echo 62618)
+      SCENARIO_AS=limit-queue run "$who" tcp -- --url "$url" queue -p 2 -c 2 -n "$QUEUE_N" -s 128
+      SCENARIO_AS=limit-queue-ack run "$who" tcp -- --url "$url" queue -p 2 -c 2 -n "$QUEUE_N" -s 128 --ack client-individual
+      SCENARIO_AS=limit-fanout-100 run "$who" tcp -- --url "$url" fanout -k 100 -n "$FANOUT_N" -s 128
+      SCENARIO_AS=limit-fanout-1000 run "$who" tcp -- --url "$url" fanout -k 1000 -n $(( FANOUT_N / 4 )) -s 128
+      SCENARIO_AS=limit-latency run "$who" tcp -- --url "$url" latency -r 5000 -t "$LAT_SECS" -s 128
+    done
+  done
+  stop_broker
+}
+
 # What collecting metrics costs: queue throughput while a scraper reads
 # /metrics and the admin page's three API calls every second (Prometheus'
 # usual interval is 15 s; the admin page polls every 2 s), against the same
@@ -380,6 +409,13 @@ if [ "${ONLY:-}" = delivery ]; then
   delivery
   python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-delivery.md docs/benchmarks-delivery.svg
   log "wrote docs/benchmarks-delivery.md"
+  exit 0
+fi
+
+if [ "${ONLY:-}" = limit ]; then
+  limit
+  python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-limit.md docs/benchmarks-limit.svg
+  log "wrote docs/benchmarks-limit.md"
   exit 0
 fi
 

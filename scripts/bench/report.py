@@ -66,7 +66,9 @@ PRIMARY = {"queue": "msgs_per_sec", "fanout": "delivered_per_sec", "latency": "p
            "queue-priorities": "msgs_per_sec", "queue-client-ack": "msgs_per_sec",
            "queue-ack-deadline": "msgs_per_sec", "fanout-exact": "delivered_per_sec",
            "fanout-wildcard": "delivered_per_sec", "queue-unobserved": "msgs_per_sec",
-           "queue-observed": "msgs_per_sec"}
+           "queue-observed": "msgs_per_sec", "limit-queue": "msgs_per_sec",
+           "limit-queue-ack": "msgs_per_sec", "limit-fanout-100": "delivered_per_sec",
+           "limit-fanout-1000": "delivered_per_sec", "limit-latency": "p99_us"}
 
 DELIVERY = ("queue-plain", "queue-header", "queue-priorities", "queue-client-ack", "queue-ack-deadline",
             "fanout-exact", "fanout-wildcard")
@@ -163,6 +165,47 @@ def tls_section(rows):
     return out + [""]
 
 
+def limit_section(rows):
+    """Stompbox as a fraction of the do-nothing relay, or nothing when not run."""
+    if not any(k[2] == "limit-queue" for k in rows):
+        return []
+    out = ["## Stompbox against the machine's limit\n",
+           "`stompbox relay` is a do-nothing STOMP relay: it answers CONNECT and SUBSCRIBE, turns each "
+           "SEND into a MESSAGE by putting two header lines in front of the SEND's own bytes, keeps no "
+           "message, id or ack, and writes what is ready in one write. What it moves with the same load "
+           "tool (`stompbox bench`, 128-byte messages, TCP) is what this machine can move; Stompbox's "
+           "figure divided by it is the share of the machine Stompbox turns into broker work. Both run "
+           "side by side, runs alternate, three of each, median shown (range in brackets).\n",
+           "| scenario | Stompbox | relay (limit) | Stompbox / limit | target |",
+           "| --- | --- | --- | --- | --- |"]
+
+    def spread(broker, scenario, key):
+        runs = [d["results"].get(key) for d in RUNS.get((broker, "tcp", scenario), []) if "results" in d]
+        runs = [r for r in runs if r]
+        return f" ({fmt(min(runs))}–{fmt(max(runs))})" if len(runs) > 1 else ""
+
+    for scenario, key, label, target, higher in (
+            ("limit-queue", "msgs_per_sec", "queue 2P/2C auto, msgs/s", 0.5, True),
+            ("limit-fanout-100", "delivered_per_sec", "fan-out 1 → 100, deliveries/s", 0.7, True),
+            ("limit-fanout-1000", "delivered_per_sec", "fan-out 1 → 1000, deliveries/s", 0.7, True),
+            ("limit-latency", "p99_us", "latency p99 at 5k msgs/s, µs", 1 / 1.3, False)):
+        ours, ours_text = cell(rows, "stompbox", "tcp", scenario, key)
+        limit, limit_text = cell(rows, "relay", "tcp", scenario, key)
+        ratio = (ours / limit if higher else limit / ours) if ours and limit else None
+        goal = f"≥ {target:.1f}" if higher else "p99 within 1.3× the relay's"
+        shown = f"{ratio:.2f}" if ratio else "not measured"
+        if not higher and ours and limit:
+            shown = f"{ours / limit:.2f}× the relay's p99"
+        out.append(f"| {label} | {ours_text}{spread('stompbox', scenario, key)} | "
+                   f"{limit_text}{spread('relay', scenario, key)} | {shown} | {goal} |")
+    auto, _ = cell(rows, "stompbox", "tcp", "limit-queue", "msgs_per_sec")
+    acked, acked_text = cell(rows, "stompbox", "tcp", "limit-queue-ack", "msgs_per_sec")
+    relay_acked, relay_acked_text = cell(rows, "relay", "tcp", "limit-queue-ack", "msgs_per_sec")
+    out.append(f"| queue 2P/2C client-individual, msgs/s | {acked_text}{spread('stompbox', 'limit-queue-ack', 'msgs_per_sec')} | "
+               f"{relay_acked_text} | {f'{acked / auto:.2f} of Stompbox auto' if acked and auto else 'not measured'} | ≥ 0.6 of auto |")
+    return out + [""]
+
+
 def metrics_section(rows):
     """What scraping /metrics and polling the API cost, or nothing when not run."""
     if not any(k[2] == "queue-observed" for k in rows):
@@ -235,6 +278,10 @@ def durable_section(rows):
     return out
 
 
+# Every run by (broker, transport, scenario), for ranges.
+RUNS = {}
+
+
 def load(path):
     runs = {}
     with open(path) as f:
@@ -242,6 +289,8 @@ def load(path):
             if line.strip():
                 d = json.loads(line)
                 runs.setdefault((d["broker"], d["transport"], d["scenario"]), []).append(d)
+    RUNS.clear()
+    RUNS.update(runs)
     rows = {}
     for key, found in runs.items():
         ok = [d for d in found if "error" not in d]
@@ -313,6 +362,14 @@ def render(path, md_path, svg_path):
     out.append("- Every run checks that each message arrived exactly once; a run that lost or repeated a "
                "message is shown as failed. Latency runs three times and the run with the median p99 is "
                "shown; memory per connection is measured on a freshly started broker.\n")
+    if any(k[2] == "limit-queue" for k in rows):
+        out = ["# Benchmarks: Stompbox against the machine's limit\n",
+               f"Measured {datetime.date.today().isoformat()} by `ONLY=limit scripts/bench-compare.sh`, "
+               f"on {machine()}, loopback only.\n"]
+        out += limit_section(rows)
+        with open(md_path, "w") as f:
+            f.write("\n".join(out) + "\n")
+        return
     if any(k[2] == "queue-observed" for k in rows):
         out = ["# Benchmarks: what metrics cost\n",
                f"Measured {datetime.date.today().isoformat()} by `ONLY=metrics scripts/bench-compare.sh`, "

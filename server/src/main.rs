@@ -54,6 +54,9 @@ enum Cmd {
     Subscribe(Box<stompbox::cli::SubscribeArgs>),
     /// Call this broker's management API: overview, connections, list, purge, peek, move-back.
     Admin(Box<stompbox::cli::AdminArgs>),
+    /// A do-nothing STOMP relay for benchmarks: what this machine can move
+    /// with `stompbox bench` (not a broker: no queues, ids, acks or checks).
+    Relay(stompbox::bench::relay::RelayArgs),
 }
 
 #[derive(Args, Default)]
@@ -390,6 +393,7 @@ fn run() -> Result<()> {
         Some(Cmd::Send(args)) => return run_client(stompbox::cli::send(*args)),
         Some(Cmd::Subscribe(args)) => return run_client(stompbox::cli::subscribe(*args)),
         Some(Cmd::Admin(args)) => return run_client(stompbox::cli::admin(*args)),
+        Some(Cmd::Relay(args)) => return run_relay(args),
         None => cli.serve,
     };
     let log = args.log.clone().unwrap_or_else(|| "info".into());
@@ -424,6 +428,15 @@ fn run_client(
         .build()
         .context("cannot start the async runtime")?
         .block_on(command)?;
+    Ok(())
+}
+
+/// The relay on the same multi-threaded runtime as the broker, so the two
+/// are measured alike.
+fn run_relay(args: stompbox::bench::relay::RelayArgs) -> Result<()> {
+    tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")?
+        .block_on(stompbox::bench::relay::relay(args))?;
     Ok(())
 }
 

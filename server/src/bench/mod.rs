@@ -7,6 +7,7 @@ pub mod client;
 pub mod connections;
 pub mod latency;
 pub mod memory;
+pub mod relay;
 pub mod report;
 pub mod throughput;
 
