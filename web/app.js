@@ -63,6 +63,13 @@ client.onstate = (state, detail) => {
     : state === "reconnecting" && detail?.delay ? `reconnecting in ${Math.ceil(detail.delay / 1000)} s`
     : state === "offline" ? "offline: waiting for the network"
     : state;
+  // Next to the composer too: whoever is typing sees that it will not go out.
+  const line = $("connection");
+  line.textContent =
+    state === "reconnecting" ? `Connection lost: ${badge.textContent}. Messages cannot be sent until it is back.`
+    : state === "offline" ? "Offline: messages cannot be sent until the network is back."
+    : "";
+  line.hidden = !line.textContent || !connectedOnce;
   if (state === "connected") {
     connectedOnce = true;
     showLogin(false);

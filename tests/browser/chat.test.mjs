@@ -169,10 +169,13 @@ test("keyboard only, at phone width, in dark mode", async () => {
 test("after a dropped connection, messages sent meanwhile appear once, in order", async () => {
   await ana.page.evaluate(() => window.stompbox.client.ws.close());
   await ana.page.locator('#state[data-state="reconnecting"]').waitFor();
+  // Said next to the composer as well as in the header.
+  await ana.page.locator("#connection", { hasText: "Connection lost" }).waitFor();
   await say(bob.page, "while you were away 1");
   await say(bob.page, "while you were away 2");
   await ana.page.locator('#state[data-state="connected"]').waitFor();
   await chatLine(ana.page, "while you were away 2").waitFor();
+  assert.equal(await ana.page.locator("#connection").isVisible(), false);
   const texts = await ana.page.locator("#messages li[data-kind=chat] .text").allTextContents();
   const away = texts.filter((t) => t.startsWith("while you were away"));
   assert.deepEqual(away, ["while you were away 1", "while you were away 2"]);
