@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use stomp_codec::{Command, DecodeError, Decoded, EncodeError, Frame, Version};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -359,35 +360,33 @@ async fn drive<T: Transport>(
                     None => Flow::Continue,
                 }
             }
-            item = transport.next(), if !blocked => match item {
-                None => Flow::Close(if connected { CloseReason::ConnectionLost } else { CloseReason::ClientDisconnect }),
-                Some(Err(ReadError::Io(e))) => Flow::Close(CloseReason::Io(e.to_string())),
-                Some(Err(ReadError::Decode(e))) => {
-                    let quoted = protocol::quote_unparsed(transport.pending());
-                    session.fail(e.into(), quoted.as_deref(), None)
-                }
-                Some(Ok(Decoded::Heartbeat)) => {
-                    last_read = Instant::now();
-                    // An Enter before CONNECT: someone is at a keyboard.
-                    typing |= !connected;
-                    Flow::Continue
-                }
-                Some(Ok(Decoded::Frame(frame))) => {
-                    last_read = Instant::now();
-                    if frame.command == Command::Send && memory.alarm() {
-                        tracing::info!("memory alarm: publisher blocked");
-                        let size = frame_size(
-                            frame.headers.get("destination").unwrap_or_default(),
-                            &frame.headers,
-                            &frame.body,
-                        );
-                        held = Some((frame, memory.charge(size)));
-                        Flow::Continue
-                    } else {
-                        session.handle(frame)
+            item = transport.next(), if !blocked => {
+                let mut reading = Reading {
+                    connected,
+                    typing: &mut typing,
+                    last_read: &mut last_read,
+                    memory,
+                    held: &mut held,
+                };
+                let mut flow = reading.take(item, session, transport);
+                // Frames already here (a consumer's batch of ACKs, a
+                // producer's burst of SENDs) are handled before anything
+                // is written, so what they produce goes out in one write
+                // rather than one write per frame.
+                for _ in 0..DRAIN_PER_WRITE {
+                    if !matches!(flow, Flow::Continue)
+                        || reading.held.is_some()
+                        || session.receipts_backed_up()
+                    {
+                        break;
+                    }
+                    match transport.next().now_or_never() {
+                        Some(item) => flow = reading.take(item, session, transport),
+                        None => break,
                     }
                 }
-            },
+                flow
+            }
             _ = sleep_until(read_deadline.unwrap_or(now + far)), if read_deadline.is_some() => {
                 if !connected && !typing && transport.partial_since().is_some() {
                     // Bytes came while waiting: someone is typing. The
@@ -518,6 +517,63 @@ async fn drive<T: Transport>(
         _ => tracing::info!(%reason, "session ended"),
     }
     reason
+}
+
+/// Frames handled at most, when more are already here, before the
+/// driver writes and looks at its other events again.
+const DRAIN_PER_WRITE: usize = 64;
+
+/// What reading a frame changes in the driver's state.
+struct Reading<'a> {
+    connected: bool,
+    typing: &'a mut bool,
+    last_read: &'a mut Instant,
+    memory: &'a Arc<Memory>,
+    held: &'a mut Option<(Frame, Charge)>,
+}
+
+impl Reading<'_> {
+    /// Acts on what the transport gave.
+    fn take<T: Transport>(
+        &mut self,
+        item: Option<Result<Decoded, ReadError>>,
+        session: &mut Session,
+        transport: &T,
+    ) -> Flow {
+        match item {
+            None => Flow::Close(if self.connected {
+                CloseReason::ConnectionLost
+            } else {
+                CloseReason::ClientDisconnect
+            }),
+            Some(Err(ReadError::Io(e))) => Flow::Close(CloseReason::Io(e.to_string())),
+            Some(Err(ReadError::Decode(e))) => {
+                let quoted = protocol::quote_unparsed(transport.pending());
+                session.fail(e.into(), quoted.as_deref(), None)
+            }
+            Some(Ok(Decoded::Heartbeat)) => {
+                *self.last_read = Instant::now();
+                // An Enter before CONNECT: someone is at a keyboard.
+                *self.typing |= !self.connected;
+                Flow::Continue
+            }
+            Some(Ok(Decoded::Frame(frame))) => {
+                *self.last_read = Instant::now();
+                if frame.command == Command::Send && self.memory.alarm() {
+                    tracing::info!("memory alarm: publisher blocked");
+                    let size = frame_size(
+                        frame.headers.get("destination").unwrap_or_default(),
+                        &frame.headers,
+                        &frame.body,
+                    );
+                    *self.held = Some((frame, self.memory.charge(size)));
+                    Flow::Continue
+                } else {
+                    session.handle(frame)
+                }
+            }
+        }
+    }
 }
 
 async fn write<T: Transport>(
