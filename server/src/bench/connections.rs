@@ -43,13 +43,23 @@ fn source_address(i: usize, per_source: usize) -> IpAddr {
 
 /// The resident memory of a process, in KiB.
 pub(super) fn rss_kib(pid: u32) -> Result<u64, BenchError> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The anonymous part of the resident memory (the heap and stacks, not the
+/// executable's pages that running code touched), KiB.
+pub(super) fn rss_anon_kib(pid: u32) -> Result<u64, BenchError> {
+    status_kib(pid, "RssAnon")
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64, BenchError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| BenchError::Usage(format!("cannot read the memory of process {pid}: {e}")))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| BenchError::Usage(format!("no VmRSS for process {pid}")))
+        .ok_or_else(|| BenchError::Usage(format!("no {field} for process {pid}")))
 }
 
 /// Opens M connections (spread over loopback source addresses when the

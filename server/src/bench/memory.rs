@@ -18,7 +18,7 @@ use stomp_codec::{Command, Frame};
 use tokio::task::JoinSet;
 
 use super::client::connect;
-use super::connections::rss_kib;
+use super::connections::{rss_anon_kib, rss_kib};
 use super::throughput::{check_size, subscribe};
 use super::{BenchError, Common, Report, body, unique};
 
@@ -83,6 +83,7 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
     // blocked by the broker may still have messages on the way.
     let producers_done = Arc::new(AtomicBool::new(false));
     let rss_before = rss_kib(args.pid)?;
+    let anon_before = rss_anon_kib(args.pid)?;
     let started = Instant::now();
     let publish_until = started + Duration::from_secs(args.seconds);
 
@@ -263,6 +264,7 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
     let drained_after = started.elapsed();
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let rss_settled = rss_kib(args.pid)?;
+    let anon_settled = rss_anon_kib(args.pid)?;
     sampler.abort();
 
     let accepted = counts.accepted.load(Ordering::Relaxed);
@@ -319,6 +321,8 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
                 "KiB",
             ),
             ("rss_settled_kib", rss_settled as f64, "KiB"),
+            ("rss_anon_before_kib", anon_before as f64, "KiB"),
+            ("rss_anon_settled_kib", anon_settled as f64, "KiB"),
         ],
     })
 }

@@ -43,6 +43,9 @@ struct Level {
     recovered: usize,
 }
 
+/// Slots a level keeps allocated once it is empty.
+const KEEP_CAPACITY: usize = 1024;
+
 /// A queue's waiting messages.
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
@@ -197,7 +200,13 @@ impl Backlog {
 
     /// Takes the head of a level's memory part.
     pub(super) fn pop_front(&mut self, level: usize) -> Option<Pending> {
-        let pending = self.levels[level].messages.pop_front()?;
+        let messages = &mut self.levels[level].messages;
+        let pending = messages.pop_front()?;
+        // A drained backlog lets go of the room it grew to (16 MB for a
+        // million messages), so memory comes back once a burst is over.
+        if messages.is_empty() && messages.capacity() > KEEP_CAPACITY {
+            *messages = VecDeque::new();
+        }
         self.note_out(&pending);
         Some(pending)
     }
