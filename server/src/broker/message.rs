@@ -24,8 +24,9 @@ pub struct Message {
     /// The body, shared with the SEND frame's read buffer.
     pub body: Bytes,
     /// Where the message sits in its topic's stream; `None` for queue,
-    /// ephemeral and control messages.
-    pub stream: Option<StreamPosition>,
+    /// ephemeral and control messages. Boxed: queue messages, which may
+    /// wait by the million, do not carry its 40 bytes.
+    pub stream: Option<Box<StreamPosition>>,
     /// Sent with `x-ephemeral:true`: delivered live, never kept in history.
     pub ephemeral: bool,
     /// Its bytes in the broker's memory accounting, given back when the

@@ -371,10 +371,10 @@ impl Broker {
                         destination: topic.name.clone(),
                         headers: m.headers,
                         body: m.body,
-                        stream: Some(StreamPosition {
+                        stream: Some(Box::new(StreamPosition {
                             epoch: epoch.clone(),
                             position: m.position,
-                        }),
+                        })),
                         ephemeral: false,
                         charge,
                         journal: Some(pin),

@@ -466,10 +466,10 @@ impl TopicDestination {
                 completion = c;
                 message.journal = Some(pin);
             }
-            message.stream = Some(StreamPosition {
+            message.stream = Some(Box::new(StreamPosition {
                 epoch: self.epoch.clone(),
                 position: state.next_position,
-            });
+            }));
             state.next_position += 1;
         }
         let message = Arc::new(message);
