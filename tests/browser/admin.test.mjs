@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { startBroker, stopBroker, TcpStomp, WAIT } from "./broker.mjs";
+import { startBroker, stopBroker, TcpStomp, WAIT, launchChromium } from "./broker.mjs";
 
 const SHOTS = new URL("../../target/browser/", import.meta.url).pathname;
 const TOKEN = "admin-page-token-of-at-least-32-bytes";
@@ -25,10 +24,7 @@ before(async () => {
   const found = broker.log().match(/admin page at http:\/\/127\.0\.0\.1:(\d+)\/admin/);
   assert.ok(found, `the broker logs its admin page:\n${broker.log()}`);
   adminUrl = `http://127.0.0.1:${found[1]}/admin`;
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
   fs.mkdirSync(SHOTS, { recursive: true });
 });
 

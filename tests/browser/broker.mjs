@@ -5,6 +5,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { chromium } from "playwright-core";
 
 export const BIN = process.env.STOMPBOX_BIN ?? new URL("../../target/debug/stompbox", import.meta.url).pathname;
 export const WAIT = 10_000;
@@ -110,4 +111,21 @@ export class TcpStomp {
   close() {
     this.sock.destroy();
   }
+}
+
+/** Debian's Chromium, headless; this machine has no network but loopback,
+ *  so Chromium is kept from trying. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
 }

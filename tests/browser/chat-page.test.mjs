@@ -10,8 +10,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { BIN, startBroker, stopBroker, TcpStomp, WAIT } from "./broker.mjs";
+import { BIN, startBroker, stopBroker, TcpStomp, WAIT, launchChromium } from "./broker.mjs";
 
 const SHOTS = new URL("../../target/browser/", import.meta.url).pathname;
 const HISTORY = 300;
@@ -43,10 +42,7 @@ before(async () => {
       ...rooms,
     ])],
   });
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
   fs.mkdirSync(SHOTS, { recursive: true });
 });
 

@@ -4,8 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { chromium } from "playwright-core";
-import { startBroker, stopBroker, TcpStomp, WAIT } from "./broker.mjs";
+import { startBroker, stopBroker, TcpStomp, WAIT, launchChromium } from "./broker.mjs";
 
 // The package's UMD bundle (not in its "exports", so located by path).
 const STOMPJS = new URL("node_modules/@stomp/stompjs/bundles/stomp.umd.js", import.meta.url).pathname;
@@ -16,19 +15,7 @@ let browser;
 
 before(async () => {
   broker = await startBroker();
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    // This machine has no network but loopback: keep Chromium from trying.
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -154,18 +154,26 @@ async fn delete(State(s): State<ApiState>, Path(name): Path<String>) -> Response
     }
 }
 
+/// The binding a bind or unbind call names: the exchange from the path,
+/// the rest from the body (or why the body is not one).
+fn binding_of(
+    name: String,
+    given: Result<Json<BindingConfig>, JsonRejection>,
+) -> Result<BindingDeclaration, String> {
+    Ok(BindingDeclaration {
+        exchange: name,
+        binding: body(given, BINDING_SHAPE)?,
+    })
+}
+
 async fn bind(
     State(s): State<ApiState>,
     Path(name): Path<String>,
     given: Result<Json<BindingConfig>, JsonRejection>,
 ) -> Response {
-    let binding = match body(given, BINDING_SHAPE) {
-        Ok(b) => b,
+    let declaration = match binding_of(name, given) {
+        Ok(d) => d,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let declaration = BindingDeclaration {
-        exchange: name,
-        binding,
     };
     match s.broker.exchanges().bind(declaration) {
         Ok(created) => {
@@ -185,13 +193,9 @@ async fn unbind(
     Path(name): Path<String>,
     given: Result<Json<BindingConfig>, JsonRejection>,
 ) -> Response {
-    let binding = match body(given, BINDING_SHAPE) {
-        Ok(b) => b,
+    let declaration = match binding_of(name, given) {
+        Ok(d) => d,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
-    };
-    let declaration = BindingDeclaration {
-        exchange: name,
-        binding,
     };
     match s.broker.exchanges().unbind(&declaration) {
         Ok(()) => Json(json!({ "unbound": true })).into_response(),
