@@ -32,6 +32,9 @@ pub struct Config {
     /// operator's sign-in service. The page then offers "Sign in with your
     /// account" and renews the token before it expires.
     pub chat_token_url: Option<String>,
+    /// Run as one node of a cluster on this Redis (`redis://[:password@]host:port[/db]`):
+    /// topics are shared by every node using it.
+    pub cluster: Option<String>,
     /// Web page origins (`https://chat.example.com`, or `*`) allowed to open
     /// WebSockets besides the broker's own; programs (no Origin) always are.
     pub allowed_origins: Vec<String>,
@@ -196,6 +199,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 15674)),
             web_root: None,
             chat_token_url: None,
+            cluster: None,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             tls: None,
@@ -490,6 +494,21 @@ impl Config {
                 reason,
             }
         })?;
+        if let Some(url) = &self.cluster {
+            let shown = crate::cluster::mask_url(url);
+            if !url.starts_with("redis://") {
+                return Err(ConfigError::Invalid {
+                    setting: "cluster",
+                    reason: format!(
+                        "{shown:?}: expected a redis:// URL like redis://127.0.0.1:6379"
+                    ),
+                });
+            }
+            crate::cluster::Cluster::new(url).map_err(|e| ConfigError::Invalid {
+                setting: "cluster",
+                reason: e.to_string(),
+            })?;
+        }
         if let Some(url) = &self.chat_token_url
             && !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'))
         {

@@ -158,15 +158,18 @@ pub enum SessionError {
     /// failed write); it was not accepted.
     #[error("not stored: {0}")]
     NotStored(String),
+    /// In cluster mode, Redis could not take a topic message now.
+    #[error("not published: {0}")]
+    ClusterUnavailable(String),
 }
 
 impl From<SubscribeError> for SessionError {
     fn from(e: SubscribeError) -> SessionError {
         match e {
             SubscribeError::Destination(e) => SessionError::Destination(e),
-            e @ (SubscribeError::Pattern(_) | SubscribeError::PatternOptions(_)) => {
-                SessionError::Pattern(e.to_string())
-            }
+            e @ (SubscribeError::Pattern(_)
+            | SubscribeError::PatternOptions(_)
+            | SubscribeError::ClusterPattern) => SessionError::Pattern(e.to_string()),
             SubscribeError::Exchange(why) => SessionError::Exchange(why),
             other => SessionError::Durable(other.to_string()),
         }
@@ -181,6 +184,7 @@ impl From<SendError> for SessionError {
             SendError::NotStored(why) => SessionError::NotStored(why),
             e @ SendError::Unroutable { .. } => SessionError::Unroutable(e.to_string()),
             SendError::Exchange(e) => SessionError::Exchange(e.to_string()),
+            SendError::Cluster(why) => SessionError::ClusterUnavailable(why),
         }
     }
 }
@@ -196,6 +200,7 @@ impl SessionError {
                 | SessionError::RateLimited { .. }
                 | SessionError::QueueFull(_)
                 | SessionError::NotStored(_)
+                | SessionError::ClusterUnavailable(_)
                 | SessionError::AckExpired(..)
                 | SessionError::Unroutable(_)
                 | SessionError::AccessRefused { .. }
@@ -210,6 +215,7 @@ impl SessionError {
             SessionError::RateLimited { .. } => "rate-limited",
             SessionError::QueueFull(_) => "queue-full",
             SessionError::NotStored(_) => "not-stored",
+            SessionError::ClusterUnavailable(_) => "cluster-unavailable",
             SessionError::AckExpired(..) => "ack-expired",
             SessionError::Unroutable(_) => "unroutable",
             SessionError::AccessRefused { .. } => "access-refused",
@@ -302,6 +308,9 @@ impl SessionError {
             }
             SessionError::NotStored(_) => {
                 "The broker could not keep the message on disk, so it did not accept it; the broker's log says why. Try again later, or send with persistent:false to accept the risk of losing it in a crash. With a receipt header, the refusal is answered on the RECEIPT (x-error) and the connection stays open."
+            }
+            SessionError::ClusterUnavailable(_) => {
+                "This broker is one node of a cluster, and topic messages go through the cluster's Redis, which cannot take them now (the node's log says why). The node reconnects by itself; try again shortly. Queues on this node keep working. With a receipt header, the refusal is answered on the RECEIPT (x-error) and the connection stays open."
             }
         }
     }

@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod ids;
@@ -258,7 +259,19 @@ impl Server {
                     setting: "exchanges",
                     reason: e.to_string(),
                 })?;
-        let broker = Arc::new(broker.with_exchanges(exchanges));
+        let mut broker = broker.with_exchanges(exchanges);
+        let mut cluster = None;
+        if let Some(url) = &config.cluster {
+            // Checked by `validate` above.
+            let link =
+                crate::cluster::Cluster::new(url).map_err(|e| config::ConfigError::Invalid {
+                    setting: "cluster",
+                    reason: e.to_string(),
+                })?;
+            broker = broker.with_cluster(link.clone());
+            cluster = Some(link);
+        }
+        let broker = Arc::new(broker);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
 
@@ -412,6 +425,22 @@ impl Server {
         if broker.journal().is_some() {
             listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
         }
+        let mut cluster_part = String::new();
+        if let Some(cluster) = &cluster {
+            listeners.extend(cluster.run(broker.clone(), cancel.clone()));
+            // A node that starts beside its Redis should be whole when it
+            // says ready; one whose Redis is down still serves queues.
+            let up = cluster.wait_up(Duration::from_secs(5)).await;
+            cluster_part = format!(
+                "; cluster node on Redis {} ({})",
+                cluster.shown(),
+                if up {
+                    "connected"
+                } else {
+                    "unreachable: retrying, topic messages refused until then"
+                }
+            );
+        }
         tracing::info!(%tcp_addr, "STOMP over TCP listening");
         tracing::info!(%http_addr, "HTTP listening: WebSocket at ws://{http_addr}/ws, health at /health, metrics at /metrics");
         // One line that says what this broker is, for whoever reads the log first.
@@ -423,7 +452,7 @@ impl Server {
             None => "in memory only (nothing survives a restart)".into(),
         };
         tracing::info!(
-            "stompbox {} ready: stomp://{tcp_addr}, ws://{http_addr}/ws{tls_part}; access: {}; {data}; at most {max} connections ({per_address} per address), memory limit {} MiB",
+            "stompbox {} ready: stomp://{tcp_addr}, ws://{http_addr}/ws{tls_part}; access: {}; {data}{cluster_part}; at most {max} connections ({per_address} per address), memory limit {} MiB",
             env!("CARGO_PKG_VERSION"),
             config.access_summary(),
             memory_limit >> 20,

@@ -76,6 +76,9 @@ struct ServeArgs {
     /// Where the chat page gets a login token: a URL answering {"token": JWT} with the browser's cookies (needs [tokens]).
     #[arg(long, env = "STOMPBOX_CHAT_TOKEN_URL")]
     chat_token_url: Option<String>,
+    /// Run as one node of a cluster on this Redis, like redis://127.0.0.1:6379 (a password in it is better kept in the config file or STOMPBOX_CLUSTER, out of the process list).
+    #[arg(long, env = "STOMPBOX_CLUSTER")]
+    cluster: Option<String>,
     /// A web page origin allowed to open WebSockets besides the broker's own, like https://chat.example.com, or * for any (repeat, or comma-separated) [default: none].
     #[arg(
         long = "allowed-origin",
@@ -268,6 +271,9 @@ impl ServeArgs {
         }
         if let Some(url) = self.chat_token_url {
             config.chat_token_url = Some(url);
+        }
+        if let Some(url) = self.cluster {
+            config.cluster = Some(url);
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins = self.allowed_origins;

@@ -2,175 +2,16 @@
 //! SIGKILL at any moment, and a torn journal tail is cut at start.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stompbox");
-const WAIT: Duration = Duration::from_secs(20);
+mod support;
 
-/// The broker process, killed if a test ends early.
-struct Broker {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    fn start(data: &Path, extra: &[&str]) -> Broker {
-        Broker::start_with(Command::new(BIN), data, extra)
-    }
-
-    /// Like [`start`](Self::start), with `cmd` running the binary.
-    fn start_with(mut cmd: Command, data: &Path, extra: &[&str]) -> Broker {
-        let mut child = cmd
-            .args([
-                "--tcp-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--log",
-                "info",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env_remove("STOMPBOX_HEART_BEAT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the broker starts");
-        let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("tcp_addr=127.0.0.1:").nth(1) {
-                        let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                        let _ = tx.send(port.parse::<u16>().expect("a port"));
-                    }
-                    let mut log = log.lock().expect("log");
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let port = rx
-            .recv_timeout(WAIT)
-            .expect("the broker logs its TCP address");
-        Broker { child, port, log }
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-}
-
-/// A frame as read off the wire.
-#[derive(Debug, Clone)]
-struct Frame {
-    command: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// A blocking STOMP 1.2 client over TCP.
-struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    /// Like [`connect`](Self::connect), `None` when the broker is gone
-    /// (killed before this producer got going).
-    fn try_connect(port: u16) -> Option<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        stream.set_read_timeout(Some(WAIT)).ok()?;
-        let mut c = Client {
-            stream,
-            buf: Vec::new(),
-        };
-        c.stream
-            .write_all(b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0")
-            .ok()?;
-        (c.read()?.command == "CONNECTED").then_some(c)
-    }
-
-    fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut c = Client {
-            stream,
-            buf: Vec::new(),
-        };
-        c.write("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0");
-        let f = c.read().expect("CONNECTED");
-        assert_eq!(f.command, "CONNECTED", "{f:?}");
-        c
-    }
-
-    fn write(&mut self, text: &str) {
-        self.stream.write_all(text.as_bytes()).expect("write");
-    }
-
-    /// The next frame; `None` when the connection ends.
-    fn read(&mut self) -> Option<Frame> {
-        loop {
-            while self.buf.first() == Some(&b'\n') || self.buf.first() == Some(&b'\r') {
-                self.buf.remove(0);
-            }
-            if let Some(end) = self.buf.iter().position(|b| *b == 0) {
-                let raw: Vec<u8> = self.buf.drain(..=end).collect();
-                return Some(parse(&raw[..raw.len() - 1]));
-            }
-            let mut chunk = [0u8; 16384];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-}
-
-fn parse(raw: &[u8]) -> Frame {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let command = lines.next().unwrap_or_default().to_string();
-    let mut headers = HashMap::new();
-    for line in lines {
-        if let Some((n, v)) = line.split_once(':') {
-            headers
-                .entry(n.to_string())
-                .or_insert_with(|| v.to_string());
-        }
-    }
-    Frame {
-        command,
-        headers,
-        body: body.to_string(),
-    }
-}
+use support::{BIN, Broker, Client, Frame, WAIT, wait_until};
 
 /// Publishes `lines` to `destination` from a thread of its own, each with
 /// itself as body and receipt id, until they are all sent or the broker
@@ -215,15 +56,6 @@ fn publish_confirmed(
         }
     });
     (rx, counted, writer)
-}
-
-/// Waits until `done` holds, at most [`WAIT`] (then goes on: the kill
-/// comes anyway, and the checks judge what was confirmed).
-fn wait_until(done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// A small deterministic generator: the seed is printed, so a failing

@@ -85,6 +85,9 @@ pub enum SendError {
     /// An exchange destination that cannot be used.
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
+    /// In cluster mode, Redis cannot take the message now.
+    #[error("{0}")]
+    Cluster(String),
     /// `mandatory:true` and no binding took the message.
     #[error(
         "no binding of exchange {exchange:?} takes routing key {key:?} (and no alternate exchange does)"
@@ -142,6 +145,8 @@ pub struct Broker {
     exchanges: exchanges::Exchanges,
     /// Private subscription queues made so far, for their names.
     private_queues: AtomicU64,
+    /// In cluster mode, the link to Redis: topics go through it.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Extras a SUBSCRIBE may ask of a topic; queues ignore them.
@@ -210,7 +215,149 @@ impl Broker {
             wildcards: wildcard::WildcardIndex::default(),
             exchanges: exchanges::Exchanges::default(),
             private_queues: AtomicU64::new(0),
+            cluster: None,
         }
+    }
+
+    /// The same broker as one node of a cluster: topics go through `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Broker {
+        // A topic's stream is Redis' in cluster mode: history a journal
+        // kept from single-node runs is not mixed into it.
+        let mut dropped = 0;
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|_, d| matches!(d, Destination::Queue(_)));
+            dropped += before - map.len();
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                topics = dropped,
+                "cluster mode: topic history kept in the journal by earlier single-node runs is not used (topics live in Redis)"
+            );
+        }
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The cluster link, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// `None` while `completion` waits for the journal or the cluster;
+    /// then whether it succeeded, and if not, the `x-error` code and why.
+    pub fn outcome(&self, completion: Completion) -> Option<Result<(), (&'static str, String)>> {
+        if let Some(journal) = &self.journal {
+            match journal.outcome(completion)? {
+                Ok(()) => {}
+                Err(e) => return Some(Err(("not-stored", format!("not stored - {e}")))),
+            }
+        }
+        if let (Some(cluster), Some(ticket)) = (&self.cluster, completion.ticket()) {
+            return match cluster.tickets().outcome(ticket)? {
+                Ok(()) => Some(Ok(())),
+                Err(e) => Some(Err(("cluster-unavailable", format!("not published - {e}")))),
+            };
+        }
+        Some(Ok(()))
+    }
+
+    /// Delivers a message the cluster brought for `topic` to this node's
+    /// subscribers of it.
+    pub fn deliver_from_cluster(&self, topic: &str, published: crate::cluster::wire::Published) {
+        let Some(Destination::Topic(t)) = self.existing(topic) else {
+            return;
+        };
+        let message = self.cluster_message(topic, published);
+        t.deliver(message, &[]);
+    }
+
+    fn cluster_message(&self, topic: &str, p: crate::cluster::wire::Published) -> Message {
+        let ephemeral = p.position == 0;
+        let mut message = self.message(
+            self.next_message_id(),
+            ByteString::from(topic),
+            p.headers,
+            p.body,
+            ephemeral,
+        );
+        if !ephemeral {
+            message.stream = Some(Box::new(StreamPosition {
+                epoch: p.epoch,
+                position: p.position,
+            }));
+        }
+        message
+    }
+
+    /// Reads a cluster subscriber's history from Redis, then hands it to
+    /// the topic, which replays it before the live messages.
+    fn recover_from_cluster(
+        &self,
+        cluster: Arc<crate::cluster::Cluster>,
+        topic: Arc<TopicDestination>,
+        channel: Completion,
+        session: SessionId,
+        subscription: SubscriptionId,
+        recovery: Recovery,
+    ) {
+        let memory = self.memory.clone();
+        let ids = self.next_message.clone();
+        tokio::spawn(async move {
+            // The channel first: what is published after the read then
+            // arrives live, and what came before is in the read.
+            let loaded = match cluster.settled(channel).await {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let policy = topic.policy();
+                    cluster
+                        .history(topic.name(), &recovery, policy.history, policy.max_age())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            let loaded = loaded.map(|h| {
+                let complete = match &recovery {
+                    Recovery::Last(_) => true,
+                    Recovery::Since { epoch, position } => {
+                        *epoch == h.epoch && *position <= h.head && h.oldest <= position + 1
+                    }
+                    Recovery::Before { epoch, .. } => *epoch == h.epoch,
+                };
+                let epoch = ByteString::from(h.epoch);
+                let messages = h
+                    .entries
+                    .into_iter()
+                    .map(|(position, _age, headers, body)| {
+                        let id = MessageId::new(ids.fetch_add(1, Ordering::Relaxed));
+                        let charge = memory.charge(message_size(topic.name(), &headers, &body));
+                        Arc::new(Message {
+                            id,
+                            destination: ByteString::from(topic.name()),
+                            headers,
+                            body,
+                            stream: Some(Box::new(StreamPosition {
+                                epoch: epoch.clone(),
+                                position,
+                            })),
+                            ephemeral: false,
+                            charge,
+                            journal: None,
+                            terms: Terms::default(),
+                        })
+                    })
+                    .collect();
+                topic::Loaded {
+                    epoch,
+                    head: h.head,
+                    oldest: h.oldest,
+                    messages,
+                    complete,
+                }
+            });
+            topic.finish_recovery(session, &subscription, loaded);
+        });
     }
 
     /// The same broker with these exchanges.
@@ -510,6 +657,7 @@ impl Broker {
             epoch,
             self.next_message.clone(),
             self.journal.clone(),
+            self.cluster.clone(),
         );
         if let Some(journal) = &self.journal
             && topic.is_durable()
@@ -604,6 +752,21 @@ impl Broker {
         let Destination::Topic(t) = target else {
             return Ok(Completion::DONE);
         };
+        if let Some(cluster) = &self.cluster {
+            // Every node, this one too, delivers it when the channel
+            // brings it back with its cluster-wide position.
+            let Message {
+                destination,
+                headers,
+                body,
+                ephemeral,
+                charge,
+                ..
+            } = message;
+            return cluster
+                .publish(&destination, &headers, &body, t.policy(), ephemeral, charge)
+                .map_err(|e| SendError::Cluster(e.to_string()));
+        }
         let key = t.name().strip_prefix("/topic/").unwrap_or_default();
         let wild = self.wildcards.matches(key);
         let (dropped, completion) = t.publish(message, wild.as_deref().unwrap_or_default())?;
@@ -1067,7 +1230,10 @@ impl Broker {
                 if options.durable.is_some() && spec.selector.is_some() {
                     return Err(SubscribeError::SelectorOnDurable);
                 }
-                t.subscribe(TopicSubscription {
+                let session = spec.session;
+                let subscription = spec.subscription.clone();
+                let recovery = options.recovery.clone();
+                let completion = t.subscribe(TopicSubscription {
                     selector: spec.selector,
                     session: spec.session,
                     subscription: spec.subscription,
@@ -1078,7 +1244,18 @@ impl Broker {
                     watch_presence: options.watch_presence,
                     durable: options.durable,
                     prefetch: spec.prefetch,
-                })?
+                })?;
+                if let (Some(cluster), Some(recovery)) = (&self.cluster, recovery) {
+                    self.recover_from_cluster(
+                        cluster.clone(),
+                        t.clone(),
+                        completion,
+                        session,
+                        subscription,
+                        recovery,
+                    );
+                }
+                completion
             }
         };
         Ok((target, completion))
@@ -1093,6 +1270,9 @@ impl Broker {
         spec: ConsumerSpec,
         options: &TopicOptions,
     ) -> Result<(), SubscribeError> {
+        if self.cluster.is_some() {
+            return Err(SubscribeError::ClusterPattern);
+        }
         if options.recovery.is_some()
             || options.presence.is_some()
             || options.watch_presence

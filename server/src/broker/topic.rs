@@ -103,6 +103,16 @@ pub enum SubscribeError {
         "selectors are not supported on durable subscriptions yet; filter in the client or use a live subscription"
     )]
     SelectorOnDurable,
+    /// A durable topic subscription in cluster mode.
+    #[error(
+        "durable topic subscriptions are not available in cluster mode yet; use a queue, or x-since recovery"
+    )]
+    ClusterDurable,
+    /// A wildcard subscription in cluster mode.
+    #[error(
+        "wildcard topic subscriptions are not available in cluster mode yet; subscribe to each topic"
+    )]
+    ClusterPattern,
     /// History, presence or durability asked of a wildcard subscription.
     #[error(
         "{0:?} is a wildcard pattern: history (x-history, x-since), presence and durable subscriptions need a single topic"
@@ -123,6 +133,42 @@ struct Subscriber {
     presence: Option<Presence>,
     watch_presence: bool,
     selector: Option<Arc<super::Selector>>,
+    /// In cluster mode, while its history is read from Redis: the live
+    /// messages that arrived meanwhile, delivered after the history.
+    pending: Option<Vec<Arc<Message>>>,
+    /// In cluster mode, after its recovery: the epoch and position the
+    /// history went up to. The channel may bring those messages after
+    /// Redis answered the read (two connections), so they are skipped.
+    replayed: Option<(ByteString, u64)>,
+}
+
+impl Subscriber {
+    /// Whether `message` was already sent to it as history.
+    fn replayed(&self, message: &Message) -> bool {
+        match (&self.replayed, &message.stream) {
+            (Some((epoch, to)), Some(s)) => s.epoch == *epoch && s.position <= *to,
+            _ => false,
+        }
+    }
+}
+
+/// Live messages held at most for one subscriber while its history is
+/// read; beyond, the oldest go and its recovery says `gap`.
+const MAX_PENDING: usize = 10_000;
+
+/// A topic's history as the cluster read it for one subscriber.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The topic's cluster-wide epoch.
+    pub epoch: ByteString,
+    /// The last position given out.
+    pub head: u64,
+    /// The oldest position still kept.
+    pub oldest: u64,
+    /// What to replay, in position order.
+    pub messages: Vec<Arc<Message>>,
+    /// Whether it connects to what the client had.
+    pub complete: bool,
 }
 
 /// Whether a subscriber's selector, if any, takes a message.
@@ -198,6 +244,9 @@ pub struct TopicDestination {
     state: Mutex<State>,
     /// Where kept history is written, when the policy keeps it durably.
     journal: Option<Arc<Journal>>,
+    /// In cluster mode: the stream is in Redis, and this node follows the
+    /// topic's channel while it has subscribers.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl TopicDestination {
@@ -207,8 +256,10 @@ impl TopicDestination {
         epoch: ByteString,
         ids: Arc<AtomicU64>,
         journal: Option<Arc<Journal>>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Arc<TopicDestination> {
-        let journal = journal.filter(|_| policy.durable);
+        // In cluster mode the topic's stream is Redis'.
+        let journal = journal.filter(|_| policy.durable && cluster.is_none());
         Arc::new(TopicDestination {
             name: ByteString::from(name),
             policy,
@@ -219,6 +270,7 @@ impl TopicDestination {
                 ..State::default()
             }),
             journal,
+            cluster,
         })
     }
 
@@ -294,6 +346,9 @@ impl TopicDestination {
         let mut state = self.lock();
         self.trim(&mut state, Instant::now());
         let mut completion = Completion::DONE;
+        if self.cluster.is_some() && sub.durable.is_some() {
+            return Err(SubscribeError::ClusterDurable);
+        }
         if let Some(key) = &sub.durable {
             let Some(journal) = &self.journal else {
                 return Err(SubscribeError::NoJournal);
@@ -335,8 +390,18 @@ impl TopicDestination {
             presence: sub.presence,
             watch_presence: sub.watch_presence,
             selector: sub.selector,
+            pending: None,
+            replayed: None,
         };
-        if let Some(recovery) = &sub.recovery {
+        let mut subscriber = subscriber;
+        if let Some(cluster) = &self.cluster {
+            completion = cluster.watch(&self.name);
+            if sub.recovery.is_some() {
+                // Replayed by finish_recovery once Redis has answered.
+                subscriber.pending = Some(Vec::new());
+            }
+        }
+        if let Some(recovery) = sub.recovery.as_ref().filter(|_| self.cluster.is_none()) {
             let (replay, complete) = self.replay(&state, recovery);
             for message in replay {
                 if !selects(&subscriber.selector, &message) {
@@ -414,6 +479,99 @@ impl TopicDestination {
         };
         let gone = state.subscribers.swap_remove(index);
         self.announce(&state.subscribers, "leave", &gone);
+        if let Some(cluster) = &self.cluster {
+            cluster.unwatch(&self.name);
+        }
+    }
+
+    /// Ends a cluster subscriber's recovery: its history (or why there
+    /// is none), then the live messages that arrived while Redis was
+    /// asked (those the history already had are left out), the marker,
+    /// and from then on it is live.
+    pub fn finish_recovery(
+        &self,
+        session: SessionId,
+        subscription: &SubscriptionId,
+        loaded: Result<Loaded, String>,
+    ) {
+        let mut state = self.lock();
+        let Some(subscriber) = state
+            .subscribers
+            .iter_mut()
+            .find(|s| s.session == session && &s.subscription == subscription)
+        else {
+            return;
+        };
+        let Some(pending) = subscriber.pending.take() else {
+            return;
+        };
+        if let Ok(loaded) = &loaded
+            && let Some(last) = loaded.messages.last().and_then(|m| m.stream.as_ref())
+        {
+            subscriber.replayed = Some((last.epoch.clone(), last.position));
+        }
+        let subscriber = &*subscriber;
+        let history = |message: Arc<Message>| Delivery {
+            subscription: subscriber.subscription.clone(),
+            message,
+            redelivered: false,
+            ack: subscriber.ack,
+            tag: None,
+            history: true,
+            control: false,
+            delivery_count: None,
+            ack_timeout_ms: 0,
+        };
+        let marker = match loaded {
+            Ok(loaded) => {
+                for message in loaded.messages {
+                    if selects(&subscriber.selector, &message) {
+                        let _ = subscriber.outbox.push_topic(history(message));
+                    }
+                }
+                let overflowed = pending.len() >= MAX_PENDING;
+                self.control(
+                    &[
+                        (
+                            "x-recovery",
+                            if loaded.complete && !overflowed {
+                                "complete"
+                            } else {
+                                "gap"
+                            },
+                        ),
+                        ("x-stream-epoch", &loaded.epoch),
+                        ("x-stream-position", &loaded.head.to_string()),
+                        ("x-history-oldest", &loaded.oldest.to_string()),
+                    ],
+                    Bytes::new(),
+                )
+            }
+            Err(why) => self.control(
+                &[
+                    ("x-recovery", "gap"),
+                    ("x-error", "cluster-unavailable"),
+                    ("message", &why),
+                ],
+                Bytes::new(),
+            ),
+        };
+        self.push_control(subscriber, marker);
+        for message in pending {
+            if !subscriber.replayed(&message) {
+                let _ = subscriber.outbox.push_topic(Delivery {
+                    history: false,
+                    ..history(message)
+                });
+            }
+        }
+    }
+
+    /// Delivers a message the cluster's channel brought (its stream
+    /// position given by Redis) to this node's subscribers.
+    pub fn deliver(&self, message: Message, wildcard: &[super::wildcard::WildSub]) {
+        let mut state = self.lock();
+        self.fan_out(&mut state, Arc::new(message), wildcard);
     }
 
     /// Tells the watching `others` that `who` joined or left, if `who` is present.
@@ -480,9 +638,39 @@ impl TopicDestination {
             });
         }
         self.trim(&mut state, now);
+        let ephemeral = message.ephemeral;
+        let dropped = self.fan_out(&mut state, message, wildcard);
+        if !ephemeral {
+            state.dispatch_durables();
+        }
+        Ok((dropped, completion))
+    }
+
+    /// Sends a copy of `message` to every subscriber it selects (held
+    /// back for one whose cluster history is still being read); returns
+    /// how many copies the slow-consumer policy dropped.
+    fn fan_out(
+        &self,
+        state: &mut State,
+        message: Arc<Message>,
+        wildcard: &[super::wildcard::WildSub],
+    ) -> usize {
+        for s in state
+            .subscribers
+            .iter_mut()
+            .filter(|_| self.cluster.is_some())
+        {
+            if let Some(pending) = &mut s.pending {
+                if pending.len() >= MAX_PENDING {
+                    pending.remove(0);
+                }
+                pending.push(message.clone());
+            }
+        }
         let own = state
             .subscribers
             .iter()
+            .filter(|s| s.pending.is_none() && !s.replayed(&message))
             .map(|s| (&s.selector, &s.subscription, s.ack, &s.outbox));
         // Wildcard subscribers under this topic's lock, like its own: they
         // get each topic's messages in order.
@@ -515,10 +703,7 @@ impl TopicDestination {
         state.published += 1;
         state.delivered += queued;
         state.dropped += dropped as u64;
-        if !message.ephemeral {
-            state.dispatch_durables();
-        }
-        Ok((dropped, completion))
+        dropped
     }
 
     /// Writes the journal records of kept messages held in journal segment

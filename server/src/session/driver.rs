@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use stomp_codec::{Command, DecodeError, Decoded, EncodeError, Frame, Version};
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,7 +22,6 @@ use crate::error::SessionError;
 use crate::outbox::{Outbound, Outbox, SlowConsumerPolicy};
 use crate::protocol;
 use crate::security::LoginThrottle;
-use crate::store::Lsn;
 use crate::transport::tcp::is_loopback;
 
 /// Something to write: a frame, a delivery, or a heart-beat EOL.
@@ -170,10 +168,11 @@ pub async fn run_session<T: Transport>(
 /// not waited for forever).
 const RECEIPT_DRAIN: Duration = Duration::from_secs(10);
 
-/// Resolves when the journal synced again; never without a journal.
-async fn journal_synced(synced: &mut Option<watch::Receiver<Lsn>>) -> Option<()> {
-    match synced {
-        Some(r) => r.changed().await.ok(),
+/// Resolves when the journal synced or the cluster answered; never
+/// without either.
+async fn progressed(progress: &mut super::Progress) -> Option<()> {
+    match progress.changed().await {
+        Some(()) => Some(()),
         None => std::future::pending().await,
     }
 }
@@ -234,8 +233,9 @@ async fn drive<T: Transport>(
     // while the driver waits on the transport is seen then).
     let frame_watch = tokio::time::sleep(settings.frame_timeout);
     tokio::pin!(frame_watch);
-    // Follows the journal's syncs, to release RECEIPTs that wait for them.
-    let mut synced = session.journal_progress();
+    // Follows the journal's syncs and the cluster's answers, to release
+    // RECEIPTs that wait for them.
+    let mut synced = session.progress();
     // The earliest ack deadline: one timer, moved earlier when a sooner
     // deadline appears and left alone when acks make it later (it then
     // fires early, finds nothing due, and is set again): re-arming a timer
@@ -348,7 +348,7 @@ async fn drive<T: Transport>(
                     flow => flow,
                 }
             }
-            Some(()) = journal_synced(&mut synced), if session.receipts_waiting() => {
+            Some(()) = progressed(&mut synced), if session.receipts_waiting() => {
                 session.release_receipts();
                 Flow::Continue
             }
@@ -489,7 +489,7 @@ async fn drive<T: Transport>(
     if !matches!(reason, CloseReason::Io(_) | CloseReason::SlowConsumer) {
         let _ = timeout(RECEIPT_DRAIN, async {
             while session.receipts_waiting() {
-                if journal_synced(&mut synced).await.is_none() {
+                if synced.changed().await.is_none() {
                     break;
                 }
                 session.release_receipts();

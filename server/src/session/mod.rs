@@ -35,6 +35,33 @@ use limits::PublishLimits;
 use receipts::Receipts;
 use transaction::{Transactions, TxOp};
 
+/// What held RECEIPTs wait on: the journal's syncs and the cluster's
+/// answers. The driver waits for either to move.
+#[derive(Debug)]
+pub struct Progress {
+    journal: Option<tokio::sync::watch::Receiver<crate::store::Lsn>>,
+    cluster: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Progress {
+    /// Resolves when either moved; `None` once neither can any more.
+    pub async fn changed(&mut self) -> Option<()> {
+        async fn moved<T>(r: &mut Option<tokio::sync::watch::Receiver<T>>) -> Option<()> {
+            match r {
+                Some(r) => r.changed().await.ok(),
+                None => std::future::pending().await,
+            }
+        }
+        if self.journal.is_none() && self.cluster.is_none() {
+            return None;
+        }
+        tokio::select! {
+            r = moved(&mut self.journal) => r,
+            r = moved(&mut self.cluster) => r,
+        }
+    }
+}
+
 /// What the driver should do after a frame was handled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Flow {
@@ -342,24 +369,22 @@ impl Session {
 
     /// Queues a frame of the session's own behind any held RECEIPT.
     fn emit(&mut self, completion: Completion, frame: Frame) {
-        self.receipts.push(
-            &self.outbox,
-            self.broker.journal().map(|j| &**j),
-            completion,
-            frame,
-        );
+        self.receipts
+            .push(&self.outbox, &self.broker, completion, frame);
     }
 
     /// Writes the held frames whose journal records are now synced; the
     /// driver calls this whenever the journal makes progress.
     pub fn release_receipts(&mut self) {
-        self.receipts
-            .release(&self.outbox, self.broker.journal().map(|j| &**j));
+        self.receipts.release(&self.outbox, &self.broker);
     }
 
-    /// Follows the journal's progress, when there is a journal.
-    pub fn journal_progress(&self) -> Option<tokio::sync::watch::Receiver<crate::store::Lsn>> {
-        self.broker.journal().map(|j| j.resolved())
+    /// Follows the journal's and the cluster's progress.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            journal: self.broker.journal().map(|j| j.resolved()),
+            cluster: self.broker.cluster().map(|c| c.tickets().resolved()),
+        }
     }
 
     /// Whether frames wait for the journal.

@@ -11,8 +11,9 @@ use std::collections::VecDeque;
 
 use stomp_codec::{Command, Frame};
 
+use crate::broker::Broker;
 use crate::outbox::Outbox;
-use crate::store::{Completion, Journal};
+use crate::store::Completion;
 
 /// Held frames beyond which the driver stops reading the connection,
 /// so a client that floods receipted SENDs at a stalled disk is bounded.
@@ -29,39 +30,34 @@ impl Receipts {
     pub(super) fn push(
         &mut self,
         outbox: &Outbox,
-        journal: Option<&Journal>,
+        broker: &Broker,
         completion: Completion,
         frame: Frame,
     ) {
-        if self.held.is_empty() && completion.lsn().is_none() {
+        if self.held.is_empty() && completion.is_done() {
             outbox.push_frame(frame);
             return;
         }
         self.held.push_back((completion, frame));
-        self.release(outbox, journal);
+        self.release(outbox, broker);
     }
 
     /// Writes the held frames whose completions are done, in order, up to
     /// the first that is still waiting. A RECEIPT whose record could not
-    /// be written says so (`x-error: not-stored`) instead of confirming.
-    pub(super) fn release(&mut self, outbox: &Outbox, journal: Option<&Journal>) {
+    /// be written says so (`x-error: not-stored`; `cluster-unavailable`
+    /// when Redis did not take it) instead of confirming.
+    pub(super) fn release(&mut self, outbox: &Outbox, broker: &Broker) {
         while let Some((completion, _)) = self.held.front() {
-            let outcome = match journal {
-                Some(j) => j.outcome(*completion),
-                None => Some(Ok(())),
-            };
-            let Some(outcome) = outcome else {
+            let Some(outcome) = broker.outcome(*completion) else {
                 return;
             };
             let Some((_, mut frame)) = self.held.pop_front() else {
                 return;
             };
-            if let Err(e) = outcome
+            if let Err((code, why)) = outcome
                 && frame.command == Command::Receipt
             {
-                frame = frame
-                    .header("x-error", "not-stored")
-                    .header("message", format!("not stored - {e}"));
+                frame = frame.header("x-error", code).header("message", why);
             }
             outbox.push_frame(frame);
         }

@@ -1,0 +1,93 @@
+//! The Lua scripts the cluster engine runs in Redis. Each runs as one
+//! atomic step, which is what makes a topic's stream positions, its
+//! kept history and its pub/sub order agree on every node.
+
+/// Publishes to a topic.
+///
+/// KEYS: stream, epoch, position counter. ARGV: an epoch to use if the
+/// topic has none yet, how many messages to keep, `1` for an ephemeral
+/// message (no position, not kept), the frame, the channel, the time in
+/// ms, the history's age limit in ms (0: none).
+///
+/// The epoch is made once per topic and kept: every node gives positions
+/// from the same counter under it, so `x-since` means the same on all.
+/// Returns the position (0 for an ephemeral message).
+pub(super) const PUBLISH: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+local pos = 0
+if ARGV[3] ~= '1' then
+  pos = redis.call('INCR', KEYS[3])
+  local keep = tonumber(ARGV[2])
+  if keep > 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', keep, '0-' .. pos, 'f', ARGV[4], 't', ARGV[6])
+    local age = tonumber(ARGV[7])
+    if age > 0 then
+      redis.call('PEXPIRE', KEYS[1], age)
+    end
+  end
+end
+redis.call('PUBLISH', ARGV[5], epoch .. '\n' .. pos .. '\n' .. ARGV[4])
+return pos
+"#;
+
+/// Reads a topic's kept history for a subscriber's recovery.
+///
+/// KEYS: stream, epoch, position counter. ARGV: mode (`last`, `after`,
+/// `before`), position, count, the client's epoch (for `after` and
+/// `before`), an epoch to use if the topic has none yet.
+///
+/// Returns the epoch, the head position, the oldest kept position, then
+/// for each entry, oldest first, its position, time in ms and frame. An `after` or
+/// `before` for another epoch reads nothing of positions that do not
+/// compare: `after` becomes the whole kept history, `before` nothing.
+pub(super) const HISTORY: &str = r#"
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('SET', KEYS[2], epoch)
+end
+local head = tonumber(redis.call('GET', KEYS[3]) or '0')
+local oldest = head + 1
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if first[1] then
+  oldest = tonumber(string.match(first[1][1], '%-(%d+)$'))
+end
+local mode = ARGV[1]
+local pos = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local entries = {}
+if mode ~= 'last' and ARGV[4] ~= epoch then
+  if mode == 'after' then mode = 'last' else mode = 'none' end
+end
+if mode == 'last' then
+  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)
+elseif mode == 'after' then
+  if pos < head then
+    entries = redis.call('XRANGE', KEYS[1], '0-' .. (pos + 1), '+', 'COUNT', n)
+  end
+elseif mode == 'before' then
+  if pos > 1 then
+    entries = redis.call('XREVRANGE', KEYS[1], '0-' .. (pos - 1), '-', 'COUNT', n)
+  end
+end
+local out = {epoch, tostring(head), tostring(oldest)}
+local from, to, step = 1, #entries, 1
+if mode ~= 'after' then
+  from, to, step = #entries, 1, -1
+end
+for i = from, to, step do
+  local e = entries[i]
+  local f, t = '', '0'
+  for j = 1, #e[2], 2 do
+    if e[2][j] == 'f' then f = e[2][j + 1] elseif e[2][j] == 't' then t = e[2][j + 1] end
+  end
+  table.insert(out, string.match(e[1], '%-(%d+)$'))
+  table.insert(out, t)
+  table.insert(out, f)
+end
+return out
+"#;

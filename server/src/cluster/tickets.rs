@@ -1,0 +1,135 @@
+//! Numbered requests to Redis and which of them have been answered.
+//!
+//! A RECEIPT in cluster mode waits for Redis' answer; the session keeps
+//! only a number (a ticket) in its [`Completion`](crate::store::Completion),
+//! as it keeps a journal LSN. Answers may come back out of order (the
+//! command connection and the pub/sub connection are separate), so the
+//! watermark followed by drivers is "every ticket up to here is answered",
+//! and failed tickets are remembered until they fall below it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+/// Failures remembered at most; beyond it the oldest are forgotten (a
+/// session still waiting for one of those is told it succeeded, which
+/// can only happen after tens of thousands of failures in a row).
+const MAX_FAILED: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct State {
+    next: u64,
+    pending: BTreeSet<u64>,
+    failed: BTreeMap<u64, String>,
+}
+
+/// The tickets of one node.
+#[derive(Debug)]
+pub struct Tickets {
+    state: Mutex<State>,
+    resolved: watch::Sender<u64>,
+}
+
+impl Default for Tickets {
+    fn default() -> Tickets {
+        Tickets {
+            state: Mutex::new(State {
+                next: 1,
+                ..State::default()
+            }),
+            resolved: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Tickets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new ticket, pending until [`answer`](Self::answer)ed.
+    pub fn take(&self) -> u64 {
+        let mut state = self.lock();
+        let ticket = state.next;
+        state.next += 1;
+        state.pending.insert(ticket);
+        ticket
+    }
+
+    /// A number unique in this node's run that no request waits for.
+    pub fn take_unnumbered(&self) -> u64 {
+        let ticket = self.take();
+        self.answer(ticket, Ok(()));
+        ticket
+    }
+
+    /// Records the answer to `ticket`: `Err` with why it failed.
+    pub fn answer(&self, ticket: u64, outcome: Result<(), String>) {
+        let mut state = self.lock();
+        if !state.pending.remove(&ticket) {
+            return;
+        }
+        if let Err(why) = outcome {
+            state.failed.insert(ticket, why);
+            while state.failed.len() > MAX_FAILED {
+                state.failed.pop_first();
+            }
+        }
+        let watermark = match state.pending.first() {
+            Some(first) => first - 1,
+            None => state.next - 1,
+        };
+        drop(state);
+        self.resolved.send_if_modified(|w| {
+            let moved = watermark > *w;
+            if moved {
+                *w = watermark;
+            }
+            moved
+        });
+    }
+
+    /// `None` while `ticket` is unanswered; then whether it succeeded.
+    pub fn outcome(&self, ticket: u64) -> Option<Result<(), String>> {
+        if *self.resolved.borrow() < ticket {
+            return None;
+        }
+        match self.lock().failed.get(&ticket) {
+            Some(why) => Some(Err(why.clone())),
+            None => Some(Ok(())),
+        }
+    }
+
+    /// Follows the watermark: every ticket up to it is answered.
+    pub fn resolved(&self) -> watch::Receiver<u64> {
+        self.resolved.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_waits_for_the_oldest_pending_ticket() {
+        let t = Tickets::default();
+        let a = t.take();
+        let b = t.take();
+        t.answer(b, Err("down".into()));
+        assert_eq!(t.outcome(b), None, "a is still pending");
+        t.answer(a, Ok(()));
+        assert_eq!(t.outcome(a), Some(Ok(())));
+        assert_eq!(t.outcome(b), Some(Err("down".into())));
+        assert_eq!(*t.resolved().borrow(), 2);
+    }
+
+    #[test]
+    fn an_answer_twice_counts_once() {
+        let t = Tickets::default();
+        let a = t.take();
+        t.answer(a, Ok(()));
+        t.answer(a, Err("late".into()));
+        assert_eq!(t.outcome(a), Some(Ok(())));
+    }
+}

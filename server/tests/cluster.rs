@@ -1,0 +1,381 @@
+//! Several real `stompbox` processes as one broker on a real
+//! `redis-server` (Debian's; `scripts/test.sh` installs it), each on a
+//! loopback port chosen free: topic fan-out across nodes, recovery on
+//! another node with no gap and no duplicate, and Redis restarted under
+//! the nodes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::{Broker, Client, Frame, WAIT};
+
+/// A `redis-server` of the test's own, killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_binary() -> &'static str {
+    let path = "/usr/bin/redis-server";
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: the cluster tests need Debian's redis-server (scripts/test.sh installs it: apt-get install redis-server)"
+    );
+    path
+}
+
+impl Redis {
+    /// Starts Redis on a free loopback port, without persistence.
+    fn start(dir: &Path) -> Redis {
+        // A port free a moment ago may be taken by the time Redis binds
+        // it: try a few.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            if let Some(redis) = Redis::start_on(dir, port) {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
+    }
+
+    /// Starts Redis on `port`; `None` when it does not answer PING.
+    fn start_on(dir: &Path, port: u16) -> Option<Redis> {
+        let mut redis = Redis {
+            child: spawn(dir, port),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        redis.answers().then_some(redis)
+    }
+
+    /// Whether it answers PING within 10 s (false at once if it exited).
+    fn answers(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGKILL: the nodes lose their connections.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new Redis on the same port, empty (nothing was persisted).
+    fn start_again(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = spawn(&self.dir, self.port);
+            if self.answers() {
+                return;
+            }
+            self.kill();
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come back on port {}",
+                self.port
+            );
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn spawn(dir: &Path, port: u16) -> Child {
+    Command::new(redis_binary())
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs")
+}
+
+/// Three nodes on one Redis.
+struct Cluster {
+    nodes: Vec<Broker>,
+    redis: Redis,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster(n: usize) -> Cluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(dir.path());
+    let url = redis.url();
+    // Rooms that keep history with no publish rate limit, for the tests' bursts.
+    let config = dir.path().join("stompbox.toml");
+    std::fs::write(
+        &config,
+        "[[topics]]\npattern = \"/topic/room.*\"\nhistory = 1000\npublish_rate = 0.0\n",
+    )
+    .expect("config written");
+    let config = config.to_string_lossy().into_owned();
+    let nodes = (0..n)
+        .map(|i| {
+            let data = dir.path().join(format!("node{i}"));
+            Broker::start(&data, &["--cluster", &url, "--config", &config])
+        })
+        .collect();
+    Cluster {
+        nodes,
+        redis,
+        _dir: dir,
+    }
+}
+
+fn subscribe(port: u16, destination: &str, extra: &str) -> Client {
+    let mut c = Client::connect(port);
+    c.write(&format!(
+        "SUBSCRIBE\nid:s\ndestination:{destination}\n{extra}receipt:sub\n\n\0"
+    ));
+    let f = c.read().expect("a RECEIPT for the SUBSCRIBE");
+    assert_eq!(f.command, "RECEIPT", "{f:?}");
+    c
+}
+
+/// Sends with a receipt; the RECEIPT (or ERROR) that answers it.
+fn send(c: &mut Client, destination: &str, body: &str) -> Frame {
+    c.write(&format!(
+        "SEND\ndestination:{destination}\nreceipt:r-{body}\n\n{body}\0"
+    ));
+    loop {
+        let f = c.read().expect("an answer to the SEND");
+        if f.command != "MESSAGE" {
+            return f;
+        }
+    }
+}
+
+fn confirmed(c: &mut Client, destination: &str, body: &str) {
+    let f = send(c, destination, body);
+    assert_eq!(f.command, "RECEIPT", "{f:?}");
+    assert!(!f.headers.contains_key("x-error"), "{f:?}");
+}
+
+fn position(f: &Frame) -> u64 {
+    f.headers
+        .get("x-stream-position")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no position in {f:?}"))
+}
+
+#[test]
+fn a_topic_message_reaches_subscribers_on_every_node_in_one_order() {
+    let c = cluster(3);
+    let topic = "/topic/room.fanout";
+    let mut subs: Vec<Client> = c
+        .nodes
+        .iter()
+        .map(|n| subscribe(n.port, topic, ""))
+        .collect();
+    let mut publishers: Vec<Client> = c.nodes.iter().map(|n| Client::connect(n.port)).collect();
+    for i in 0..30 {
+        let from = i % 3;
+        confirmed(&mut publishers[from], topic, &format!("m{i}"));
+    }
+    let mut seen: Vec<Vec<(String, String, u64)>> = Vec::new();
+    for s in &mut subs {
+        let got: Vec<(String, String, u64)> = (0..30)
+            .map(|_| {
+                let f = s.read().expect("a MESSAGE");
+                assert_eq!(f.command, "MESSAGE", "{f:?}");
+                let epoch = f.headers.get("x-stream-epoch").cloned().unwrap_or_default();
+                let p = position(&f);
+                (f.body, epoch, p)
+            })
+            .collect();
+        seen.push(got);
+    }
+    // Each node's subscriber saw every message, in the order they were
+    // confirmed, with the same cluster-wide positions under one epoch.
+    let expected: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    for got in &seen {
+        let bodies: Vec<String> = got.iter().map(|(b, _, _)| b.clone()).collect();
+        assert_eq!(bodies, expected);
+        assert_eq!(got, &seen[0]);
+        let positions: Vec<u64> = got.iter().map(|(_, _, p)| *p).collect();
+        assert_eq!(positions, (1..=30).collect::<Vec<u64>>());
+    }
+}
+
+#[test]
+fn a_client_moving_to_another_node_recovers_with_no_gap_and_no_duplicate() {
+    let c = cluster(3);
+    let topic = "/topic/room.move";
+    let (a, b, p) = (c.nodes[0].port, c.nodes[1].port, c.nodes[2].port);
+    let mut first = subscribe(a, topic, "");
+    let mut publisher = Client::connect(p);
+    for i in 1..=5 {
+        confirmed(&mut publisher, topic, &format!("m{i}"));
+    }
+    let mut last = None;
+    for _ in 1..=5 {
+        last = first.read();
+    }
+    let last = last.expect("five messages");
+    let epoch = last.headers["x-stream-epoch"].clone();
+    let have = position(&last);
+    drop(first);
+
+    // Published while the client is away, and all the while it comes
+    // back on another node: what it gets must go on from `have` by one,
+    // history and live together.
+    for i in 6..=10 {
+        confirmed(&mut publisher, topic, &format!("m{i}"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = Client::connect(p);
+            let mut i: u64 = 11;
+            while !stop.load(Ordering::Relaxed) && i < 2000 {
+                confirmed(&mut c, topic, &format!("m{i}"));
+                i += 1;
+            }
+            i - 1
+        })
+    };
+    let mut back = subscribe(
+        b,
+        topic,
+        &format!("x-since:{have}\nx-since-epoch:{epoch}\n"),
+    );
+    let mut expected = have + 1;
+    let mut marker = None;
+    let mut got: Vec<String> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while expected < have + 60 && Instant::now() < deadline {
+        let f = back.read().expect("history, then live messages");
+        assert_eq!(f.command, "MESSAGE", "{f:?}");
+        got.push(
+            f.headers
+                .get("x-stream-position")
+                .cloned()
+                .unwrap_or_else(|| "marker".into()),
+        );
+        if let Some(r) = f.headers.get("x-recovery") {
+            marker = Some(r.clone());
+            assert_eq!(r, "complete", "{f:?}");
+            continue;
+        }
+        assert_eq!(
+            position(&f),
+            expected,
+            "no gap, no duplicate: {f:?} (marker {marker:?}, so far {got:?})"
+        );
+        assert_eq!(f.body, format!("m{expected}"));
+        expected += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published = feeder.join().expect("the feeder");
+    assert_eq!(marker.as_deref(), Some("complete"));
+    assert!(
+        expected >= have + 60,
+        "only up to {expected} arrived (published up to {published})"
+    );
+}
+
+#[test]
+fn redis_restarted_under_the_nodes_refuses_then_serves_again() {
+    let mut c = cluster(2);
+    let topic = "/topic/news";
+    let mut sub = subscribe(c.nodes[1].port, topic, "");
+    let mut publisher = Client::connect(c.nodes[0].port);
+    confirmed(&mut publisher, topic, "before");
+    assert_eq!(sub.read().expect("before").body, "before");
+
+    c.redis.kill();
+    // While Redis is down a topic SEND is refused on its RECEIPT, and the
+    // connection goes on.
+    let refused = send(&mut publisher, topic, "during");
+    assert_eq!(refused.command, "RECEIPT", "{refused:?}");
+    assert_eq!(
+        refused.headers.get("x-error").map(String::as_str),
+        Some("cluster-unavailable"),
+        "{refused:?}"
+    );
+
+    c.redis.start_again();
+
+    // The nodes reconnect by themselves (backoff of at most 5 s): keep
+    // sending until one is confirmed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let f = send(&mut publisher, topic, &format!("after{n}"));
+        if f.command == "RECEIPT" && !f.headers.contains_key("x-error") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SEND confirmed after Redis came back: {f:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The subscriber on the other node gets it: its node subscribed again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let f = sub.read().expect("a message after the restart");
+        if f.body == format!("after{n}") {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    for node in &c.nodes {
+        assert!(!node.log().contains("panicked"), "{}", node.log());
+    }
+}
+
+#[test]
+fn what_cluster_mode_cannot_do_yet_is_refused_with_a_clear_error() {
+    let c = cluster(1);
+    let mut client = Client::connect(c.nodes[0].port);
+    client.write("SUBSCRIBE\nid:w\ndestination:/topic/chat.*\n\n\0");
+    let f = client.read().expect("an ERROR");
+    assert_eq!(f.command, "ERROR", "{f:?}");
+    assert!(f.headers["message"].contains("cluster mode"), "{f:?}");
+}
