@@ -35,6 +35,10 @@ pub struct Config {
     /// Run as one node of a cluster on this Redis (`redis://[:password@]host:port[/db]`):
     /// topics are shared by every node using it.
     pub cluster: Option<String>,
+    /// In cluster mode, how long a queue message a node took may go
+    /// without the node refreshing its claim before other nodes take it
+    /// over (the node died): milliseconds.
+    pub cluster_claim_idle_ms: u64,
     /// Web page origins (`https://chat.example.com`, or `*`) allowed to open
     /// WebSockets besides the broker's own; programs (no Origin) always are.
     pub allowed_origins: Vec<String>,
@@ -200,6 +204,7 @@ impl Default for Config {
             web_root: None,
             chat_token_url: None,
             cluster: None,
+            cluster_claim_idle_ms: 30_000,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             tls: None,
@@ -400,6 +405,11 @@ impl Config {
         ways.join(", ")
     }
 
+    /// [`cluster_claim_idle_ms`](Self::cluster_claim_idle_ms) as a duration.
+    pub fn cluster_claim_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.cluster_claim_idle_ms)
+    }
+
     /// Checks the settings fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.heart_beat_ms()?;
@@ -504,9 +514,20 @@ impl Config {
                     ),
                 });
             }
-            crate::cluster::Cluster::new(url).map_err(|e| ConfigError::Invalid {
-                setting: "cluster",
-                reason: e.to_string(),
+            if self.cluster_claim_idle_ms < 200 {
+                return Err(ConfigError::Invalid {
+                    setting: "cluster_claim_idle_ms",
+                    reason: format!(
+                        "{} ms: at least 200, or live nodes lose messages they hold to the others",
+                        self.cluster_claim_idle_ms
+                    ),
+                });
+            }
+            crate::cluster::Cluster::new(url, self.cluster_claim_idle()).map_err(|e| {
+                ConfigError::Invalid {
+                    setting: "cluster",
+                    reason: e.to_string(),
+                }
             })?;
         }
         if let Some(url) = &self.chat_token_url

@@ -88,6 +88,9 @@ pub enum SessionError {
     /// A wildcard subscription that cannot be made.
     #[error("{0}")]
     Pattern(String),
+    /// What cluster mode does not do yet.
+    #[error("{0}")]
+    NotInCluster(String),
     /// An exchange destination that cannot be used.
     #[error("{0}")]
     Exchange(String),
@@ -170,6 +173,9 @@ impl From<SubscribeError> for SessionError {
             e @ (SubscribeError::Pattern(_)
             | SubscribeError::PatternOptions(_)
             | SubscribeError::ClusterPattern) => SessionError::Pattern(e.to_string()),
+            e @ (SubscribeError::ClusterSelector | SubscribeError::ClusterDurable) => {
+                SessionError::NotInCluster(e.to_string())
+            }
             SubscribeError::Exchange(why) => SessionError::Exchange(why),
             other => SessionError::Durable(other.to_string()),
         }
@@ -281,6 +287,9 @@ impl SessionError {
             }
             SessionError::Pattern(_) => {
                 "A topic pattern's segments are separated by dots; * matches one segment, # any number (none too), > the rest (one or more, last only). SUBSCRIBE /topic/chat.* receives /topic/chat.general and /topic/chat.random; history, presence and durability need a single topic."
+            }
+            SessionError::NotInCluster(_) => {
+                "This broker is one node of a cluster (see the README's \"Several nodes as one broker\"); this feature works on a single node only for now."
             }
             SessionError::AckExpired(..) => {
                 "A delivery not acknowledged within its subscription's x-ack-timeout (or its queue policy's ack_timeout_ms) goes back to the queue for another consumer; acknowledging it afterwards has no effect. Ask with a receipt header to be told on the RECEIPT (x-error: ack-expired) and keep the connection."

@@ -264,9 +264,11 @@ impl Server {
         if let Some(url) = &config.cluster {
             // Checked by `validate` above.
             let link =
-                crate::cluster::Cluster::new(url).map_err(|e| config::ConfigError::Invalid {
-                    setting: "cluster",
-                    reason: e.to_string(),
+                crate::cluster::Cluster::new(url, config.cluster_claim_idle()).map_err(|e| {
+                    config::ConfigError::Invalid {
+                        setting: "cluster",
+                        reason: e.to_string(),
+                    }
                 })?;
             broker = broker.with_cluster(link.clone());
             cluster = Some(link);

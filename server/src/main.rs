@@ -79,6 +79,9 @@ struct ServeArgs {
     /// Run as one node of a cluster on this Redis, like redis://127.0.0.1:6379 (a password in it is better kept in the config file or STOMPBOX_CLUSTER, out of the process list).
     #[arg(long, env = "STOMPBOX_CLUSTER")]
     cluster: Option<String>,
+    /// In cluster mode: how long a queue message held by a node may go unrefreshed before other nodes take it over, ms [default: 30000].
+    #[arg(long, env = "STOMPBOX_CLUSTER_CLAIM_IDLE_MS")]
+    cluster_claim_idle_ms: Option<u64>,
     /// A web page origin allowed to open WebSockets besides the broker's own, like https://chat.example.com, or * for any (repeat, or comma-separated) [default: none].
     #[arg(
         long = "allowed-origin",
@@ -274,6 +277,9 @@ impl ServeArgs {
         }
         if let Some(url) = self.cluster {
             config.cluster = Some(url);
+        }
+        if let Some(ms) = self.cluster_claim_idle_ms {
+            config.cluster_claim_idle_ms = ms;
         }
         if !self.allowed_origins.is_empty() {
             config.allowed_origins = self.allowed_origins;

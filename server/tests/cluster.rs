@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{Broker, Client, Frame, WAIT};
@@ -155,7 +155,18 @@ fn cluster(n: usize) -> Cluster {
     let nodes = (0..n)
         .map(|i| {
             let data = dir.path().join(format!("node{i}"));
-            Broker::start(&data, &["--cluster", &url, "--config", &config])
+            Broker::start(
+                &data,
+                &[
+                    "--cluster",
+                    &url,
+                    "--config",
+                    &config,
+                    // A killed node's messages are taken over after 1 s.
+                    "--cluster-claim-idle-ms",
+                    "1000",
+                ],
+            )
         })
         .collect();
     Cluster {
@@ -370,11 +381,169 @@ fn redis_restarted_under_the_nodes_refuses_then_serves_again() {
     }
 }
 
+/// Subscribes to a queue with client-individual acks and `prefetch`.
+fn consume(port: u16, queue: &str, prefetch: usize) -> Client {
+    subscribe(
+        port,
+        queue,
+        &format!("ack:client-individual\nprefetch-count:{prefetch}\n"),
+    )
+}
+
+fn ack(c: &mut Client, f: &Frame) {
+    let id = f.headers.get("ack").expect("an ack id");
+    c.write(&format!("ACK\nid:{id}\n\n\0"));
+}
+
+#[test]
+fn competing_consumers_on_three_nodes_get_each_queue_message_exactly_once() {
+    let c = cluster(3);
+    let queue = "/queue/work";
+    let total = 300;
+    let received = Arc::new(AtomicUsize::new(0));
+    let consumers: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut client = consume(n.port, queue, 10);
+            let received = received.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                // Until all consumers together have as many as were sent
+                // (a duplicate would end it with one missing).
+                let _ = client
+                    .stream
+                    .set_read_timeout(Some(Duration::from_millis(100)));
+                let deadline = Instant::now() + WAIT;
+                while received.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+                    let Some(f) = client.read() else { continue };
+                    assert_eq!(f.command, "MESSAGE", "{f:?}");
+                    ack(&mut client, &f);
+                    got.push(f.body.parse::<u32>().expect("a number"));
+                    received.fetch_add(1, Ordering::SeqCst);
+                }
+                got
+            })
+        })
+        .collect();
+    let producers: Vec<_> = c
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let port = n.port;
+            std::thread::spawn(move || {
+                let mut p = Client::connect(port);
+                for k in (i..total).step_by(3) {
+                    confirmed(&mut p, queue, &k.to_string());
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().expect("a producer");
+    }
+    let mut all = Vec::new();
+    let mut per_node = Vec::new();
+    for c in consumers {
+        let got = c.join().expect("a consumer");
+        per_node.push(got.len());
+        all.extend(got);
+    }
+    all.sort_unstable();
+    let expected: Vec<u32> = (0..total as u32).collect();
+    assert_eq!(
+        all.len(),
+        total,
+        "each message exactly once (per node: {per_node:?})"
+    );
+    assert_eq!(all, expected);
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "every node's consumer took some: {per_node:?}"
+    );
+}
+
+#[test]
+fn a_killed_nodes_unacknowledged_messages_go_to_a_consumer_on_another_node() {
+    let mut c = cluster(2);
+    let queue = "/queue/held";
+    let mut producer = Client::connect(c.nodes[1].port);
+    for k in 0..10 {
+        confirmed(&mut producer, queue, &k.to_string());
+    }
+    // Node 0's consumer takes five and never acknowledges them.
+    let mut holder = consume(c.nodes[0].port, queue, 5);
+    let held: Vec<String> = (0..5)
+        .map(|_| holder.read().expect("a message").body)
+        .collect();
+    let doomed = c.nodes.remove(0);
+    doomed.kill();
+
+    let mut survivor = consume(c.nodes[0].port, queue, 100);
+    let mut got = Vec::new();
+    let mut redelivered = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 10 && Instant::now() < deadline {
+        let f = survivor
+            .read()
+            .expect("the messages, the killed node's too");
+        ack(&mut survivor, &f);
+        if f.headers.get("redelivered").map(String::as_str) == Some("true") {
+            redelivered.push(f.body.clone());
+        }
+        got.push(f.body);
+    }
+    got.sort();
+    let expected: Vec<String> = {
+        let mut e: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(got, expected, "all ten, once each");
+    redelivered.sort();
+    let mut held = held;
+    held.sort();
+    assert_eq!(redelivered, held, "the killed node's five come redelivered");
+}
+
+#[test]
+fn a_consumer_that_leaves_hands_its_messages_to_another_nodes_consumer() {
+    let c = cluster(2);
+    let queue = "/queue/handover";
+    let mut producer = Client::connect(c.nodes[1].port);
+    for k in 0..6 {
+        confirmed(&mut producer, queue, &k.to_string());
+    }
+    let mut leaving = consume(c.nodes[0].port, queue, 3);
+    let first: Vec<String> = (0..3)
+        .map(|_| leaving.read().expect("a message").body)
+        .collect();
+    leaving.write("DISCONNECT\nreceipt:bye\n\n\0");
+    assert_eq!(leaving.read().expect("the RECEIPT").command, "RECEIPT");
+
+    let mut staying = consume(c.nodes[1].port, queue, 100);
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let f = staying.read().expect("all six");
+        ack(&mut staying, &f);
+        got.push(f.body);
+    }
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3", "4", "5"]);
+    assert!(first.iter().all(|b| got.contains(b)));
+}
+
 #[test]
 fn what_cluster_mode_cannot_do_yet_is_refused_with_a_clear_error() {
     let c = cluster(1);
     let mut client = Client::connect(c.nodes[0].port);
     client.write("SUBSCRIBE\nid:w\ndestination:/topic/chat.*\n\n\0");
+    let f = client.read().expect("an ERROR");
+    assert_eq!(f.command, "ERROR", "{f:?}");
+    assert!(f.headers["message"].contains("cluster mode"), "{f:?}");
+    let mut client = Client::connect(c.nodes[0].port);
+    client.write("SUBSCRIBE\nid:q\ndestination:/queue/a\nselector:x = 1\n\n\0");
     let f = client.read().expect("an ERROR");
     assert_eq!(f.command, "ERROR", "{f:?}");
     assert!(f.headers["message"].contains("cluster mode"), "{f:?}");

@@ -222,18 +222,28 @@ impl Broker {
     /// The same broker as one node of a cluster: topics go through `cluster`.
     pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Broker {
         // A topic's stream is Redis' in cluster mode: history a journal
-        // kept from single-node runs is not mixed into it.
+        // kept from single-node runs is not mixed into it. Queues the
+        // journal brought back stay on this node (not shared) until
+        // they are drained and swept.
         let mut dropped = 0;
+        let mut local_queues = 0;
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
             map.retain(|_, d| matches!(d, Destination::Queue(_)));
             dropped += before - map.len();
+            local_queues += map.len();
         }
         if dropped > 0 {
             tracing::warn!(
                 topics = dropped,
                 "cluster mode: topic history kept in the journal by earlier single-node runs is not used (topics live in Redis)"
+            );
+        }
+        if local_queues > 0 {
+            tracing::warn!(
+                queues = local_queues,
+                "cluster mode: queues recovered from this node's journal stay on this node until they are drained"
             );
         }
         self.cluster = Some(cluster);
@@ -271,6 +281,25 @@ impl Broker {
         };
         let message = self.cluster_message(topic, published);
         t.deliver(message, &[]);
+    }
+
+    /// A queue message fetched from the cluster, accepted at `at_ms`.
+    pub(crate) fn cluster_queue_message(
+        &self,
+        queue: &QueueDestination,
+        headers: Headers,
+        body: Bytes,
+        at_ms: u64,
+    ) -> Message {
+        let mut message = self.message(
+            self.next_message_id(),
+            ByteString::from(queue.name()),
+            headers,
+            body,
+            false,
+        );
+        message.terms = Terms::read(&message.headers, at_ms, queue.policy().message_ttl_ms);
+        message
     }
 
     fn cluster_message(&self, topic: &str, p: crate::cluster::wire::Published) -> Message {
@@ -402,6 +431,7 @@ impl Broker {
             clock: self.clock.clone(),
             timers: self.timers.clone(),
             dead_letters: self.dead_letters.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -712,7 +742,30 @@ impl Broker {
             self.clock.now_ms(),
             q.policy().message_ttl_ms,
         );
-        let result = self.enqueue(q, message);
+        let result = match &self.cluster {
+            Some(cluster) if q.env_cluster() => {
+                let Message {
+                    destination,
+                    headers,
+                    body,
+                    charge,
+                    terms,
+                    ..
+                } = message;
+                cluster
+                    .enqueue(
+                        &destination,
+                        &headers,
+                        &body,
+                        terms.at_ms,
+                        q.policy(),
+                        charge,
+                    )
+                    .map(|c| (c, None))
+                    .map_err(|e| SendError::Cluster(e.to_string()))
+            }
+            _ => self.enqueue(q, message),
+        };
         if let Some(key) = &dedup {
             match &result {
                 Ok((completion, pin)) => q.record_dedup(key, *completion, pin.clone()),
@@ -946,8 +999,10 @@ impl Broker {
     /// [`delete_private_queue`](Self::delete_private_queue).
     pub fn private_queue(&self, name: String) -> Arc<QueueDestination> {
         let env = QueueEnv {
-            // Private and short-lived: never journaled.
+            // Private and short-lived: never journaled, and local to
+            // this node in cluster mode.
             journal: None,
+            cluster: None,
             ..self.queue_env()
         };
         let queue = QueueDestination::new(
@@ -1060,6 +1115,12 @@ impl Broker {
         while self.dead_letters.pending() {
             for letter in self.dead_letters.take() {
                 let message = &letter.message;
+                if let Some(cluster) = &self.cluster {
+                    // Settled where it was: its copy (if any) is a new
+                    // message of the dead-letter queue.
+                    let _ = cluster
+                        .queue_settled(&message.destination, std::iter::once(message.id.number()));
+                }
                 let moved = match &letter.target {
                     None => Err("the queue has no dead-letter queue".to_string()),
                     Some(target) => {
@@ -1124,7 +1185,13 @@ impl Broker {
         let mut completion = Completion::DONE;
         for group in tags.chunk_by(|a, b| a.destination == b.destination) {
             completion = completion.and(match self.existing(&group[0].destination) {
-                Some(Destination::Queue(q)) => q.settle(session, subscription, group),
+                Some(Destination::Queue(q)) => {
+                    let mut c = q.settle(session, subscription, group);
+                    if let Some(cluster) = self.cluster.as_ref().filter(|_| q.env_cluster()) {
+                        c = c.and(cluster.queue_settled(q.name(), group.iter().map(|t| t.message)));
+                    }
+                    c
+                }
                 Some(Destination::Topic(t)) => t.settle(session, subscription, group),
                 None => Completion::DONE,
             });
@@ -1216,6 +1283,9 @@ impl Broker {
         let target = self.destination(destination)?;
         let completion = match &target {
             Destination::Queue(q) => {
+                if q.env_cluster() && spec.selector.is_some() {
+                    return Err(SubscribeError::ClusterSelector);
+                }
                 q.subscribe(spec);
                 self.route_dead_letters();
                 Completion::DONE

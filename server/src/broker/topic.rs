@@ -108,6 +108,11 @@ pub enum SubscribeError {
         "durable topic subscriptions are not available in cluster mode yet; use a queue, or x-since recovery"
     )]
     ClusterDurable,
+    /// A selector on a queue in cluster mode.
+    #[error(
+        "selectors on queues are not available in cluster mode yet: a node fetches messages for its consumers, and one none of them selects would wait there"
+    )]
+    ClusterSelector,
     /// A wildcard subscription in cluster mode.
     #[error(
         "wildcard topic subscriptions are not available in cluster mode yet; subscribe to each topic"

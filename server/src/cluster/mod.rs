@@ -17,6 +17,7 @@
 //! refused with an ERROR naming the cause. Queues stay local to each
 //! node for now (see the README).
 
+mod queues;
 mod scripts;
 pub mod tickets;
 pub mod wire;
@@ -72,16 +73,33 @@ pub struct History {
     pub entries: Vec<(u64, Duration, Headers, Bytes)>,
 }
 
-struct Publish {
+/// What the command task sends to Redis, in the order it was asked.
+enum Request {
+    /// A topic message.
+    Publish {
+        topic: ByteString,
+        frame: Bytes,
+        keep: usize,
+        max_age_ms: u64,
+        ephemeral: bool,
+    },
+    /// A queue message.
+    Enqueue {
+        queue: ByteString,
+        frame: Bytes,
+        at_ms: u64,
+        max_length: usize,
+    },
+    /// Queue entries settled on this node: XACK and XDEL.
+    Ack { queue: ByteString, ids: Vec<u64> },
+}
+
+struct Ticketed {
     ticket: u64,
-    topic: ByteString,
-    frame: Bytes,
-    keep: usize,
-    max_age_ms: u64,
-    ephemeral: bool,
+    request: Request,
     /// Held until Redis has it, so a slow Redis raises the memory alarm
     /// and publishers are slowed, instead of this queue growing unseen.
-    _charge: Charge,
+    _charge: Option<Charge>,
 }
 
 enum Interest {
@@ -97,8 +115,8 @@ pub struct Cluster {
     /// Made once per run: new topic epochs start with it.
     node: String,
     tickets: Tickets,
-    publishes: mpsc::UnboundedSender<Publish>,
-    publish_rx: Mutex<Option<mpsc::UnboundedReceiver<Publish>>>,
+    publishes: mpsc::UnboundedSender<Ticketed>,
+    publish_rx: Mutex<Option<mpsc::UnboundedReceiver<Ticketed>>>,
     interest: mpsc::UnboundedSender<Interest>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<Interest>>>,
     /// Local subscriptions per topic and the ticket of the channel
@@ -107,6 +125,16 @@ pub struct Cluster {
     history_script: redis::Script,
     commands_up: tokio::sync::watch::Sender<bool>,
     conn: Mutex<Option<MultiplexedConnection>>,
+    /// Queues this node fetches for its consumers.
+    feeds: queues::Feeds,
+    /// How long a fetched queue message may sit unrefreshed in a node's
+    /// pending list before other nodes take it over.
+    claim_idle: Duration,
+    /// The broker and this link, for the queue feeds they start (set by `run`).
+    broker: std::sync::OnceLock<std::sync::Weak<Broker>>,
+    me: std::sync::OnceLock<std::sync::Weak<Cluster>>,
+    /// Cancelled when the broker stops: the queue feeds end.
+    stopping: CancellationToken,
     /// Told by the pub/sub task when its connection drops: the command
     /// connection is checked at once rather than at the next publish.
     pubsub_lost: tokio::sync::Notify,
@@ -148,7 +176,9 @@ fn topic_of_channel(channel: &str) -> Option<&str> {
 impl Cluster {
     /// A link to the Redis at `url` (`redis://[:password@]host:port[/db]`);
     /// nothing is connected until [`run`](Self::run).
-    pub fn new(url: &str) -> Result<Arc<Cluster>, ClusterError> {
+    /// Queue messages a node holds are taken over by the others after
+    /// `claim_idle` without a refresh.
+    pub fn new(url: &str, claim_idle: Duration) -> Result<Arc<Cluster>, ClusterError> {
         let client = redis::Client::open(url)
             .map_err(|e| ClusterError::Redis(format!("cluster URL {}: {e}", mask_url(url))))?;
         let (publishes, publish_rx) = mpsc::unbounded_channel();
@@ -170,6 +200,11 @@ impl Cluster {
             commands_up: tokio::sync::watch::Sender::new(false),
             conn: Mutex::new(None),
             pubsub_lost: tokio::sync::Notify::new(),
+            feeds: queues::Feeds::default(),
+            claim_idle,
+            stopping: CancellationToken::new(),
+            broker: std::sync::OnceLock::new(),
+            me: std::sync::OnceLock::new(),
         }))
     }
 
@@ -203,6 +238,14 @@ impl Cluster {
         cancel: CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
+        let _ = self.broker.set(Arc::downgrade(&broker));
+        let _ = self.me.set(Arc::downgrade(self));
+        let stopping = self.stopping.clone();
+        let stop_on = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            stop_on.cancelled().await;
+            stopping.cancel();
+        }));
         let publish_rx = self
             .publish_rx
             .lock()
@@ -236,21 +279,72 @@ impl Cluster {
         if !self.is_up() {
             return Err(ClusterError::Unavailable(self.shown.clone()));
         }
+        Ok(self.request(
+            Request::Publish {
+                topic: topic.clone(),
+                frame: wire::encode(headers, body),
+                keep: policy.history,
+                max_age_ms: policy.max_age_secs.saturating_mul(1000),
+                ephemeral,
+            },
+            Some(charge),
+        ))
+    }
+
+    /// Hands a queue message to Redis; the completion is done once Redis
+    /// has it (or says why not: a full queue). Refused at once while
+    /// Redis is unreachable.
+    pub fn enqueue(
+        &self,
+        queue: &ByteString,
+        headers: &Headers,
+        body: &[u8],
+        at_ms: u64,
+        policy: &crate::broker::QueuePolicy,
+        charge: Charge,
+    ) -> Result<Completion, ClusterError> {
+        if !self.is_up() {
+            return Err(ClusterError::Unavailable(self.shown.clone()));
+        }
+        Ok(self.request(
+            Request::Enqueue {
+                queue: queue.clone(),
+                frame: wire::encode(headers, body),
+                at_ms,
+                max_length: policy.max_length,
+            },
+            Some(charge),
+        ))
+    }
+
+    fn request_ack(&self, queue: &str, ids: Vec<u64>) -> Completion {
+        self.request(
+            Request::Ack {
+                queue: ByteString::from(queue),
+                ids,
+            },
+            None,
+        )
+    }
+
+    /// Queues a request for the command task, numbered.
+    fn request(&self, request: Request, charge: Option<Charge>) -> Completion {
         let ticket = self.tickets.take();
-        let request = Publish {
+        let sent = self.publishes.send(Ticketed {
             ticket,
-            topic: topic.clone(),
-            frame: wire::encode(headers, body),
-            keep: policy.history,
-            max_age_ms: policy.max_age_secs.saturating_mul(1000),
-            ephemeral,
+            request,
             _charge: charge,
-        };
-        if self.publishes.send(request).is_err() {
+        });
+        if sent.is_err() {
             self.tickets
                 .answer(ticket, Err("the broker is shutting down".into()));
         }
-        Ok(Completion::after_ticket(ticket))
+        Completion::after_ticket(ticket)
+    }
+
+    /// The command connection, when it is up.
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// One more local subscription to `topic`: the node subscribes to its
@@ -311,8 +405,7 @@ impl Cluster {
         limit: usize,
         max_age: Option<Duration>,
     ) -> Result<History, ClusterError> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(mut conn) = conn else {
+        let Some(mut conn) = self.connection() else {
             return Err(ClusterError::Unavailable(self.shown.clone()));
         };
         // Positions stay far inside a Lua number's exact range.
@@ -348,10 +441,11 @@ impl Cluster {
     /// away, failing what was in flight.
     async fn commands(
         self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<Publish>,
+        mut rx: mpsc::UnboundedReceiver<Ticketed>,
         cancel: CancellationToken,
     ) {
         let script = redis::Script::new(scripts::PUBLISH);
+        let enqueue = redis::Script::new(scripts::ENQUEUE);
         let mut backoff = Duration::from_millis(100);
         let mut logged_down = false;
         'connect: loop {
@@ -380,7 +474,10 @@ impl Cluster {
                 }
             };
             // Loaded once per connection; a restarted Redis has lost it.
-            let loaded: Result<String, _> = script.prepare_invoke().load_async(&mut conn).await;
+            let mut loaded: Result<String, _> = script.prepare_invoke().load_async(&mut conn).await;
+            if loaded.is_ok() {
+                loaded = enqueue.prepare_invoke().load_async(&mut conn).await;
+            }
             if let Err(e) = loaded {
                 tracing::error!(redis = %self.shown, error = %e, "cluster: Redis refused the publish script");
                 tokio::time::sleep(backoff).await;
@@ -424,34 +521,31 @@ impl Cluster {
                     }
                 }
                 let mut pipe = redis::pipe();
-                for p in &batch {
-                    pipe.cmd("EVALSHA")
-                        .arg(script.get_hash())
-                        .arg(3)
-                        .arg(key(&p.topic, "s"))
-                        .arg(key(&p.topic, "e"))
-                        .arg(key(&p.topic, "n"))
-                        .arg(format!("{}.{}", self.node, p.ticket))
-                        .arg(p.keep)
-                        .arg(if p.ephemeral { "1" } else { "0" })
-                        .arg(&p.frame[..])
-                        .arg(key(&p.topic, "c"))
-                        .arg(now_ms())
-                        .arg(p.max_age_ms);
+                pipe.ignore_errors();
+                for t in &batch {
+                    self.add_to(&mut pipe, t, &script, &enqueue);
                 }
-                let result: Result<Result<Vec<u64>, _>, _> =
+                let result: Result<Result<Vec<redis::RedisResult<redis::Value>>, _>, _> =
                     tokio::time::timeout(REQUEST_TIMEOUT, pipe.query_async(&mut conn)).await;
                 match result {
-                    Ok(Ok(_)) => {
-                        for p in &batch {
-                            self.tickets.answer(p.ticket, Ok(()));
-                        }
-                    }
-                    Ok(Err(e)) if !e.is_io_error() && !e.is_connection_dropped() => {
-                        tracing::warn!(redis = %self.shown, error = %e, messages = batch.len(), "cluster: Redis refused a batch of topic messages");
-                        for p in &batch {
-                            self.tickets
-                                .answer(p.ticket, Err(format!("Redis refused it: {e}")));
+                    Ok(Ok(answers)) => {
+                        // An Ack request is two commands (XACK, XDEL).
+                        let mut answers = answers.into_iter();
+                        for t in &batch {
+                            let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
+                            if matches!(t.request, Request::Ack { .. }) {
+                                let deleted = answers.next().unwrap_or(Ok(redis::Value::Nil));
+                                outcome = outcome.and(deleted);
+                            }
+                            let outcome = outcome.map(|_| ()).map_err(|e| {
+                                if e.code() == Some("QUEUEFULL") {
+                                    e.detail().unwrap_or("the queue is full").to_string()
+                                } else {
+                                    tracing::warn!(redis = %self.shown, error = %e, "cluster: Redis refused a request");
+                                    format!("Redis refused it: {e}")
+                                }
+                            });
+                            self.tickets.answer(t.ticket, outcome);
                         }
                     }
                     failed => {
@@ -462,13 +556,71 @@ impl Cluster {
                         self.lost(&why);
                         // Redis may or may not have run them: a RECEIPT must
                         // not claim it did.
-                        for p in &batch {
+                        for t in &batch {
                             self.tickets
-                                .answer(p.ticket, Err(format!("Redis connection lost: {why}")));
+                                .answer(t.ticket, Err(format!("Redis connection lost: {why}")));
                         }
                         continue 'connect;
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds one request's commands to a pipeline.
+    fn add_to(
+        &self,
+        pipe: &mut redis::Pipeline,
+        t: &Ticketed,
+        publish: &redis::Script,
+        enqueue: &redis::Script,
+    ) {
+        match &t.request {
+            Request::Publish {
+                topic,
+                frame,
+                keep,
+                max_age_ms,
+                ephemeral,
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(publish.get_hash())
+                    .arg(3)
+                    .arg(key(topic, "s"))
+                    .arg(key(topic, "e"))
+                    .arg(key(topic, "n"))
+                    .arg(format!("{}.{}", self.node, t.ticket))
+                    .arg(keep)
+                    .arg(if *ephemeral { "1" } else { "0" })
+                    .arg(&frame[..])
+                    .arg(key(topic, "c"))
+                    .arg(now_ms())
+                    .arg(max_age_ms);
+            }
+            Request::Enqueue {
+                queue,
+                frame,
+                at_ms,
+                max_length,
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(enqueue.get_hash())
+                    .arg(2)
+                    .arg(key(queue, "q"))
+                    .arg(key(queue, "n"))
+                    .arg(&frame[..])
+                    .arg(at_ms)
+                    .arg(max_length)
+                    .arg(key(queue, "c"))
+                    .arg(0);
+            }
+            Request::Ack { queue, ids } => {
+                let ids: Vec<String> = ids.iter().map(|n| format!("0-{n}")).collect();
+                pipe.cmd("XACK")
+                    .arg(key(queue, "q"))
+                    .arg(queues::GROUP)
+                    .arg(&ids);
+                pipe.cmd("XDEL").arg(key(queue, "q")).arg(&ids);
             }
         }
     }
@@ -492,11 +644,11 @@ impl Cluster {
     }
 
     /// Answers every publish queued while Redis is down as failed.
-    fn fail_queued(&self, rx: &mut mpsc::UnboundedReceiver<Publish>) {
+    fn fail_queued(&self, rx: &mut mpsc::UnboundedReceiver<Ticketed>) {
         self.commands_up.send_replace(false);
-        while let Ok(p) = rx.try_recv() {
+        while let Ok(t) = rx.try_recv() {
             self.tickets.answer(
-                p.ticket,
+                t.ticket,
                 Err(format!("Redis at {} is unreachable", self.shown)),
             );
         }
@@ -585,6 +737,10 @@ impl Cluster {
                     message = stream.next() => {
                         let Some(message) = message else { break };
                         let Some(topic) = topic_of_channel(message.get_channel_name()) else { continue };
+                        if topic.starts_with("/queue/") {
+                            self.feeds.wake(topic);
+                            continue;
+                        }
                         match wire::decode_published(message.get_payload_bytes()) {
                             Ok(published) => broker.deliver_from_cluster(topic, published),
                             Err(e) => tracing::warn!(topic, error = %e, "cluster: dropped an unreadable message"),

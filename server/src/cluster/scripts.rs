@@ -91,3 +91,24 @@ for i = from, to, step do
 end
 return out
 "#;
+
+/// Adds a message to a queue's stream.
+///
+/// KEYS: stream, id counter. ARGV: frame, acceptance time in ms, the
+/// queue's `max_length` (0: none), the queue's notice channel, failed
+/// deliveries so far.
+///
+/// Entries are `0-<n>` from the queue's own counter, so a node can name
+/// one by a number. Consumers' nodes are told on the channel that there
+/// is something to read. Refused when the stream holds `max_length`
+/// (waiting and unacknowledged: acknowledged entries are deleted).
+pub(super) const ENQUEUE: &str = r#"
+local max = tonumber(ARGV[3])
+if max > 0 and redis.call('XLEN', KEYS[1]) >= max then
+  return redis.error_reply('QUEUEFULL the queue holds its max_length of ' .. max .. ' messages')
+end
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], '0-' .. n, 'f', ARGV[1], 't', ARGV[2], 'd', ARGV[5])
+redis.call('PUBLISH', ARGV[4], '')
+return n
+"#;

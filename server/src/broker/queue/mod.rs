@@ -107,6 +107,9 @@ pub struct QueueEnv {
     pub timers: Arc<Timers>,
     /// Where messages it gives up on go.
     pub dead_letters: Arc<DeadLetters>,
+    /// In cluster mode, the link to Redis: the queue's messages live there
+    /// (`None` for private queues, which stay on their node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// One queue. Its lock is held only to move messages between the queue
@@ -478,18 +481,33 @@ impl QueueDestination {
             selector: spec.selector,
         });
         self.dispatch(&mut state);
+        drop(state);
+        if let Some(cluster) = &self.env.cluster {
+            cluster.watch_queue(&self.name);
+        }
+    }
+
+    /// Whether its messages live in the cluster's Redis.
+    pub fn env_cluster(&self) -> bool {
+        self.env.cluster.is_some()
     }
 
     /// Removes a consumer. Its unsettled messages come back through [`requeue`](Self::requeue).
     pub fn unsubscribe(&self, session: SessionId, subscription: &SubscriptionId) {
         let mut state = self.lock();
+        let before = state.consumers.len();
         state
             .consumers
             .retain(|c| !(c.session == session && &c.subscription == subscription));
+        let gone = before != state.consumers.len();
         if state.next >= state.consumers.len() {
             state.next = 0;
         }
         self.dispatch(&mut state);
+        drop(state);
+        if gone && let Some(cluster) = &self.env.cluster {
+            cluster.unwatch_queue(&self.name);
+        }
     }
 
     /// Settles deliveries of one consumer that were acked or, for auto
@@ -721,17 +739,54 @@ impl QueueDestination {
         self.lock().consumers.len()
     }
 
-    /// Drops every waiting message (in memory, on disk, delayed; not
-    /// those out with consumers), settling the durable ones; returns how
-    /// many. Paged messages are read back to be dropped.
-    pub fn purge(&self) -> usize {
+    /// Takes every waiting message out (in memory, on disk, delayed; not
+    /// those out with consumers), leaving the journal alone. A cluster
+    /// node gives these back to Redis when its last consumer has gone.
+    pub fn take_waiting(&self) -> Vec<Arc<Message>> {
+        self.take_all().into_iter().map(|p| p.message).collect()
+    }
+
+    fn take_all(&self) -> Vec<Pending> {
         let mut state = self.lock();
         let mut gone = Vec::new();
         while let Some(p) = self.pop_lowest(&mut state) {
             gone.push(p);
         }
         gone.extend(state.backlog.take_due(u64::MAX));
-        drop(state);
+        gone
+    }
+
+    /// How many more messages its consumers could take now: their free
+    /// credit less what already waits. A cluster node fetches no more
+    /// than this from Redis, so the rest stays for other nodes.
+    pub fn free_credit(&self) -> usize {
+        let state = self.lock();
+        let free: usize = state
+            .consumers
+            .iter()
+            .map(|c| c.prefetch.saturating_sub(c.in_flight))
+            .sum();
+        free.saturating_sub(state.backlog.count())
+    }
+
+    /// Adds a message another node was delivering when it died (or gave
+    /// back): marked redelivered, with its count of failed deliveries.
+    pub fn enqueue_returned(&self, message: Arc<Message>, deliveries: u32) {
+        let mut state = self.lock();
+        state.counts.redelivered += 1;
+        state.backlog.push_back(Pending {
+            message,
+            deliveries,
+            redelivered: true,
+        });
+        self.dispatch(&mut state);
+    }
+
+    /// Drops every waiting message (in memory, on disk, delayed; not
+    /// those out with consumers), settling the durable ones; returns how
+    /// many. Paged messages are read back to be dropped.
+    pub fn purge(&self) -> usize {
+        let gone = self.take_all();
         let durable: Vec<u64> = gone
             .iter()
             .filter(|p| p.message.is_durable())

@@ -1,0 +1,439 @@
+//! Queues in cluster mode: one Redis Stream per queue, read through one
+//! consumer group by every node with consumers of it.
+//!
+//! A node fetches no more than its local consumers have credit for
+//! (`QueueDestination::free_credit`), so what it does not need stays in
+//! Redis for the others: each message goes to one node, and that node's
+//! queue hands it to one consumer. The fetched messages are ordinary
+//! messages of the node's local queue (acks, ack deadlines, NACK and
+//! redelivery, expiry and dead-lettering work as on one node); the node
+//! remembers which Redis entry each is, acknowledges it with XACK (and
+//! deletes it) when it is settled, and keeps its pending entries fresh
+//! while it holds them. The entries of a node that stops refreshing
+//! (killed, cut off) go idle, and the other nodes take them over with
+//! XAUTOCLAIM and deliver them `redelivered:true`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Value;
+use stomp_codec::ByteString;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cluster, key};
+use crate::broker::{Broker, QueueDestination};
+
+/// The consumer group every node reads a queue's stream through.
+pub(super) const GROUP: &str = "stompbox";
+
+/// One queue this node has consumers for.
+#[derive(Debug)]
+pub(super) struct Feed {
+    consumers: AtomicUsize,
+    /// Local message number → the Redis entry (`0-<n>`) it is.
+    held: Mutex<HashMap<u64, u64>>,
+    wake: tokio::sync::Notify,
+    stop: CancellationToken,
+}
+
+impl Feed {
+    fn new(stop: CancellationToken) -> Feed {
+        Feed {
+            consumers: AtomicUsize::new(0),
+            held: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            stop,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The queues this node feeds.
+#[derive(Debug, Default)]
+pub(super) struct Feeds {
+    feeds: Mutex<HashMap<ByteString, Arc<Feed>>>,
+}
+
+impl Feeds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ByteString, Arc<Feed>>> {
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn get(&self, queue: &str) -> Option<Arc<Feed>> {
+        self.lock().get(queue).cloned()
+    }
+
+    pub(super) fn wake(&self, queue: &str) {
+        if let Some(feed) = self.get(queue) {
+            feed.wake.notify_one();
+        }
+    }
+}
+
+impl Cluster {
+    /// A local consumer of `queue` joined: the node starts fetching for
+    /// it (and follows the queue's notices) with the first.
+    pub fn watch_queue(&self, queue: &str) {
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let Some(broker) = self.broker.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let mut feeds = self.feeds.lock();
+        let feed = feeds
+            .entry(ByteString::from(queue))
+            .or_insert_with(|| {
+                let feed = Arc::new(Feed::new(self.stopping.child_token()));
+                tokio::spawn(me.feed(broker, queue.to_string(), feed.clone()));
+                feed
+            })
+            .clone();
+        drop(feeds);
+        if feed.consumers.fetch_add(1, Ordering::Relaxed) == 0 {
+            let _ = self.watch(queue);
+        }
+        feed.wake.notify_one();
+    }
+
+    /// A local consumer of `queue` left (its unacknowledged messages are
+    /// back in the local queue): after the last, the node gives what it
+    /// holds back to the others and stops fetching.
+    pub fn unwatch_queue(&self, queue: &str) {
+        let Some(feed) = self.feeds.get(queue) else {
+            return;
+        };
+        let before = feed
+            .consumers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before == 1 {
+            self.unwatch(queue);
+        }
+        feed.wake.notify_one();
+    }
+
+    /// Messages of `queue` settled here (acknowledged, or given up on and
+    /// dead-lettered): their entries are acknowledged and deleted in
+    /// Redis. The completion is done when Redis has done so.
+    pub fn queue_settled(
+        &self,
+        queue: &str,
+        numbers: impl Iterator<Item = u64>,
+    ) -> crate::store::Completion {
+        let Some(feed) = self.feeds.get(queue) else {
+            return crate::store::Completion::DONE;
+        };
+        let ids: Vec<u64> = {
+            let mut held = feed.held();
+            numbers.filter_map(|n| held.remove(&n)).collect()
+        };
+        feed.wake.notify_one();
+        if ids.is_empty() {
+            return crate::store::Completion::DONE;
+        }
+        self.request_ack(queue, ids)
+    }
+
+    /// Whether this node follows `queue` (it has fetched from Redis).
+    pub fn feeds_queue(&self, queue: &str) -> bool {
+        self.feeds.get(queue).is_some()
+    }
+
+    /// Fetches `queue`'s messages for the local consumers while it has
+    /// any, takes over idle ones of dead nodes, and keeps its own fresh.
+    async fn feed(self: Arc<Self>, broker: Arc<Broker>, name: String, feed: Arc<Feed>) {
+        let stream = key(&name, "q");
+        let idle = self.claim_idle;
+        let mut sweep = tokio::time::interval((idle / 2).max(Duration::from_millis(100)));
+        let mut refresh = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut group_made = false;
+        loop {
+            let mut claim = false;
+            let mut touch = false;
+            tokio::select! {
+                _ = feed.stop.cancelled() => return,
+                _ = feed.wake.notified() => {}
+                _ = sweep.tick() => claim = true,
+                _ = refresh.tick() => touch = true,
+                // Also a poll, for notices missed while pub/sub was down.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let Some(mut conn) = self.connection() else {
+                continue;
+            };
+            // Looked up each time: the queue may have been swept and made
+            // again since.
+            let Some(crate::broker::Destination::Queue(queue)) = broker.existing_destination(&name)
+            else {
+                if feed.consumers.load(Ordering::Relaxed) == 0 {
+                    self.feeds.lock().remove(name.as_str());
+                    return;
+                }
+                continue;
+            };
+            if !group_made {
+                let made: redis::RedisResult<()> = redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async(&mut conn)
+                    .await;
+                match made {
+                    Ok(()) => group_made = true,
+                    Err(e) if e.code() == Some("BUSYGROUP") => group_made = true,
+                    Err(e) => {
+                        tracing::warn!(queue = %name, error = %e, "cluster: cannot make the queue's consumer group");
+                        continue;
+                    }
+                }
+            }
+            if feed.consumers.load(Ordering::Relaxed) == 0 {
+                self.give_back(&queue, &feed, &stream, &mut conn).await;
+                if feed.held().is_empty() && feed.consumers.load(Ordering::Relaxed) == 0 {
+                    let mut feeds = self.feeds.lock();
+                    if feed.consumers.load(Ordering::Relaxed) == 0 {
+                        feeds.remove(name.as_str());
+                        return;
+                    }
+                }
+                continue;
+            }
+            if touch {
+                self.refresh(&feed, &stream, &mut conn).await;
+            }
+            if claim {
+                let credit = queue.free_credit();
+                if credit > 0 {
+                    let reply: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
+                        .arg(&stream)
+                        .arg(GROUP)
+                        .arg(&self.node)
+                        .arg(idle.as_millis() as u64)
+                        .arg("0-0")
+                        .arg("COUNT")
+                        .arg(credit)
+                        .query_async(&mut conn)
+                        .await;
+                    if let Ok(Value::Array(parts)) = reply
+                        && let Some(entries) = parts.into_iter().nth(1)
+                    {
+                        let taken = self.take_in(&broker, &queue, &feed, entries, true);
+                        if taken > 0 {
+                            tracing::info!(queue = %name, messages = taken, "cluster: took over messages another node held too long (gone?)");
+                        }
+                    }
+                }
+            }
+            let credit = queue.free_credit();
+            if credit == 0 {
+                continue;
+            }
+            let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg("COUNT")
+                .arg(credit)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">")
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(Value::Array(streams)) => {
+                    for s in streams {
+                        if let Value::Array(mut pair) = s
+                            && pair.len() == 2
+                        {
+                            let entries = pair.pop().unwrap_or(Value::Nil);
+                            let taken = self.take_in(&broker, &queue, &feed, entries, false);
+                            if taken >= credit {
+                                // There may be more: look again at once.
+                                feed.wake.notify_one();
+                            }
+                        }
+                    }
+                }
+                Ok(Value::Map(streams)) => {
+                    for (_, entries) in streams {
+                        let taken = self.take_in(&broker, &queue, &feed, entries, false);
+                        if taken >= credit {
+                            feed.wake.notify_one();
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.code() == Some("NOGROUP") => group_made = false,
+                Err(e) => {
+                    tracing::warn!(queue = %name, error = %e, "cluster: reading the queue failed")
+                }
+            }
+        }
+    }
+
+    /// Puts fetched entries into the local queue; returns how many.
+    fn take_in(
+        &self,
+        broker: &Broker,
+        queue: &QueueDestination,
+        feed: &Feed,
+        entries: Value,
+        claimed: bool,
+    ) -> usize {
+        let Value::Array(entries) = entries else {
+            return 0;
+        };
+        let mut taken = 0;
+        for entry in entries {
+            let Some((n, fields)) = entry_of(entry) else {
+                continue;
+            };
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let Some(frame) = field("f") else { continue };
+            let number = |v: Option<Bytes>| {
+                v.and_then(|b| {
+                    std::str::from_utf8(&b)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+            };
+            let at_ms = number(field("t"));
+            let deliveries = number(field("d")) as u32;
+            let (headers, body) = match super::wire::decode(&frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(queue = queue.name(), error = %e, "cluster: an unreadable queue entry was dropped");
+                    let _ = self.request_ack(queue.name(), vec![n]);
+                    continue;
+                }
+            };
+            let message = broker.cluster_queue_message(queue, headers, body, at_ms);
+            feed.held().insert(message.id.number(), n);
+            let message = Arc::new(message);
+            if claimed {
+                queue.enqueue_returned(message, deliveries.saturating_add(1));
+            } else if let Err(e) = queue.enqueue(message, crate::store::Completion::DONE) {
+                // Fetched within credit, so only a policy's own local
+                // limit can refuse it; it stays pending in Redis and
+                // goes to another node once idle.
+                tracing::warn!(queue = queue.name(), error = %e, "cluster: a fetched message did not fit the local queue");
+            }
+            taken += 1;
+        }
+        broker.route_dead_letters();
+        taken
+    }
+
+    /// Resets the idle time of the entries this node holds, so the other
+    /// nodes do not take them over while it is alive.
+    async fn refresh(
+        &self,
+        feed: &Feed,
+        stream: &str,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) {
+        let ids: Vec<u64> = feed.held().values().copied().collect();
+        for chunk in ids.chunks(1000) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(stream)
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg((self.claim_idle / 2).as_millis() as u64);
+            for id in chunk {
+                cmd.arg(format!("0-{id}"));
+            }
+            cmd.arg("JUSTID");
+            let _: redis::RedisResult<Value> = cmd.query_async(conn).await;
+        }
+    }
+
+    /// The node has no consumers of the queue left: what waits in its
+    /// local queue is marked idle in Redis, so another node's next sweep
+    /// takes it over at once.
+    async fn give_back(
+        &self,
+        queue: &QueueDestination,
+        feed: &Feed,
+        stream: &str,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) {
+        let waiting = queue.take_waiting();
+        let ids: Vec<u64> = {
+            let mut held = feed.held();
+            waiting
+                .iter()
+                .filter_map(|m| held.remove(&m.id.number()))
+                .collect()
+        };
+        for chunk in ids.chunks(1000) {
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(stream)
+                .arg(GROUP)
+                .arg(&self.node)
+                .arg(0)
+                .arg(chunk.iter().map(|id| format!("0-{id}")).collect::<Vec<_>>())
+                .arg("IDLE")
+                .arg(self.claim_idle.as_millis() as u64 * 10)
+                .arg("JUSTID");
+            if let Err(e) = cmd.query_async::<Value>(conn).await {
+                tracing::warn!(queue = queue.name(), error = %e, "cluster: could not give messages back (the others take them over once idle)");
+            }
+        }
+        if !ids.is_empty() {
+            tracing::debug!(
+                queue = queue.name(),
+                messages = ids.len(),
+                "cluster: gave messages back"
+            );
+        }
+    }
+}
+
+/// An entry `[id, [field, value, ...]]` as its number and fields.
+fn entry_of(entry: Value) -> Option<(u64, Vec<(String, Bytes)>)> {
+    let Value::Array(mut parts) = entry else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let fields = parts.pop()?;
+    let id = parts.pop()?;
+    let id = match id {
+        Value::BulkString(b) => String::from_utf8(b).ok()?,
+        Value::SimpleString(s) => s,
+        _ => return None,
+    };
+    let n = id.strip_prefix("0-")?.parse().ok()?;
+    let Value::Array(flat) = fields else {
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
+            continue;
+        };
+        out.push((String::from_utf8_lossy(&k).into_owned(), Bytes::from(v)));
+    }
+    Some((n, out))
+}
