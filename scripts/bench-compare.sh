@@ -18,6 +18,9 @@
 #        ONLY=limit scripts/bench-compare.sh (Stompbox against `stompbox
 #             relay`, a do-nothing relay: each figure as a fraction of what
 #             this machine moves with the same load tool; docs/benchmarks-limit.md)
+#        ONLY=cluster scripts/bench-compare.sh (three nodes on one Redis:
+#          queue, fan-out and latency across nodes, a plain node and RabbitMQ
+#          in the same run; writes docs/benchmarks-cluster.md)
 #        ONLY=metrics scripts/bench-compare.sh (queue throughput with /metrics
 #             and the management API polled every second, against none, in
 #             one run; docs/benchmarks-metrics.md)
@@ -332,6 +335,48 @@ limit() {
   stop_broker
 }
 
+# Several nodes on one Redis: queue, fan-out and latency with publishers
+# and receivers on the same node, on another, on two others; a plain node
+# and RabbitMQ in the same run. Redis and the nodes on loopback ports
+# 62619-62622.
+cluster() {
+  [ -x /usr/bin/redis-server ] || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq redis-server; }
+  log "cluster: Redis, three nodes, a plain node, RabbitMQ"
+  /usr/bin/redis-server --bind 127.0.0.1 --port 62619 --save "" --appendonly no --dir "$WORK" > "$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  wait_port 62619
+  start_stompbox
+  local i
+  for i in 1 2 3; do
+    target/release/stompbox --tcp-listen 127.0.0.1:6262$((i - 1)) --http-listen 127.0.0.1:2568$i --log warn \
+      --max-connections-per-ip 1000000 --in-memory --cluster redis://127.0.0.1:62619 2> "$WORK/node$i.log" &
+    PIDS+=($!)
+    wait_port 6262$((i - 1))
+  done
+  start_rabbitmq
+  local n1=stomp://127.0.0.1:62620 n2=stomp://127.0.0.1:62621 n3=stomp://127.0.0.1:62622
+  local setup args
+  declare -A SETUP=(
+    [stompbox]="--url stomp://127.0.0.1:62613"
+    [cluster-1]="--url $n1"
+    [cluster-2]="--url $n1 --receive-url $n2"
+    [cluster-3]="--url $n1 --receive-url $n2 --receive-url $n3"
+    [rabbitmq]="--url stomp://127.0.0.1:62614"
+  )
+  for setup in stompbox cluster-1 cluster-3 rabbitmq; do
+    target/release/stompbox bench ${SETUP[$setup]} queue -n 20000 > /dev/null 2>&1 || true
+  done
+  for _ in 1 2 3; do
+    for setup in stompbox cluster-1 cluster-2 cluster-3 rabbitmq; do
+      args=${SETUP[$setup]}
+      SCENARIO_AS=cluster-queue run "$setup" tcp -- $args queue -p 2 -c 2 -n "$QUEUE_N" -s 128
+      SCENARIO_AS=cluster-fanout run "$setup" tcp -- $args fanout -k 100 -n "$FANOUT_N" -s 128
+      SCENARIO_AS=cluster-latency run "$setup" tcp -- $args latency -r 5000 -t "$LAT_SECS" -s 128
+    done
+  done
+  stop_broker
+}
+
 # What collecting metrics costs: queue throughput while a scraper reads
 # /metrics and the admin page's three API calls every second (Prometheus'
 # usual interval is 15 s; the admin page polls every 2 s), against the same
@@ -416,6 +461,13 @@ if [ "${ONLY:-}" = limit ]; then
   limit
   python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-limit.md docs/benchmarks-limit.svg
   log "wrote docs/benchmarks-limit.md"
+  exit 0
+fi
+
+if [ "${ONLY:-}" = cluster ]; then
+  cluster
+  python3 scripts/bench/report.py render "$RESULTS" docs/benchmarks-cluster.md docs/benchmarks-cluster.svg
+  log "wrote docs/benchmarks-cluster.md"
   exit 0
 fi
 

@@ -68,7 +68,18 @@ PRIMARY = {"queue": "msgs_per_sec", "fanout": "delivered_per_sec", "latency": "p
            "fanout-wildcard": "delivered_per_sec", "queue-unobserved": "msgs_per_sec",
            "queue-observed": "msgs_per_sec", "limit-queue": "msgs_per_sec",
            "limit-queue-ack": "msgs_per_sec", "limit-fanout-100": "delivered_per_sec",
-           "limit-fanout-1000": "delivered_per_sec", "limit-latency": "p99_us"}
+           "limit-fanout-1000": "delivered_per_sec", "limit-latency": "p99_us",
+           "cluster-queue": "msgs_per_sec", "cluster-fanout": "delivered_per_sec",
+           "cluster-latency": "p99_us"}
+
+# The cluster comparison's setups, in table order: broker label, what it is.
+CLUSTER_SETUPS = [
+    ("stompbox", "one node, no cluster"),
+    ("cluster-1", "cluster, 1 node (publish and receive on it)"),
+    ("cluster-2", "cluster, publish on node 1, receive on node 2"),
+    ("cluster-3", "cluster, publish on node 1, receive on nodes 2 and 3"),
+    ("rabbitmq", "RabbitMQ, one node"),
+]
 
 DELIVERY = ("queue-plain", "queue-header", "queue-priorities", "queue-client-ack", "queue-ack-deadline",
             "fanout-exact", "fanout-wildcard")
@@ -203,6 +214,56 @@ def limit_section(rows):
     relay_acked, relay_acked_text = cell(rows, "relay", "tcp", "limit-queue-ack", "msgs_per_sec")
     out.append(f"| queue 2P/2C client-individual, msgs/s | {acked_text}{spread('stompbox', 'limit-queue-ack', 'msgs_per_sec')} | "
                f"{relay_acked_text} | {f'{acked / auto:.2f} of Stompbox auto' if acked and auto else 'not measured'} | ≥ 0.6 of auto |")
+    return out + [""]
+
+
+def cluster_section(rows):
+    """Stompbox nodes on Redis, or nothing when not run."""
+    if not any(k[2] == "cluster-queue" for k in rows):
+        return []
+    out = ["## Several nodes on one Redis
+",
+           "Three Stompbox nodes (`--cluster`, release build, in memory) and one Debian `redis-server` "
+           "(no persistence, as the in-memory comparison), all on this machine with the load tool. "
+           "`stompbox bench ... --receive-url` puts the consumers or subscribers on other nodes than the "
+           "publishers, so every message crosses Redis from one node to another. Runs alternate, three of "
+           "each, median shown (range in brackets).\n",
+           "| setup | queue 2P/2C, msgs/s | fan-out 1 → 100, deliveries/s | latency p50 µs | latency p99 µs |",
+           "| --- | --- | --- | --- | --- |"]
+
+    def spread(broker, scenario, key):
+        runs = [d["results"].get(key) for d in RUNS.get((broker, "tcp", scenario), []) if "results" in d]
+        runs = [r for r in runs if r]
+        return f" ({fmt(min(runs))}–{fmt(max(runs))})" if len(runs) > 1 else ""
+
+    for broker, label in CLUSTER_SETUPS:
+        cells = []
+        for scenario, key in (("cluster-queue", "msgs_per_sec"), ("cluster-fanout", "delivered_per_sec"),
+                              ("cluster-latency", "p50_us"), ("cluster-latency", "p99_us")):
+            _, text = cell(rows, broker, "tcp", scenario, key)
+            cells.append(text + (spread(broker, scenario, key) if key != "p50_us" else ""))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    fan3, _ = cell(rows, "cluster-3", "tcp", "cluster-fanout", "delivered_per_sec")
+    fan2, _ = cell(rows, "cluster-2", "tcp", "cluster-fanout", "delivered_per_sec")
+    rabbit_fan, _ = cell(rows, "rabbitmq", "tcp", "cluster-fanout", "delivered_per_sec")
+    plain_q, _ = cell(rows, "stompbox", "tcp", "cluster-queue", "msgs_per_sec")
+    one_q, _ = cell(rows, "cluster-1", "tcp", "cluster-queue", "msgs_per_sec")
+    plain_f, _ = cell(rows, "stompbox", "tcp", "cluster-fanout", "delivered_per_sec")
+    one_f, _ = cell(rows, "cluster-1", "tcp", "cluster-fanout", "delivered_per_sec")
+    p50_plain, _ = cell(rows, "stompbox", "tcp", "cluster-latency", "p50_us")
+    p99_plain, _ = cell(rows, "stompbox", "tcp", "cluster-latency", "p99_us")
+    p50_hop, _ = cell(rows, "cluster-2", "tcp", "cluster-latency", "p50_us")
+    p99_hop, _ = cell(rows, "cluster-2", "tcp", "cluster-latency", "p99_us")
+    cross = max(v for v in (fan2, fan3, 0) if v is not None)
+    out += ["\n| target | measured |", "| --- | --- |",
+            f"| cross-node fan-out ≥ 5× RabbitMQ's single-node fan-out | "
+            f"{f'{cross / rabbit_fan:.1f}×' if cross and rabbit_fan else 'not measured'} |",
+            f"| one node with cluster on ≥ 0.5 of the plain node | "
+            + (f"queue {one_q / plain_q:.2f}, fan-out {one_f / plain_f:.2f}" if one_q and plain_q and one_f and plain_f
+               else "not measured") + " |",
+            f"| added latency per hop (node 1 → Redis → node 2 against one plain node) | "
+            + (f"p50 +{p50_hop - p50_plain:,.0f} µs, p99 +{p99_hop - p99_plain:,.0f} µs" if p50_hop and p50_plain and p99_hop and p99_plain
+               else "not measured") + " |"]
     return out + [""]
 
 
@@ -367,6 +428,14 @@ def render(path, md_path, svg_path):
                f"Measured {datetime.date.today().isoformat()} by `ONLY=limit scripts/bench-compare.sh`, "
                f"on {machine()}, loopback only.\n"]
         out += limit_section(rows)
+        with open(md_path, "w") as f:
+            f.write("\n".join(out) + "\n")
+        return
+    if any(k[2] == "cluster-queue" for k in rows):
+        out = ["# Benchmarks: several Stompbox nodes on Redis\n",
+               f"Measured {datetime.date.today().isoformat()} by `ONLY=cluster scripts/bench-compare.sh`, "
+               f"on {machine()}, loopback only.\n"]
+        out += cluster_section(rows)
         with open(md_path, "w") as f:
             f.write("\n".join(out) + "\n")
         return

@@ -177,13 +177,25 @@ fn cluster(n: usize) -> Cluster {
 }
 
 fn subscribe(port: u16, destination: &str, extra: &str) -> Client {
+    subscribe_seen(port, destination, extra).0
+}
+
+/// Subscribes with a receipt; also returns what came before the RECEIPT
+/// (history and a presence snapshot do, as on one node).
+fn subscribe_seen(port: u16, destination: &str, extra: &str) -> (Client, Vec<Frame>) {
     let mut c = Client::connect(port);
     c.write(&format!(
         "SUBSCRIBE\nid:s\ndestination:{destination}\n{extra}receipt:sub\n\n\0"
     ));
-    let f = c.read().expect("a RECEIPT for the SUBSCRIBE");
-    assert_eq!(f.command, "RECEIPT", "{f:?}");
-    c
+    let mut before = Vec::new();
+    loop {
+        let f = c.read().expect("a RECEIPT for the SUBSCRIBE");
+        match f.command.as_str() {
+            "RECEIPT" => return (c, before),
+            "MESSAGE" => before.push(f),
+            _ => panic!("{f:?}"),
+        }
+    }
 }
 
 /// Sends with a receipt; the RECEIPT (or ERROR) that answers it.
@@ -289,11 +301,12 @@ fn a_client_moving_to_another_node_recovers_with_no_gap_and_no_duplicate() {
             i - 1
         })
     };
-    let mut back = subscribe(
-        b,
-        topic,
-        &format!("x-since:{have}\nx-since-epoch:{epoch}\n"),
-    );
+    // History comes before the SUBSCRIBE's RECEIPT (as on one node): no
+    // receipt asked here, so every frame is history, marker or live.
+    let mut back = Client::connect(b);
+    back.write(&format!(
+        "SUBSCRIBE\nid:s\ndestination:{topic}\nx-since:{have}\nx-since-epoch:{epoch}\n\n\0"
+    ));
     let mut expected = have + 1;
     let mut marker = None;
     let mut got: Vec<String> = Vec::new();
@@ -532,6 +545,82 @@ fn a_consumer_that_leaves_hands_its_messages_to_another_nodes_consumer() {
     got.sort();
     assert_eq!(got, ["0", "1", "2", "3", "4", "5"]);
     assert!(first.iter().all(|b| got.contains(b)));
+}
+
+/// The next presence notice (`x-presence-event`) on `c`: event and body.
+fn presence(c: &mut Client) -> (String, String) {
+    loop {
+        let f = c.read().expect("a presence notice");
+        if let Some(e) = f.headers.get("x-presence-event") {
+            return (e.clone(), f.body);
+        }
+    }
+}
+
+#[test]
+fn presence_and_last_wills_reach_every_node_even_when_a_node_dies() {
+    let mut c = cluster(2);
+    let room = "/topic/room.lobby";
+    let (a, b) = (c.nodes[0].port, c.nodes[1].port);
+    // Ann on node A.
+    let _ann = subscribe(a, room, "x-presence:Ann\n");
+    // Bob on node B sees Ann in his snapshot, and himself.
+    let (mut bob, seen) = subscribe_seen(b, room, "x-presence:Bob\n");
+    let snapshot = seen.last().expect("a snapshot before the RECEIPT");
+    let (event, body) = (&snapshot.headers["x-presence-event"], &snapshot.body);
+    assert_eq!(event, "snapshot");
+    assert!(
+        body.contains("\"Ann\"") && body.contains("\"Bob\""),
+        "{body}"
+    );
+
+    // Cid joins on node A, leaves cleanly: Bob on B sees both.
+    let mut cid = subscribe(a, room, "x-presence:Cid\n");
+    assert_eq!(presence(&mut bob).0, "join");
+    cid.write("UNSUBSCRIBE\nid:s\nreceipt:u\n\n\0");
+    let (event, body) = presence(&mut bob);
+    assert_eq!(
+        (event.as_str(), body.contains("Cid")),
+        ("leave", true),
+        "{body}"
+    );
+
+    // Dee on node A leaves a will; her connection dies with the node.
+    let mut dee = Client::connect_with(
+        a,
+        "x-will-destination:/topic/room.lobby\nx-will-body:Dee is gone\n",
+    );
+    dee.write("SUBSCRIBE\nid:d\ndestination:/topic/room.lobby\nx-presence:Dee\nreceipt:d\n\n\0");
+    assert_eq!(presence(&mut dee).0, "snapshot");
+    assert_eq!(dee.read().expect("a RECEIPT").command, "RECEIPT");
+    assert_eq!(presence(&mut bob).0, "join");
+    // Eve on node B leaves a will and her connection is cut: node B
+    // itself publishes it.
+    let eve = Client::connect_with(
+        b,
+        "x-will-destination:/topic/room.lobby\nx-will-body:Eve is gone\n",
+    );
+    drop(eve);
+    let mut wills = Vec::new();
+    let mut leaves = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    let node_a = c.nodes.remove(0);
+    node_a.kill();
+    // A survivor (node B) publishes Dee's will and Ann's and Dee's leaves.
+    while (wills.len() < 2 || leaves.len() < 2) && Instant::now() < deadline {
+        let f = bob.read().expect("wills and leaves");
+        match f.headers.get("x-presence-event").map(String::as_str) {
+            Some("leave") => leaves.push(f.body),
+            Some(_) => {}
+            None => wills.push(f.body),
+        }
+    }
+    wills.sort();
+    assert_eq!(wills, ["Dee is gone", "Eve is gone"]);
+    assert!(
+        leaves.iter().any(|l| l.contains("Ann")) && leaves.iter().any(|l| l.contains("Dee")),
+        "{leaves:?}"
+    );
 }
 
 #[test]

@@ -157,7 +157,8 @@ pub async fn latency(common: &Common, args: &LatencyArgs) -> Result<Report, Benc
     let hist = histogram()?;
     let received = Arc::new(AtomicU64::new(0));
     let bar = progress(common, total, "latency");
-    let (mut sub_writer, mut reader) = connect(&target, &credentials, None).await?;
+    let (mut sub_writer, mut reader) =
+        connect(&common.receive_target(0)?, &credentials, None).await?;
     subscribe(&mut sub_writer, &mut reader, &destination).await?;
     let (mut writer, _pub_reader) = connect(&target, &credentials, None).await?;
     let base = Instant::now();

@@ -62,6 +62,10 @@ pub struct Common {
     /// The broker: stomp://host:port, stomp+ssl://host:port (with --tls-ca) or ws://host:port/ws.
     #[arg(long, default_value = "stomp://127.0.0.1:61613", global = true)]
     pub url: String,
+    /// Where consumers and subscribers connect instead (repeat: spread
+    /// over them in turn), e.g. other nodes of a cluster [default: --url].
+    #[arg(long = "receive-url", global = true)]
+    pub receive_urls: Vec<String>,
     /// PEM CA certificate that signed the broker's, for stomp+ssl://.
     #[arg(long, global = true)]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -85,6 +89,14 @@ pub struct Common {
 impl Common {
     fn target(&self) -> Result<Target, BenchError> {
         Target::parse_with(&self.url, self.tls_ca.as_deref())
+    }
+
+    /// Where the `i`th consumer or subscriber connects.
+    fn receive_target(&self, i: usize) -> Result<Target, BenchError> {
+        match self.receive_urls.len() {
+            0 => self.target(),
+            n => Target::parse_with(&self.receive_urls[i % n], self.tls_ca.as_deref()),
+        }
     }
 
     fn credentials(&self) -> Credentials {

@@ -406,8 +406,9 @@ pub async fn queue(common: &Common, args: &QueueArgs) -> Result<Report, BenchErr
     let deadline = common.deadline();
 
     let mut tasks = JoinSet::new();
-    for _ in 0..args.consumers {
-        let (mut writer, mut reader) = connect(&target, &credentials, None).await?;
+    for i in 0..args.consumers {
+        let (mut writer, mut reader) =
+            connect(&common.receive_target(i)?, &credentials, None).await?;
         let ack = match args.ack {
             AckArg::Auto => "auto",
             AckArg::ClientIndividual => "client-individual",
@@ -563,7 +564,8 @@ pub async fn fanout(common: &Common, args: &FanoutArgs) -> Result<Report, BenchE
     let deadline = common.deadline();
     let mut tasks = JoinSet::new();
     for k in 0..args.subscribers {
-        let (mut writer, mut reader) = connect(&target, &credentials, None).await?;
+        let (mut writer, mut reader) =
+            connect(&common.receive_target(k)?, &credentials, None).await?;
         subscribe(&mut writer, &mut reader, &pattern, &[]).await?;
         let ledger = ledger.clone();
         let bar = bar.clone();

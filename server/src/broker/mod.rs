@@ -273,6 +273,14 @@ impl Broker {
         Some(Ok(()))
     }
 
+    /// Tells this node's watchers of `topic` that a member of another
+    /// node joined or left.
+    pub fn presence_from_cluster(&self, topic: &str, event: &str, json: &str) {
+        if let Some(Destination::Topic(t)) = self.existing(topic) {
+            t.announce_remote(event, json);
+        }
+    }
+
     /// Delivers a message the cluster brought for `topic` to this node's
     /// subscribers of it.
     pub fn deliver_from_cluster(&self, topic: &str, published: crate::cluster::wire::Published) {
@@ -320,23 +328,38 @@ impl Broker {
         message
     }
 
-    /// Reads a cluster subscriber's history from Redis, then hands it to
-    /// the topic, which replays it before the live messages.
-    fn recover_from_cluster(
+    /// Reads what a cluster subscriber asked for from Redis (history,
+    /// the presence of other nodes), then hands it to the topic, which
+    /// sends it before the live messages.
+    fn join_from_cluster(
         &self,
         cluster: Arc<crate::cluster::Cluster>,
         topic: Arc<TopicDestination>,
-        channel: Completion,
-        session: SessionId,
-        subscription: SubscriptionId,
-        recovery: Recovery,
+        (channel, joined): (Completion, u64),
+        (session, subscription): (SessionId, SubscriptionId),
+        recovery: Option<Recovery>,
+        watches: bool,
     ) {
         let memory = self.memory.clone();
         let ids = self.next_message.clone();
         tokio::spawn(async move {
             // The channel first: what is published after the read then
             // arrives live, and what came before is in the read.
-            let loaded = match cluster.settled(channel).await {
+            let subscribed = cluster.settled(channel).await;
+            let elsewhere = match (&subscribed, watches) {
+                (_, false) => None,
+                (Err(_), true) => Some(Vec::new()),
+                (Ok(()), true) => Some(cluster.presence_elsewhere(topic.name()).await.unwrap_or_else(|e| {
+                    tracing::warn!(topic = topic.name(), error = %e, "cluster: other nodes' presence could not be read");
+                    Vec::new()
+                })),
+            };
+            let Some(recovery) = recovery else {
+                topic.finish_join(session, &subscription, None, elsewhere);
+                cluster.tickets().answer(joined, Ok(()));
+                return;
+            };
+            let loaded = match subscribed {
                 Err(e) => Err(e),
                 Ok(()) => {
                     let policy = topic.policy();
@@ -385,7 +408,8 @@ impl Broker {
                     complete,
                 }
             });
-            topic.finish_recovery(session, &subscription, loaded);
+            topic.finish_join(session, &subscription, Some(loaded), elsewhere);
+            cluster.tickets().answer(joined, Ok(()));
         });
     }
 
@@ -1303,6 +1327,7 @@ impl Broker {
                 let session = spec.session;
                 let subscription = spec.subscription.clone();
                 let recovery = options.recovery.clone();
+                let watches = options.watch_presence || options.presence.is_some();
                 let completion = t.subscribe(TopicSubscription {
                     selector: spec.selector,
                     session: spec.session,
@@ -1315,17 +1340,24 @@ impl Broker {
                     durable: options.durable,
                     prefetch: spec.prefetch,
                 })?;
-                if let (Some(cluster), Some(recovery)) = (&self.cluster, recovery) {
-                    self.recover_from_cluster(
+                if let Some(cluster) = &self.cluster
+                    && (recovery.is_some() || watches)
+                {
+                    // The RECEIPT comes after the history and snapshot,
+                    // as on one node.
+                    let joined = cluster.tickets().take();
+                    self.join_from_cluster(
                         cluster.clone(),
                         t.clone(),
-                        completion,
-                        session,
-                        subscription,
+                        (completion, joined),
+                        (session, subscription),
                         recovery,
+                        watches,
                     );
+                    completion.and(Completion::after_ticket(joined))
+                } else {
+                    completion
                 }
-                completion
             }
         };
         Ok((target, completion))

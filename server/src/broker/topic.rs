@@ -189,8 +189,12 @@ impl Subscriber {
         self.watch_presence || self.presence.is_some()
     }
 
-    fn member_id(&self) -> String {
-        format!("{}.{}", self.session.0, self.subscription.as_str())
+    /// Unique in the broker; a cluster node's start with the node's id.
+    fn member_id(&self, node: Option<&str>) -> String {
+        match node {
+            Some(node) => format!("{node}.{}.{}", self.session.0, self.subscription.as_str()),
+            None => format!("{}.{}", self.session.0, self.subscription.as_str()),
+        }
     }
 }
 
@@ -401,9 +405,15 @@ impl TopicDestination {
         let mut subscriber = subscriber;
         if let Some(cluster) = &self.cluster {
             completion = cluster.watch(&self.name);
-            if sub.recovery.is_some() {
-                // Replayed by finish_recovery once Redis has answered.
+            if sub.recovery.is_some() || subscriber.watches() {
+                // History and the presence snapshot come from Redis:
+                // sent by finish_join once it has answered.
                 subscriber.pending = Some(Vec::new());
+            }
+            if let Some(p) = &subscriber.presence {
+                let id = self.member_id(&subscriber);
+                completion =
+                    completion.and(cluster.presence_join(&self.name, &id, &member_json(&id, p)));
             }
         }
         if let Some(recovery) = sub.recovery.as_ref().filter(|_| self.cluster.is_none()) {
@@ -442,12 +452,16 @@ impl TopicDestination {
             );
             self.push_control(&subscriber, marker);
         }
-        if subscriber.watches() {
+        if subscriber.watches() && self.cluster.is_none() {
             let members: Vec<String> = state
                 .subscribers
                 .iter()
                 .chain(std::iter::once(&subscriber))
-                .filter_map(|s| s.presence.as_ref().map(|p| member_json(&s.member_id(), p)))
+                .filter_map(|s| {
+                    s.presence
+                        .as_ref()
+                        .map(|p| member_json(&self.member_id(s), p))
+                })
                 .collect();
             let snapshot = self.control(
                 &[
@@ -485,21 +499,36 @@ impl TopicDestination {
         let gone = state.subscribers.swap_remove(index);
         self.announce(&state.subscribers, "leave", &gone);
         if let Some(cluster) = &self.cluster {
+            if let Some(p) = &gone.presence {
+                let id = self.member_id(&gone);
+                cluster.presence_leave(&self.name, &id, &member_json(&id, p));
+            }
             cluster.unwatch(&self.name);
         }
     }
 
-    /// Ends a cluster subscriber's recovery: its history (or why there
-    /// is none), then the live messages that arrived while Redis was
-    /// asked (those the history already had are left out), the marker,
-    /// and from then on it is live.
-    pub fn finish_recovery(
+    /// Ends a cluster subscriber's join: its history (or why there is
+    /// none) and the marker, if it asked for history; the presence
+    /// snapshot (this node's members and `elsewhere`'s), if it watches;
+    /// then the live messages that arrived while Redis was asked (those
+    /// the history already had are left out), and from then on it is live.
+    pub fn finish_join(
         &self,
         session: SessionId,
         subscription: &SubscriptionId,
-        loaded: Result<Loaded, String>,
+        loaded: Option<Result<Loaded, String>>,
+        elsewhere: Option<Vec<String>>,
     ) {
         let mut state = self.lock();
+        let here: Vec<String> = state
+            .subscribers
+            .iter()
+            .filter_map(|s| {
+                s.presence
+                    .as_ref()
+                    .map(|p| member_json(&self.member_id(s), p))
+            })
+            .collect();
         let Some(subscriber) = state
             .subscribers
             .iter_mut()
@@ -510,7 +539,7 @@ impl TopicDestination {
         let Some(pending) = subscriber.pending.take() else {
             return;
         };
-        if let Ok(loaded) = &loaded
+        if let Some(Ok(loaded)) = &loaded
             && let Some(last) = loaded.messages.last().and_then(|m| m.stream.as_ref())
         {
             subscriber.replayed = Some((last.epoch.clone(), last.position));
@@ -528,14 +557,15 @@ impl TopicDestination {
             ack_timeout_ms: 0,
         };
         let marker = match loaded {
-            Ok(loaded) => {
+            None => None,
+            Some(Ok(loaded)) => {
                 for message in loaded.messages {
                     if selects(&subscriber.selector, &message) {
                         let _ = subscriber.outbox.push_topic(history(message));
                     }
                 }
                 let overflowed = pending.len() >= MAX_PENDING;
-                self.control(
+                Some(self.control(
                     &[
                         (
                             "x-recovery",
@@ -550,18 +580,31 @@ impl TopicDestination {
                         ("x-history-oldest", &loaded.oldest.to_string()),
                     ],
                     Bytes::new(),
-                )
+                ))
             }
-            Err(why) => self.control(
+            Some(Err(why)) => Some(self.control(
                 &[
                     ("x-recovery", "gap"),
                     ("x-error", "cluster-unavailable"),
                     ("message", &why),
                 ],
                 Bytes::new(),
-            ),
+            )),
         };
-        self.push_control(subscriber, marker);
+        if let Some(marker) = marker {
+            self.push_control(subscriber, marker);
+        }
+        if let Some(elsewhere) = elsewhere {
+            let members: Vec<String> = here.into_iter().chain(elsewhere).collect();
+            let snapshot = self.control(
+                &[
+                    ("x-presence-event", "snapshot"),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(format!("[{}]", members.join(","))),
+            );
+            self.push_control(subscriber, snapshot);
+        }
         for message in pending {
             if !subscriber.replayed(&message) {
                 let _ = subscriber.outbox.push_topic(Delivery {
@@ -572,11 +615,30 @@ impl TopicDestination {
         }
     }
 
+    /// Tells this node's watchers of a join or leave on another node.
+    pub fn announce_remote(&self, event: &str, json: &str) {
+        let state = self.lock();
+        let notice = self.control(
+            &[
+                ("x-presence-event", event),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from(json.to_string()),
+        );
+        for watcher in state.subscribers.iter().filter(|s| s.watches()) {
+            self.push_control(watcher, notice.clone());
+        }
+    }
+
     /// Delivers a message the cluster's channel brought (its stream
     /// position given by Redis) to this node's subscribers.
     pub fn deliver(&self, message: Message, wildcard: &[super::wildcard::WildSub]) {
         let mut state = self.lock();
         self.fan_out(&mut state, Arc::new(message), wildcard);
+    }
+
+    fn member_id(&self, s: &Subscriber) -> String {
+        s.member_id(self.cluster.as_ref().map(|c| c.node()))
     }
 
     /// Tells the watching `others` that `who` joined or left, if `who` is present.
@@ -589,7 +651,7 @@ impl TopicDestination {
                 ("x-presence-event", event),
                 ("content-type", "application/json"),
             ],
-            Bytes::from(member_json(&who.member_id(), p)),
+            Bytes::from(member_json(&self.member_id(who), p)),
         );
         for other in others.iter().filter(|s| s.watches()) {
             self.push_control(other, notice.clone());

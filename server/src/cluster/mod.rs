@@ -17,6 +17,7 @@
 //! refused with an ERROR naming the cause. Queues stay local to each
 //! node for now (see the README).
 
+mod membership;
 mod queues;
 mod scripts;
 pub mod tickets;
@@ -92,6 +93,17 @@ enum Request {
     },
     /// Queue entries settled on this node: XACK and XDEL.
     Ack { queue: ByteString, ids: Vec<u64> },
+    /// Anything else, in order with the rest (presence, wills).
+    Cmd(Box<redis::Cmd>),
+}
+
+/// The scripts a node runs; the command task loads them at each connect.
+struct Scripts {
+    publish: redis::Script,
+    enqueue: redis::Script,
+    join: redis::Script,
+    leave: redis::Script,
+    read: redis::Script,
 }
 
 struct Ticketed {
@@ -123,7 +135,11 @@ pub struct Cluster {
     /// subscription that serves them.
     channels: Mutex<HashMap<ByteString, (usize, u64)>>,
     history_script: redis::Script,
+    scripts: Scripts,
     commands_up: tokio::sync::watch::Sender<bool>,
+    /// Set once this node's liveness key was first written: its members
+    /// count for the others from then on.
+    alive: tokio::sync::watch::Sender<bool>,
     conn: Mutex<Option<MultiplexedConnection>>,
     /// Queues this node fetches for its consumers.
     feeds: queues::Feeds,
@@ -197,7 +213,15 @@ impl Cluster {
             interest_rx: Mutex::new(Some(interest_rx)),
             channels: Mutex::new(HashMap::new()),
             history_script: redis::Script::new(scripts::HISTORY),
+            scripts: Scripts {
+                publish: redis::Script::new(scripts::PUBLISH),
+                enqueue: redis::Script::new(scripts::ENQUEUE),
+                join: redis::Script::new(scripts::PRESENCE_JOIN),
+                leave: redis::Script::new(scripts::PRESENCE_LEAVE),
+                read: redis::Script::new(scripts::PRESENCE_READ),
+            },
             commands_up: tokio::sync::watch::Sender::new(false),
+            alive: tokio::sync::watch::Sender::new(false),
             conn: Mutex::new(None),
             pubsub_lost: tokio::sync::Notify::new(),
             feeds: queues::Feeds::default(),
@@ -254,6 +278,9 @@ impl Cluster {
         if let Some(rx) = publish_rx {
             tasks.push(tokio::spawn(self.clone().commands(rx, cancel.clone())));
         }
+        tasks.push(tokio::spawn(
+            self.clone().membership(broker.clone(), cancel.clone()),
+        ));
         let interest_rx = self
             .interest_rx
             .lock()
@@ -444,8 +471,6 @@ impl Cluster {
         mut rx: mpsc::UnboundedReceiver<Ticketed>,
         cancel: CancellationToken,
     ) {
-        let script = redis::Script::new(scripts::PUBLISH);
-        let enqueue = redis::Script::new(scripts::ENQUEUE);
         let mut backoff = Duration::from_millis(100);
         let mut logged_down = false;
         'connect: loop {
@@ -474,9 +499,16 @@ impl Cluster {
                 }
             };
             // Loaded once per connection; a restarted Redis has lost it.
-            let mut loaded: Result<String, _> = script.prepare_invoke().load_async(&mut conn).await;
-            if loaded.is_ok() {
-                loaded = enqueue.prepare_invoke().load_async(&mut conn).await;
+            let mut loaded: Result<String, redis::RedisError> = Ok(String::new());
+            for script in [
+                &self.scripts.publish,
+                &self.scripts.enqueue,
+                &self.scripts.join,
+                &self.scripts.leave,
+            ] {
+                if loaded.is_ok() {
+                    loaded = script.prepare_invoke().load_async(&mut conn).await;
+                }
             }
             if let Err(e) = loaded {
                 tracing::error!(redis = %self.shown, error = %e, "cluster: Redis refused the publish script");
@@ -523,7 +555,7 @@ impl Cluster {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
                 for t in &batch {
-                    self.add_to(&mut pipe, t, &script, &enqueue);
+                    self.add_to(&mut pipe, t);
                 }
                 let result: Result<Result<Vec<redis::RedisResult<redis::Value>>, _>, _> =
                     tokio::time::timeout(REQUEST_TIMEOUT, pipe.query_async(&mut conn)).await;
@@ -568,13 +600,8 @@ impl Cluster {
     }
 
     /// Adds one request's commands to a pipeline.
-    fn add_to(
-        &self,
-        pipe: &mut redis::Pipeline,
-        t: &Ticketed,
-        publish: &redis::Script,
-        enqueue: &redis::Script,
-    ) {
+    fn add_to(&self, pipe: &mut redis::Pipeline, t: &Ticketed) {
+        let (publish, enqueue) = (&self.scripts.publish, &self.scripts.enqueue);
         match &t.request {
             Request::Publish {
                 topic,
@@ -621,6 +648,9 @@ impl Cluster {
                     .arg(queues::GROUP)
                     .arg(&ids);
                 pipe.cmd("XDEL").arg(key(queue, "q")).arg(&ids);
+            }
+            Request::Cmd(cmd) => {
+                pipe.add_command((**cmd).clone());
             }
         }
     }
@@ -739,6 +769,14 @@ impl Cluster {
                         let Some(topic) = topic_of_channel(message.get_channel_name()) else { continue };
                         if topic.starts_with("/queue/") {
                             self.feeds.wake(topic);
+                            continue;
+                        }
+                        let payload = message.get_payload_bytes();
+                        if let Some((event, node, json)) = membership::read_presence(payload) {
+                            // The origin node told its own subscribers itself.
+                            if node != self.node {
+                                broker.presence_from_cluster(topic, event, json);
+                            }
                             continue;
                         }
                         match wire::decode_published(message.get_payload_bytes()) {

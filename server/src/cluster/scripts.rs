@@ -112,3 +112,66 @@ redis.call('XADD', KEYS[1], '0-' .. n, 'f', ARGV[1], 't', ARGV[2], 'd', ARGV[5])
 redis.call('PUBLISH', ARGV[4], '')
 return n
 "#;
+
+/// A member joins a topic's presence.
+///
+/// KEYS: the topic's member hash for this node, the topic's node set,
+/// this node's set of topics with members. ARGV: member id, member JSON,
+/// this node, the topic, the channel, the event payload.
+pub(super) const PRESENCE_JOIN: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"#;
+
+/// A member leaves a topic's presence.
+///
+/// KEYS: the topic's member hash for this node. ARGV: member id, the
+/// channel, the event payload.
+pub(super) const PRESENCE_LEAVE: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// The members of a topic on the live nodes other than the caller.
+///
+/// KEYS: the topic's node set. ARGV: the key prefix of the topic's
+/// member hashes (the node is appended), the caller, the prefix of the
+/// nodes' liveness keys.
+pub(super) const PRESENCE_READ: &str = r#"
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if node ~= ARGV[2] and redis.call('EXISTS', ARGV[3] .. node) == 1 then
+    for _, m in ipairs(redis.call('HVALS', ARGV[1] .. node)) do
+      table.insert(out, m)
+    end
+  end
+end
+return out
+"#;
+
+/// Takes over a node that stopped refreshing its liveness key: once,
+/// whichever survivor gets there first. Returns nothing when the node is
+/// alive or already taken over; else its wills, then for each topic it
+/// had members in, the topic and those members' JSON.
+///
+/// ARGV: the node, the key prefix (`stompbox:`).
+pub(super) const TAKE_OVER: &str = r#"
+local node, p = ARGV[1], ARGV[2]
+if redis.call('EXISTS', p .. 'alive:' .. node) == 1 then return false end
+if redis.call('SREM', p .. 'nodes', node) == 0 then return false end
+local wills = redis.call('HVALS', p .. 'wills:' .. node)
+redis.call('DEL', p .. 'wills:' .. node)
+local topics = {}
+for _, t in ipairs(redis.call('SMEMBERS', p .. 'ptopics:' .. node)) do
+  local h = p .. '{' .. t .. '}:p:' .. node
+  table.insert(topics, {t, redis.call('HVALS', h)})
+  redis.call('DEL', h)
+  redis.call('SREM', p .. '{' .. t .. '}:pn', node)
+end
+redis.call('DEL', p .. 'ptopics:' .. node)
+return {wills, topics}
+"#;

@@ -202,6 +202,8 @@ pub struct Session {
     transactions: Transactions,
     /// Published if the connection ends without DISCONNECT.
     will: Option<Will>,
+    /// Whether the will is also kept in the cluster's Redis.
+    will_kept: bool,
     /// Who connected (`(anonymous)` without a login) and its `client-id`:
     /// what durable subscriptions are named by.
     login: String,
@@ -257,6 +259,7 @@ impl Session {
             ledger: ledger::AckLedger::default(),
             transactions,
             will: None,
+            will_kept: false,
             login: String::new(),
             sender: ByteString::from_static("(anonymous)"),
             client_id: None,
@@ -635,6 +638,13 @@ impl Session {
             self.permit(Permission::Write, &will.destination)?;
         }
         self.will = connect.will.clone();
+        if let (Some(cluster), Some(will)) = (self.broker.cluster(), &self.will) {
+            // Should this node die first, a survivor publishes it.
+            let mut headers = will.headers.clone();
+            headers.push("x-sender", self.sender.clone());
+            cluster.keep_will(self.id.0, &will.destination, &headers, &will.body);
+            self.will_kept = true;
+        }
         let (sx, sy) = Heartbeat::offer(
             connect.heart_beat,
             self.settings.heart_beat,
@@ -1152,6 +1162,13 @@ impl Session {
             self.broker.delete_private_queue(queue.name());
         }
         self.transactions.clear();
+        if self.will_kept
+            && let Some(cluster) = self.broker.cluster()
+        {
+            // Published by now if it was to be (after it, in order).
+            cluster.forget_will(self.id.0);
+            self.will_kept = false;
+        }
     }
 }
 

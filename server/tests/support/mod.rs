@@ -119,13 +119,20 @@ impl Client {
     }
 
     pub(crate) fn connect(port: u16) -> Client {
+        Client::connect_with(port, "")
+    }
+
+    /// Connects with `extra` header lines in the CONNECT (each ending in `\n`).
+    pub(crate) fn connect_with(port: u16, extra: &str) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         let mut c = Client {
             stream,
             buf: Vec::new(),
         };
-        c.write("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0");
+        c.write(&format!(
+            "CONNECT\naccept-version:1.2\nheart-beat:0,0\n{extra}\n\0"
+        ));
         let f = c.read().expect("CONNECTED");
         assert_eq!(f.command, "CONNECTED", "{f:?}");
         c
