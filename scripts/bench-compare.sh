@@ -361,7 +361,7 @@ cluster() {
     [cluster-1]="--url $n1"
     [cluster-2]="--url $n1 --receive-url $n2"
     [cluster-3]="--url $n1 --receive-url $n2 --receive-url $n3"
-    [rabbitmq]="--url stomp://127.0.0.1:62614"
+    [rabbitmq]="--url stomp://127.0.0.1:62614 --login guest --passcode guest --host /"
   )
   for setup in stompbox cluster-1 cluster-3 rabbitmq; do
     target/release/stompbox bench ${SETUP[$setup]} queue -n 20000 > /dev/null 2>&1 || true

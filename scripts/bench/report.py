@@ -221,8 +221,7 @@ def cluster_section(rows):
     """Stompbox nodes on Redis, or nothing when not run."""
     if not any(k[2] == "cluster-queue" for k in rows):
         return []
-    out = ["## Several nodes on one Redis
-",
+    out = ["## Several nodes on one Redis\n",
            "Three Stompbox nodes (`--cluster`, release build, in memory) and one Debian `redis-server` "
            "(no persistence, as the in-memory comparison), all on this machine with the load tool. "
            "`stompbox bench ... --receive-url` puts the consumers or subscribers on other nodes than the "

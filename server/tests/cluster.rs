@@ -148,7 +148,8 @@ fn cluster(n: usize) -> Cluster {
     let config = dir.path().join("stompbox.toml");
     std::fs::write(
         &config,
-        "[[topics]]\npattern = \"/topic/room.*\"\nhistory = 1000\npublish_rate = 0.0\n",
+        "[[topics]]\npattern = \"/topic/room.*\"\nhistory = 1000\npublish_rate = 0.0\n\
+         [[queues]]\npattern = \"/queue/small\"\nmax_length = 5\n",
     )
     .expect("config written");
     let config = config.to_string_lossy().into_owned();
@@ -620,6 +621,28 @@ fn presence_and_last_wills_reach_every_node_even_when_a_node_dies() {
     assert!(
         leaves.iter().any(|l| l.contains("Ann")) && leaves.iter().any(|l| l.contains("Dee")),
         "{leaves:?}"
+    );
+}
+
+#[test]
+fn a_queues_max_length_holds_across_nodes() {
+    let c = cluster(2);
+    let mut a = Client::connect(c.nodes[0].port);
+    let mut b = Client::connect(c.nodes[1].port);
+    for k in 0..5 {
+        let client = if k % 2 == 0 { &mut a } else { &mut b };
+        confirmed(client, "/queue/small", &format!("k{k}"));
+    }
+    let refused = send(&mut b, "/queue/small", "k5");
+    assert_eq!(refused.command, "RECEIPT", "{refused:?}");
+    assert_eq!(
+        refused.headers.get("x-error").map(String::as_str),
+        Some("queue-full"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.headers["message"].contains("max_length of 5"),
+        "{refused:?}"
     );
 }
 

@@ -267,7 +267,7 @@ impl Broker {
         if let (Some(cluster), Some(ticket)) = (&self.cluster, completion.ticket()) {
             return match cluster.tickets().outcome(ticket)? {
                 Ok(()) => Some(Ok(())),
-                Err(e) => Some(Err(("cluster-unavailable", format!("not published - {e}")))),
+                Err(f) => Some(Err((f.code, format!("not accepted - {}", f.why)))),
             };
         }
         Some(Ok(()))

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Charge, Recovery};
 use crate::store::Completion;
-pub use tickets::Tickets;
+pub use tickets::{Failure, Tickets};
 
 /// Publishes sent to Redis in one pipeline at most.
 const BATCH: usize = 512;
@@ -363,8 +363,10 @@ impl Cluster {
             _charge: charge,
         });
         if sent.is_err() {
-            self.tickets
-                .answer(ticket, Err("the broker is shutting down".into()));
+            self.tickets.answer(
+                ticket,
+                Err(Failure::unavailable("the broker is shutting down")),
+            );
         }
         Completion::after_ticket(ticket)
     }
@@ -415,7 +417,7 @@ impl Cluster {
         let mut resolved = self.tickets.resolved();
         loop {
             if let Some(outcome) = self.tickets.outcome(ticket) {
-                return outcome;
+                return outcome.map_err(|f| f.why);
             }
             if resolved.changed().await.is_err() {
                 return Err("the broker is shutting down".into());
@@ -552,32 +554,19 @@ impl Cluster {
                         Err(_) => break,
                     }
                 }
+                let groups = group(&batch);
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
-                for t in &batch {
-                    self.add_to(&mut pipe, t);
+                for g in &groups {
+                    self.add_to(&mut pipe, g);
                 }
                 let result: Result<Result<Vec<redis::RedisResult<redis::Value>>, _>, _> =
                     tokio::time::timeout(REQUEST_TIMEOUT, pipe.query_async(&mut conn)).await;
                 match result {
                     Ok(Ok(answers)) => {
-                        // An Ack request is two commands (XACK, XDEL).
                         let mut answers = answers.into_iter();
-                        for t in &batch {
-                            let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
-                            if matches!(t.request, Request::Ack { .. }) {
-                                let deleted = answers.next().unwrap_or(Ok(redis::Value::Nil));
-                                outcome = outcome.and(deleted);
-                            }
-                            let outcome = outcome.map(|_| ()).map_err(|e| {
-                                if e.code() == Some("QUEUEFULL") {
-                                    e.detail().unwrap_or("the queue is full").to_string()
-                                } else {
-                                    tracing::warn!(redis = %self.shown, error = %e, "cluster: Redis refused a request");
-                                    format!("Redis refused it: {e}")
-                                }
-                            });
-                            self.tickets.answer(t.ticket, outcome);
+                        for g in &groups {
+                            self.answer(g, &mut answers);
                         }
                     }
                     failed => {
@@ -589,8 +578,12 @@ impl Cluster {
                         // Redis may or may not have run them: a RECEIPT must
                         // not claim it did.
                         for t in &batch {
-                            self.tickets
-                                .answer(t.ticket, Err(format!("Redis connection lost: {why}")));
+                            self.tickets.answer(
+                                t.ticket,
+                                Err(Failure::unavailable(format!(
+                                    "Redis connection lost: {why}"
+                                ))),
+                            );
                         }
                         continue 'connect;
                     }
@@ -599,10 +592,10 @@ impl Cluster {
         }
     }
 
-    /// Adds one request's commands to a pipeline.
-    fn add_to(&self, pipe: &mut redis::Pipeline, t: &Ticketed) {
-        let (publish, enqueue) = (&self.scripts.publish, &self.scripts.enqueue);
-        match &t.request {
+    /// Adds one group's commands to a pipeline.
+    fn add_to(&self, pipe: &mut redis::Pipeline, group: &[&Ticketed]) {
+        let Some(first) = group.first() else { return };
+        match &first.request {
             Request::Publish {
                 topic,
                 frame,
@@ -611,12 +604,12 @@ impl Cluster {
                 ephemeral,
             } => {
                 pipe.cmd("EVALSHA")
-                    .arg(publish.get_hash())
+                    .arg(self.scripts.publish.get_hash())
                     .arg(3)
                     .arg(key(topic, "s"))
                     .arg(key(topic, "e"))
                     .arg(key(topic, "n"))
-                    .arg(format!("{}.{}", self.node, t.ticket))
+                    .arg(format!("{}.{}", self.node, first.ticket))
                     .arg(keep)
                     .arg(if *ephemeral { "1" } else { "0" })
                     .arg(&frame[..])
@@ -625,21 +618,21 @@ impl Cluster {
                     .arg(max_age_ms);
             }
             Request::Enqueue {
-                queue,
-                frame,
-                at_ms,
-                max_length,
+                queue, max_length, ..
             } => {
-                pipe.cmd("EVALSHA")
-                    .arg(enqueue.get_hash())
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(self.scripts.enqueue.get_hash())
                     .arg(2)
                     .arg(key(queue, "q"))
                     .arg(key(queue, "n"))
-                    .arg(&frame[..])
-                    .arg(at_ms)
                     .arg(max_length)
-                    .arg(key(queue, "c"))
-                    .arg(0);
+                    .arg(key(queue, "c"));
+                for t in group {
+                    if let Request::Enqueue { frame, at_ms, .. } = &t.request {
+                        cmd.arg(&frame[..]).arg(at_ms);
+                    }
+                }
             }
             Request::Ack { queue, ids } => {
                 let ids: Vec<String> = ids.iter().map(|n| format!("0-{n}")).collect();
@@ -652,6 +645,40 @@ impl Cluster {
             Request::Cmd(cmd) => {
                 pipe.add_command((**cmd).clone());
             }
+        }
+    }
+
+    /// Answers one group's tickets from its commands' replies.
+    fn answer(
+        &self,
+        group: &[&Ticketed],
+        answers: &mut impl Iterator<Item = redis::RedisResult<redis::Value>>,
+    ) {
+        let Some(first) = group.first() else { return };
+        let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
+        // An Ack is two commands (XACK, XDEL).
+        if matches!(first.request, Request::Ack { .. }) {
+            let deleted = answers.next().unwrap_or(Ok(redis::Value::Nil));
+            outcome = outcome.and(deleted);
+        }
+        if let Err(e) = &outcome {
+            tracing::warn!(redis = %self.shown, error = %e, "cluster: Redis refused a request");
+        }
+        // A run of queue messages: the script says how many fitted.
+        let taken = match (&first.request, &outcome) {
+            (Request::Enqueue { .. }, Ok(redis::Value::Int(n))) => usize::try_from(*n).unwrap_or(0),
+            _ => group.len(),
+        };
+        for (i, t) in group.iter().enumerate() {
+            let answer = match (&outcome, &t.request) {
+                (Err(e), _) => Err(Failure::unavailable(format!("Redis refused it: {e}"))),
+                (Ok(_), Request::Enqueue { max_length, .. }) if i >= taken => Err(Failure {
+                    code: "queue-full",
+                    why: format!("the queue holds its max_length of {max_length} messages"),
+                }),
+                (Ok(_), _) => Ok(()),
+            };
+            self.tickets.answer(t.ticket, answer);
         }
     }
 
@@ -679,7 +706,10 @@ impl Cluster {
         while let Ok(t) = rx.try_recv() {
             self.tickets.answer(
                 t.ticket,
-                Err(format!("Redis at {} is unreachable", self.shown)),
+                Err(Failure::unavailable(format!(
+                    "Redis at {} is unreachable",
+                    self.shown
+                ))),
             );
         }
     }
@@ -800,6 +830,27 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Messages to one queue sent one after another at most in one script call.
+const ENQUEUE_RUN: usize = 256;
+
+/// The batch in groups of one request each, except that consecutive queue
+/// messages to the same queue go together (one script call).
+fn group(batch: &[Ticketed]) -> Vec<Vec<&Ticketed>> {
+    let mut groups: Vec<Vec<&Ticketed>> = Vec::new();
+    for t in batch {
+        if let Request::Enqueue { queue, .. } = &t.request
+            && let Some(last) = groups.last_mut()
+            && last.len() < ENQUEUE_RUN
+            && matches!(&last[0].request, Request::Enqueue { queue: q, .. } if q == queue)
+        {
+            last.push(t);
+            continue;
+        }
+        groups.push(vec![t]);
+    }
+    groups
 }
 
 fn now_ms() -> u64 {

@@ -92,25 +92,33 @@ end
 return out
 "#;
 
-/// Adds a message to a queue's stream.
+/// Adds messages to a queue's stream: one call for a run of SENDs to the
+/// same queue, so Redis runs the script once for all of them.
 ///
-/// KEYS: stream, id counter. ARGV: frame, acceptance time in ms, the
-/// queue's `max_length` (0: none), the queue's notice channel, failed
-/// deliveries so far.
+/// KEYS: stream, id counter. ARGV: the queue's `max_length` (0: none),
+/// the queue's notice channel, then for each message its frame and its
+/// acceptance time in ms.
 ///
 /// Entries are `0-<n>` from the queue's own counter, so a node can name
-/// one by a number. Consumers' nodes are told on the channel that there
-/// is something to read. Refused when the stream holds `max_length`
-/// (waiting and unacknowledged: acknowledged entries are deleted).
+/// one by a number. Nodes with consumers are told on the channel that
+/// there is something to read, once per call. A queue at `max_length`
+/// (waiting and unacknowledged: acknowledged entries are deleted) takes
+/// the first ones that fit; returns how many it took.
 pub(super) const ENQUEUE: &str = r#"
-local max = tonumber(ARGV[3])
-if max > 0 and redis.call('XLEN', KEYS[1]) >= max then
-  return redis.error_reply('QUEUEFULL the queue holds its max_length of ' .. max .. ' messages')
+local max = tonumber(ARGV[1])
+local count = (#ARGV - 2) / 2
+if max > 0 then
+  local room = max - redis.call('XLEN', KEYS[1])
+  if room < count then count = math.max(room, 0) end
 end
-local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], '0-' .. n, 'f', ARGV[1], 't', ARGV[2], 'd', ARGV[5])
-redis.call('PUBLISH', ARGV[4], '')
-return n
+if count == 0 then return 0 end
+local last = redis.call('INCRBY', KEYS[2], count)
+local first = last - count + 1
+for k = 0, count - 1 do
+  redis.call('XADD', KEYS[1], '0-' .. (first + k), 'f', ARGV[3 + 2 * k], 't', ARGV[4 + 2 * k], 'd', '0')
+end
+redis.call('PUBLISH', ARGV[2], '')
+return count
 "#;
 
 /// A member joins a topic's presence.

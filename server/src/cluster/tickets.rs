@@ -12,6 +12,25 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+/// Why a request failed: the `x-error` code its RECEIPT carries, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `cluster-unavailable`, or `queue-full`.
+    pub code: &'static str,
+    /// What went wrong.
+    pub why: String,
+}
+
+impl Failure {
+    /// Redis could not be asked, or refused.
+    pub fn unavailable(why: impl Into<String>) -> Failure {
+        Failure {
+            code: "cluster-unavailable",
+            why: why.into(),
+        }
+    }
+}
+
 /// Failures remembered at most; beyond it the oldest are forgotten (a
 /// session still waiting for one of those is told it succeeded, which
 /// can only happen after tens of thousands of failures in a row).
@@ -21,7 +40,7 @@ const MAX_FAILED: usize = 65_536;
 struct State {
     next: u64,
     pending: BTreeSet<u64>,
-    failed: BTreeMap<u64, String>,
+    failed: BTreeMap<u64, Failure>,
 }
 
 /// The tickets of one node.
@@ -65,7 +84,7 @@ impl Tickets {
     }
 
     /// Records the answer to `ticket`: `Err` with why it failed.
-    pub fn answer(&self, ticket: u64, outcome: Result<(), String>) {
+    pub fn answer(&self, ticket: u64, outcome: Result<(), Failure>) {
         let mut state = self.lock();
         if !state.pending.remove(&ticket) {
             return;
@@ -91,7 +110,7 @@ impl Tickets {
     }
 
     /// `None` while `ticket` is unanswered; then whether it succeeded.
-    pub fn outcome(&self, ticket: u64) -> Option<Result<(), String>> {
+    pub fn outcome(&self, ticket: u64) -> Option<Result<(), Failure>> {
         if *self.resolved.borrow() < ticket {
             return None;
         }
@@ -116,11 +135,11 @@ mod tests {
         let t = Tickets::default();
         let a = t.take();
         let b = t.take();
-        t.answer(b, Err("down".into()));
+        t.answer(b, Err(Failure::unavailable("down")));
         assert_eq!(t.outcome(b), None, "a is still pending");
         t.answer(a, Ok(()));
         assert_eq!(t.outcome(a), Some(Ok(())));
-        assert_eq!(t.outcome(b), Some(Err("down".into())));
+        assert_eq!(t.outcome(b), Some(Err(Failure::unavailable("down"))));
         assert_eq!(*t.resolved().borrow(), 2);
     }
 
@@ -129,7 +148,7 @@ mod tests {
         let t = Tickets::default();
         let a = t.take();
         t.answer(a, Ok(()));
-        t.answer(a, Err("late".into()));
+        t.answer(a, Err(Failure::unavailable("late")));
         assert_eq!(t.outcome(a), Some(Ok(())));
     }
 }
