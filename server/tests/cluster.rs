@@ -647,15 +647,49 @@ fn a_queues_max_length_holds_across_nodes() {
 }
 
 #[test]
+fn a_wildcard_subscriber_gets_topics_published_on_other_nodes() {
+    let c = cluster(2);
+    let mut wild = subscribe(c.nodes[1].port, "/topic/room.*", "");
+    // An exact subscriber on the same node gets its topic once, too.
+    let mut exact = subscribe(c.nodes[1].port, "/topic/room.a", "");
+    let mut publisher = Client::connect(c.nodes[0].port);
+    for (topic, body) in [
+        ("/topic/room.a", "1"),
+        ("/topic/roomy.b", "no"),
+        ("/topic/room.b", "2"),
+        ("/topic/room.b.c", "no"),
+    ] {
+        confirmed(&mut publisher, topic, body);
+    }
+    confirmed(&mut publisher, "/topic/room.a", "3");
+    let got: Vec<(String, String)> = (0..3)
+        .map(|_| {
+            let f = wild.read().expect("a message");
+            (f.headers["destination"].clone(), f.body)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("/topic/room.a".to_string(), "1".to_string()),
+            ("/topic/room.b".to_string(), "2".to_string()),
+            ("/topic/room.a".to_string(), "3".to_string()),
+        ]
+    );
+    assert_eq!(exact.read().expect("1").body, "1");
+    assert_eq!(exact.read().expect("3").body, "3");
+}
+
+#[test]
 fn what_cluster_mode_cannot_do_yet_is_refused_with_a_clear_error() {
     let c = cluster(1);
     let mut client = Client::connect(c.nodes[0].port);
-    client.write("SUBSCRIBE\nid:w\ndestination:/topic/chat.*\n\n\0");
+    client.write("SUBSCRIBE\nid:q\ndestination:/queue/a\nselector:x = 1\n\n\0");
     let f = client.read().expect("an ERROR");
     assert_eq!(f.command, "ERROR", "{f:?}");
     assert!(f.headers["message"].contains("cluster mode"), "{f:?}");
     let mut client = Client::connect(c.nodes[0].port);
-    client.write("SUBSCRIBE\nid:q\ndestination:/queue/a\nselector:x = 1\n\n\0");
+    client.write("SUBSCRIBE\nid:d\ndestination:/topic/a\ndurable:true\n\n\0");
     let f = client.read().expect("an ERROR");
     assert_eq!(f.command, "ERROR", "{f:?}");
     assert!(f.headers["message"].contains("cluster mode"), "{f:?}");

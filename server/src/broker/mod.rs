@@ -273,6 +273,43 @@ impl Broker {
         Some(Ok(()))
     }
 
+    /// Delivers a message the cluster brought for `topic` to this node's
+    /// wildcard subscribers whose pattern matches it (the channel came
+    /// through a pattern subscription: exact subscribers get it apart).
+    pub fn deliver_wild_from_cluster(
+        &self,
+        topic: &str,
+        published: crate::cluster::wire::Published,
+    ) {
+        let key = topic.strip_prefix("/topic/").unwrap_or_default();
+        let Some(subs) = self.wildcards.matches(key) else {
+            return;
+        };
+        if subs.is_empty() {
+            return;
+        }
+        let message = Arc::new(self.cluster_message(topic, published));
+        for s in subs.iter() {
+            if s.selector
+                .as_ref()
+                .is_some_and(|sel| !sel.matches(&message.headers))
+            {
+                continue;
+            }
+            let _ = s.outbox.push_topic(Delivery {
+                subscription: s.subscription.clone(),
+                message: message.clone(),
+                redelivered: false,
+                ack: s.ack,
+                tag: None,
+                history: false,
+                control: false,
+                delivery_count: None,
+                ack_timeout_ms: 0,
+            });
+        }
+    }
+
     /// Tells this node's watchers of `topic` that a member of another
     /// node joined or left.
     pub fn presence_from_cluster(&self, topic: &str, event: &str, json: &str) {
@@ -1371,10 +1408,7 @@ impl Broker {
         pattern: &str,
         spec: ConsumerSpec,
         options: &TopicOptions,
-    ) -> Result<(), SubscribeError> {
-        if self.cluster.is_some() {
-            return Err(SubscribeError::ClusterPattern);
-        }
+    ) -> Result<Completion, SubscribeError> {
         if options.recovery.is_some()
             || options.presence.is_some()
             || options.watch_presence
@@ -1393,7 +1427,13 @@ impl Broker {
                     outbox: spec.outbox,
                 },
             )
-            .map_err(|e| SubscribeError::Pattern(e.to_string()))
+            .map_err(|e| SubscribeError::Pattern(e.to_string()))?;
+        // In cluster mode the node follows every topic channel the pattern
+        // may match; the RECEIPT waits until it does.
+        Ok(match &self.cluster {
+            Some(cluster) => cluster.watch_pattern(pattern),
+            None => Completion::DONE,
+        })
     }
 
     /// Stops a wildcard subscription.
@@ -1404,6 +1444,9 @@ impl Broker {
         subscription: &SubscriptionId,
     ) {
         self.wildcards.unsubscribe(pattern, session, subscription);
+        if let Some(cluster) = &self.cluster {
+            cluster.unwatch_pattern(pattern);
+        }
     }
 
     /// Deletes the durable subscription `key`, wherever it is. Returns

@@ -117,6 +117,9 @@ struct Ticketed {
 enum Interest {
     Subscribe(ByteString),
     Unsubscribe(ByteString),
+    /// A glob over topic channels, for wildcard subscriptions.
+    PSubscribe(String),
+    PUnsubscribe(String),
 }
 
 /// This node's link to the cluster's Redis.
@@ -134,6 +137,9 @@ pub struct Cluster {
     /// Local subscriptions per topic and the ticket of the channel
     /// subscription that serves them.
     channels: Mutex<HashMap<ByteString, (usize, u64)>>,
+    /// Local wildcard subscriptions per channel glob, and the ticket of
+    /// the pattern subscription that serves them.
+    patterns: Mutex<HashMap<String, (usize, u64)>>,
     history_script: redis::Script,
     scripts: Scripts,
     commands_up: tokio::sync::watch::Sender<bool>,
@@ -185,6 +191,32 @@ fn key(topic: &str, what: &str) -> String {
     format!("stompbox:{{{topic}}}:{what}")
 }
 
+/// The channel glob a node follows for a wildcard pattern (`chat.*`):
+/// every topic channel that starts with the pattern's literal part. It
+/// takes more than the pattern does (`chatter.x` for `chat.*`); the
+/// node's own wildcard index picks exactly.
+fn glob_of(pattern: &str) -> String {
+    let mut literal = String::new();
+    for token in pattern.split('.') {
+        if matches!(token, "*" | "#" | ">") {
+            break;
+        }
+        if !literal.is_empty() {
+            literal.push('.');
+        }
+        literal.push_str(token);
+    }
+    let mut glob = String::from("stompbox:{/topic/");
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            glob.push('\\');
+        }
+        glob.push(c);
+    }
+    glob.push('*');
+    glob
+}
+
 fn topic_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("stompbox:{")?.strip_suffix("}:c")
 }
@@ -212,6 +244,7 @@ impl Cluster {
             interest,
             interest_rx: Mutex::new(Some(interest_rx)),
             channels: Mutex::new(HashMap::new()),
+            patterns: Mutex::new(HashMap::new()),
             history_script: redis::Script::new(scripts::HISTORY),
             scripts: Scripts {
                 publish: redis::Script::new(scripts::PUBLISH),
@@ -406,6 +439,34 @@ impl Cluster {
             let _ = self
                 .interest
                 .send(Interest::Unsubscribe(ByteString::from(topic)));
+        }
+    }
+
+    /// One more local wildcard subscription under `pattern` (`a.*`): the
+    /// node follows every topic channel it may match.
+    pub fn watch_pattern(&self, pattern: &str) -> Completion {
+        let glob = glob_of(pattern);
+        let mut patterns = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = patterns.entry(glob.clone()).or_insert((0, 0));
+        entry.0 += 1;
+        if entry.0 == 1 {
+            entry.1 = self.tickets.take();
+            let _ = self.interest.send(Interest::PSubscribe(glob));
+        }
+        Completion::after_ticket(entry.1)
+    }
+
+    /// One local wildcard subscription under `pattern` fewer.
+    pub fn unwatch_pattern(&self, pattern: &str) {
+        let glob = glob_of(pattern);
+        let mut patterns = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = patterns.get_mut(&glob) else {
+            return;
+        };
+        entry.0 = entry.0.saturating_sub(1);
+        if entry.0 == 0 {
+            patterns.remove(&glob);
+            let _ = self.interest.send(Interest::PUnsubscribe(glob));
         }
     }
 
@@ -747,7 +808,15 @@ impl Cluster {
                 .keys()
                 .cloned()
                 .collect();
+            let globs: Vec<String> = self
+                .patterns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect();
             let mut subscribed: HashSet<ByteString> = HashSet::new();
+            let mut psubscribed: HashSet<String> = HashSet::new();
             let mut ok = true;
             for topic in wanted {
                 if sink.subscribe(key(&topic, "c")).await.is_err() {
@@ -756,12 +825,19 @@ impl Cluster {
                 }
                 subscribed.insert(topic);
             }
+            for glob in globs {
+                if !ok || sink.psubscribe(&glob).await.is_err() {
+                    ok = false;
+                    break;
+                }
+                psubscribed.insert(glob);
+            }
             if !ok {
                 continue;
             }
             backoff = Duration::from_millis(100);
             tracing::info!(redis = %self.shown, channels = subscribed.len(), "cluster: pub/sub connected");
-            self.answer_channels(&subscribed);
+            self.answer_channels(&subscribed, &psubscribed);
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -788,11 +864,31 @@ impl Cluster {
                                     Ok(())
                                 }
                             }
+                            Interest::PSubscribe(glob) => {
+                                let wanted = self.patterns.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&glob);
+                                if wanted && !psubscribed.contains(&glob) {
+                                    let r = sink.psubscribe(&glob).await;
+                                    if r.is_ok() {
+                                        psubscribed.insert(glob);
+                                    }
+                                    r
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                            Interest::PUnsubscribe(glob) => {
+                                let wanted = self.patterns.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&glob);
+                                if !wanted && psubscribed.remove(&glob) {
+                                    sink.punsubscribe(&glob).await
+                                } else {
+                                    Ok(())
+                                }
+                            }
                         };
                         if done.is_err() {
                             break;
                         }
-                        self.answer_channels(&subscribed);
+                        self.answer_channels(&subscribed, &psubscribed);
                     }
                     message = stream.next() => {
                         let Some(message) = message else { break };
@@ -802,6 +898,16 @@ impl Cluster {
                             continue;
                         }
                         let payload = message.get_payload_bytes();
+                        if message.from_pattern() {
+                            // For wildcard subscribers only; presence is not theirs.
+                            if payload.first() != Some(&membership::PRESENCE_MARK) {
+                                match wire::decode_published(payload) {
+                                    Ok(published) => broker.deliver_wild_from_cluster(topic, published),
+                                    Err(e) => tracing::warn!(topic, error = %e, "cluster: dropped an unreadable message"),
+                                }
+                            }
+                            continue;
+                        }
                         if let Some((event, node, json)) = membership::read_presence(payload) {
                             // The origin node told its own subscribers itself.
                             if node != self.node {
@@ -822,10 +928,17 @@ impl Cluster {
     }
 
     /// Answers the channel-subscription tickets of the topics now subscribed.
-    fn answer_channels(&self, subscribed: &HashSet<ByteString>) {
+    fn answer_channels(&self, subscribed: &HashSet<ByteString>, psubscribed: &HashSet<String>) {
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         for (topic, (_, ticket)) in channels.iter() {
             if subscribed.contains(topic) {
+                self.tickets.answer(*ticket, Ok(()));
+            }
+        }
+        drop(channels);
+        let patterns = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        for (glob, (_, ticket)) in patterns.iter() {
+            if psubscribed.contains(glob) {
                 self.tickets.answer(*ticket, Ok(()));
             }
         }
@@ -889,4 +1002,30 @@ fn parse_history(reply: Vec<Vec<u8>>, max_age: Option<Duration>) -> Result<Histo
         oldest: number(&oldest),
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patterns_glob_covers_what_it_matches() {
+        assert_eq!(glob_of("chat.*"), "stompbox:{/topic/chat*");
+        assert_eq!(glob_of("a.b.#"), "stompbox:{/topic/a.b*");
+        assert_eq!(glob_of(">"), "stompbox:{/topic/*");
+        assert_eq!(glob_of("we?rd[1].*"), "stompbox:{/topic/we\\?rd\\[1\\]*");
+    }
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            mask_url("redis://:s3cret@10.0.0.5:6379/0"),
+            "redis://:***@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            mask_url("redis://app:s3cret@host:1"),
+            "redis://app:***@host:1"
+        );
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
 }

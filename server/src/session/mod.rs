@@ -968,7 +968,8 @@ impl Session {
             return Ok(Flow::Continue);
         }
         if let Some(pattern) = crate::broker::wildcard::pattern_of(&destination) {
-            self.broker.subscribe_pattern(pattern, spec, &options)?;
+            let completion = self.broker.subscribe_pattern(pattern, spec, &options)?;
+            self.completion = self.completion.and(completion);
             self.subscriptions
                 .insert(id, Subscription::Pattern(pattern.to_string()));
             return Ok(Flow::Continue);
