@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Broker, Client, Frame, WAIT};
+use support::{Broker, Client, Frame, WAIT, api_call};
 
 /// A `redis-server` of the test's own, killed when dropped.
 struct Redis {
@@ -140,8 +140,14 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// The management token every node takes.
+const TOKEN: &str = "a-management-token-of-at-least-32-bytes";
+
 fn cluster(n: usize) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("api.token");
+    std::fs::write(&token_file, TOKEN).expect("token written");
+    let token_file = token_file.to_string_lossy().into_owned();
     let redis = Redis::start(dir.path());
     let url = redis.url();
     // Rooms that keep history with no publish rate limit, for the tests' bursts.
@@ -166,6 +172,10 @@ fn cluster(n: usize) -> Cluster {
                     // A killed node's messages are taken over after 1 s.
                     "--cluster-claim-idle-ms",
                     "1000",
+                    "--management-listen",
+                    "127.0.0.1:0",
+                    "--management-token-file",
+                    &token_file,
                 ],
             )
         })
@@ -678,6 +688,32 @@ fn a_wildcard_subscriber_gets_topics_published_on_other_nodes() {
     );
     assert_eq!(exact.read().expect("1").body, "1");
     assert_eq!(exact.read().expect("3").body, "3");
+}
+
+#[test]
+fn an_operators_purge_on_one_node_empties_the_history_every_node_serves() {
+    let c = cluster(2);
+    let mut p = Client::connect(c.nodes[0].port);
+    for k in 0..3 {
+        confirmed(&mut p, "/topic/room.purge", &format!("k{k}"));
+    }
+    let (status, body) = api_call(
+        c.nodes[1].management_port(),
+        TOKEN,
+        "POST",
+        "/api/topics/room.purge/purge",
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"purged":3}"#));
+    let (_, seen) = subscribe_seen(c.nodes[0].port, "/topic/room.purge", "x-history:10\n");
+    assert_eq!(seen.len(), 1, "only the marker: {seen:?}");
+    assert_eq!(
+        seen[0].headers.get("x-recovery").map(String::as_str),
+        Some("complete")
+    );
+    assert_eq!(
+        seen[0].headers.get("x-stream-position").map(String::as_str),
+        Some("3")
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! SIGKILL at any moment, and a torn journal tail is cut at start.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{BIN, Broker, Client, Frame, WAIT, wait_until};
+use support::{BIN, Broker, Client, Frame, WAIT, api_call, wait_until};
 
 /// Publishes `lines` to `destination` from a thread of its own, each with
 /// itself as body and receipt id, until they are all sent or the broker
@@ -625,30 +625,6 @@ fn delayed_and_deduplicated_sends_survive_sigkill_exactly_once() {
     }
 }
 
-/// One management API call over a plain socket; the status and the body.
-fn api_call(port: u16, token: &str, method: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the API");
-    s.set_read_timeout(Some(WAIT)).expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status");
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (status, body)
-}
-
 #[test]
 fn a_purged_rooms_history_stays_purged_after_sigkill() {
     let data = tempfile::tempdir().expect("a data directory");
@@ -671,28 +647,13 @@ fn a_purged_rooms_history_stays_purged_after_sigkill() {
         let _ = writer.join();
         assert_eq!(got.len(), n, "every line receipted");
     };
-    let api_port = |broker: &Broker| {
-        wait_until(|| broker.log().contains("management API listening"));
-        let log = broker.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains("management API listening"))
-            .expect("the API's address in the log");
-        let rest = line.split("addr=127.0.0.1:").nth(1).expect("an address");
-        rest.chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse::<u16>()
-            .expect("a port")
-    };
-
     let broker = Broker::start(data.path(), &extra);
     publish(
         broker.port,
         (0..10).map(|i| format!("before-{i}")).collect(),
     );
     let (status, body) = api_call(
-        api_port(&broker),
+        broker.management_port(),
         token,
         "POST",
         "/api/topics/chat.purged/purge",

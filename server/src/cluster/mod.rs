@@ -486,6 +486,26 @@ impl Cluster {
         }
     }
 
+    /// Drops `topic`'s kept history (an operator's purge); returns how
+    /// many messages went. Positions go on from where they were.
+    pub async fn purge_topic(&self, topic: &str) -> Result<u64, ClusterError> {
+        let Some(mut conn) = self.connection() else {
+            return Err(ClusterError::Unavailable(self.shown.clone()));
+        };
+        let trimmed: u64 = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            redis::cmd("XTRIM")
+                .arg(key(topic, "s"))
+                .arg("MAXLEN")
+                .arg(0)
+                .query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| ClusterError::Unavailable(self.shown.clone()))?
+        .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        Ok(trimmed)
+    }
+
     /// Reads `topic`'s kept history for `recovery`, at most `limit`
     /// messages, those older than `max_age` left out.
     pub async fn history(

@@ -145,6 +145,13 @@ fn find_topic(s: &ApiState, name: &str) -> Result<Arc<crate::broker::TopicDestin
 
 /// Drops a topic's kept history (a chat room's, say), on disk too.
 async fn purge_topic(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    if let Some(cluster) = s.broker.cluster() {
+        // The history is Redis', whether this node follows the topic or not.
+        return match cluster.purge_topic(&format!("/topic/{name}")).await {
+            Ok(n) => Json(json!({ "purged": n })).into_response(),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+    }
     let t = match find_topic(&s, &name) {
         Ok(t) => t,
         Err(m) => return error(StatusCode::NOT_FOUND, m),
@@ -317,12 +324,20 @@ async fn publish(
 }
 
 /// Waits until a durable message is on disk, as a RECEIPT would.
+/// Waits until `completion` is done: on disk, and in cluster mode taken
+/// by Redis.
 async fn saved(s: &ApiState, completion: crate::store::Completion) -> Result<(), String> {
-    match s.broker.journal() {
-        Some(journal) => journal
+    if let Some(journal) = s.broker.journal() {
+        journal
             .wait(completion)
             .await
-            .map_err(|e| format!("accepted but not saved: {e}")),
-        None => Ok(()),
+            .map_err(|e| format!("accepted but not saved: {e}"))?;
     }
+    if let Some(cluster) = s.broker.cluster() {
+        cluster
+            .settled(completion)
+            .await
+            .map_err(|e| format!("not accepted by the cluster: {e}"))?;
+    }
+    Ok(())
 }

@@ -83,6 +83,22 @@ impl Broker {
         self.child.wait().expect("reaped");
     }
 
+    /// The management API's port, from the log (`--management-listen 127.0.0.1:0`).
+    pub(crate) fn management_port(&self) -> u16 {
+        wait_until(|| self.log().contains("management API listening"));
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("management API listening"))
+            .expect("the API's address in the log");
+        let rest = line.split("addr=127.0.0.1:").nth(1).expect("an address");
+        rest.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u16>()
+            .expect("a port")
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
@@ -188,4 +204,28 @@ pub(crate) fn wait_until(done: impl Fn() -> bool) {
     while !done() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// One management API call over a plain socket; the status and the body.
+pub(crate) fn api_call(port: u16, token: &str, method: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the API");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
 }
