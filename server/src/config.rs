@@ -505,14 +505,16 @@ impl Config {
             }
         })?;
         if let Some(url) = &self.cluster {
-            let shown = crate::cluster::mask_url(url);
-            if !url.starts_with("redis://") {
-                return Err(ConfigError::Invalid {
-                    setting: "cluster",
-                    reason: format!(
-                        "{shown:?}: expected a redis:// URL like redis://127.0.0.1:6379"
-                    ),
-                });
+            for one in url.split(',').map(str::trim) {
+                if !one.starts_with("redis://") {
+                    let shown = crate::cluster::mask_url(one);
+                    return Err(ConfigError::Invalid {
+                        setting: "cluster",
+                        reason: format!(
+                            "{shown:?}: expected redis:// URLs like redis://127.0.0.1:6379, several separated by commas"
+                        ),
+                    });
+                }
             }
             if self.cluster_claim_idle_ms < 200 {
                 return Err(ConfigError::Invalid {

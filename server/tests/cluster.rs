@@ -133,23 +133,36 @@ fn spawn(dir: &Path, port: u16) -> Child {
         .expect("redis-server runs")
 }
 
-/// Three nodes on one Redis.
-struct Cluster {
-    nodes: Vec<Broker>,
-    redis: Redis,
-    _dir: tempfile::TempDir,
-}
-
 /// The management token every node takes.
 const TOKEN: &str = "a-management-token-of-at-least-32-bytes";
 
+/// Nodes on one Redis, or on several sharing the destinations.
+struct Cluster {
+    nodes: Vec<Broker>,
+    redis: Redis,
+    /// The Redis servers after the first, when there are several.
+    more_redis: Vec<Redis>,
+    _dir: tempfile::TempDir,
+}
+
 fn cluster(n: usize) -> Cluster {
+    cluster_on(1, n)
+}
+
+/// `n` nodes on `shards` Redis servers.
+fn cluster_on(shards: usize, n: usize) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("api.token");
     std::fs::write(&token_file, TOKEN).expect("token written");
     let token_file = token_file.to_string_lossy().into_owned();
-    let redis = Redis::start(dir.path());
-    let url = redis.url();
+    let mut servers: Vec<Redis> = (0..shards)
+        .map(|i| {
+            let d = dir.path().join(format!("redis{i}"));
+            std::fs::create_dir_all(&d).expect("a Redis directory");
+            Redis::start(&d)
+        })
+        .collect();
+    let url = servers.iter().map(Redis::url).collect::<Vec<_>>().join(",");
     // Rooms that keep history with no publish rate limit, for the tests' bursts.
     let config = dir.path().join("stompbox.toml");
     std::fs::write(
@@ -180,9 +193,11 @@ fn cluster(n: usize) -> Cluster {
             )
         })
         .collect();
+    let redis = servers.remove(0);
     Cluster {
         nodes,
         redis,
+        more_redis: servers,
         _dir: dir,
     }
 }
@@ -714,6 +729,71 @@ fn an_operators_purge_on_one_node_empties_the_history_every_node_serves() {
         seen[0].headers.get("x-stream-position").map(String::as_str),
         Some("3")
     );
+}
+
+/// How many keys of Redis at `port` match `pattern` (a raw KEYS).
+fn redis_keys(port: u16, pattern: &str) -> usize {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("Redis");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n", pattern.len()).expect("KEYS");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    head.trim()
+        .trim_start_matches('*')
+        .parse()
+        .expect("an array length")
+}
+
+#[test]
+fn two_redis_servers_share_the_destinations_and_one_down_refuses_only_its_own() {
+    let mut c = cluster_on(2, 2);
+    let topics: Vec<String> = (0..12).map(|i| format!("/topic/room.s{i}")).collect();
+    let mut subs: Vec<Client> = topics
+        .iter()
+        .map(|t| subscribe(c.nodes[1].port, t, ""))
+        .collect();
+    let mut publisher = Client::connect(c.nodes[0].port);
+    for t in &topics {
+        confirmed(&mut publisher, t, "hello");
+    }
+    for s in &mut subs {
+        assert_eq!(s.read().expect("each topic's message").body, "hello");
+    }
+    // Queues too: sent on one node, taken on the other.
+    for i in 0..12 {
+        confirmed(&mut publisher, &format!("/queue/s{i}"), &format!("job{i}"));
+    }
+    for i in 0..12 {
+        let mut consumer = consume(c.nodes[1].port, &format!("/queue/s{i}"), 1);
+        let f = consumer.read().expect("the job");
+        assert_eq!(f.body, format!("job{i}"));
+        ack(&mut consumer, &f);
+    }
+    let first = redis_keys(c.redis.port, "stompbox:{/topic/room.s*}:s");
+    let second = redis_keys(c.more_redis[0].port, "stompbox:{/topic/room.s*}:s");
+    assert_eq!(first + second, 12);
+    assert!(
+        first > 0 && second > 0,
+        "both Redis servers hold topics: {first} and {second}"
+    );
+
+    // The second Redis goes away: its topics are refused, the first's are not.
+    c.more_redis[0].kill();
+    let (mut taken, mut refused) = (0, 0);
+    for t in &topics {
+        let f = send(&mut publisher, t, "again");
+        match f.headers.get("x-error").map(String::as_str) {
+            None => taken += 1,
+            Some("cluster-unavailable") => refused += 1,
+            other => panic!("{other:?}: {f:?}"),
+        }
+    }
+    assert_eq!((taken, refused), (first, second));
 }
 
 #[test]

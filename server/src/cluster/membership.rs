@@ -72,13 +72,9 @@ impl Cluster {
                 format!("stompbox:ptopics:{}", self.node),
             ],
         );
-        cmd.arg(member)
-            .arg(json)
-            .arg(&self.node)
-            .arg(topic)
-            .arg(key(topic, "c"))
-            .arg(presence_payload("join", &self.node, json));
-        self.request(Request::Cmd(Box::new(cmd)), None)
+        cmd.arg(member).arg(json).arg(&self.node).arg(topic);
+        let kept = self.request(self.home(), Request::Cmd(Box::new(cmd)), None);
+        kept.and(self.announce(topic, "join", &self.node, json))
     }
 
     /// A local member left `topic`'s presence.
@@ -87,10 +83,23 @@ impl Cluster {
             &self.scripts.leave,
             &[key(topic, &format!("p:{}", self.node))],
         );
-        cmd.arg(member)
-            .arg(key(topic, "c"))
-            .arg(presence_payload("leave", &self.node, json));
-        let _ = self.request(Request::Cmd(Box::new(cmd)), None);
+        cmd.arg(member);
+        let _ = self.request(self.home(), Request::Cmd(Box::new(cmd)), None);
+        let _ = self.announce(topic, "leave", &self.node, json);
+    }
+
+    /// Publishes a presence event of `node`'s on `topic`'s channel.
+    fn announce(
+        &self,
+        topic: &str,
+        event: &str,
+        node: &str,
+        json: &str,
+    ) -> crate::store::Completion {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(key(topic, "c"))
+            .arg(presence_payload(event, node, json));
+        self.request(self.link(topic), Request::Cmd(Box::new(cmd)), None)
     }
 
     /// The members of `topic` on the other live nodes, as JSON objects.
@@ -98,8 +107,8 @@ impl Cluster {
         &self,
         topic: &str,
     ) -> Result<Vec<String>, super::ClusterError> {
-        let Some(mut conn) = self.connection() else {
-            return Err(super::ClusterError::Unavailable(self.shown.clone()));
+        let Some(mut conn) = self.home().connection() else {
+            return Err(super::ClusterError::Unavailable(self.home().shown.clone()));
         };
         let mut cmd = self.scripts.read.prepare_invoke();
         cmd.key(key(topic, "pn"))
@@ -109,7 +118,7 @@ impl Cluster {
         let members: Vec<String> =
             tokio::time::timeout(super::REQUEST_TIMEOUT, cmd.invoke_async(&mut conn))
                 .await
-                .map_err(|_| super::ClusterError::Unavailable(self.shown.clone()))?
+                .map_err(|_| super::ClusterError::Unavailable(self.home().shown.clone()))?
                 .map_err(|e| super::ClusterError::Redis(e.to_string()))?;
         Ok(members)
     }
@@ -126,7 +135,7 @@ impl Cluster {
         cmd.arg(format!("stompbox:wills:{}", self.node))
             .arg(session)
             .arg(&wire::encode(&all, body)[..]);
-        let _ = self.request(Request::Cmd(Box::new(cmd)), None);
+        let _ = self.request(self.home(), Request::Cmd(Box::new(cmd)), None);
     }
 
     /// The connection ended: its will is published (by this node) or not
@@ -135,7 +144,7 @@ impl Cluster {
         let mut cmd = redis::cmd("HDEL");
         cmd.arg(format!("stompbox:wills:{}", self.node))
             .arg(session);
-        let _ = self.request(Request::Cmd(Box::new(cmd)), None);
+        let _ = self.request(self.home(), Request::Cmd(Box::new(cmd)), None);
     }
 
     /// Refreshes this node's liveness and takes over dead nodes.
@@ -148,7 +157,7 @@ impl Cluster {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let take_over = redis::Script::new(scripts::TAKE_OVER);
-        let mut up = self.commands_up.subscribe();
+        let mut up = self.home().up.subscribe();
         loop {
             // Straight after (re)connecting too: a node's presence counts
             // only while its liveness key is there.
@@ -157,7 +166,7 @@ impl Cluster {
                 _ = tick.tick() => {}
                 _ = up.changed() => {}
             }
-            let Some(mut conn) = self.connection() else {
+            let Some(mut conn) = self.home().connection() else {
                 continue;
             };
             let mut pipe = redis::pipe();
@@ -232,10 +241,7 @@ impl Cluster {
                     continue;
                 };
                 let json = String::from_utf8_lossy(&json);
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(key(&name, "c"))
-                    .arg(presence_payload("leave", node, &json));
-                let _ = self.request(Request::Cmd(Box::new(cmd)), None);
+                let _ = self.announce(&name, "leave", node, &json);
                 left += 1;
             }
         }

@@ -169,7 +169,7 @@ impl Cluster {
                 // Also a poll, for notices missed while pub/sub was down.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            let Some(mut conn) = self.connection() else {
+            let Some(mut conn) = self.link(&name).connection() else {
                 continue;
             };
             // Looked up each time: the queue may have been swept and made

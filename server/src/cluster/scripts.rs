@@ -121,26 +121,24 @@ redis.call('PUBLISH', ARGV[2], '')
 return count
 "#;
 
-/// A member joins a topic's presence.
+/// A member joins a topic's presence (kept on the Redis that keeps node
+/// state; the event is published apart, on the topic's own Redis).
 ///
 /// KEYS: the topic's member hash for this node, the topic's node set,
 /// this node's set of topics with members. ARGV: member id, member JSON,
-/// this node, the topic, the channel, the event payload.
+/// this node, the topic.
 pub(super) const PRESENCE_JOIN: &str = r#"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 "#;
 
 /// A member leaves a topic's presence.
 ///
-/// KEYS: the topic's member hash for this node. ARGV: member id, the
-/// channel, the event payload.
+/// KEYS: the topic's member hash for this node. ARGV: member id.
 pub(super) const PRESENCE_LEAVE: &str = r#"
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
 

@@ -1,0 +1,569 @@
+//! One Redis the cluster engine talks to, and the two tasks that talk:
+//! the command task (every request of this node to this Redis, in the
+//! order they were made, pipelined) and the pub/sub task (the channels
+//! and patterns this node follows on it, and what they bring).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use stomp_codec::ByteString;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    BATCH, CHECK_EVERY, Cluster, ClusterError, Failure, MAX_BACKOFF, REQUEST_TIMEOUT, key,
+    mask_url, membership, queues, topic_of_channel, wire,
+};
+use crate::broker::{Broker, Charge};
+
+/// What the command task sends to Redis, in the order it was asked.
+pub(super) enum Request {
+    /// A topic message.
+    Publish {
+        topic: ByteString,
+        frame: Bytes,
+        keep: usize,
+        max_age_ms: u64,
+        ephemeral: bool,
+    },
+    /// A queue message.
+    Enqueue {
+        queue: ByteString,
+        frame: Bytes,
+        at_ms: u64,
+        max_length: usize,
+    },
+    /// Queue entries settled on this node: XACK and XDEL.
+    Ack { queue: ByteString, ids: Vec<u64> },
+    /// Anything else, in order with the rest (presence, wills).
+    Cmd(Box<redis::Cmd>),
+}
+
+/// A request and the ticket its answer resolves.
+pub(super) struct Ticketed {
+    pub(super) ticket: u64,
+    pub(super) request: Request,
+    /// Held until Redis has it, so a slow Redis raises the memory alarm
+    /// and publishers are slowed, instead of this queue growing unseen.
+    pub(super) _charge: Option<Charge>,
+}
+
+/// A change to what the pub/sub task follows.
+pub(super) enum Interest {
+    Subscribe(ByteString),
+    Unsubscribe(ByteString),
+    /// A glob over topic channels, for wildcard subscriptions.
+    PSubscribe(String),
+    PUnsubscribe(String),
+}
+
+/// One Redis: its client, its command connection, and the queues of
+/// requests and interests its tasks take.
+pub(super) struct Link {
+    client: redis::Client,
+    /// The URL without its password, for logs and errors.
+    pub(super) shown: String,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// Whether the command connection is up.
+    pub(super) up: tokio::sync::watch::Sender<bool>,
+    pub(super) requests: mpsc::UnboundedSender<Ticketed>,
+    pub(super) requests_rx: Mutex<Option<mpsc::UnboundedReceiver<Ticketed>>>,
+    pub(super) interest: mpsc::UnboundedSender<Interest>,
+    pub(super) interest_rx: Mutex<Option<mpsc::UnboundedReceiver<Interest>>>,
+    /// Told by the pub/sub task when its connection drops: the command
+    /// connection is checked at once rather than at the next publish.
+    pub(super) pubsub_lost: tokio::sync::Notify,
+}
+
+impl Link {
+    pub(super) fn new(url: &str) -> Result<Link, ClusterError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ClusterError::Redis(format!("cluster URL {}: {e}", mask_url(url))))?;
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (interest, interest_rx) = mpsc::unbounded_channel();
+        Ok(Link {
+            client,
+            shown: mask_url(url),
+            conn: Mutex::new(None),
+            up: tokio::sync::watch::Sender::new(false),
+            requests,
+            requests_rx: Mutex::new(Some(requests_rx)),
+            interest,
+            interest_rx: Mutex::new(Some(interest_rx)),
+            pubsub_lost: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The command connection, when it is up.
+    pub(super) fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the command connection is up now.
+    pub(super) fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    /// The command connection is gone: publishes are refused until the
+    /// task has connected again.
+    pub(super) fn lost(&self, why: &str) {
+        tracing::error!(redis = %self.shown, error = %why, "cluster: lost the connection to Redis; reconnecting");
+        self.up.send_replace(false);
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Cluster {
+    /// The command task: connects, then sends publishes in pipelines, in
+    /// the order they were made; reconnects with backoff when Redis goes
+    /// away, failing what was in flight.
+    pub(super) async fn commands(
+        self: Arc<Self>,
+        shard: usize,
+        mut rx: mpsc::UnboundedReceiver<Ticketed>,
+        cancel: CancellationToken,
+    ) {
+        let link = &self.links[shard];
+        let mut backoff = Duration::from_millis(100);
+        let mut logged_down = false;
+        'connect: loop {
+            let conn = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = tokio::time::timeout(REQUEST_TIMEOUT, link.client.get_multiplexed_async_connection()) => c,
+            };
+            let mut conn = match conn {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    if !logged_down {
+                        tracing::error!(redis = %link.shown, error = %e, "cluster: cannot reach Redis; topic messages are refused until it is back (retrying)");
+                        logged_down = true;
+                    }
+                    self.fail_queued(link, &mut rx);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                Err(_) => {
+                    self.fail_queued(link, &mut rx);
+                    continue;
+                }
+            };
+            // Loaded once per connection; a restarted Redis has lost it.
+            let mut loaded: Result<String, redis::RedisError> = Ok(String::new());
+            for script in [
+                &self.scripts.publish,
+                &self.scripts.enqueue,
+                &self.scripts.join,
+                &self.scripts.leave,
+            ] {
+                if loaded.is_ok() {
+                    loaded = script.prepare_invoke().load_async(&mut conn).await;
+                }
+            }
+            if let Err(e) = loaded {
+                tracing::error!(redis = %link.shown, error = %e, "cluster: Redis refused the publish script");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            *link.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+            link.up.send_replace(true);
+            backoff = Duration::from_millis(100);
+            tracing::info!(redis = %link.shown, "cluster: connected to Redis");
+            logged_down = false;
+            let mut check = tokio::time::interval(CHECK_EVERY);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let first = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = rx.recv() => r,
+                    // A dead connection is found by a PING, not by the
+                    // next client's publish failing.
+                    _ = check.tick() => {
+                        if self.ping(&mut conn).await {
+                            continue;
+                        }
+                        link.lost("no answer to PING");
+                        continue 'connect;
+                    }
+                    _ = link.pubsub_lost.notified() => {
+                        if self.ping(&mut conn).await {
+                            continue;
+                        }
+                        link.lost("no answer to PING after the pub/sub connection dropped");
+                        continue 'connect;
+                    }
+                };
+                let Some(first) = first else { return };
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let groups = group(&batch);
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                for g in &groups {
+                    self.add_to(&mut pipe, g);
+                }
+                let result: Result<Result<Vec<redis::RedisResult<redis::Value>>, _>, _> =
+                    tokio::time::timeout(REQUEST_TIMEOUT, pipe.query_async(&mut conn)).await;
+                match result {
+                    Ok(Ok(answers)) => {
+                        let mut answers = answers.into_iter();
+                        for g in &groups {
+                            self.answer(g, &mut answers);
+                        }
+                    }
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "no answer in time".to_string(),
+                        };
+                        link.lost(&why);
+                        // Redis may or may not have run them: a RECEIPT must
+                        // not claim it did.
+                        for t in &batch {
+                            self.tickets.answer(
+                                t.ticket,
+                                Err(Failure::unavailable(format!(
+                                    "Redis connection lost: {why}"
+                                ))),
+                            );
+                        }
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds one group's commands to a pipeline.
+    fn add_to(&self, pipe: &mut redis::Pipeline, group: &[&Ticketed]) {
+        let Some(first) = group.first() else { return };
+        match &first.request {
+            Request::Publish {
+                topic,
+                frame,
+                keep,
+                max_age_ms,
+                ephemeral,
+            } => {
+                pipe.cmd("EVALSHA")
+                    .arg(self.scripts.publish.get_hash())
+                    .arg(3)
+                    .arg(key(topic, "s"))
+                    .arg(key(topic, "e"))
+                    .arg(key(topic, "n"))
+                    .arg(format!("{}.{}", self.node, first.ticket))
+                    .arg(keep)
+                    .arg(if *ephemeral { "1" } else { "0" })
+                    .arg(&frame[..])
+                    .arg(key(topic, "c"))
+                    .arg(now_ms())
+                    .arg(max_age_ms);
+            }
+            Request::Enqueue {
+                queue, max_length, ..
+            } => {
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(self.scripts.enqueue.get_hash())
+                    .arg(2)
+                    .arg(key(queue, "q"))
+                    .arg(key(queue, "n"))
+                    .arg(max_length)
+                    .arg(key(queue, "c"));
+                for t in group {
+                    if let Request::Enqueue { frame, at_ms, .. } = &t.request {
+                        cmd.arg(&frame[..]).arg(at_ms);
+                    }
+                }
+            }
+            Request::Ack { queue, ids } => {
+                let ids: Vec<String> = ids.iter().map(|n| format!("0-{n}")).collect();
+                pipe.cmd("XACK")
+                    .arg(key(queue, "q"))
+                    .arg(queues::GROUP)
+                    .arg(&ids);
+                pipe.cmd("XDEL").arg(key(queue, "q")).arg(&ids);
+            }
+            Request::Cmd(cmd) => {
+                pipe.add_command((**cmd).clone());
+            }
+        }
+    }
+
+    /// Answers one group's tickets from its commands' replies.
+    fn answer(
+        &self,
+        group: &[&Ticketed],
+        answers: &mut impl Iterator<Item = redis::RedisResult<redis::Value>>,
+    ) {
+        let Some(first) = group.first() else { return };
+        let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
+        // An Ack is two commands (XACK, XDEL).
+        if matches!(first.request, Request::Ack { .. }) {
+            let deleted = answers.next().unwrap_or(Ok(redis::Value::Nil));
+            outcome = outcome.and(deleted);
+        }
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, "cluster: Redis refused a request");
+        }
+        // A run of queue messages: the script says how many fitted.
+        let taken = match (&first.request, &outcome) {
+            (Request::Enqueue { .. }, Ok(redis::Value::Int(n))) => usize::try_from(*n).unwrap_or(0),
+            _ => group.len(),
+        };
+        for (i, t) in group.iter().enumerate() {
+            let answer = match (&outcome, &t.request) {
+                (Err(e), _) => Err(Failure::unavailable(format!("Redis refused it: {e}"))),
+                (Ok(_), Request::Enqueue { max_length, .. }) if i >= taken => Err(Failure {
+                    code: "queue-full",
+                    why: format!("the queue holds its max_length of {max_length} messages"),
+                }),
+                (Ok(_), _) => Ok(()),
+            };
+            self.tickets.answer(t.ticket, answer);
+        }
+    }
+
+    /// Whether the command connection answers a PING in time.
+    async fn ping(&self, conn: &mut MultiplexedConnection) -> bool {
+        let pong = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            redis::cmd("PING").query_async::<String>(conn),
+        )
+        .await;
+        matches!(pong, Ok(Ok(_)))
+    }
+
+    /// Answers every publish queued while Redis is down as failed.
+    fn fail_queued(&self, link: &Link, rx: &mut mpsc::UnboundedReceiver<Ticketed>) {
+        link.up.send_replace(false);
+        while let Ok(t) = rx.try_recv() {
+            self.tickets.answer(
+                t.ticket,
+                Err(Failure::unavailable(format!(
+                    "Redis at {} is unreachable",
+                    link.shown
+                ))),
+            );
+        }
+    }
+
+    /// The pub/sub task: keeps this node subscribed to the channels of
+    /// the topics it has subscribers for, and delivers what they bring.
+    pub(super) async fn pubsub(
+        self: Arc<Self>,
+        shard: usize,
+        mut interest: mpsc::UnboundedReceiver<Interest>,
+        broker: Arc<Broker>,
+        cancel: CancellationToken,
+    ) {
+        let link = &self.links[shard];
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let connected = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = tokio::time::timeout(REQUEST_TIMEOUT, link.client.get_async_pubsub()) => c,
+            };
+            let Ok(Ok(pubsub)) = connected else {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            let (mut sink, mut stream) = pubsub.split();
+            // Whatever was asked while disconnected is settled by
+            // subscribing to every channel wanted now.
+            while interest.try_recv().is_ok() {}
+            let wanted: Vec<ByteString> = self
+                .channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .filter(|topic| self.shard_of(topic) == shard)
+                .cloned()
+                .collect();
+            let globs: Vec<String> = self
+                .patterns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            let mut subscribed: HashSet<ByteString> = HashSet::new();
+            let mut psubscribed: HashSet<String> = HashSet::new();
+            let mut ok = true;
+            for topic in wanted {
+                if sink.subscribe(key(&topic, "c")).await.is_err() {
+                    ok = false;
+                    break;
+                }
+                subscribed.insert(topic);
+            }
+            for glob in globs {
+                if !ok || sink.psubscribe(&glob).await.is_err() {
+                    ok = false;
+                    break;
+                }
+                psubscribed.insert(glob);
+            }
+            if !ok {
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            tracing::info!(redis = %link.shown, channels = subscribed.len(), "cluster: pub/sub connected");
+            self.answer_channels(shard, &subscribed, &psubscribed);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    asked = interest.recv() => {
+                        let Some(asked) = asked else { return };
+                        let done = match asked {
+                            Interest::Subscribe(topic) => {
+                                let wanted = self.channels.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&topic);
+                                if wanted && !subscribed.contains(&topic) {
+                                    let r = sink.subscribe(key(&topic, "c")).await;
+                                    if r.is_ok() {
+                                        subscribed.insert(topic);
+                                    }
+                                    r
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                            Interest::Unsubscribe(topic) => {
+                                let wanted = self.channels.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&topic);
+                                if !wanted && subscribed.remove(&topic) {
+                                    sink.unsubscribe(key(&topic, "c")).await
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                            Interest::PSubscribe(glob) => {
+                                let wanted = self.patterns.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&glob);
+                                if wanted && !psubscribed.contains(&glob) {
+                                    let r = sink.psubscribe(&glob).await;
+                                    if r.is_ok() {
+                                        psubscribed.insert(glob);
+                                    }
+                                    r
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                            Interest::PUnsubscribe(glob) => {
+                                let wanted = self.patterns.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&glob);
+                                if !wanted && psubscribed.remove(&glob) {
+                                    sink.punsubscribe(&glob).await
+                                } else {
+                                    Ok(())
+                                }
+                            }
+                        };
+                        if done.is_err() {
+                            break;
+                        }
+                        self.answer_channels(shard, &subscribed, &psubscribed);
+                    }
+                    message = stream.next() => {
+                        let Some(message) = message else { break };
+                        let Some(topic) = topic_of_channel(message.get_channel_name()) else { continue };
+                        if topic.starts_with("/queue/") {
+                            self.feeds.wake(topic);
+                            continue;
+                        }
+                        let payload = message.get_payload_bytes();
+                        if message.from_pattern() {
+                            // For wildcard subscribers only; presence is not theirs.
+                            if payload.first() != Some(&membership::PRESENCE_MARK) {
+                                match wire::decode_published(payload) {
+                                    Ok(published) => broker.deliver_wild_from_cluster(topic, published),
+                                    Err(e) => tracing::warn!(topic, error = %e, "cluster: dropped an unreadable message"),
+                                }
+                            }
+                            continue;
+                        }
+                        if let Some((event, node, json)) = membership::read_presence(payload) {
+                            // The origin node told its own subscribers itself.
+                            if node != self.node {
+                                broker.presence_from_cluster(topic, event, json);
+                            }
+                            continue;
+                        }
+                        match wire::decode_published(message.get_payload_bytes()) {
+                            Ok(published) => broker.deliver_from_cluster(topic, published),
+                            Err(e) => tracing::warn!(topic, error = %e, "cluster: dropped an unreadable message"),
+                        }
+                    }
+                }
+            }
+            tracing::error!(redis = %link.shown, "cluster: lost the pub/sub connection to Redis; topic subscribers miss messages until it is back (reconnecting)");
+            link.pubsub_lost.notify_one();
+        }
+    }
+
+    /// Answers the channel-subscription tickets of the topics now subscribed.
+    fn answer_channels(
+        &self,
+        shard: usize,
+        subscribed: &HashSet<ByteString>,
+        psubscribed: &HashSet<String>,
+    ) {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, (_, ticket)) in channels.iter() {
+            if subscribed.contains(topic) {
+                self.tickets.answer(*ticket, Ok(()));
+            }
+        }
+        drop(channels);
+        let patterns = self.patterns.lock().unwrap_or_else(|e| e.into_inner());
+        for (glob, (_, tickets)) in patterns.iter() {
+            if psubscribed.contains(glob)
+                && let Some(ticket) = tickets.get(shard)
+            {
+                self.tickets.answer(*ticket, Ok(()));
+            }
+        }
+    }
+}
+
+/// Messages to one queue sent one after another at most in one script call.
+const ENQUEUE_RUN: usize = 256;
+
+/// The batch in groups of one request each, except that consecutive queue
+/// messages to the same queue go together (one script call).
+fn group(batch: &[Ticketed]) -> Vec<Vec<&Ticketed>> {
+    let mut groups: Vec<Vec<&Ticketed>> = Vec::new();
+    for t in batch {
+        if let Request::Enqueue { queue, .. } = &t.request
+            && let Some(last) = groups.last_mut()
+            && last.len() < ENQUEUE_RUN
+            && matches!(&last[0].request, Request::Enqueue { queue: q, .. } if q == queue)
+        {
+            last.push(t);
+            continue;
+        }
+        groups.push(vec![t]);
+    }
+    groups
+}
+
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
