@@ -216,6 +216,8 @@ pub struct Server {
     listeners: Vec<JoinHandle<()>>,
     grace: Duration,
     broker: Arc<Broker>,
+    /// In cluster mode: the token that stops the cluster's tasks, and them.
+    cluster: Option<(CancellationToken, Vec<JoinHandle<()>>)>,
 }
 
 impl Server {
@@ -428,8 +430,12 @@ impl Server {
             listeners.push(tokio::spawn(compactor(broker.clone(), cancel.clone())));
         }
         let mut cluster_part = String::new();
+        let cluster_cancel = CancellationToken::new();
+        let mut cluster_tasks = Vec::new();
         if let Some(cluster) = &cluster {
-            listeners.extend(cluster.run(broker.clone(), cancel.clone()));
+            // Its own token: the cluster's tasks outlive the sessions at
+            // shutdown, to carry their last requests and leave cleanly.
+            cluster_tasks = cluster.run(broker.clone(), cluster_cancel.clone());
             // A node that starts beside its Redis should be whole when it
             // says ready; one whose Redis is down still serves queues.
             let up = cluster.wait_up(Duration::from_secs(5)).await;
@@ -469,6 +475,7 @@ impl Server {
             listeners,
             grace: Duration::from_millis(config.shutdown_grace_ms),
             broker,
+            cluster: cluster.map(|_| (cluster_cancel, cluster_tasks)),
         })
     }
 
@@ -534,6 +541,13 @@ impl Server {
                 remaining = self.tracker.len(),
                 "sessions still open after the grace period"
             );
+        }
+        if let (Some((stop, tasks)), Some(cluster)) = (self.cluster, self.broker.cluster()) {
+            cluster.leave(&self.broker, Duration::from_secs(5)).await;
+            stop.cancel();
+            for task in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+            }
         }
         if let Some(journal) = self.broker.journal().cloned() {
             // Everything accepted is written before the process ends.

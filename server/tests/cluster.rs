@@ -731,19 +731,28 @@ fn an_operators_purge_on_one_node_empties_the_history_every_node_serves() {
     );
 }
 
-/// How many keys of Redis at `port` match `pattern` (a raw KEYS).
-fn redis_keys(port: u16, pattern: &str) -> usize {
+/// A raw Redis command (each argument one bulk string); the first line
+/// of the answer (`:3`, `*2`, `+OK`).
+fn redis_call(port: u16, args: &[&str]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("Redis");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    write!(s, "*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n", pattern.len()).expect("KEYS");
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).expect("a request");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head);
-    head.trim()
+    String::from_utf8_lossy(&head).trim().to_string()
+}
+
+/// How many keys of Redis at `port` match `pattern`.
+fn redis_keys(port: u16, pattern: &str) -> usize {
+    redis_call(port, &["KEYS", pattern])
         .trim_start_matches('*')
         .parse()
         .expect("an array length")
@@ -794,6 +803,53 @@ fn two_redis_servers_share_the_destinations_and_one_down_refuses_only_its_own() 
         }
     }
     assert_eq!((taken, refused), (first, second));
+}
+
+#[test]
+fn a_node_stopped_cleanly_hands_over_its_messages_and_publishes_no_wills() {
+    let mut c = cluster(2);
+    let room = "/topic/room.bye";
+    let mut watcher = subscribe(c.nodes[1].port, room, "");
+    let mut producer = Client::connect(c.nodes[1].port);
+    for k in 0..4 {
+        confirmed(&mut producer, "/queue/bye", &k.to_string());
+    }
+    let mut dee = Client::connect_with(
+        c.nodes[0].port,
+        "x-will-destination:/topic/room.bye\nx-will-body:Dee is gone\n",
+    );
+    dee.write(
+        "SUBSCRIBE\nid:q\ndestination:/queue/bye\nack:client-individual\nprefetch-count:2\n\n\0",
+    );
+    let held: Vec<String> = (0..2).map(|_| dee.read().expect("a job").body).collect();
+
+    // SIGTERM: a clean stop.
+    let stopping = c.nodes.remove(0);
+    let status = Command::new("kill")
+        .args(["-TERM", &stopping.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let mut stopping = stopping;
+    let _ = stopping.child.wait();
+    // It left: no survivor will take it over, and it kept no will.
+    assert_eq!(redis_call(c.redis.port, &["SCARD", "stompbox:nodes"]), ":1");
+    assert_eq!(redis_keys(c.redis.port, "stompbox:wills:*"), 0);
+
+    let mut consumer = consume(c.nodes[0].port, "/queue/bye", 10);
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let f = consumer.read().expect("all four jobs");
+        ack(&mut consumer, &f);
+        got.push(f.body);
+    }
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3"]);
+    assert!(held.iter().all(|h| got.contains(h)));
+    // The room saw no will: the next message there is this one.
+    confirmed(&mut producer, room, "after");
+    let next = watcher.read().expect("a message");
+    assert_eq!(next.body, "after", "{next:?}");
 }
 
 #[test]

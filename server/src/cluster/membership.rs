@@ -147,6 +147,44 @@ impl Cluster {
         let _ = self.request(self.home(), Request::Cmd(Box::new(cmd)), None);
     }
 
+    /// A clean stop, once the node's connections are closed: what they
+    /// asked on their way out (leaves, acks, will deletions) reaches Redis,
+    /// the queue messages it holds go back to the others, and the node
+    /// leaves the list, so no survivor takes it over and publishes wills
+    /// of connections that ended with the shutdown. Bounded by `limit`.
+    pub async fn leave(&self, broker: &Broker, limit: Duration) {
+        // No more fetching, and no more liveness marks.
+        self.stopping.cancel();
+        let done = async {
+            let last = self.tickets.take_unnumbered();
+            let _ = self
+                .settled(crate::store::Completion::after_ticket(last))
+                .await;
+            self.give_everything_back(broker).await;
+            let Some(mut conn) = self.home().connection() else {
+                return;
+            };
+            let mut pipe = redis::pipe();
+            pipe.cmd("SREM")
+                .arg("stompbox:nodes")
+                .arg(&self.node)
+                .ignore()
+                .cmd("DEL")
+                .arg(format!("stompbox:alive:{}", self.node))
+                .arg(format!("stompbox:wills:{}", self.node))
+                .arg(format!("stompbox:ptopics:{}", self.node))
+                .ignore();
+            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        };
+        if tokio::time::timeout(limit, done).await.is_err() {
+            tracing::warn!(
+                "cluster: leaving took too long; the other nodes will take this node over once its liveness key expires"
+            );
+        } else {
+            tracing::info!("cluster: left the cluster");
+        }
+    }
+
     /// Refreshes this node's liveness and takes over dead nodes.
     pub(super) async fn membership(
         self: Arc<Self>,
@@ -165,6 +203,9 @@ impl Cluster {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
                 _ = up.changed() => {}
+            }
+            if self.stopping.is_cancelled() {
+                return;
             }
             let Some(mut conn) = self.home().connection() else {
                 continue;

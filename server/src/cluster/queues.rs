@@ -69,6 +69,14 @@ impl Feeds {
         self.lock().get(queue).cloned()
     }
 
+    /// Every queue fed now, by name.
+    pub(super) fn all(&self) -> Vec<(ByteString, Arc<Feed>)> {
+        self.lock()
+            .iter()
+            .map(|(n, f)| (n.clone(), f.clone()))
+            .collect()
+    }
+
     pub(super) fn wake(&self, queue: &str) {
         if let Some(feed) = self.get(queue) {
             feed.wake.notify_one();
@@ -146,6 +154,22 @@ impl Cluster {
     /// Whether this node follows `queue` (it has fetched from Redis).
     pub fn feeds_queue(&self, queue: &str) -> bool {
         self.feeds.get(queue).is_some()
+    }
+
+    /// The node is stopping (its connections are closed): every queue
+    /// message it holds goes back to the others at once.
+    pub(super) async fn give_everything_back(&self, broker: &Broker) {
+        for (name, feed) in self.feeds.all() {
+            let Some(crate::broker::Destination::Queue(queue)) = broker.existing_destination(&name)
+            else {
+                continue;
+            };
+            let Some(mut conn) = self.link(&name).connection() else {
+                continue;
+            };
+            self.give_back(&queue, &feed, &key(&name, "q"), &mut conn)
+                .await;
+        }
     }
 
     /// Fetches `queue`'s messages for the local consumers while it has
