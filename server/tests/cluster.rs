@@ -21,6 +21,8 @@ struct Redis {
     child: Child,
     port: u16,
     dir: PathBuf,
+    /// Every write in the append-only file, synced before Redis answers.
+    durable: bool,
 }
 
 impl Drop for Redis {
@@ -40,8 +42,9 @@ fn redis_binary() -> &'static str {
 }
 
 impl Redis {
-    /// Starts Redis on a free loopback port, without persistence.
-    fn start(dir: &Path) -> Redis {
+    /// Starts Redis on a free loopback port, without persistence, or
+    /// with every write synced to its append-only file when `durable`.
+    fn start(dir: &Path, durable: bool) -> Redis {
         // A port free a moment ago may be taken by the time Redis binds
         // it: try a few.
         for _ in 0..5 {
@@ -49,7 +52,7 @@ impl Redis {
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            if let Some(redis) = Redis::start_on(dir, port) {
+            if let Some(redis) = Redis::start_on(dir, port, durable) {
                 return redis;
             }
         }
@@ -57,11 +60,12 @@ impl Redis {
     }
 
     /// Starts Redis on `port`; `None` when it does not answer PING.
-    fn start_on(dir: &Path, port: u16) -> Option<Redis> {
+    fn start_on(dir: &Path, port: u16, durable: bool) -> Option<Redis> {
         let mut redis = Redis {
-            child: spawn(dir, port),
+            child: spawn(dir, port, durable),
             port,
             dir: dir.to_path_buf(),
+            durable,
         };
         redis.answers().then_some(redis)
     }
@@ -87,11 +91,12 @@ impl Redis {
         let _ = self.child.wait();
     }
 
-    /// A new Redis on the same port, empty (nothing was persisted).
+    /// A new Redis on the same port and directory: empty, or with what
+    /// its append-only file kept when durable.
     fn start_again(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            self.child = spawn(&self.dir, self.port);
+            self.child = spawn(&self.dir, self.port, self.durable);
             if self.answers() {
                 return;
             }
@@ -121,10 +126,22 @@ impl Redis {
     }
 }
 
-fn spawn(dir: &Path, port: u16) -> Child {
+fn spawn(dir: &Path, port: u16, durable: bool) -> Child {
+    let persistence: &[&str] = if durable {
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+    } else {
+        &["--save", "", "--appendonly", "no"]
+    };
     Command::new(redis_binary())
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(persistence)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -146,11 +163,11 @@ struct Cluster {
 }
 
 fn cluster(n: usize) -> Cluster {
-    cluster_on(1, n)
+    cluster_on(1, n, false)
 }
 
-/// `n` nodes on `shards` Redis servers.
-fn cluster_on(shards: usize, n: usize) -> Cluster {
+/// `n` nodes on `shards` Redis servers, durable ones or not.
+fn cluster_on(shards: usize, n: usize, durable: bool) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("api.token");
     std::fs::write(&token_file, TOKEN).expect("token written");
@@ -159,7 +176,7 @@ fn cluster_on(shards: usize, n: usize) -> Cluster {
         .map(|i| {
             let d = dir.path().join(format!("redis{i}"));
             std::fs::create_dir_all(&d).expect("a Redis directory");
-            Redis::start(&d)
+            Redis::start(&d, durable)
         })
         .collect();
     let url = servers.iter().map(Redis::url).collect::<Vec<_>>().join(",");
@@ -760,7 +777,7 @@ fn redis_keys(port: u16, pattern: &str) -> usize {
 
 #[test]
 fn two_redis_servers_share_the_destinations_and_one_down_refuses_only_its_own() {
-    let mut c = cluster_on(2, 2);
+    let mut c = cluster_on(2, 2, false);
     let topics: Vec<String> = (0..12).map(|i| format!("/topic/room.s{i}")).collect();
     let mut subs: Vec<Client> = topics
         .iter()
@@ -850,6 +867,35 @@ fn a_node_stopped_cleanly_hands_over_its_messages_and_publishes_no_wills() {
     confirmed(&mut producer, room, "after");
     let next = watcher.read().expect("a message");
     assert_eq!(next.body, "after", "{next:?}");
+}
+
+#[test]
+fn receipted_queue_messages_survive_a_sigkilled_redis_that_syncs_every_write() {
+    let mut c = cluster_on(1, 2, true);
+    let mut producer = Client::connect(c.nodes[0].port);
+    for k in 0..20 {
+        confirmed(&mut producer, "/queue/kept", &k.to_string());
+    }
+    // Five are out with a consumer, unacknowledged, when Redis dies.
+    let mut early = consume(c.nodes[1].port, "/queue/kept", 5);
+    for _ in 0..5 {
+        early.read().expect("a job");
+    }
+    c.redis.kill();
+    c.redis.start_again();
+    // The nodes reconnect by themselves; the consumer's node still holds
+    // its five, and the rest wait in the recovered stream.
+    drop(early);
+    let mut consumer = consume(c.nodes[0].port, "/queue/kept", 100);
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let f = consumer.read().expect("all twenty after Redis came back");
+        ack(&mut consumer, &f);
+        assert!(!got.contains(&f.body), "{} twice", f.body);
+        got.push(f.body);
+    }
+    got.sort_by_key(|b| b.parse::<u32>().unwrap_or(u32::MAX));
+    assert_eq!(got, (0..20).map(|k| k.to_string()).collect::<Vec<_>>());
 }
 
 #[test]
