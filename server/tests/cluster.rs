@@ -395,6 +395,25 @@ fn redis_restarted_under_the_nodes_refuses_then_serves_again() {
     assert_eq!(sub.read().expect("before").body, "before");
 
     c.redis.kill();
+    // /health says so once the node has noticed (a PING each second).
+    let health = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("HTTP");
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("GET");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let http = c.nodes[0].http_port();
+    let deadline = Instant::now() + WAIT;
+    while !health(http).contains("\"up\":false") {
+        assert!(Instant::now() < deadline, "{}", health(http));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(health(http).contains("Redis is unreachable"));
     // While Redis is down a topic SEND is refused on its RECEIPT, and the
     // connection goes on.
     let refused = send(&mut publisher, topic, "during");
@@ -423,6 +442,11 @@ fn redis_restarted_under_the_nodes_refuses_then_serves_again() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(
+        health(http).contains("\"status\":\"ok\""),
+        "{}",
+        health(http)
+    );
     // The subscriber on the other node gets it: its node subscribed again.
     let deadline = Instant::now() + WAIT;
     loop {

@@ -242,6 +242,21 @@ impl Cluster {
         &self.tickets
     }
 
+    /// For `/health`: this node's id and each Redis with whether it is
+    /// reachable now.
+    pub fn health(&self) -> serde_json::Value {
+        serde_json::json!({
+            "node": self.node,
+            "redis": self
+                .links
+                .iter()
+                .map(|l| serde_json::json!({ "url": l.shown, "up": l.is_up() }))
+                .collect::<Vec<_>>(),
+            "topics_followed": self.channels.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            "queues_fed": self.feeds.all().len(),
+        })
+    }
+
     /// Whether the command connections are all up now.
     pub fn is_up(&self) -> bool {
         self.links.iter().all(Link::is_up)

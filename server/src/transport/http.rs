@@ -97,8 +97,16 @@ async fn page_config(State(state): State<HttpState>) -> impl IntoResponse {
 
 async fn health(State(state): State<HttpState>) -> impl IntoResponse {
     let memory = state.broker.memory();
+    let cluster = state.broker.cluster();
+    let status = if memory.alarm() {
+        "memory alarm: publishers blocked"
+    } else if cluster.is_some_and(|c| !c.is_up()) {
+        "cluster: a Redis is unreachable; its topics and queues are refused"
+    } else {
+        "ok"
+    };
     let body = serde_json::json!({
-        "status": if memory.alarm() { "memory alarm: publishers blocked" } else { "ok" },
+        "status": status,
         "connections": state.slots.open(),
         "max_connections": state.slots.max(),
         "memory_used": memory.used(),
@@ -125,6 +133,8 @@ async fn health(State(state): State<HttpState>) -> impl IntoResponse {
                 "failed_writes": s.failed_writes,
             })
         }),
+        // null when not a cluster node.
+        "cluster": cluster.map(|c| c.health()),
     });
     ([("content-type", "application/json")], body.to_string())
 }

@@ -83,6 +83,20 @@ impl Broker {
         self.child.wait().expect("reaped");
     }
 
+    /// The HTTP listener's port (WebSocket, /health, /metrics), from the log.
+    pub(crate) fn http_port(&self) -> u16 {
+        let log = self.log();
+        let rest = log
+            .split("http_addr=127.0.0.1:")
+            .nth(1)
+            .expect("the HTTP address in the log");
+        rest.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u16>()
+            .expect("a port")
+    }
+
     /// The management API's port, from the log (`--management-listen 127.0.0.1:0`).
     pub(crate) fn management_port(&self) -> u16 {
         wait_until(|| self.log().contains("management API listening"));
