@@ -923,6 +923,47 @@ fn receipted_queue_messages_survive_a_sigkilled_redis_that_syncs_every_write() {
 }
 
 #[test]
+fn a_rejected_or_expired_message_is_dead_lettered_once_across_nodes() {
+    let c = cluster(2);
+    let mut producer = Client::connect(c.nodes[0].port);
+    confirmed(&mut producer, "/queue/orders", "bad order");
+    // Expired before anyone could take it: `expires` is absolute, in ms.
+    producer.write("SEND\ndestination:/queue/orders\nexpires:1\nreceipt:old\n\nstale order\0");
+    assert_eq!(producer.read().expect("a RECEIPT").command, "RECEIPT");
+
+    let mut dead = consume(c.nodes[1].port, "/queue/DLQ.orders", 10);
+    let mut consumer = consume(c.nodes[0].port, "/queue/orders", 10);
+    let f = consumer.read().expect("the order");
+    assert_eq!(f.body, "bad order");
+    let id = f.headers["ack"].clone();
+    consumer.write(&format!("NACK\nid:{id}\nrequeue:false\nreceipt:n\n\n\0"));
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let f = dead.read().expect("both dead letters");
+        ack(&mut dead, &f);
+        reasons.push((
+            f.body.clone(),
+            f.headers.get("x-death-reason").cloned().unwrap_or_default(),
+        ));
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("bad order".to_string(), "rejected".to_string()),
+            ("stale order".to_string(), "expired".to_string()),
+        ]
+    );
+    // Settled in Redis too (the XACK follows the dead letter's XADD in the
+    // same ordered pipeline): nothing of /queue/orders is left to take over.
+    let deadline = Instant::now() + WAIT;
+    while redis_call(c.redis.port, &["XLEN", "stompbox:{/queue/orders}:q"]) != ":0" {
+        assert!(Instant::now() < deadline, "the originals stayed in Redis");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn what_cluster_mode_cannot_do_yet_is_refused_with_a_clear_error() {
     let c = cluster(1);
     let mut client = Client::connect(c.nodes[0].port);
