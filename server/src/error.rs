@@ -173,9 +173,7 @@ impl From<SubscribeError> for SessionError {
             e @ (SubscribeError::Pattern(_)
             | SubscribeError::PatternOptions(_)
             | SubscribeError::ClusterPattern) => SessionError::Pattern(e.to_string()),
-            e @ (SubscribeError::ClusterSelector | SubscribeError::ClusterDurable) => {
-                SessionError::NotInCluster(e.to_string())
-            }
+            e @ SubscribeError::ClusterSelector => SessionError::NotInCluster(e.to_string()),
             SubscribeError::Exchange(why) => SessionError::Exchange(why),
             other => SessionError::Durable(other.to_string()),
         }

@@ -39,6 +39,8 @@ impl DeathReason {
 /// A message on its way out of a queue.
 #[derive(Debug)]
 pub struct DeadLetter {
+    /// The queue that gave it up.
+    pub origin: ByteString,
     /// The message (its journal record is settled as it is moved).
     pub message: Arc<Message>,
     /// Why.

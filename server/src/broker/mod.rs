@@ -336,9 +336,12 @@ impl Broker {
         body: Bytes,
         at_ms: u64,
     ) -> Message {
+        // A durable subscription's messages show their topic.
+        let destination =
+            crate::cluster::topic_of_durable_queue(queue.name()).unwrap_or(queue.name());
         let mut message = self.message(
             self.next_message_id(),
-            ByteString::from(queue.name()),
+            ByteString::from(destination),
             headers,
             body,
             false,
@@ -1179,8 +1182,8 @@ impl Broker {
                 if let Some(cluster) = &self.cluster {
                     // Settled where it was: its copy (if any) is a new
                     // message of the dead-letter queue.
-                    let _ = cluster
-                        .queue_settled(&message.destination, std::iter::once(message.id.number()));
+                    let _ =
+                        cluster.queue_settled(&letter.origin, std::iter::once(message.id.number()));
                 }
                 let moved = match &letter.target {
                     None => Err("the queue has no dead-letter queue".to_string()),
@@ -1352,6 +1355,9 @@ impl Broker {
                 Completion::DONE
             }
             Destination::Topic(t) => {
+                if let (Some(cluster), Some(key)) = (&self.cluster, &options.durable) {
+                    return self.subscribe_durable_in_cluster(cluster, t, key, spec);
+                }
                 if let Some(key) = &options.durable {
                     self.durables
                         .lock()
@@ -1398,6 +1404,52 @@ impl Broker {
             }
         };
         Ok((target, completion))
+    }
+
+    /// A durable topic subscription in cluster mode: a queue of its own
+    /// in Redis, fed by the topic's publish script while the subscription
+    /// exists, consumed like any cluster queue (so it survives its node,
+    /// and its subscriber may come back on any node). The subscriber sees
+    /// the topic as the MESSAGE's destination.
+    fn subscribe_durable_in_cluster(
+        &self,
+        cluster: &Arc<crate::cluster::Cluster>,
+        topic: &TopicDestination,
+        key: &ByteString,
+        spec: ConsumerSpec,
+    ) -> Result<(Destination, Completion), SubscribeError> {
+        if spec.selector.is_some() {
+            return Err(SubscribeError::SelectorOnDurable);
+        }
+        let name = crate::cluster::durable_queue_name(topic.name(), key);
+        let queue = {
+            let shard = &self.shards[(self.hasher.hash_one(&name) as usize) % SHARDS];
+            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&name) {
+                Some(Destination::Queue(q)) => q.clone(),
+                _ => {
+                    let q = QueueDestination::new(
+                        name.clone(),
+                        queue_policy_for(&self.queue_policies, topic.name()),
+                        self.queue_env(),
+                    );
+                    map.insert(name.clone(), Destination::Queue(q.clone()));
+                    q
+                }
+            }
+        };
+        if queue.consumer_count() > 0 {
+            return Err(SubscribeError::DurableInUse(
+                key.split('\n').next_back().unwrap_or_default().to_string(),
+            ));
+        }
+        self.durables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), ByteString::from(topic.name()));
+        let registered = cluster.register_durable(topic.name(), key, &name);
+        queue.subscribe(spec);
+        Ok((Destination::Queue(queue), registered))
     }
 
     /// Starts delivering what is published to every topic `pattern`
@@ -1457,6 +1509,22 @@ impl Broker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+        if let Some(cluster) = &self.cluster {
+            // Made on any node: Redis knows. Deleted in the background;
+            // a key no node ever made is logged, not refused.
+            let cluster = cluster.clone();
+            let key = key.to_string();
+            tokio::spawn(async move {
+                match cluster.forget_durable(&key).await {
+                    Ok(true) => tracing::info!("durable subscription deleted"),
+                    Ok(false) => tracing::info!("no durable subscription to delete"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a durable subscription could not be deleted")
+                    }
+                }
+            });
+            return true;
+        }
         match topic.map(|t| self.destination(&t)) {
             Some(Ok(Destination::Topic(t))) => t.forget_durable(key),
             _ => false,

@@ -103,11 +103,6 @@ pub enum SubscribeError {
         "selectors are not supported on durable subscriptions yet; filter in the client or use a live subscription"
     )]
     SelectorOnDurable,
-    /// A durable topic subscription in cluster mode.
-    #[error(
-        "durable topic subscriptions are not available in cluster mode yet; use a queue, or x-since recovery"
-    )]
-    ClusterDurable,
     /// A selector on a queue in cluster mode.
     #[error(
         "selectors on queues are not available in cluster mode yet: a node fetches messages for its consumers, and one none of them selects would wait there"
@@ -355,9 +350,6 @@ impl TopicDestination {
         let mut state = self.lock();
         self.trim(&mut state, Instant::now());
         let mut completion = Completion::DONE;
-        if self.cluster.is_some() && sub.durable.is_some() {
-            return Err(SubscribeError::ClusterDurable);
-        }
         if let Some(key) = &sub.durable {
             let Some(journal) = &self.journal else {
                 return Err(SubscribeError::NoJournal);

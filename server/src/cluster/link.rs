@@ -260,10 +260,11 @@ impl Cluster {
             } => {
                 pipe.cmd("EVALSHA")
                     .arg(self.scripts.publish.get_hash())
-                    .arg(3)
+                    .arg(4)
                     .arg(key(topic, "s"))
                     .arg(key(topic, "e"))
                     .arg(key(topic, "n"))
+                    .arg(key(topic, "d"))
                     .arg(format!("{}.{}", self.node, first.ticket))
                     .arg(keep)
                     .arg(if *ephemeral { "1" } else { "0" })
@@ -483,7 +484,8 @@ impl Cluster {
                         let Some(message) = message else { break };
                         let Some(topic) = topic_of_channel(message.get_channel_name()) else { continue };
                         if topic.starts_with("/queue/") {
-                            self.feeds.wake(topic);
+                            let claim = message.get_payload_bytes() == queues::CLAIM_NOTICE.as_bytes();
+                            self.feeds.wake(topic, claim);
                             continue;
                         }
                         let payload = message.get_payload_bytes();

@@ -167,6 +167,25 @@ fn glob_of(pattern: &str) -> String {
     glob
 }
 
+/// Names of the queues that keep durable topic subscriptions' messages:
+/// private (clients cannot address them), followed by the key in hex and
+/// the topic.
+pub const DURABLE_PREFIX: &str = "/queue/stompbox.durable.";
+
+/// The queue that keeps durable subscription `durable_key`'s messages of `topic`.
+pub fn durable_queue_name(topic: &str, durable_key: &str) -> String {
+    let hex: String = durable_key.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{DURABLE_PREFIX}{hex}:{topic}")
+}
+
+/// The topic a durable subscription's queue is fed from.
+pub fn topic_of_durable_queue(queue: &str) -> Option<&str> {
+    queue
+        .strip_prefix(DURABLE_PREFIX)?
+        .split_once(':')
+        .map(|(_, t)| t)
+}
+
 fn topic_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("stompbox:{")?.strip_suffix("}:c")
 }
@@ -213,9 +232,69 @@ impl Cluster {
     }
 
     /// Which Redis holds `name` (a topic or queue): a hash of the name, so
-    /// every node agrees.
+    /// every node agrees. A durable subscription's queue lives with its
+    /// topic, whose publish script writes to it.
     fn shard_of(&self, name: &str) -> usize {
+        let name = topic_of_durable_queue(name).unwrap_or(name);
         crc32fast::hash(name.as_bytes()) as usize % self.links.len()
+    }
+
+    /// Starts keeping `topic`'s messages in `queue` for a durable
+    /// subscription (from now on); the completion is done when Redis has
+    /// it, so a RECEIPT for the SUBSCRIBE means nothing published after is
+    /// missed.
+    pub fn register_durable(&self, topic: &str, durable_key: &str, queue: &str) -> Completion {
+        let mut add = redis::cmd("SADD");
+        add.arg(key(topic, "d")).arg(queue);
+        let added = self.request(self.link(topic), Request::Cmd(Box::new(add)), None);
+        let mut name = redis::cmd("HSET");
+        name.arg("stompbox:durables").arg(durable_key).arg(queue);
+        added.and(self.request(self.home(), Request::Cmd(Box::new(name)), None))
+    }
+
+    /// Deletes the durable subscription `durable_key`, wherever it was
+    /// made: its queue's messages go, and the topic stops feeding it.
+    pub async fn forget_durable(&self, durable_key: &str) -> Result<bool, ClusterError> {
+        let home = self.home();
+        let Some(mut conn) = home.connection() else {
+            return Err(ClusterError::Unavailable(home.shown.clone()));
+        };
+        let queue: Option<String> = redis::cmd("HGET")
+            .arg("stompbox:durables")
+            .arg(durable_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        let Some(queue) = queue else {
+            return Ok(false);
+        };
+        let Some(topic) = topic_of_durable_queue(&queue) else {
+            return Ok(false);
+        };
+        let link = self.link(topic);
+        let Some(mut there) = link.connection() else {
+            return Err(ClusterError::Unavailable(link.shown.clone()));
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("SREM")
+            .arg(key(topic, "d"))
+            .arg(&queue)
+            .ignore()
+            .cmd("DEL")
+            .arg(key(&queue, "q"))
+            .arg(key(&queue, "n"))
+            .ignore();
+        let _: () = pipe
+            .query_async(&mut there)
+            .await
+            .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        let _: () = redis::cmd("HDEL")
+            .arg("stompbox:durables")
+            .arg(durable_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        Ok(true)
     }
 
     /// The Redis that holds `name`.

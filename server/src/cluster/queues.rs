@@ -29,10 +29,15 @@ use crate::broker::{Broker, QueueDestination};
 /// The consumer group every node reads a queue's stream through.
 pub(super) const GROUP: &str = "stompbox";
 
+/// The notice a node publishes on a queue's channel when it gave messages back.
+pub(super) const CLAIM_NOTICE: &str = "claim";
+
 /// One queue this node has consumers for.
 #[derive(Debug)]
 pub(super) struct Feed {
     consumers: AtomicUsize,
+    /// Another node gave messages back: look for them before new ones.
+    claim_due: std::sync::atomic::AtomicBool,
     /// Local message number → the Redis entry (`0-<n>`) it is.
     held: Mutex<HashMap<u64, u64>>,
     wake: tokio::sync::Notify,
@@ -43,6 +48,7 @@ impl Feed {
     fn new(stop: CancellationToken) -> Feed {
         Feed {
             consumers: AtomicUsize::new(0),
+            claim_due: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             stop,
@@ -77,8 +83,12 @@ impl Feeds {
             .collect()
     }
 
-    pub(super) fn wake(&self, queue: &str) {
+    /// A queue's notice: something new (`claim`: given back) to read.
+    pub(super) fn wake(&self, queue: &str, claim: bool) {
         if let Some(feed) = self.get(queue) {
+            if claim {
+                feed.claim_due.store(true, Ordering::Relaxed);
+            }
             feed.wake.notify_one();
         }
     }
@@ -238,7 +248,9 @@ impl Cluster {
             if touch {
                 self.refresh(&feed, &stream, &mut conn).await;
             }
-            if claim {
+            // Messages given back or left by a dead node go before new
+            // ones, so a handover keeps their order where it can.
+            if claim || feed.claim_due.swap(false, Ordering::Relaxed) {
                 let credit = queue.free_credit();
                 if credit > 0 {
                     let reply: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
@@ -421,6 +433,14 @@ impl Cluster {
             if let Err(e) = cmd.query_async::<Value>(conn).await {
                 tracing::warn!(queue = queue.name(), error = %e, "cluster: could not give messages back (the others take them over once idle)");
             }
+        }
+        if !ids.is_empty() {
+            // The other nodes' feeds look for them at once.
+            let _: redis::RedisResult<Value> = redis::cmd("PUBLISH")
+                .arg(key(queue.name(), "c"))
+                .arg(CLAIM_NOTICE)
+                .query_async(conn)
+                .await;
         }
         if !ids.is_empty() {
             tracing::debug!(

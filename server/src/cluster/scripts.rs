@@ -4,13 +4,17 @@
 
 /// Publishes to a topic.
 ///
-/// KEYS: stream, epoch, position counter. ARGV: an epoch to use if the
+/// KEYS: stream, epoch, position counter, the set of the topic's durable
+/// subscriptions' queues. ARGV: an epoch to use if the
 /// topic has none yet, how many messages to keep, `1` for an ephemeral
 /// message (no position, not kept), the frame, the channel, the time in
 /// ms, the history's age limit in ms (0: none).
 ///
 /// The epoch is made once per topic and kept: every node gives positions
 /// from the same counter under it, so `x-since` means the same on all.
+/// A message that is not ephemeral is also added to the queue of each
+/// durable subscription (kept on the topic's server), whose subscriber
+/// reads it as a queue's consumer would, online or later.
 /// Returns the position (0 for an ephemeral message).
 pub(super) const PUBLISH: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
@@ -28,6 +32,11 @@ if ARGV[3] ~= '1' then
     if age > 0 then
       redis.call('PEXPIRE', KEYS[1], age)
     end
+  end
+  for _, q in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    local n = redis.call('INCR', 'stompbox:{' .. q .. '}:n')
+    redis.call('XADD', 'stompbox:{' .. q .. '}:q', '0-' .. n, 'f', ARGV[4], 't', ARGV[6])
+    redis.call('PUBLISH', 'stompbox:{' .. q .. '}:c', '')
   end
 end
 redis.call('PUBLISH', ARGV[5], epoch .. '\n' .. pos .. '\n' .. ARGV[4])

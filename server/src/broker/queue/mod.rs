@@ -633,6 +633,7 @@ impl QueueDestination {
         };
         self.dead_counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.env.dead_letters.push(DeadLetter {
+            origin: self.name.clone(),
             message: pending.message,
             reason,
             target: self.dead_letter.clone(),
@@ -891,7 +892,7 @@ impl QueueDestination {
                 continue;
             }
             let index = (state.next + offset) % n;
-            match hand_to(&mut state.consumers[index], pending) {
+            match hand_to(&self.name, &mut state.consumers[index], pending) {
                 Ok(()) => {
                     state.next = (index + 1) % n;
                     state.counts.delivered += 1;
@@ -940,7 +941,7 @@ impl QueueDestination {
                 backlog.push_front(pending);
                 return;
             };
-            match hand_to(&mut consumers[index], pending) {
+            match hand_to(&self.name, &mut consumers[index], pending) {
                 Ok(()) => {
                     *next = (index + 1) % n;
                     counts.delivered += 1;
@@ -954,9 +955,11 @@ impl QueueDestination {
 /// Pushes a message to a consumer's outbox as its delivery. A session
 /// that is closing refuses it: the message comes back, and the consumer
 /// is offered nothing more until it unsubscribes.
-fn hand_to(consumer: &mut Consumer, pending: Pending) -> Result<(), Pending> {
+fn hand_to(queue: &ByteString, consumer: &mut Consumer, pending: Pending) -> Result<(), Pending> {
+    // The queue's own name, not the message's destination: a cluster
+    // durable subscription's messages show their topic.
     let tag = DeliveryTag {
-        destination: pending.message.destination.clone(),
+        destination: queue.clone(),
         message: pending.message.id.number(),
         durable: pending.message.is_durable(),
     };
