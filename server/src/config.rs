@@ -720,6 +720,35 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_checked_and_a_password_never_shows() {
+        let with = |url: &str, idle: u64| Config {
+            cluster: Some(url.into()),
+            cluster_claim_idle_ms: idle,
+            ..Config::default()
+        };
+        with("redis://127.0.0.1:6379,redis://127.0.0.1:6380", 30_000)
+            .validate()
+            .expect("valid");
+        for bad in ["http://127.0.0.1:6379", "redis://a:1,localhost:6379", ""] {
+            let err = with(bad, 30_000).validate().expect_err(bad).to_string();
+            assert!(err.contains("cluster") && err.contains("redis://"), "{err}");
+        }
+        let err = with("rediss://:s3cret@h:1", 30_000)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = with("redis://127.0.0.1:6379", 50)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cluster_claim_idle_ms") && err.contains("200"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_tiny_memory_limit_is_refused() {
         let config = Config {
             memory_limit: ByteSize::Bytes(1000),

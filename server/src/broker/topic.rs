@@ -179,6 +179,21 @@ fn selects(selector: &Option<Arc<super::Selector>>, message: &Message) -> bool {
 }
 
 impl Subscriber {
+    /// A copy of `message` for this subscriber, as history or live.
+    fn delivery(&self, message: Arc<Message>, history: bool) -> Delivery {
+        Delivery {
+            subscription: self.subscription.clone(),
+            message,
+            redelivered: false,
+            ack: self.ack,
+            tag: None,
+            history,
+            control: false,
+            delivery_count: None,
+            ack_timeout_ms: 0,
+        }
+    }
+
     /// Present subscribers see each other; others only when they asked to watch.
     fn watches(&self) -> bool {
         self.watch_presence || self.presence.is_some()
@@ -414,17 +429,9 @@ impl TopicDestination {
                 if !selects(&subscriber.selector, &message) {
                     continue;
                 }
-                let _ = subscriber.outbox.push_topic(Delivery {
-                    subscription: subscriber.subscription.clone(),
-                    message,
-                    redelivered: false,
-                    ack: subscriber.ack,
-                    tag: None,
-                    history: true,
-                    control: false,
-                    delivery_count: None,
-                    ack_timeout_ms: 0,
-                });
+                let _ = subscriber
+                    .outbox
+                    .push_topic(subscriber.delivery(message, true));
             }
             let head = (state.next_position - 1).to_string();
             let oldest = self
@@ -537,23 +544,14 @@ impl TopicDestination {
             subscriber.replayed = Some((last.epoch.clone(), last.position));
         }
         let subscriber = &*subscriber;
-        let history = |message: Arc<Message>| Delivery {
-            subscription: subscriber.subscription.clone(),
-            message,
-            redelivered: false,
-            ack: subscriber.ack,
-            tag: None,
-            history: true,
-            control: false,
-            delivery_count: None,
-            ack_timeout_ms: 0,
-        };
         let marker = match loaded {
             None => None,
             Some(Ok(loaded)) => {
                 for message in loaded.messages {
                     if selects(&subscriber.selector, &message) {
-                        let _ = subscriber.outbox.push_topic(history(message));
+                        let _ = subscriber
+                            .outbox
+                            .push_topic(subscriber.delivery(message, true));
                     }
                 }
                 let overflowed = pending.len() >= MAX_PENDING;
@@ -599,10 +597,9 @@ impl TopicDestination {
         }
         for message in pending {
             if !subscriber.replayed(&message) {
-                let _ = subscriber.outbox.push_topic(Delivery {
-                    history: false,
-                    ..history(message)
-                });
+                let _ = subscriber
+                    .outbox
+                    .push_topic(subscriber.delivery(message, false));
             }
         }
     }
