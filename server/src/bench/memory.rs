@@ -321,6 +321,19 @@ pub async fn memory(common: &Common, args: &MemoryArgs) -> Result<Report, BenchE
                 "KiB",
             ),
             ("rss_settled_kib", rss_settled as f64, "KiB"),
+            // What each queued message cost at the peak of the backlog, and
+            // what the drained backlog left behind, as the ratios read.
+            (
+                "rss_per_accepted_b",
+                rss_after_publishing.saturating_sub(rss_before) as f64 * 1024.0
+                    / accepted.max(1) as f64,
+                "B",
+            ),
+            (
+                "rss_settled_over_before",
+                rss_settled as f64 / rss_before.max(1) as f64,
+                "x",
+            ),
             ("rss_anon_before_kib", anon_before as f64, "KiB"),
             ("rss_anon_settled_kib", anon_settled as f64, "KiB"),
         ],

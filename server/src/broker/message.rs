@@ -90,7 +90,7 @@ pub fn message_size(destination: &str, headers: &Headers, body: &[u8]) -> usize 
 /// What an allocation of `n` bytes takes: allocators serve sizes in
 /// classes, four to each doubling (jemalloc's; glibc's waste is similar),
 /// so up to a quarter more than asked.
-fn allocated(n: usize) -> usize {
+pub(crate) fn allocated(n: usize) -> usize {
     let step = (n.next_power_of_two() / 8).max(16);
     n.div_ceil(step) * step
 }

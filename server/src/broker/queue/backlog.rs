@@ -1,12 +1,17 @@
 //! The messages a queue holds for its consumers: ten priority levels,
-//! each FIFO and each with a part in memory and a part waiting on disk
-//! (past the memory window), plus the delayed messages not yet due.
-//! Pure bookkeeping: no locks, no consumers, no journal writes.
+//! each FIFO and each with a part in memory, a part packed in memory and a
+//! part waiting on disk (both past the memory window), plus the delayed
+//! messages not yet due. Pure bookkeeping: no locks, no consumers, no
+//! journal writes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use stomp_codec::ByteString;
+
+use super::super::memory::{Charge, Memory};
 use super::super::message::Message;
+use super::cold::Cold;
 use crate::store::{JournalPin, Lsn};
 use crate::terms::MAX_PRIORITY;
 
@@ -35,6 +40,9 @@ impl Pending {
 #[derive(Debug, Default)]
 struct Level {
     messages: VecDeque<Pending>,
+    /// Non-durable messages past the window, packed, behind `messages`,
+    /// oldest first; unpacked as consumers near them.
+    packed: VecDeque<Cold>,
     /// Durable messages waiting on disk, behind `messages`, oldest first:
     /// a few bytes each, read back as consumers near them.
     paged: VecDeque<JournalPin>,
@@ -46,12 +54,28 @@ struct Level {
 /// Slots a level keeps allocated once it is empty.
 const KEEP_CAPACITY: usize = 1024;
 
+/// Where the next message of a level comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// Its memory part: take it.
+    Memory,
+    /// Its packed part: unpack some first.
+    Packed,
+    /// Its part on disk: read some back first.
+    Disk,
+}
+
 /// A queue's waiting messages.
 #[derive(Debug, Default)]
 pub(super) struct Backlog {
     levels: [Level; LEVELS],
-    /// Accounted bytes of the messages in memory (levels and delayed).
+    /// Accounted bytes of the messages in memory (levels, packed and delayed).
     pub(super) bytes: u64,
+    /// Of which packed.
+    packed_bytes: u64,
+    packed_count: usize,
+    /// What the packed messages hold of the broker's memory, together.
+    packed_charge: Option<Charge>,
     /// Record bytes of the paged ones.
     pub(super) paged_bytes: u64,
     paged_count: usize,
@@ -72,8 +96,19 @@ impl Backlog {
     /// Messages waiting, in memory, on disk and delayed.
     pub(super) fn count(&self) -> usize {
         self.levels.iter().map(|l| l.messages.len()).sum::<usize>()
+            + self.packed_count
             + self.paged_count
             + self.delayed.len()
+    }
+
+    /// Accounted bytes of the messages in memory and not packed.
+    pub(super) fn unpacked_bytes(&self) -> u64 {
+        self.bytes - self.packed_bytes
+    }
+
+    /// Messages waiting packed.
+    pub(super) fn packed(&self) -> usize {
+        self.packed_count
     }
 
     /// Bytes waiting, in memory and on disk.
@@ -92,9 +127,13 @@ impl Backlog {
         !self.levels[usize::from(priority)].paged.is_empty()
     }
 
-    fn note_in(&mut self, pending: &Pending) {
-        self.bytes += pending.message.charge.bytes() as u64;
-        let e = pending.message.terms.expires_at_ms;
+    /// Whether `priority`'s level has packed messages (a new non-durable
+    /// message of that level must be packed too, behind them).
+    pub(super) fn level_is_packing(&self, priority: u8) -> bool {
+        !self.levels[usize::from(priority)].packed.is_empty()
+    }
+
+    fn note_expiry(&mut self, e: u64) {
         if e != 0 {
             self.earliest_expiry = if self.expiring == 0 {
                 e
@@ -103,6 +142,102 @@ impl Backlog {
             };
             self.expiring += 1;
         }
+    }
+
+    fn charge_packed(&mut self, cold: &Cold, memory: Option<&Arc<Memory>>, taken: bool) {
+        let bytes = cold.charged();
+        if taken {
+            self.bytes -= (bytes as u64).min(self.bytes);
+            self.packed_bytes -= (bytes as u64).min(self.packed_bytes);
+            self.packed_count -= 1;
+            if cold.expires_at_ms() != 0 {
+                self.expiring = self.expiring.saturating_sub(1);
+            }
+        } else {
+            self.bytes += bytes as u64;
+            self.packed_bytes += bytes as u64;
+            self.packed_count += 1;
+            self.note_expiry(cold.expires_at_ms());
+        }
+        let charge = match (&mut self.packed_charge, memory) {
+            (Some(c), _) => c,
+            (None, Some(m)) => self.packed_charge.insert(m.charge(0)),
+            (None, None) => return,
+        };
+        let held = charge.bytes();
+        charge.set(if taken {
+            held.saturating_sub(bytes)
+        } else {
+            held + bytes
+        });
+    }
+
+    /// Appends a packed message to level `priority`, charging it to `memory`.
+    pub(super) fn push_packed(&mut self, priority: u8, cold: Cold, memory: &Arc<Memory>) {
+        self.charge_packed(&cold, Some(memory), false);
+        self.levels[usize::from(priority)].packed.push_back(cold);
+    }
+
+    /// Unpacks up to `most` (at least one) of a level's packed messages
+    /// to the back of its memory part; returns how many.
+    pub(super) fn unpack(
+        &mut self,
+        level: usize,
+        most: usize,
+        queue: &ByteString,
+        memory: &Arc<Memory>,
+    ) -> usize {
+        let mut n = 0;
+        while n < most.max(1) {
+            let Some(cold) = self.levels[level].packed.pop_front() else {
+                break;
+            };
+            self.charge_packed(&cold, None, true);
+            let pending = Pending::new(Arc::new(cold.unpack(queue, memory)));
+            self.push_back(pending);
+            n += 1;
+        }
+        let packed = &mut self.levels[level].packed;
+        if packed.is_empty() && packed.capacity() > KEEP_CAPACITY {
+            *packed = VecDeque::new();
+        }
+        n
+    }
+
+    /// Takes the packed message `id` out, unpacked.
+    pub(super) fn take_packed(
+        &mut self,
+        id: u64,
+        queue: &ByteString,
+        memory: &Arc<Memory>,
+    ) -> Option<Pending> {
+        let (level, i) = self.levels.iter().enumerate().find_map(|(l, level)| {
+            level
+                .packed
+                .iter()
+                .position(|c| c.id() == id)
+                .map(|i| (l, i))
+        })?;
+        let cold = self.levels[level].packed.remove(i)?;
+        self.charge_packed(&cold, None, true);
+        Some(Pending::new(Arc::new(cold.unpack(queue, memory))))
+    }
+
+    /// The highest level with packed messages.
+    pub(super) fn highest_packed_level(&self) -> Option<usize> {
+        (0..LEVELS)
+            .rev()
+            .find(|i| !self.levels[*i].packed.is_empty())
+    }
+
+    /// The lowest level with packed messages.
+    pub(super) fn lowest_packed_level(&self) -> Option<usize> {
+        (0..LEVELS).find(|i| !self.levels[*i].packed.is_empty())
+    }
+
+    fn note_in(&mut self, pending: &Pending) {
+        self.bytes += pending.message.charge.bytes() as u64;
+        self.note_expiry(pending.message.terms.expires_at_ms);
     }
 
     fn note_out(&mut self, pending: &Pending) {
@@ -176,15 +311,18 @@ impl Backlog {
         due
     }
 
-    /// The highest level with anything to deliver now, and whether its
-    /// memory part is empty (so its paged part must be read first).
-    pub(super) fn next_level(&self) -> Option<(usize, bool)> {
+    /// The highest level with anything to deliver now, and where its
+    /// next message is (a memory part empties before its packed part is
+    /// unpacked, and that before its paged part is read).
+    pub(super) fn next_level(&self) -> Option<(usize, Source)> {
         (0..LEVELS).rev().find_map(|i| {
             let l = &self.levels[i];
             if !l.messages.is_empty() {
-                Some((i, false))
+                Some((i, Source::Memory))
+            } else if !l.packed.is_empty() {
+                Some((i, Source::Packed))
             } else if !l.paged.is_empty() {
-                Some((i, true))
+                Some((i, Source::Disk))
             } else {
                 None
             }
@@ -277,12 +415,23 @@ impl Backlog {
         }
         self.paged_bytes -= taken.min(self.paged_bytes);
         self.paged_count -= out.len();
+        // As for the memory part: 24 MB of slots for a million paged
+        // messages stayed allocated after they were delivered.
+        let paged = &mut self.levels[level].paged;
+        if paged.is_empty() && paged.capacity() > KEEP_CAPACITY {
+            *paged = VecDeque::new();
+        }
         out
     }
 
-    /// Takes out every message in memory (levels and delayed) that has
-    /// expired at `now_ms`, and works out the earliest expiry left.
-    pub(super) fn take_expired(&mut self, now_ms: u64) -> Vec<Pending> {
+    /// Takes out every message in memory (levels, packed and delayed) that
+    /// has expired at `now_ms`, and works out the earliest expiry left.
+    pub(super) fn take_expired(
+        &mut self,
+        now_ms: u64,
+        queue: &ByteString,
+        memory: &Arc<Memory>,
+    ) -> Vec<Pending> {
         let mut gone = Vec::new();
         let mut earliest = u64::MAX;
         let mut keep = |p: &Pending, gone_now: bool| {
@@ -291,7 +440,30 @@ impl Backlog {
                 earliest = earliest.min(e);
             }
         };
+        let mut unpacked = Vec::new();
+        let mut packed_earliest = u64::MAX;
         for level in &mut self.levels {
+            if level
+                .packed
+                .iter()
+                .any(|c| c.expires_at_ms() != 0 && c.expires_at_ms() <= now_ms)
+            {
+                let mut kept = VecDeque::with_capacity(level.packed.len());
+                for c in level.packed.drain(..) {
+                    let e = c.expires_at_ms();
+                    if e != 0 && e <= now_ms {
+                        unpacked.push(c);
+                    } else {
+                        kept.push_back(c);
+                    }
+                }
+                level.packed = kept;
+            }
+            for c in &level.packed {
+                if c.expires_at_ms() != 0 {
+                    packed_earliest = packed_earliest.min(c.expires_at_ms());
+                }
+            }
             let mut kept = VecDeque::with_capacity(level.messages.len());
             for p in level.messages.drain(..) {
                 let expired = p.message.terms.expired(now_ms);
@@ -322,17 +494,28 @@ impl Backlog {
         for p in &gone {
             self.note_out(p);
         }
+        for c in unpacked {
+            self.charge_packed(&c, None, true);
+            gone.push(Pending::new(Arc::new(c.unpack(queue, memory))));
+        }
+        let earliest = earliest.min(packed_earliest);
         self.earliest_expiry = if earliest == u64::MAX { 0 } else { earliest };
         gone
     }
 
-    /// Up to `n` messages in memory, highest level first, in arrival order.
-    pub(super) fn peek(&self, n: usize) -> Vec<Arc<Message>> {
+    /// Up to `n` messages in memory (packed ones unpacked as copies),
+    /// highest level first, in arrival order.
+    pub(super) fn peek(&self, n: usize, queue: &ByteString) -> Vec<Arc<Message>> {
         (0..LEVELS)
             .rev()
-            .flat_map(|i| self.levels[i].messages.iter())
+            .flat_map(|i| {
+                let l = &self.levels[i];
+                l.messages
+                    .iter()
+                    .map(|p| p.message.clone())
+                    .chain(l.packed.iter().map(|c| Arc::new(c.copy(queue))))
+            })
             .take(n)
-            .map(|p| p.message.clone())
             .collect()
     }
 

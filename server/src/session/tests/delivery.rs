@@ -197,6 +197,97 @@ fn a_queue_ttl_expires_messages_nobody_takes_even_without_consumers() {
     assert_eq!(q.depth(), 0);
 }
 
+fn queue(b: &Broker, name: &str) -> Arc<crate::broker::QueueDestination> {
+    match b.destination(name) {
+        Ok(crate::broker::Destination::Queue(q)) => q,
+        _ => panic!("{name} is a queue"),
+    }
+}
+
+#[test]
+fn messages_past_the_memory_window_wait_packed_and_come_back_whole() {
+    let b = broker_with(vec![QueuePolicy {
+        memory_window_bytes: 2000,
+        ..policy("/queue/big")
+    }]);
+    let mut p = Client::connected(&b);
+    for i in 0..40 {
+        let n = i.to_string();
+        let mut headers = vec![("x-n", n.as_str()), ("content-type", "text/plain")];
+        if i % 4 == 0 {
+            headers.push(("priority", "9"));
+        }
+        p.send(send_with("/queue/big", &format!("m{i}"), &headers));
+    }
+    let q = queue(&b, "/queue/big");
+    assert_eq!(q.depth(), 40);
+    assert!(q.packed() > 30, "only {} packed", q.packed());
+    // Packed, they are charged what they take, not a message's allowance.
+    let held = b.memory().used();
+    assert!(
+        held < 40 * crate::broker::MESSAGE_OVERHEAD / 2,
+        "{held} bytes charged"
+    );
+    // Looking does not take them out; order is priority, then arrival.
+    let peeked = q.peek(100);
+    assert_eq!(peeked.len(), 40);
+    assert_eq!(&peeked[0].body[..], b"m0");
+    assert_eq!(&peeked[10].body[..], b"m1");
+    // One packed message taken out by id.
+    let m17 = peeked.iter().find(|m| &m.body[..] == b"m17").expect("m17");
+    assert!(q.remove(m17.id.number()));
+    assert_eq!(q.depth(), 39);
+
+    let mut c = Client::connected(&b);
+    c.send(subscribe("s", "/queue/big", "auto"));
+    let got = messages(&mut c);
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.body).into_owned())
+        .collect();
+    let mut expected: Vec<String> = (0..40).step_by(4).map(|i| format!("m{i}")).collect();
+    expected.extend(
+        (0..40)
+            .filter(|i| i % 4 != 0 && *i != 17)
+            .map(|i| format!("m{i}")),
+    );
+    assert_eq!(bodies, expected);
+    for f in &got {
+        let n = f.headers.get("x-n").expect("x-n kept");
+        assert_eq!(String::from_utf8_lossy(&f.body), format!("m{n}"));
+        assert_eq!(f.headers.get("content-type"), Some("text/plain"));
+        assert_eq!(f.headers.get("destination"), Some("/queue/big"));
+        assert!(f.headers.get("x-sender").is_some());
+        assert!(f.headers.get("message-id").is_some());
+    }
+    assert_eq!(q.depth(), 0);
+    assert_eq!(q.packed(), 0);
+    drop((got, peeked));
+    assert_eq!(b.memory().used(), 0, "every charge given back");
+}
+
+#[test]
+fn packed_messages_expire_on_time_without_consumers() {
+    let b = broker_with(vec![QueuePolicy {
+        memory_window_bytes: 1000,
+        message_ttl_ms: 1000,
+        dead_letter: Some(String::new()),
+        ..policy("/queue/ttl")
+    }]);
+    let mut p = Client::connected(&b);
+    for i in 0..20 {
+        p.send(send("/queue/ttl", &format!("m{i}")));
+    }
+    let q = queue(&b, "/queue/ttl");
+    assert!(q.packed() > 15, "only {} packed", q.packed());
+    advance(&b, 999);
+    assert_eq!(q.depth(), 20);
+    advance(&b, 102);
+    assert_eq!(b.stats().dead_letters_dropped(), 20);
+    assert_eq!(q.depth(), 0);
+    assert_eq!(q.packed(), 0);
+}
+
 #[test]
 fn delayed_messages_wait_for_their_time() {
     let b = broker_with(vec![]);
