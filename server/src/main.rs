@@ -516,15 +516,49 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Starts jemalloc's background thread, which hands pages freed for ten
-/// seconds back to the system even while the broker is idle (without it,
-/// purging happens only as a side effect of later allocations).
+/// Starts jemalloc's background thread, which hands freed pages back to
+/// the system even while the broker is idle (without it, purging happens
+/// only as a side effect of later allocations), and has it do so within
+/// about a second, straight away rather than through `MADV_FREE`.
+///
+/// jemalloc's defaults (10 s to "muzzy", then 10 s more) left a drained
+/// backlog resident: pages marked `MADV_FREE` still count in RSS until the
+/// kernel is short of memory. Measured with `stompbox bench memory -s 128
+/// --drain-rate 0 --settle 10` after a 10,000-message warm-up, RSS 10 s
+/// after draining 1M messages: defaults 1.27x the idle figure, these
+/// settings 1.18x; after 3M, 4.4x and 1.32x. Queue throughput with
+/// client-individual acks (the most allocation churn) did not move: 6
+/// alternating runs, medians 332k (muzzy 0 only) and 326k msgs/s.
 fn return_freed_memory() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-        tracing::warn!(error = %e, "cannot start the allocator's background thread");
+    {
+        use tikv_jemalloc_ctl::{Access, AsName};
+        // Arenas made from now on take the defaults; those that exist
+        // (one per thread that allocated so far) are set one by one.
+        let mut names = vec![
+            ("arenas.dirty_decay_ms\0".to_string(), DIRTY_DECAY_MS),
+            ("arenas.muzzy_decay_ms\0".to_string(), 0),
+        ];
+        let arenas = tikv_jemalloc_ctl::arenas::narenas::read().unwrap_or(0);
+        for i in 0..arenas {
+            names.push((format!("arena.{i}.dirty_decay_ms\0"), DIRTY_DECAY_MS));
+            names.push((format!("arena.{i}.muzzy_decay_ms\0"), 0));
+        }
+        for (name, ms) in &names {
+            // An arena not made yet answers with an error: it will take
+            // the defaults set first.
+            let _ = name.as_str().name().write(*ms);
+        }
+        if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+            tracing::warn!(error = %e, "cannot start the allocator's background thread");
+        }
     }
 }
+
+/// How long freed pages stay with the allocator for reuse before they go
+/// back to the system, ms.
+#[cfg(target_os = "linux")]
+const DIRTY_DECAY_MS: isize = 1000;
 
 /// SIGINT (Ctrl+C) and, on Unix, SIGTERM stop the broker; SIGHUP reloads
 /// the TLS certificate (rather than end the process, its default).

@@ -60,6 +60,9 @@ impl Report {
         for (name, value, unit) in &self.results {
             let shown = if value.fract() == 0.0 && value.abs() < 1e15 {
                 format!("{value:.0}")
+            } else if value.abs() < 10.0 {
+                // Ratios: one decimal would show 1.16 and 1.24 alike.
+                format!("{value:.2}")
             } else {
                 format!("{value:.1}")
             };
