@@ -1039,3 +1039,121 @@ fn a_durable_subscription_keeps_what_is_published_while_away_for_any_node() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// How many messages of `queue` ever went into Redis (its entry counter).
+fn entries_made(c: &Cluster, queue: &str) -> u64 {
+    let key = format!("stompbox:{{{queue}}}:n");
+    let mut s = TcpStream::connect(("127.0.0.1", c.redis.port)).expect("Redis");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let req = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    s.write_all(req.as_bytes()).expect("a request");
+    let mut line = || {
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            text.push(byte[0]);
+        }
+        String::from_utf8_lossy(&text).trim().to_string()
+    };
+    // A bulk reply: "$<len>" then the number, or "$-1" when never set.
+    if line() == "$-1" {
+        return 0;
+    }
+    line().parse().expect("a number")
+}
+
+/// Sends `body` with `persistent:false`, confirmed.
+fn send_transient(c: &mut Client, queue: &str, body: &str) {
+    c.write(&format!(
+        "SEND\ndestination:{queue}\npersistent:false\nreceipt:r-{body}\n\n{body}\0"
+    ));
+    let f = c.read().expect("the RECEIPT");
+    assert_eq!(f.command, "RECEIPT", "{f:?}");
+}
+
+fn ack_confirmed(c: &mut Client, f: &Frame) {
+    let id = f.headers.get("ack").expect("an ack id");
+    c.write(&format!("ACK\nid:{id}\nreceipt:a-{id}\n\n\0"));
+    let r = c.read().expect("the ACK's RECEIPT");
+    assert_eq!(r.command, "RECEIPT", "{r:?}");
+}
+
+#[test]
+fn a_transient_message_for_a_ready_local_consumer_skips_redis_and_keeps_its_order() {
+    let c = cluster(2);
+    let queue = "/queue/local";
+    let port = c.nodes[0].port;
+    let mut consumer = consume(port, queue, 1);
+    let mut producer = Client::connect(port);
+    // Until the node's first read of the stream comes back empty it sends
+    // to Redis; then, with the consumer keeping up, nothing goes there.
+    let mut local_run = 0;
+    let mut sent = 0;
+    while local_run < 20 {
+        assert!(sent < 500, "never went local ({sent} sent)");
+        let before = entries_made(&c, queue);
+        send_transient(&mut producer, queue, &format!("w{sent}"));
+        let f = consumer.read().expect("the message");
+        assert_eq!(f.body, format!("w{sent}"));
+        ack_confirmed(&mut consumer, &f);
+        local_run = if entries_made(&c, queue) == before {
+            local_run + 1
+        } else {
+            0
+        };
+        sent += 1;
+    }
+
+    // The consumer busy (prefetch 1): the first goes to it, the rest to
+    // Redis; once it catches up, a new one must not overtake them.
+    let before = entries_made(&c, queue);
+    for k in 1..=5 {
+        send_transient(&mut producer, queue, &format!("m{k}"));
+    }
+    assert_eq!(entries_made(&c, queue), before + 4, "m2..m5 went to Redis");
+    // m1 acknowledged, the consumer has room again while m2 is still
+    // being fetched from Redis: m6, sent now, must come after m5.
+    let f = consumer.read().expect("m1");
+    ack_confirmed(&mut consumer, &f);
+    let mut got = vec![f.body];
+    send_transient(&mut producer, queue, "m6");
+    for k in 2..=6 {
+        let f = consumer.read().expect("m2..m6");
+        if k < 6 {
+            // The next message may come before a RECEIPT would.
+            ack(&mut consumer, &f);
+        } else {
+            ack_confirmed(&mut consumer, &f);
+        }
+        got.push(f.body);
+    }
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "m5", "m6"]);
+    // Persistent ones always go through Redis.
+    let before = entries_made(&c, queue);
+    confirmed(&mut producer, queue, "p1");
+    assert_eq!(entries_made(&c, queue), before + 1);
+    let f = consumer.read().expect("p1");
+    assert_eq!(f.body, "p1");
+    ack_confirmed(&mut consumer, &f);
+
+    // A message that went straight to a consumer here and came back (its
+    // connection closed unacknowledged) goes to Redis for the others.
+    let mut k = 0;
+    let held = loop {
+        assert!(k < 500, "never went local again");
+        let before = entries_made(&c, queue);
+        send_transient(&mut producer, queue, &format!("h{k}"));
+        let f = consumer.read().expect("the message");
+        if entries_made(&c, queue) == before {
+            break f.body;
+        }
+        ack_confirmed(&mut consumer, &f);
+        k += 1;
+    };
+    consumer.write("DISCONNECT\nreceipt:bye\n\n\0");
+    assert_eq!(consumer.read().expect("the RECEIPT").command, "RECEIPT");
+    let mut other = consume(c.nodes[1].port, queue, 10);
+    let f = other.read().expect("the message given back");
+    assert_eq!(f.body, held);
+}

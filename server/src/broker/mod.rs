@@ -807,6 +807,15 @@ impl Broker {
             q.policy().message_ttl_ms,
         );
         let result = match &self.cluster {
+            Some(cluster)
+                if q.env_cluster()
+                    && !persistent(q, &message.headers)
+                    && cluster.may_deliver_locally(q.name())
+                    && q.would_deliver_at_once() =>
+            {
+                // Local preference: see `cluster::queues`.
+                self.enqueue(q, message)
+            }
             Some(cluster) if q.env_cluster() => {
                 let Message {
                     destination,
@@ -825,6 +834,7 @@ impl Broker {
                         q.policy(),
                         charge,
                     )
+                    .inspect(|c| cluster.note_sent(q.name(), *c))
                     .map(|c| (c, None))
                     .map_err(|e| SendError::Cluster(e.to_string()))
             }

@@ -120,6 +120,11 @@ impl Tickets {
         }
     }
 
+    /// The watermark now: every ticket up to it is answered.
+    pub fn watermark(&self) -> u64 {
+        *self.resolved.borrow()
+    }
+
     /// Follows the watermark: every ticket up to it is answered.
     pub fn resolved(&self) -> watch::Receiver<u64> {
         self.resolved.subscribe()

@@ -178,6 +178,22 @@ impl QueueDestination {
         &self.name
     }
 
+    /// Its name, shared.
+    pub fn name_shared(&self) -> &ByteString {
+        &self.name
+    }
+
+    /// Whether a message enqueued now would go straight to a consumer:
+    /// nothing waits and one (without a selector) has credit left.
+    pub fn would_deliver_at_once(&self) -> bool {
+        let state = self.lock();
+        state.backlog.count() == 0
+            && state
+                .consumers
+                .iter()
+                .any(|c| c.selector.is_none() && c.in_flight < c.prefetch)
+    }
+
     /// The limits that apply to this queue.
     pub fn policy(&self) -> &QueuePolicy {
         &self.policy
