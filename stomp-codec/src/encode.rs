@@ -34,8 +34,8 @@ impl Frame {
 
 /// Appends a frame given as parts, without building a [`Frame`]: what a
 /// broker uses to write one MESSAGE per subscriber from shared parts, with
-/// no allocation per subscriber. Same rules as [`Frame::encode`]; the
-/// headers are walked twice (check, then write), hence `Clone`.
+/// no allocation per subscriber. Same rules as [`Frame::encode`] (on error
+/// nothing is left written).
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -59,28 +59,43 @@ where
     H: IntoIterator<Item = (&'a str, &'a str)>,
     H::IntoIter: Clone,
 {
-    let headers = headers.into_iter();
+    let start = dst.len();
     let escaping = Escaping::for_frame(version, command);
-    let mut headers_len = 0;
-    for (name, value) in headers.clone() {
-        if name.is_empty() {
-            return Err(EncodeError::EmptyHeaderName);
-        }
-        check_encodable(name, true, escaping, version)?;
-        check_encodable(value, false, escaping, version)?;
-        headers_len += name.len() + value.len() + 2;
-    }
-    // 32 covers the command's EOL, "content-length:" + 20 digits + EOL, the blank line and NUL.
-    dst.reserve(command.as_str().len() + headers_len + 32 + body.len());
+    // One pass: each header's bytes are classified once (a table lookup
+    // a byte), which says both whether it can be written and whether it
+    // needs escaping; most need neither and are copied whole. On a bad
+    // header what was written is cut off again. Checking every header
+    // first and scanning each twice more (check, escape test, copy) was
+    // 45% of the broker's instructions in a 1 -> 100 fan-out (callgrind).
+    dst.reserve(command.as_str().len() + 256 + body.len());
     dst.extend_from_slice(command.as_str().as_bytes());
     dst.extend_from_slice(b"\n");
     for (name, value) in headers {
+        if name.is_empty() {
+            dst.truncate(start);
+            return Err(EncodeError::EmptyHeaderName);
+        }
+        let name_class = classify(name.as_bytes());
+        let value_class = classify(value.as_bytes());
+        if name_class & forbidden(escaping, true) != 0
+            || value_class & forbidden(escaping, false) != 0
+        {
+            dst.truncate(start);
+            // The slow path names the header and the byte.
+            check_encodable(name, true, escaping, version)?;
+            check_encodable(value, false, escaping, version)?;
+            return Err(EncodeError::Unencodable {
+                name: name.chars().take(80).collect(),
+                version,
+                byte: '?',
+            });
+        }
         if name == "content-length" {
             continue;
         }
-        write_escaped(dst, name.as_bytes(), escaping);
+        write_header_text(dst, name.as_bytes(), name_class, escaping);
         dst.extend_from_slice(b":");
-        write_escaped(dst, value.as_bytes(), escaping);
+        write_header_text(dst, value.as_bytes(), value_class, escaping);
         dst.extend_from_slice(b"\n");
     }
     if !body.is_empty() {
@@ -92,6 +107,52 @@ where
     dst.extend_from_slice(body);
     dst.extend_from_slice(b"\0");
     Ok(())
+}
+
+/// Byte classes a header text can hold that need care.
+const NUL: u8 = 1;
+const CR: u8 = 2;
+const LF: u8 = 4;
+const COLON: u8 = 8;
+const BACKSLASH: u8 = 16;
+
+/// Each byte's class (0: written as it is in every version).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[0] = NUL;
+    t[b'\r' as usize] = CR;
+    t[b'\n' as usize] = LF;
+    t[b':' as usize] = COLON;
+    t[b'\\' as usize] = BACKSLASH;
+    t
+};
+
+/// The classes of the bytes in `text`, together.
+#[inline]
+fn classify(text: &[u8]) -> u8 {
+    text.iter().fold(0, |f, &b| f | CLASS[usize::from(b)])
+}
+
+/// The classes that cannot be written in a name or value (see
+/// [`check_encodable`], which says which byte and why).
+#[inline]
+fn forbidden(escaping: Escaping, is_name: bool) -> u8 {
+    match (escaping, is_name) {
+        (Escaping::V1_2, _) => NUL,
+        (Escaping::V1_1, _) => NUL | CR,
+        (Escaping::None, false) => NUL | CR | LF,
+        (Escaping::None, true) => NUL | CR | LF | COLON,
+    }
+}
+
+/// Writes a header text whose classes are `class`, escaped when it needs it.
+#[inline]
+fn write_header_text(dst: &mut BytesMut, text: &[u8], class: u8, escaping: Escaping) {
+    if escaping == Escaping::None || class & (CR | LF | COLON | BACKSLASH) == 0 {
+        dst.extend_from_slice(text);
+    } else {
+        write_escaped(dst, text, escaping);
+    }
 }
 
 /// Whether a header can be written in a frame of `command` for `version`
@@ -149,14 +210,6 @@ fn check_encodable(
 }
 
 fn write_escaped(dst: &mut BytesMut, text: &[u8], escaping: Escaping) {
-    if escaping == Escaping::None
-        || !text
-            .iter()
-            .any(|&b| matches!(b, b'\n' | b'\r' | b':' | b'\\'))
-    {
-        dst.extend_from_slice(text);
-        return;
-    }
     for &b in text {
         match escaping.escape_letter(b) {
             Some(letter) => dst.extend_from_slice(&[b'\\', letter]),
