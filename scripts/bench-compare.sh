@@ -370,6 +370,8 @@ cluster() {
     for setup in stompbox cluster-1 cluster-2 cluster-3 rabbitmq; do
       args=${SETUP[$setup]}
       SCENARIO_AS=cluster-queue run "$setup" tcp -- $args queue -p 2 -c 2 -n "$QUEUE_N" -s 128
+      # persistent:true: in cluster mode always through Redis (no local preference).
+      SCENARIO_AS=cluster-queue-persistent run "$setup" tcp -- $args queue -p 2 -c 2 -n "$QUEUE_N" -s 128 --persistent
       SCENARIO_AS=cluster-fanout run "$setup" tcp -- $args fanout -k 100 -n "$FANOUT_N" -s 128
       SCENARIO_AS=cluster-latency run "$setup" tcp -- $args latency -r 5000 -t "$LAT_SECS" -s 128
     done
