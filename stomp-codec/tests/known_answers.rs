@@ -378,6 +378,47 @@ fn encoder_escapes_per_version() {
 }
 
 #[test]
+fn a_header_that_cannot_be_written_leaves_the_buffer_as_it_was() {
+    // Written after good headers and after earlier frames in the buffer.
+    let mut out = BytesMut::from(&b"earlier"[..]);
+    for (frame, version) in [
+        (
+            Frame::new(Command::Message)
+                .header("ok", "fine")
+                .header("k", "a\0b"),
+            Version::V1_2,
+        ),
+        (
+            Frame::new(Command::Message)
+                .header("ok", "fine")
+                .header("k", "a\rb"),
+            Version::V1_1,
+        ),
+        (
+            Frame::new(Command::Message)
+                .header("ok", "fine")
+                .header("k", "a\nb"),
+            Version::V1_0,
+        ),
+        (
+            Frame::new(Command::Message)
+                .header("ok", "fine")
+                .header("", "v"),
+            Version::V1_2,
+        ),
+    ] {
+        assert!(frame.encode(version, &mut out).is_err(), "{frame:?}");
+        assert_eq!(&out[..], b"earlier");
+    }
+    assert!(matches!(
+        Frame::new(Command::Message)
+            .header("k", "a\0b")
+            .encode(Version::V1_2, &mut out),
+        Err(EncodeError::NulInHeader { .. })
+    ));
+}
+
+#[test]
 fn encoder_never_escapes_connected() {
     let f = Frame::new(Command::Connected).header("server", "stompbox/0.1 (a:b)");
     assert_eq!(
