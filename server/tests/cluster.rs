@@ -226,9 +226,13 @@ fn subscribe(port: u16, destination: &str, extra: &str) -> Client {
 /// Subscribes with a receipt; also returns what came before the RECEIPT
 /// (history and a presence snapshot do, as on one node).
 fn subscribe_seen(port: u16, destination: &str, extra: &str) -> (Client, Vec<Frame>) {
-    let mut c = Client::connect(port);
+    subscribe_as(Client::connect(port), "s", destination, extra)
+}
+
+/// Subscribes `c` as `id`, with a receipt; also returns what came before it.
+fn subscribe_as(mut c: Client, id: &str, destination: &str, extra: &str) -> (Client, Vec<Frame>) {
     c.write(&format!(
-        "SUBSCRIBE\nid:s\ndestination:{destination}\n{extra}receipt:sub\n\n\0"
+        "SUBSCRIBE\nid:{id}\ndestination:{destination}\n{extra}receipt:sub\n\n\0"
     ));
     let mut before = Vec::new();
     loop {
@@ -981,19 +985,8 @@ fn a_durable_subscription_keeps_what_is_published_while_away_for_any_node() {
     // A queue's waiting messages may come before the SUBSCRIBE's RECEIPT:
     // those are returned with the client.
     let subscribe_durable = |port: u16| {
-        let mut client = Client::connect_with(port, "client-id:app-1\n");
-        client.write(&format!(
-            "SUBSCRIBE\nid:d\ndestination:{topic}\n{durable}receipt:sub\n\n\0"
-        ));
-        let mut early = Vec::new();
-        loop {
-            let f = client.read().expect("a RECEIPT");
-            match f.command.as_str() {
-                "RECEIPT" => return (client, early),
-                "MESSAGE" => early.push(f),
-                _ => panic!("{f:?}"),
-            }
-        }
+        let client = Client::connect_with(port, "client-id:app-1\n");
+        subscribe_as(client, "d", topic, durable)
     };
     let mut publisher = Client::connect(c.nodes[1].port);
     let (mut first, none) = subscribe_durable(c.nodes[0].port);
