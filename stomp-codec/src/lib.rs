@@ -51,7 +51,7 @@ pub use bytes;
 pub use bytestring::ByteString;
 pub use command::{Command, Version};
 pub use decode::{Decoded, FrameDecoder, Limits};
-pub use encode::{encode_frame, header_encodable};
+pub use encode::{encode_frame, encode_frame_with_block, encode_header_block, header_encodable};
 pub use error::{DecodeError, EncodeError};
 pub use frame::Frame;
 pub use headers::Headers;

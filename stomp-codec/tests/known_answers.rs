@@ -3,7 +3,8 @@
 
 use bytes::BytesMut;
 use stomp_codec::{
-    Command, DecodeError, Decoded, EncodeError, Frame, FrameDecoder, Limits, Version,
+    Command, DecodeError, Decoded, EncodeError, Frame, FrameDecoder, Limits, Version, encode_frame,
+    encode_frame_with_block, encode_header_block,
 };
 
 fn decode_all(decoder: &mut FrameDecoder, input: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
@@ -661,4 +662,59 @@ fn a_control_character_before_a_command_is_named_with_its_place() {
         .expect("the line is quoted")
         .1;
     assert!(!reason.contains(':'), "{e}");
+}
+
+#[test]
+fn a_header_block_encoded_once_makes_the_same_frame_as_encoding_it_whole() {
+    // Texts that each version escapes differently (1.0 not at all).
+    let own = [("subscription", "sub:1")];
+    let shared = [
+        ("message-id", "m-1"),
+        ("destination", "/topic/a\\b"),
+        ("content-length", "999"),
+        ("note", "x:y"),
+    ];
+    for version in [Version::V1_0, Version::V1_1, Version::V1_2] {
+        for body in [&b""[..], b"hi\0there"] {
+            let mut block = BytesMut::new();
+            encode_header_block(Command::Message, shared, body.len(), version, &mut block).unwrap();
+            let mut once = BytesMut::from(&b"earlier"[..]);
+            encode_frame_with_block(Command::Message, own, &block, body, version, &mut once)
+                .unwrap();
+            let mut whole = BytesMut::from(&b"earlier"[..]);
+            encode_frame(
+                Command::Message,
+                own.into_iter().chain(shared),
+                body,
+                version,
+                &mut whole,
+            )
+            .unwrap();
+            assert_eq!(once, whole, "{version}");
+            // It decodes to what was meant, the true length included.
+            let frame = one_frame_v(version, &once[b"earlier".len()..]);
+            assert_eq!(frame.headers.get("note"), Some("x:y"));
+            assert_eq!(frame.headers.get("subscription"), Some("sub:1"));
+            assert_eq!(&frame.body[..], body);
+        }
+    }
+}
+
+#[test]
+fn a_header_block_or_frame_that_cannot_be_written_leaves_the_buffer_as_it_was() {
+    let mut block = BytesMut::from(&b"earlier"[..]);
+    let bad = [("ok", "fine"), ("k", "a\rb")];
+    assert!(encode_header_block(Command::Message, bad, 2, Version::V1_1, &mut block).is_err());
+    assert_eq!(&block[..], b"earlier");
+    let mut out = BytesMut::from(&b"earlier"[..]);
+    let result = encode_frame_with_block(
+        Command::Message,
+        [("ok", "fine"), ("", "v")],
+        b"content-length:2\n\n",
+        b"hi",
+        Version::V1_2,
+        &mut out,
+    );
+    assert!(matches!(result, Err(EncodeError::EmptyHeaderName)));
+    assert_eq!(&out[..], b"earlier");
 }

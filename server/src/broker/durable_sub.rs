@@ -114,6 +114,7 @@ impl DurableSub {
                 control: false,
                 delivery_count: None,
                 ack_timeout_ms: 0,
+                header_block: None,
             };
             if active.outbox.push_queue(delivery).is_err() {
                 // Closing: it unsubscribes, and delivery resumes from the cursor next time.

@@ -1,9 +1,9 @@
 //! What the broker stores and hands out: messages and deliveries.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use stomp_codec::{ByteString, Headers};
+use stomp_codec::{ByteString, Headers, Version};
 
 use super::memory::Charge;
 pub use crate::ids::MessageId;
@@ -161,6 +161,35 @@ pub struct Delivery {
     pub delivery_count: Option<u32>,
     /// Taken back unless acknowledged within this many ms (0: no deadline).
     pub ack_timeout_ms: u32,
+    /// The message's own headers escaped once for all of its receivers:
+    /// set by a fan-out to more than one subscriber, shared by its
+    /// deliveries; `None` where each delivery is encoded whole.
+    pub header_block: Option<Arc<HeaderBlock>>,
+}
+
+/// A message's own header lines (id, destination, stream position, the
+/// sender's headers, content-length, the blank line) encoded once for the
+/// STOMP version of the first receiver written, so that each further
+/// receiver of that version is only written its own few headers and a
+/// copy. A receiver of another version encodes the message whole.
+#[derive(Debug, Default)]
+pub struct HeaderBlock(OnceLock<Option<(Version, Box<[u8]>)>>);
+
+impl HeaderBlock {
+    /// The block for `version`: encoded by `encode` if nobody did yet;
+    /// `None` when it was encoded for another version, or could not be
+    /// (`encode` returned `None`).
+    pub fn get_or_encode(
+        &self,
+        version: Version,
+        encode: impl FnOnce() -> Option<Box<[u8]>>,
+    ) -> Option<&[u8]> {
+        let (encoded_for, block) = self
+            .0
+            .get_or_init(|| encode().map(|block| (version, block)))
+            .as_ref()?;
+        (*encoded_for == version).then_some(&**block)
+    }
 }
 
 #[cfg(test)]

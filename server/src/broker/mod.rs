@@ -35,8 +35,8 @@ pub use destination::{DestinationError, DestinationKind};
 pub use exchange::{Exchange, ExchangeConfig, ExchangeError, ExchangeKind};
 pub use memory::{Charge, Memory};
 pub use message::{
-    AckMode, Delivery, MESSAGE_OVERHEAD, Message, MessageId, StreamPosition, frame_size,
-    message_size,
+    AckMode, Delivery, HeaderBlock, MESSAGE_OVERHEAD, Message, MessageId, StreamPosition,
+    frame_size, message_size,
 };
 pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_for};
 pub use queue::{Compacted, ConsumerSpec, QueueDestination, QueueEnv, QueueFull};
@@ -289,6 +289,7 @@ impl Broker {
             return;
         }
         let message = Arc::new(self.cluster_message(topic, published));
+        let block = (subs.len() > 1).then(|| Arc::new(HeaderBlock::default()));
         for s in subs.iter() {
             if s.selector
                 .as_ref()
@@ -306,6 +307,7 @@ impl Broker {
                 control: false,
                 delivery_count: None,
                 ack_timeout_ms: 0,
+                header_block: block.clone(),
             });
         }
     }

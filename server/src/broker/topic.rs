@@ -11,7 +11,7 @@ use stomp_codec::{ByteString, Headers};
 
 use super::durable_sub::DurableSub;
 use super::memory::Charge;
-use super::message::{AckMode, Delivery, Message, MessageId, StreamPosition};
+use super::message::{AckMode, Delivery, HeaderBlock, Message, MessageId, StreamPosition};
 use super::policy::TopicPolicy;
 use crate::ids::{DeliveryTag, SessionId, SubscriptionId};
 use crate::outbox::{Outbox, TopicPush};
@@ -191,6 +191,7 @@ impl Subscriber {
             control: false,
             delivery_count: None,
             ack_timeout_ms: 0,
+            header_block: None,
         }
     }
 
@@ -733,6 +734,10 @@ impl TopicDestination {
         let matching = wildcard
             .iter()
             .map(|s| (&s.selector, &s.subscription, s.ack, &s.outbox));
+        // One block of encoded headers for all receivers, when there may be
+        // more than one (a lone receiver's is encoded straight into its output).
+        let block = (state.subscribers.len() + wildcard.len() > 1)
+            .then(|| Arc::new(HeaderBlock::default()));
         let mut dropped = 0;
         let mut queued = 0;
         for (selector, subscription, ack, outbox) in own.chain(matching) {
@@ -749,6 +754,7 @@ impl TopicDestination {
                 control: false,
                 delivery_count: None,
                 ack_timeout_ms: 0,
+                header_block: block.clone(),
             };
             if outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
@@ -1047,6 +1053,7 @@ impl TopicDestination {
             control: true,
             delivery_count: None,
             ack_timeout_ms: 0,
+            header_block: None,
         });
     }
 }

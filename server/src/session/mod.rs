@@ -1086,6 +1086,8 @@ impl Session {
                 "headers this version cannot carry were dropped"
             );
             delivery.message = fitted;
+            // The shared block holds headers this receiver cannot take.
+            delivery.header_block = None;
         }
         outgoing
     }

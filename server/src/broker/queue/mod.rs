@@ -1027,6 +1027,7 @@ fn hand_to(queue: &ByteString, consumer: &mut Consumer, pending: Pending) -> Res
         control: false,
         delivery_count: Some(pending.deliveries),
         ack_timeout_ms: consumer.ack_timeout_ms,
+        header_block: None,
     };
     match consumer.outbox.push_queue(delivery) {
         Ok(()) => {
