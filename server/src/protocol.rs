@@ -617,7 +617,12 @@ pub fn encode_message(
             let mut position_text = itoa::Buffer::new();
             let (broker, n) = broker_headers(delivery, &mut position_text);
             let headers = broker[..n].iter().copied().chain(message.headers.iter());
-            let mut block = BytesMut::new();
+            let text: usize = message
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 2)
+                .sum();
+            let mut block = BytesMut::with_capacity(160 + text);
             stomp_codec::encode_header_block(
                 Command::Message,
                 headers,
@@ -626,7 +631,7 @@ pub fn encode_message(
                 &mut block,
             )
             .ok()
-            .map(|()| Box::from(&block[..]))
+            .map(|()| block.freeze())
         });
         if let Some(block) = block {
             return stomp_codec::encode_frame_with_block(

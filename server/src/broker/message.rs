@@ -173,7 +173,7 @@ pub struct Delivery {
 /// receiver of that version is only written its own few headers and a
 /// copy. A receiver of another version encodes the message whole.
 #[derive(Debug, Default)]
-pub struct HeaderBlock(OnceLock<Option<(Version, Box<[u8]>)>>);
+pub struct HeaderBlock(OnceLock<Option<(Version, Bytes)>>);
 
 impl HeaderBlock {
     /// The block for `version`: encoded by `encode` if nobody did yet;
@@ -182,7 +182,7 @@ impl HeaderBlock {
     pub fn get_or_encode(
         &self,
         version: Version,
-        encode: impl FnOnce() -> Option<Box<[u8]>>,
+        encode: impl FnOnce() -> Option<Bytes>,
     ) -> Option<&[u8]> {
         let (encoded_for, block) = self
             .0
