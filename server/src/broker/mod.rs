@@ -66,6 +66,19 @@ pub enum Destination {
 
 const SHARDS: usize = 16;
 
+/// Which of the [`SHARDS`] a destination name belongs to: a multiply-fold
+/// over its 8-byte words (FxHash's constant), the high bits taken.
+fn shard_index(name: &str) -> usize {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = name.len() as u64;
+    for word in name.as_bytes().chunks(8) {
+        let mut bytes = [0u8; 8];
+        bytes[..word.len()].copy_from_slice(word);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(bytes)).wrapping_mul(K);
+    }
+    (h >> 32) as usize % SHARDS
+}
+
 /// Queue names the broker gives its private queues (exchange subscriptions'
 /// queues, connections' temp queues); clients cannot make or subscribe to them.
 pub const PRIVATE_PREFIX: &str = "/queue/stompbox.";
@@ -110,7 +123,6 @@ impl From<JournalError> for SendError {
 #[derive(Debug)]
 pub struct Broker {
     shards: Vec<Mutex<HashMap<String, Destination>>>,
-    hasher: RandomState,
     next_message: Arc<AtomicU64>,
     next_session: AtomicU64,
     policies: Vec<TopicPolicy>,
@@ -196,7 +208,6 @@ impl Broker {
         let epoch = ByteString::from(format!("{:016x}", hasher.hash_one(now)));
         Broker {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher,
             next_message: Arc::new(AtomicU64::new(1)),
             next_session: AtomicU64::new(1),
             policies,
@@ -628,7 +639,7 @@ impl Broker {
                 })
                 .collect();
             t.restore(topic.next_position, messages, topic.durables);
-            let shard = &broker.shards[(broker.hasher.hash_one(&*topic.name) as usize) % SHARDS];
+            let shard = broker.shard(&topic.name);
             shard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -706,7 +717,7 @@ impl Broker {
         if kind == DestinationKind::Topic && wildcard::pattern_of(name).is_some() {
             return Err(DestinationError::Pattern(name.chars().take(100).collect()));
         }
-        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let shard = self.shard(name);
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = map.get(name) {
             return Ok(d.clone());
@@ -1089,7 +1100,7 @@ impl Broker {
             },
             env,
         );
-        let shard = &self.shards[(self.hasher.hash_one(name.as_str()) as usize) % SHARDS];
+        let shard = self.shard(name.as_str());
         shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1107,7 +1118,7 @@ impl Broker {
 
     /// Deletes a private subscription queue and what waits in it.
     pub fn delete_private_queue(&self, name: &str) {
-        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let shard = self.shard(name);
         shard.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
@@ -1118,7 +1129,7 @@ impl Broker {
     /// moment: asked again, the delete goes through). Returns how many
     /// messages went with it.
     pub fn delete_queue(&self, name: &str) -> Result<usize, DeleteError> {
-        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let shard = self.shard(name);
         let removed = {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let Some(Destination::Queue(q)) = map.get(name) else {
@@ -1152,7 +1163,7 @@ impl Broker {
     /// has subscribers or durable subscriptions. Returns how many kept
     /// messages went, and when the purge is on disk.
     pub fn delete_topic(&self, name: &str) -> Result<(usize, Completion), DeleteError> {
-        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let shard = self.shard(name);
         let removed = {
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             let Some(Destination::Topic(t)) = map.get(name) else {
@@ -1338,8 +1349,17 @@ impl Broker {
         self.existing(name)
     }
 
+    /// The shard that holds `name`. Picked by a cheap unkeyed hash: a
+    /// shard is a lock, not a bucket, and inside it the map's own keyed
+    /// hash (SipHash) keeps client-chosen names from colliding. Hashing
+    /// each name twice with SipHash was 5.7% of the broker's instructions
+    /// with an ACK per message (callgrind).
+    fn shard(&self, name: &str) -> &Mutex<HashMap<String, Destination>> {
+        &self.shards[shard_index(name)]
+    }
+
     fn existing(&self, name: &str) -> Option<Destination> {
-        let shard = &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS];
+        let shard = self.shard(name);
         shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1435,7 +1455,7 @@ impl Broker {
         }
         let name = crate::cluster::durable_queue_name(topic.name(), key);
         let queue = {
-            let shard = &self.shards[(self.hasher.hash_one(&name) as usize) % SHARDS];
+            let shard = self.shard(&name);
             let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&name) {
                 Some(Destination::Queue(q)) => q.clone(),
@@ -1758,4 +1778,20 @@ fn by_queue(deliveries: Vec<Delivery>) -> Vec<(ByteString, Vec<Delivery>)> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_spread_over_every_shard() {
+        let mut counts = [0usize; SHARDS];
+        for i in 0..1600 {
+            counts[shard_index(&format!("/queue/orders.{i}"))] += 1;
+        }
+        // 100 a shard on average: none empty, none with a quarter of all.
+        assert!(counts.iter().all(|&n| n > 40 && n < 400), "{counts:?}");
+        assert_eq!(shard_index(""), shard_index(""));
+    }
 }

@@ -281,6 +281,14 @@ pub(super) fn reject(broker: &Broker, session: SessionId, deliveries: Vec<Delive
 
 /// Settles acknowledged deliveries (of one subscription or several).
 pub(super) fn settle(broker: &Broker, session: SessionId, deliveries: &[Delivery]) -> Completion {
+    // One message (an ACK in client-individual mode, the common case):
+    // settled without grouping, so without copying ids or tags.
+    if let [d] = deliveries {
+        return match &d.tag {
+            Some(tag) => broker.settle(session, &d.subscription, std::slice::from_ref(tag)),
+            None => Completion::DONE,
+        };
+    }
     let mut completion = Completion::DONE;
     for (subscription, list) in by_subscription(deliveries.iter()) {
         let tags: Vec<DeliveryTag> = list.iter().filter_map(|d| d.tag.clone()).collect();
