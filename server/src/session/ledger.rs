@@ -4,12 +4,13 @@
 //! broker on ACK, or back to its queue on NACK, unsubscribe or close. The
 //! ledger names queue messages by [`DeliveryTag`], never by pointer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::driver::Outgoing;
+use super::in_flight::InFlight;
 use super::{SessionId, SubscriptionId};
 use crate::broker::{AckMode, Broker, Delivery};
 use crate::ids::DeliveryTag;
@@ -45,7 +46,7 @@ struct Expired {
 pub(super) struct AckLedger {
     /// By ack id; ids grow, so the map is in delivery order, which
     /// cumulative `client` acks rely on.
-    unacked: BTreeMap<u64, Unacked>,
+    unacked: InFlight<Unacked>,
     /// Ack deadlines, one run per timeout value (nearly always one),
     /// watched by one timer in the driver.
     deadlines: Vec<DeadlineRun>,
@@ -133,10 +134,7 @@ impl AckLedger {
     /// The ack id of the delivery an ACK/NACK names, if it awaits one.
     pub(super) fn find(&self, target: &AckTarget) -> Option<u64> {
         match target {
-            AckTarget::Id(id) => id
-                .parse::<u64>()
-                .ok()
-                .filter(|n| self.unacked.contains_key(n)),
+            AckTarget::Id(id) => id.parse::<u64>().ok().filter(|n| self.unacked.contains(*n)),
             AckTarget::MessageId {
                 message_id,
                 subscription,
@@ -144,7 +142,7 @@ impl AckLedger {
                 .unacked
                 .iter()
                 .find(|(_, u)| matches(&u.delivery, message_id, subscription.as_ref()))
-                .map(|(n, _)| *n),
+                .map(|(n, _)| n),
         }
     }
 
@@ -166,12 +164,12 @@ impl AckLedger {
             while run
                 .due
                 .front()
-                .is_some_and(|(_, id)| !unacked.contains_key(id))
+                .is_some_and(|(_, id)| !unacked.contains(*id))
             {
                 run.due.pop_front();
             }
             if run.due.len() > 2 * unacked.len() + 64 {
-                run.due.retain(|(_, id)| unacked.contains_key(id));
+                run.due.retain(|(_, id)| unacked.contains(*id));
             }
         }
     }
@@ -191,7 +189,7 @@ impl AckLedger {
         due.sort_unstable();
         for id in due {
             {
-                let Some(u) = self.unacked.remove(&id) else {
+                let Some(u) = self.unacked.remove(id) else {
                     continue;
                 };
                 out.push(u.delivery.clone());
@@ -230,7 +228,7 @@ impl AckLedger {
     /// Removes the delivery `ack_id` and, in `client` mode, every earlier
     /// delivery of the same subscription.
     pub(super) fn take(&mut self, ack_id: u64) -> Vec<Delivery> {
-        let Some(named) = self.unacked.get(&ack_id) else {
+        let Some(named) = self.unacked.get(ack_id) else {
             return Vec::new();
         };
         if named.delivery.ack != AckMode::Client {
@@ -243,7 +241,7 @@ impl AckLedger {
     }
 
     fn remove(&mut self, ack_id: u64) -> Option<Delivery> {
-        self.unacked.remove(&ack_id).map(|u| u.delivery)
+        self.unacked.remove(ack_id).map(|u| u.delivery)
     }
 
     /// Removes every delivery that matches.
@@ -251,8 +249,8 @@ impl AckLedger {
         let ids: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(n, u)| matches(**n, &u.delivery))
-            .map(|(n, _)| *n)
+            .filter(|(n, u)| matches(*n, &u.delivery))
+            .map(|(n, _)| n)
             .collect();
         let taken = ids.iter().filter_map(|n| self.remove(*n)).collect();
         self.trim_deadlines();

@@ -7,6 +7,7 @@ mod directory;
 pub mod driver;
 mod durable;
 mod heartbeat;
+mod in_flight;
 mod ledger;
 mod limits;
 mod receipts;
