@@ -87,11 +87,12 @@ impl Outbox {
         }
     }
 
-    /// Resolves once something was pushed since the last time it resolved.
-    /// Cancel-safe (a wake-up taken by a dropped call is kept); for the
-    /// one driver that drains this outbox.
-    pub async fn ready(&self) {
-        self.wake.notified().await;
+    /// A future that resolves once something was pushed since the last
+    /// time one resolved. Cancel-safe (a wake-up taken by a dropped one is
+    /// kept); for the one driver that drains this outbox, which keeps one
+    /// alive across its turns rather than making one a turn.
+    pub fn ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
