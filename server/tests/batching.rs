@@ -133,8 +133,9 @@ async fn acks_that_arrive_together_are_answered_in_one_write() {
         let broker = broker.clone();
         let cancel = cancel.clone();
         async move {
+            let mut transport = transport;
             run_session(
-                transport,
+                &mut transport,
                 broker,
                 &settings,
                 "127.0.0.1:1"

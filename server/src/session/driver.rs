@@ -5,13 +5,14 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use stomp_codec::{Command, DecodeError, Decoded, EncodeError, Frame, Version};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -118,7 +119,7 @@ impl Default for DriverSettings {
 
 /// Runs one connection to its end and says why it ended.
 pub async fn run_session<T: Transport>(
-    mut transport: T,
+    transport: &mut T,
     broker: Arc<Broker>,
     settings: &DriverSettings,
     peer: crate::transport::Peer,
@@ -150,7 +151,7 @@ pub async fn run_session<T: Transport>(
     let registration = broker.connections().register(session.id(), peer, kind);
     session.count_in(registration.counters.clone());
     drive(
-        &mut transport,
+        transport,
         &mut session,
         &outbox,
         settings,
@@ -240,13 +241,18 @@ async fn drive<T: Transport>(
     // deadline appears and left alone when acks make it later (it then
     // fires early, finds nothing due, and is set again): re-arming a timer
     // on every ACK cost more than the deadlines themselves.
-    let ack_watch = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(ack_watch);
+    // Boxed on first use, as is the token's: most connections use
+    // neither, and each timer inline made every connection's task about
+    // 100 bytes larger (its allocation is the largest a connection has).
+    let mut ack_watch: Option<Pin<Box<Sleep>>> = None;
     let mut ack_watch_armed = false;
     // The token's exp, when the connection logged in with one: set again
     // whenever a renewal moves it.
-    let token_watch = tokio::time::sleep(far);
-    tokio::pin!(token_watch);
+    let mut token_watch: Option<Pin<Box<Sleep>>> = None;
+    // The heart-beat and CONNECT deadlines' timer (see its use).
+    let liveness_watch = tokio::time::sleep(far);
+    tokio::pin!(liveness_watch);
+    let mut liveness_armed = false;
     let mut token_watch_for: Option<u64> = None;
 
     // Made once and polled on every turn: a future made per turn
@@ -286,21 +292,34 @@ async fn drive<T: Transport>(
             settings.frame_timeout.max(TYPING_GRACE)
         };
         let write_tick = heartbeat.write_every().map(|t| last_write + t);
+        // One timer for both: moved earlier when a deadline comes sooner,
+        // left alone when reads and writes push them later (it then fires
+        // early and is set again). Two timers made afresh every turn cost
+        // instructions on every frame and 200 bytes in every connection's task.
+        let liveness_due = match (read_deadline, write_tick) {
+            (Some(read), Some(write)) => Some(read.min(write)),
+            (read, write) => read.or(write),
+        };
+        if let Some(due) = liveness_due
+            && (!liveness_armed || due < liveness_watch.deadline())
+        {
+            liveness_watch.as_mut().reset(due);
+            liveness_armed = true;
+        }
         let ack_deadline = session.next_ack_deadline();
         if let Some(due) = ack_deadline
-            && (!ack_watch_armed || due < ack_watch.deadline())
+            && (!ack_watch_armed || ack_watch.as_ref().is_none_or(|w| due < w.deadline()))
         {
-            ack_watch.as_mut().reset(due);
+            rearm(&mut ack_watch, due);
             ack_watch_armed = true;
         }
         let token_expiry = session.token_expires_at();
         if token_expiry != token_watch_for {
             token_watch_for = token_expiry;
             if let Some(exp) = token_expiry {
-                token_watch.as_mut().reset(instant_of_unix_secs(exp));
+                rearm(&mut token_watch, instant_of_unix_secs(exp));
             }
         }
-        let now = Instant::now();
         if let Some(since) = transport.partial_since()
             && since + frame_timeout < frame_watch.deadline()
         {
@@ -341,19 +360,19 @@ async fn drive<T: Transport>(
                     Flow::Continue
                 }
             }
-            _ = &mut ack_watch, if ack_deadline.is_some() && ack_watch_armed => {
+            _ = fire(&mut ack_watch), if ack_deadline.is_some() && ack_watch_armed => {
                 ack_watch_armed = false;
                 session.expire_acks(Instant::now());
                 Flow::Continue
             }
-            _ = &mut token_watch, if token_watch_for.is_some() => {
+            _ = fire(&mut token_watch), if token_watch_for.is_some() => {
                 match session.expire_token(unix_secs()) {
                     // Woken early (the clocks differ, or exp is more than a
                     // year ahead): wait again.
                     Flow::Continue => {
                         let exp = token_watch_for.unwrap_or_default();
                         let again = instant_of_unix_secs(exp).max(Instant::now() + Duration::from_millis(100));
-                        token_watch.as_mut().reset(again);
+                        rearm(&mut token_watch, again);
                         Flow::Continue
                     }
                     flow => flow,
@@ -398,8 +417,17 @@ async fn drive<T: Transport>(
                 }
                 flow
             }
-            _ = sleep_until(read_deadline.unwrap_or(now + far)), if read_deadline.is_some() => {
-                if !connected && !typing && transport.partial_since().is_some() {
+            _ = &mut liveness_watch, if liveness_armed && liveness_due.is_some() => {
+                liveness_armed = false;
+                let now = Instant::now();
+                if read_deadline.is_none_or(|d| d > now) {
+                    // Fired for the write tick, or early (the deadline moved
+                    // on since it was set): set again on the next turn.
+                    if write_tick.is_some_and(|t| t <= now) {
+                        writer.heartbeat_due = true;
+                    }
+                    Flow::Continue
+                } else if !connected && !typing && transport.partial_since().is_some() {
                     // Bytes came while waiting: someone is typing. The
                     // next turn waits for the longer deadline.
                     typing = true;
@@ -439,10 +467,6 @@ async fn drive<T: Transport>(
                     }
                     _ => Flow::Continue,
                 }
-            }
-            _ = sleep_until(write_tick.unwrap_or(now + far)), if write_tick.is_some() => {
-                writer.heartbeat_due = true;
-                Flow::Continue
             }
         };
         match flow {
@@ -528,6 +552,22 @@ async fn drive<T: Transport>(
         _ => tracing::info!(%reason, "session ended"),
     }
     reason
+}
+
+/// Sets a lazily boxed timer to fire at `at`, making it on first use.
+fn rearm(watch: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match watch {
+        Some(w) => w.as_mut().reset(at),
+        None => *watch = Some(Box::pin(sleep_until(at))),
+    }
+}
+
+/// Resolves when a lazily boxed timer fires; never, while it is unset.
+async fn fire(watch: &mut Option<Pin<Box<Sleep>>>) {
+    match watch {
+        Some(w) => w.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Frames handled at most, when more are already here, before the

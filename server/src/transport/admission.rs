@@ -136,11 +136,11 @@ impl Drop for Slot {
 /// Serves one new connection, over either transport: its session while
 /// `slots` has room, a refusal otherwise.
 pub async fn serve<T: Transport>(
-    transport: T,
+    mut transport: T,
     peer: super::Peer,
-    slots: &Arc<ConnectionSlots>,
+    slots: Arc<ConnectionSlots>,
     broker: Arc<Broker>,
-    settings: &DriverSettings,
+    settings: Arc<DriverSettings>,
     cancel: CancellationToken,
 ) {
     let slot = match slots.claim(peer.addr.ip()) {
@@ -156,7 +156,9 @@ pub async fn serve<T: Transport>(
     };
     let (metrics_broker, kind) = (broker.clone(), peer.transport);
     metrics_broker.metrics().connection_opened(kind);
-    run_session(transport, broker, settings, peer, cancel).await;
+    // By reference: each async layer a connection is moved through keeps
+    // its own copy of the moved value in the task (see `run_session`).
+    run_session(&mut transport, broker, &settings, peer, cancel).await;
     metrics_broker.metrics().connection_closed(kind);
     drop(slot);
 }

@@ -221,7 +221,7 @@ async fn websocket(
 
         // Admitted after the upgrade, so a browser over the limit reads
         // why in a STOMP ERROR instead of a bare failed handshake.
-        admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
+        admission::serve(transport, peer, slots, broker, settings, cancel).await;
     });
     response
 }

@@ -222,9 +222,16 @@ pub async fn serve(
         let proxied = edge.trusted_proxies.contains(&peer.ip());
         if edge.tls.is_none() && !proxied {
             let transport = TcpTransport::new(stream, limits, broker.memory());
-            tracker.spawn(async move {
-                admission::serve(transport, peer.into(), &slots, broker, &settings, cancel).await;
-            });
+            // Spawned as it is, not inside an async block: the block would
+            // keep its own copy of every value moved into `serve`.
+            tracker.spawn(admission::serve(
+                transport,
+                peer.into(),
+                slots,
+                broker,
+                settings,
+                cancel,
+            ));
             continue;
         }
         // A TLS handshake or a PROXY header comes before the session.
@@ -244,11 +251,11 @@ pub async fn serve(
             match opened {
                 Ok(Opened::Plain(stream, peer)) => {
                     let transport = TcpTransport::new(stream, limits, broker.memory());
-                    admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
+                    admission::serve(transport, peer, slots, broker, settings, cancel).await;
                 }
                 Ok(Opened::Tls(stream, peer)) => {
                     let transport = TlsTransport::tls(unbox(stream), limits, broker.memory());
-                    admission::serve(transport, peer, &slots, broker, &settings, cancel).await;
+                    admission::serve(transport, peer, slots, broker, settings, cancel).await;
                 }
                 Err(e) => tracing::info!(%peer, error = %e, "connection closed before STOMP"),
             }
