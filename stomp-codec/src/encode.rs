@@ -61,13 +61,7 @@ where
     let start = dst.len();
     dst.reserve(command.as_str().len() + 256 + body.len());
     write_command(dst, command);
-    write_headers(
-        dst,
-        start,
-        headers,
-        Escaping::for_frame(version, command),
-        version,
-    )?;
+    write_headers(dst, start, headers, command, version)?;
     write_end_of_headers(dst, body.len());
     write_body(dst, body);
     Ok(())
@@ -104,13 +98,7 @@ where
     H: IntoIterator<Item = (&'a str, &'a str)>,
 {
     let start = dst.len();
-    write_headers(
-        dst,
-        start,
-        headers,
-        Escaping::for_frame(version, command),
-        version,
-    )?;
+    write_headers(dst, start, headers, command, version)?;
     write_end_of_headers(dst, body_len);
     Ok(())
 }
@@ -133,13 +121,7 @@ where
     let start = dst.len();
     dst.reserve(command.as_str().len() + 64 + block.len() + body.len());
     write_command(dst, command);
-    write_headers(
-        dst,
-        start,
-        headers,
-        Escaping::for_frame(version, command),
-        version,
-    )?;
+    write_headers(dst, start, headers, command, version)?;
     dst.extend_from_slice(block);
     write_body(dst, body);
     Ok(())
@@ -156,12 +138,13 @@ fn write_headers<'a, H>(
     dst: &mut BytesMut,
     start: usize,
     headers: H,
-    escaping: Escaping,
+    command: Command,
     version: Version,
 ) -> Result<(), EncodeError>
 where
     H: IntoIterator<Item = (&'a str, &'a str)>,
 {
+    let escaping = Escaping::for_frame(version, command);
     // One pass: each header's bytes are classified once (a table lookup
     // a byte), which says both whether it can be written and whether it
     // needs escaping; most need neither and are copied whole. On a bad
