@@ -576,7 +576,7 @@ pub fn fit_for_version(message: &Message, version: Version) -> Option<Arc<Messag
 /// message and the subscriber's few headers: no `Frame`, no header list and
 /// no string is allocated per subscriber. `ack_id` is set when the client
 /// must acknowledge. The message's own headers come from the delivery's
-/// [`HeaderBlock`] when it has one for `version` (encoded by the first of
+/// [`HeaderBlock`](crate::broker::HeaderBlock) when it has one for `version` (encoded by the first of
 /// the message's receivers), so a fan-out escapes them once.
 pub fn encode_message(
     delivery: &Delivery,
