@@ -3,7 +3,7 @@
 //! order they were made, pipelined) and the pub/sub task (the channels
 //! and patterns this node follows on it, and what they bring).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,11 +37,35 @@ pub(super) enum Request {
         at_ms: u64,
         max_length: usize,
     },
-    /// Queue entries settled on this node: XACK and XDEL.
-    Ack { queue: ByteString, ids: Vec<u64> },
+    /// Queue messages settled on this node.
+    Settle { queue: ByteString, settled: Settled },
+    /// Queue entries this node hands to the others (at most
+    /// [`GIVE_BACK_RUN`]): marked long idle, and the others told.
+    GiveBack {
+        queue: ByteString,
+        entries: Vec<u64>,
+    },
     /// Anything else, in order with the rest (presence, wills).
     Cmd(Box<redis::Cmd>),
 }
+
+/// Queue messages settled on this node, by the entry (a bundle of
+/// messages, see `queues.rs`) each was in.
+#[derive(Debug, Default)]
+pub(super) struct Settled {
+    /// How many messages.
+    pub(super) count: u64,
+    /// Entries all of whose members are settled now: acknowledged and
+    /// deleted.
+    pub(super) whole: Vec<u64>,
+    /// Of those, the ones whose settled members were written down before.
+    pub(super) cleared: Vec<u64>,
+    /// Members (entry, index) of entries not yet wholly settled.
+    pub(super) members: Vec<(u64, u32)>,
+}
+
+/// Entries given back in one request at most.
+pub(super) const GIVE_BACK_RUN: usize = 1000;
 
 /// A request and the ticket its answer resolves.
 pub(super) struct Ticketed {
@@ -160,6 +184,8 @@ impl Cluster {
             for script in [
                 &self.scripts.publish,
                 &self.scripts.enqueue,
+                &self.scripts.settle,
+                &self.scripts.claim,
                 &self.scripts.join,
                 &self.scripts.leave,
             ] {
@@ -276,27 +302,80 @@ impl Cluster {
             Request::Enqueue {
                 queue, max_length, ..
             } => {
+                let mut bundle = wire::Bundle::default();
+                for t in group {
+                    if let Request::Enqueue { frame, at_ms, .. } = &t.request {
+                        bundle.push(*at_ms, frame);
+                    }
+                }
                 let cmd = pipe
                     .cmd("EVALSHA")
                     .arg(self.scripts.enqueue.get_hash())
-                    .arg(2)
+                    .arg(3)
                     .arg(key(queue, "q"))
                     .arg(key(queue, "n"))
+                    .arg(key(queue, "len"))
                     .arg(max_length)
-                    .arg(key(queue, "c"));
-                for t in group {
-                    if let Request::Enqueue { frame, at_ms, .. } = &t.request {
-                        cmd.arg(&frame[..]).arg(at_ms);
-                    }
+                    .arg(key(queue, "c"))
+                    .arg(bundle.len())
+                    .arg(bundle.bytes());
+                if *max_length > 0 {
+                    // Only a queue near its limit cuts the bundle short.
+                    cmd.arg(bundle.ends());
                 }
             }
-            Request::Ack { queue, ids } => {
-                let ids: Vec<String> = ids.iter().map(|n| format!("0-{n}")).collect();
-                pipe.cmd("XACK")
+            Request::Settle { queue, .. } => {
+                let mut count = 0;
+                let mut whole = Vec::new();
+                let mut cleared = Vec::new();
+                let mut members: Vec<(u64, u32)> = Vec::new();
+                for t in group {
+                    if let Request::Settle { settled, .. } = &t.request {
+                        count += settled.count;
+                        whole.extend_from_slice(&settled.whole);
+                        cleared.extend_from_slice(&settled.cleared);
+                        members.extend_from_slice(&settled.members);
+                    }
+                }
+                // Members of an entry that went whole in this same call
+                // need no writing down.
+                if !members.is_empty() && !whole.is_empty() {
+                    let done: HashSet<u64> = whole.iter().copied().collect();
+                    members.retain(|(entry, _)| !done.contains(entry));
+                }
+                members.sort_unstable();
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(self.scripts.settle.get_hash())
+                    .arg(3)
+                    .arg(key(queue, "q"))
+                    .arg(key(queue, "len"))
+                    .arg(key(queue, "x"))
+                    .arg(queues::GROUP)
+                    .arg(count)
+                    .arg(whole.len())
+                    .arg(&whole)
+                    .arg(cleared.len())
+                    .arg(&cleared);
+                for run in members.chunk_by(|a, b| a.0 == b.0) {
+                    let indexes: Vec<String> = run.iter().map(|(_, i)| i.to_string()).collect();
+                    cmd.arg(run[0].0).arg(indexes.join(","));
+                }
+            }
+            Request::GiveBack { queue, entries } => {
+                pipe.cmd("XCLAIM")
                     .arg(key(queue, "q"))
                     .arg(queues::GROUP)
-                    .arg(&ids);
-                pipe.cmd("XDEL").arg(key(queue, "q")).arg(&ids);
+                    .arg(&self.node)
+                    .arg(0)
+                    .arg(entries.iter().map(|n| format!("0-{n}")).collect::<Vec<_>>())
+                    .arg("IDLE")
+                    .arg(self.claim_idle.as_millis() as u64 * 10)
+                    .arg("JUSTID");
+                // The other nodes' feeds look for them at once.
+                pipe.cmd("PUBLISH")
+                    .arg(key(queue, "c"))
+                    .arg(queues::CLAIM_NOTICE);
             }
             Request::Cmd(cmd) => {
                 pipe.add_command((**cmd).clone());
@@ -312,8 +391,8 @@ impl Cluster {
     ) {
         let Some(first) = group.first() else { return };
         let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
-        // An Ack is two commands (XACK, XDEL).
-        if matches!(first.request, Request::Ack { .. }) {
+        // A give-back is two commands (XCLAIM, PUBLISH).
+        if matches!(first.request, Request::GiveBack { .. }) {
             let deleted = answers.next().unwrap_or(Ok(redis::Value::Nil));
             outcome = outcome.and(deleted);
         }
@@ -543,22 +622,41 @@ impl Cluster {
     }
 }
 
-/// Messages to one queue sent one after another at most in one script call.
-const ENQUEUE_RUN: usize = 256;
+/// Messages to one queue sent in one bundle at most.
+const ENQUEUE_RUN: usize = 128;
+/// Bytes of frames in one bundle at most (a bundle may pass it by its
+/// last frame).
+const ENQUEUE_BYTES: usize = 128 * 1024;
 
-/// The batch in groups of one request each, except that consecutive queue
-/// messages to the same queue go together (one script call).
+/// The batch in groups, each one script call or command: the SENDs to a
+/// queue go together (one bundle), and so do the settles of a queue.
+///
+/// Queue requests commute with those of other queues, and a queue's
+/// settles with its SENDs (they name entries already read), so a
+/// request may join a group made earlier in the batch; a topic publish,
+/// a give-back or any other command starts afresh, keeping its place.
 fn group(batch: &[Ticketed]) -> Vec<Vec<&Ticketed>> {
     let mut groups: Vec<Vec<&Ticketed>> = Vec::new();
+    // (queue, is a SEND) -> the group it joins, and that group's bytes.
+    let mut open: HashMap<(&ByteString, bool), (usize, usize)> = HashMap::new();
     for t in batch {
-        if let Request::Enqueue { queue, .. } = &t.request
-            && let Some(last) = groups.last_mut()
-            && last.len() < ENQUEUE_RUN
-            && matches!(&last[0].request, Request::Enqueue { queue: q, .. } if q == queue)
+        let (queue, sending, bytes) = match &t.request {
+            Request::Enqueue { queue, frame, .. } => (queue, true, frame.len()),
+            Request::Settle { queue, .. } => (queue, false, 0),
+            _ => {
+                open.clear();
+                groups.push(vec![t]);
+                continue;
+            }
+        };
+        if let Some((at, size)) = open.get_mut(&(queue, sending))
+            && (!sending || (groups[*at].len() < ENQUEUE_RUN && *size < ENQUEUE_BYTES))
         {
-            last.push(t);
+            groups[*at].push(t);
+            *size += bytes;
             continue;
         }
+        open.insert((queue, sending), (groups.len(), bytes));
         groups.push(vec![t]);
     }
     groups

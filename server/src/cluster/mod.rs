@@ -77,6 +77,8 @@ pub struct History {
 struct Scripts {
     publish: redis::Script,
     enqueue: redis::Script,
+    settle: redis::Script,
+    claim: redis::Script,
     join: redis::Script,
     leave: redis::Script,
     read: redis::Script,
@@ -218,6 +220,8 @@ impl Cluster {
             scripts: Scripts {
                 publish: redis::Script::new(scripts::PUBLISH),
                 enqueue: redis::Script::new(scripts::ENQUEUE),
+                settle: redis::Script::new(scripts::SETTLE),
+                claim: redis::Script::new(scripts::CLAIM),
                 join: redis::Script::new(scripts::PRESENCE_JOIN),
                 leave: redis::Script::new(scripts::PRESENCE_LEAVE),
                 read: redis::Script::new(scripts::PRESENCE_READ),
@@ -283,6 +287,8 @@ impl Cluster {
             .cmd("DEL")
             .arg(key(&queue, "q"))
             .arg(key(&queue, "n"))
+            .arg(key(&queue, "len"))
+            .arg(key(&queue, "x"))
             .ignore();
         let _: () = pipe
             .query_async(&mut there)
@@ -457,12 +463,13 @@ impl Cluster {
         ))
     }
 
-    fn request_ack(&self, queue: &str, ids: Vec<u64>) -> Completion {
+    /// Asks Redis to settle queue messages held here (see `queues.rs`).
+    fn request_settle(&self, queue: &str, settled: link::Settled) -> Completion {
         self.request(
             self.link(queue),
-            Request::Ack {
+            Request::Settle {
                 queue: ByteString::from(queue),
-                ids,
+                settled,
             },
             None,
         )

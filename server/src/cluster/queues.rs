@@ -13,6 +13,16 @@
 //! (killed, cut off) go idle, and the other nodes take them over with
 //! XAUTOCLAIM and deliver them `redelivered:true`.
 //!
+//! The SENDs to one queue that reach Redis together are one stream entry
+//! (a bundle, `wire::Bundle`), so Redis adds, hands out and acknowledges
+//! a run of messages once: per message it would cost more of Redis' CPU
+//! than the whole of the plain broker's work. A node holds an entry while
+//! any of its messages is unsettled here. When only some are settled,
+//! their indexes are written down in the queue's hash of settled members,
+//! so a node that takes the entry over (its holder gave it back or died)
+//! delivers only the rest. The queue's message count (for `max_length`)
+//! is kept apart, since the stream's length counts entries.
+//!
 //! A `persistent:false` message sent to a node whose local consumer can
 //! take it at once goes to that consumer without Redis (NATS' local
 //! preference for queue groups): it asked for no safety beyond memory, and
@@ -31,6 +41,7 @@ use redis::Value;
 use stomp_codec::ByteString;
 use tokio_util::sync::CancellationToken;
 
+use super::link::{GIVE_BACK_RUN, Request, Settled};
 use super::{Cluster, key};
 use crate::broker::{Broker, Charge, QueueDestination};
 
@@ -40,14 +51,58 @@ pub(super) const GROUP: &str = "stompbox";
 /// The notice a node publishes on a queue's channel when it gave messages back.
 pub(super) const CLAIM_NOTICE: &str = "claim";
 
+/// An entry this node holds: how many of its messages are not settled
+/// yet, and whether some of its settled ones were written down.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    open: u32,
+    written: bool,
+}
+
+/// The entries a node holds and which of its local messages are in them.
+#[derive(Debug, Default)]
+struct Holdings {
+    /// Local message number → (entry, index in the entry).
+    messages: HashMap<u64, (u64, u32)>,
+    /// Entry → what is left of it here.
+    entries: HashMap<u64, Held>,
+}
+
+impl Holdings {
+    /// Takes `numbers` out as settled; returns what Redis is to be told.
+    fn settle(&mut self, numbers: impl Iterator<Item = u64>) -> Settled {
+        let mut settled = Settled::default();
+        for n in numbers {
+            let Some((entry, index)) = self.messages.remove(&n) else {
+                continue;
+            };
+            settled.count += 1;
+            let Some(held) = self.entries.get_mut(&entry) else {
+                continue;
+            };
+            held.open = held.open.saturating_sub(1);
+            if held.open == 0 {
+                if held.written {
+                    settled.cleared.push(entry);
+                }
+                self.entries.remove(&entry);
+                settled.whole.push(entry);
+            } else {
+                held.written = true;
+                settled.members.push((entry, index));
+            }
+        }
+        settled
+    }
+}
+
 /// One queue this node has consumers for.
 #[derive(Debug)]
 pub(super) struct Feed {
     consumers: AtomicUsize,
     /// Another node gave messages back: look for them before new ones.
     claim_due: std::sync::atomic::AtomicBool,
-    /// Local message number → the Redis entry (`0-<n>`) it is.
-    held: Mutex<HashMap<u64, u64>>,
+    held: Mutex<Holdings>,
     /// The ticket of this node's last SEND of the queue that went to Redis.
     last_sent: AtomicU64,
     /// `last_sent` as it was at the last read that found nothing new
@@ -63,7 +118,7 @@ impl Feed {
         Feed {
             consumers: AtomicUsize::new(0),
             claim_due: std::sync::atomic::AtomicBool::new(false),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Holdings::default()),
             last_sent: AtomicU64::new(0),
             drained_at: AtomicU64::new(u64::MAX),
             wake: tokio::sync::Notify::new(),
@@ -71,7 +126,7 @@ impl Feed {
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Holdings> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -166,15 +221,12 @@ impl Cluster {
         let Some(feed) = self.feeds.get(queue) else {
             return crate::store::Completion::DONE;
         };
-        let ids: Vec<u64> = {
-            let mut held = feed.held();
-            numbers.filter_map(|n| held.remove(&n)).collect()
-        };
+        let settled = feed.held().settle(numbers);
         feed.wake.notify_one();
-        if ids.is_empty() {
+        if settled.count == 0 {
             return crate::store::Completion::DONE;
         }
-        self.request_ack(queue, ids)
+        self.request_settle(queue, settled)
     }
 
     /// Whether a `persistent:false` message for `queue` may go to a local
@@ -207,11 +259,7 @@ impl Cluster {
             else {
                 continue;
             };
-            let Some(mut conn) = self.link(&name).connection() else {
-                continue;
-            };
-            self.give_back(&queue, &feed, &key(&name, "q"), &mut conn)
-                .await;
+            self.give_back(&queue, &feed).await;
         }
     }
 
@@ -225,6 +273,8 @@ impl Cluster {
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut group_made = false;
+        // Messages per entry read lately.
+        let mut per_entry = 1.0_f64;
         loop {
             let mut claim = false;
             let mut touch = false;
@@ -268,8 +318,8 @@ impl Cluster {
                 }
             }
             if feed.consumers.load(Ordering::Relaxed) == 0 {
-                self.give_back(&queue, &feed, &stream, &mut conn).await;
-                if feed.held().is_empty() && feed.consumers.load(Ordering::Relaxed) == 0 {
+                self.give_back(&queue, &feed).await;
+                if feed.held().entries.is_empty() && feed.consumers.load(Ordering::Relaxed) == 0 {
                     let mut feeds = self.feeds.lock();
                     if feed.consumers.load(Ordering::Relaxed) == 0 {
                         feeds.remove(name.as_str());
@@ -286,20 +336,26 @@ impl Cluster {
             if claim || feed.claim_due.swap(false, Ordering::Relaxed) {
                 let credit = queue.free_credit();
                 if credit > 0 {
-                    let reply: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
-                        .arg(&stream)
+                    let reply: redis::RedisResult<Value> = self
+                        .scripts
+                        .claim
+                        .key(&stream)
+                        .key(key(&name, "x"))
                         .arg(GROUP)
                         .arg(&self.node)
                         .arg(idle.as_millis() as u64)
-                        .arg("0-0")
-                        .arg("COUNT")
-                        .arg(credit)
-                        .query_async(&mut conn)
+                        .arg(entries_for(credit, per_entry))
+                        .invoke_async(&mut conn)
                         .await;
                     if let Ok(Value::Array(parts)) = reply
-                        && let Some(entries) = parts.into_iter().nth(1)
+                        && let [Value::Array(entries), Value::Array(settled)] = &parts[..]
                     {
-                        let taken = self.take_in(&broker, &queue, &feed, entries, true);
+                        let skip = settled.iter().map(settled_members);
+                        let mut taken = 0;
+                        for (entry, skip) in entries.iter().zip(skip) {
+                            taken += self.take_in(&broker, &queue, &feed, entry, &skip, true);
+                        }
+                        broker.route_dead_letters();
                         if taken > 0 {
                             tracing::info!(queue = %name, messages = taken, "cluster: took over messages another node held too long (gone?)");
                         }
@@ -315,42 +371,54 @@ impl Cluster {
             // short shows none of them still waits.
             let mark = feed.last_sent.load(Ordering::Acquire);
             let after_sends = self.tickets().watermark() >= mark;
+            let asked = entries_for(credit, per_entry);
+            let mut read = 0;
             let mut taken = 0;
             let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(GROUP)
                 .arg(&self.node)
                 .arg("COUNT")
-                .arg(credit)
+                .arg(asked)
                 .arg("STREAMS")
                 .arg(&stream)
                 .arg(">")
                 .query_async(&mut conn)
                 .await;
-            match reply {
-                Ok(Value::Array(streams)) => {
-                    for s in streams {
-                        if let Value::Array(mut pair) = s
-                            && pair.len() == 2
-                        {
-                            let entries = pair.pop().unwrap_or(Value::Nil);
-                            taken += self.take_in(&broker, &queue, &feed, entries, false);
-                        }
-                    }
+            let streams = match reply {
+                Ok(Value::Array(streams)) => streams
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                        _ => None,
+                    })
+                    .collect(),
+                Ok(Value::Map(streams)) => streams.into_iter().map(|(_, e)| e).collect(),
+                Ok(_) => Vec::new(),
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    group_made = false;
+                    Vec::new()
                 }
-                Ok(Value::Map(streams)) => {
-                    for (_, entries) in streams {
-                        taken += self.take_in(&broker, &queue, &feed, entries, false);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) if e.code() == Some("NOGROUP") => group_made = false,
                 Err(e) => {
                     tracing::warn!(queue = %name, error = %e, "cluster: reading the queue failed");
                     continue;
                 }
+            };
+            for entries in streams {
+                if let Value::Array(entries) = entries {
+                    for entry in &entries {
+                        read += 1;
+                        taken += self.take_in(&broker, &queue, &feed, entry, &[], false);
+                    }
+                }
             }
-            if taken >= credit {
+            broker.route_dead_letters();
+            if read > 0 {
+                // Bundles vary with the senders' pace: follow it, so a
+                // read asks for about as many entries as credit allows.
+                per_entry = (per_entry * 3.0 + taken as f64 / read as f64) / 4.0;
+            }
+            if read >= asked {
                 // There may be more: look again at once.
                 feed.wake.notify_one();
             } else if after_sends {
@@ -361,63 +429,105 @@ impl Cluster {
         }
     }
 
-    /// Puts fetched entries into the local queue; returns how many.
+    /// Puts the messages of one fetched entry into the local queue, but
+    /// those at the indexes in `skip` (settled by a node that held it
+    /// before); returns how many went in.
     fn take_in(
         &self,
         broker: &Broker,
         queue: &QueueDestination,
         feed: &Feed,
-        entries: Value,
+        entry: &Value,
+        skip: &[u32],
         claimed: bool,
     ) -> usize {
-        let Value::Array(entries) = entries else {
+        let Some((entry, fields)) = entry_of(entry) else {
             return 0;
         };
-        let mut taken = 0;
-        for entry in entries {
-            let Some((n, fields)) = entry_of(entry) else {
-                continue;
-            };
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            };
-            let Some(frame) = field("f") else { continue };
-            let number = |v: Option<Bytes>| {
-                v.and_then(|b| {
-                    std::str::from_utf8(&b)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                })
-                .unwrap_or(0)
-            };
-            let at_ms = number(field("t"));
-            let deliveries = number(field("d")) as u32;
-            let (headers, body) = match super::wire::decode(&frame) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(queue = queue.name(), error = %e, "cluster: an unreadable queue entry was dropped");
-                    let _ = self.request_ack(queue.name(), vec![n]);
-                    continue;
-                }
-            };
-            let message = broker.cluster_queue_message(queue, headers, body, at_ms);
-            feed.held().insert(message.id.number(), n);
-            let message = Arc::new(message);
-            if claimed {
-                queue.enqueue_returned(message, deliveries.saturating_add(1));
-            } else if let Err(e) = queue.enqueue(message, crate::store::Completion::DONE) {
-                // Fetched within credit, so only a policy's own local
-                // limit can refuse it; it stays pending in Redis and
-                // goes to another node once idle.
-                tracing::warn!(queue = queue.name(), error = %e, "cluster: a fetched message did not fit the local queue");
+        let messages = match read_entry(&fields) {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(queue = queue.name(), error = %e, "cluster: an unreadable queue entry was dropped");
+                let _ = self.request_settle(
+                    queue.name(),
+                    Settled {
+                        whole: vec![entry],
+                        cleared: vec![entry],
+                        ..Settled::default()
+                    },
+                );
+                return 0;
             }
-            taken += 1;
+        };
+        let mut taken = Vec::with_capacity(messages.len());
+        let mut unreadable = Vec::new();
+        for (index, (at_ms, frame)) in messages.into_iter().enumerate() {
+            let index = index as u32;
+            if skip.contains(&index) {
+                continue;
+            }
+            match super::wire::decode(&frame) {
+                Ok((headers, body)) => {
+                    let message = broker.cluster_queue_message(queue, headers, body, at_ms);
+                    taken.push((index, Arc::new(message)));
+                }
+                Err(e) => {
+                    tracing::warn!(queue = queue.name(), error = %e, "cluster: an unreadable queue message was dropped");
+                    unreadable.push((entry, index));
+                }
+            }
         }
-        broker.route_dead_letters();
-        taken
+        if taken.is_empty() {
+            // Nothing left to deliver: every member was settled before
+            // (its holder died between the last settle and the XACK) or
+            // cannot be read. Finish the job.
+            let _ = self.request_settle(
+                queue.name(),
+                Settled {
+                    count: unreadable.len() as u64,
+                    whole: vec![entry],
+                    cleared: vec![entry],
+                    ..Settled::default()
+                },
+            );
+            return 0;
+        }
+        {
+            let mut held = feed.held();
+            held.entries.insert(
+                entry,
+                Held {
+                    open: taken.len() as u32,
+                    written: !skip.is_empty() || !unreadable.is_empty(),
+                },
+            );
+            for (index, message) in &taken {
+                held.messages.insert(message.id.number(), (entry, *index));
+            }
+        }
+        if !unreadable.is_empty() {
+            // Settled as if delivered: nobody can read them.
+            let _ = self.request_settle(
+                queue.name(),
+                Settled {
+                    count: unreadable.len() as u64,
+                    members: unreadable,
+                    ..Settled::default()
+                },
+            );
+        }
+        let count = taken.len();
+        for (_, message) in taken {
+            if claimed {
+                queue.enqueue_returned(message, 1);
+            } else if let Err(e) = queue.enqueue(message.clone(), crate::store::Completion::DONE) {
+                // Redis holds the queue's `max_length`; a local limit
+                // of its policy must not strand a message it took.
+                tracing::debug!(queue = queue.name(), error = %e, "cluster: a fetched message passed the local limit");
+                queue.enqueue_returned(message, 0);
+            }
+        }
+        count
     }
 
     /// Resets the idle time of the entries this node holds, so the other
@@ -428,7 +538,7 @@ impl Cluster {
         stream: &str,
         conn: &mut redis::aio::MultiplexedConnection,
     ) {
-        let ids: Vec<u64> = feed.held().values().copied().collect();
+        let ids: Vec<u64> = feed.held().entries.keys().copied().collect();
         for chunk in ids.chunks(1000) {
             let mut cmd = redis::cmd("XCLAIM");
             cmd.arg(stream)
@@ -446,28 +556,39 @@ impl Cluster {
     /// The node has no consumers of the queue left: what waits in its
     /// local queue is marked idle in Redis, so another node's next sweep
     /// takes it over at once.
-    async fn give_back(
-        &self,
-        queue: &QueueDestination,
-        feed: &Feed,
-        stream: &str,
-        conn: &mut redis::aio::MultiplexedConnection,
-    ) {
+    async fn give_back(&self, queue: &QueueDestination, feed: &Feed) {
         let waiting = queue.take_waiting();
         let mut local = Vec::new();
-        let ids: Vec<u64> = {
+        let mut keep = Vec::new();
+        let entries: Vec<u64> = {
             let mut held = feed.held();
-            waiting
-                .into_iter()
-                .filter_map(|m| match held.remove(&m.id.number()) {
-                    Some(id) => Some(id),
-                    None => {
-                        local.push(m);
-                        None
-                    }
-                })
-                .collect()
+            let mut of_entry: HashMap<u64, Vec<Arc<crate::broker::Message>>> = HashMap::new();
+            for m in waiting {
+                match held.messages.get(&m.id.number()) {
+                    Some((entry, _)) => of_entry.entry(*entry).or_default().push(m),
+                    None => local.push(m),
+                }
+            }
+            let mut entries = Vec::new();
+            for (entry, messages) in of_entry {
+                let open = held.entries.get(&entry).map_or(0, |h| h.open as usize);
+                if messages.len() < open {
+                    // Some of it is still out with a consumer here (one
+                    // came as the others left): it stays, whole.
+                    keep.extend(messages);
+                    continue;
+                }
+                for m in &messages {
+                    held.messages.remove(&m.id.number());
+                }
+                held.entries.remove(&entry);
+                entries.push(entry);
+            }
+            entries
         };
+        for m in keep {
+            queue.enqueue_returned(m, 0);
+        }
         // Messages that went to a local consumer without Redis and came
         // back (NACKed, or its connection closed) go to Redis now, for
         // the other nodes' consumers.
@@ -485,64 +606,149 @@ impl Cluster {
                 queue.enqueue_returned(m, 0);
             }
         }
-        for chunk in ids.chunks(1000) {
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(stream)
-                .arg(GROUP)
-                .arg(&self.node)
-                .arg(0)
-                .arg(chunk.iter().map(|id| format!("0-{id}")).collect::<Vec<_>>())
-                .arg("IDLE")
-                .arg(self.claim_idle.as_millis() as u64 * 10)
-                .arg("JUSTID");
-            if let Err(e) = cmd.query_async::<Value>(conn).await {
-                tracing::warn!(queue = queue.name(), error = %e, "cluster: could not give messages back (the others take them over once idle)");
-            }
+        // Through the ordered request queue: after the settles made
+        // before, so the others skip what was settled here.
+        let mut given = crate::store::Completion::DONE;
+        for chunk in entries.chunks(GIVE_BACK_RUN) {
+            given = given.and(self.request(
+                self.link(queue.name()),
+                Request::GiveBack {
+                    queue: queue.name_shared().clone(),
+                    entries: chunk.to_vec(),
+                },
+                None,
+            ));
         }
-        if !ids.is_empty() {
-            // The other nodes' feeds look for them at once.
-            let _: redis::RedisResult<Value> = redis::cmd("PUBLISH")
-                .arg(key(queue.name(), "c"))
-                .arg(CLAIM_NOTICE)
-                .query_async(conn)
-                .await;
-        }
-        if !ids.is_empty() {
+        if let Err(e) = self.settled(given).await {
+            tracing::warn!(queue = queue.name(), error = %e, "cluster: could not give messages back (the others take them over once idle)");
+        } else if !entries.is_empty() {
             tracing::debug!(
                 queue = queue.name(),
-                messages = ids.len(),
+                entries = entries.len(),
                 "cluster: gave messages back"
             );
         }
     }
 }
 
+/// How many entries to ask for to fill `credit` messages, entries
+/// holding `per_entry` messages on average lately.
+fn entries_for(credit: usize, per_entry: f64) -> usize {
+    ((credit as f64 / per_entry.max(1.0)).ceil() as usize).clamp(1, credit.max(1))
+}
+
+/// The indexes in a claimed entry's settled members (`"0,3,4"`).
+fn settled_members(value: &Value) -> Vec<u32> {
+    let text = match value {
+        Value::BulkString(b) => std::str::from_utf8(b).unwrap_or(""),
+        Value::SimpleString(s) => s.as_str(),
+        _ => "",
+    };
+    text.split(',').filter_map(|i| i.parse().ok()).collect()
+}
+
+/// A stream entry's field: its name and value.
+type Field<'a> = (&'a [u8], &'a Value);
+
 /// An entry `[id, [field, value, ...]]` as its number and fields.
-fn entry_of(entry: Value) -> Option<(u64, Vec<(String, Bytes)>)> {
-    let Value::Array(mut parts) = entry else {
+fn entry_of(entry: &Value) -> Option<(u64, Vec<Field<'_>>)> {
+    let Value::Array(parts) = entry else {
         return None;
     };
-    if parts.len() != 2 {
+    let [id, Value::Array(flat)] = &parts[..] else {
         return None;
-    }
-    let fields = parts.pop()?;
-    let id = parts.pop()?;
+    };
     let id = match id {
-        Value::BulkString(b) => String::from_utf8(b).ok()?,
-        Value::SimpleString(s) => s,
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
+        Value::SimpleString(s) => s.as_str(),
         _ => return None,
     };
     let n = id.strip_prefix("0-")?.parse().ok()?;
-    let Value::Array(flat) = fields else {
-        return None;
+    let fields = flat
+        .chunks_exact(2)
+        .filter_map(|kv| match &kv[0] {
+            Value::BulkString(k) => Some((&k[..], &kv[1])),
+            _ => None,
+        })
+        .collect();
+    Some((n, fields))
+}
+
+/// An entry's messages, each with its acceptance time: a bundle (`b`),
+/// or one message (`f` and `t`, as a durable subscription's are added).
+fn read_entry(fields: &[Field<'_>]) -> Result<Vec<(u64, Bytes)>, super::wire::WireError> {
+    let field = |name: &[u8]| {
+        fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| match v {
+                Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
+                _ => None,
+            })
     };
-    let mut out = Vec::new();
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
-            continue;
-        };
-        out.push((String::from_utf8_lossy(&k).into_owned(), Bytes::from(v)));
+    if let Some(bundle) = field(b"b") {
+        return super::wire::unbundle(&bundle);
     }
-    Some((n, out))
+    let frame = field(b"f").ok_or(super::wire::WireError::Shape("no frame"))?;
+    let at_ms = field(b"t")
+        .and_then(|t| std::str::from_utf8(&t).ok()?.parse().ok())
+        .unwrap_or(0);
+    Ok(vec![(at_ms, frame)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_whole_once_its_last_member_settles_and_written_down_before() {
+        let mut h = Holdings::default();
+        h.entries.insert(
+            7,
+            Held {
+                open: 3,
+                written: false,
+            },
+        );
+        h.entries.insert(
+            9,
+            Held {
+                open: 1,
+                written: false,
+            },
+        );
+        for (number, at) in [(1, (7, 0)), (2, (7, 1)), (3, (7, 2)), (4, (9, 0))] {
+            h.messages.insert(number, at);
+        }
+        let s = h.settle([2, 4, 99].into_iter());
+        assert_eq!(s.count, 2);
+        assert_eq!(s.whole, vec![9]);
+        assert!(s.cleared.is_empty());
+        assert_eq!(s.members, vec![(7, 1)]);
+        let s = h.settle([1, 3].into_iter());
+        assert_eq!(s.count, 2);
+        assert_eq!(s.members, vec![(7, 0)]);
+        assert_eq!(s.whole, vec![7]);
+        assert_eq!(s.cleared, vec![7], "its members were written down");
+        assert!(h.entries.is_empty() && h.messages.is_empty());
+        assert_eq!(h.settle([1].into_iter()).count, 0, "settled once only");
+    }
+
+    #[test]
+    fn reads_ask_for_about_the_entries_credit_fills() {
+        assert_eq!(entries_for(100, 1.0), 100);
+        assert_eq!(entries_for(100, 30.0), 4);
+        assert_eq!(entries_for(1, 30.0), 1);
+        assert_eq!(entries_for(0, 0.0), 1);
+    }
+
+    #[test]
+    fn settled_members_read_back_and_garbage_is_skipped() {
+        assert_eq!(
+            settled_members(&Value::BulkString(b"0,3,x,4".to_vec())),
+            vec![0, 3, 4]
+        );
+        assert!(settled_members(&Value::BulkString(Vec::new())).is_empty());
+        assert!(settled_members(&Value::Nil).is_empty());
+    }
 }

@@ -35,6 +35,7 @@ if ARGV[3] ~= '1' then
   end
   for _, q in ipairs(redis.call('SMEMBERS', KEYS[4])) do
     local n = redis.call('INCR', 'stompbox:{' .. q .. '}:n')
+    redis.call('INCR', 'stompbox:{' .. q .. '}:len')
     redis.call('XADD', 'stompbox:{' .. q .. '}:q', '0-' .. n, 'f', ARGV[4], 't', ARGV[6])
     redis.call('PUBLISH', 'stompbox:{' .. q .. '}:c', '')
   end
@@ -101,33 +102,108 @@ end
 return out
 "#;
 
-/// Adds messages to a queue's stream: one call for a run of SENDs to the
-/// same queue, so Redis runs the script once for all of them.
+/// Adds a bundle of messages to a queue's stream: the SENDs to one queue
+/// that reached the command task together become one entry, so Redis
+/// adds, hands out and acknowledges them once for all (`queues.rs`).
 ///
-/// KEYS: stream, id counter. ARGV: the queue's `max_length` (0: none),
-/// the queue's notice channel, then for each message its frame and its
-/// acceptance time in ms.
+/// KEYS: stream, message counter, message count (waiting and
+/// unacknowledged). ARGV: the queue's `max_length` (0: none), the queue's
+/// notice channel, how many messages, the bundle, then (only with a
+/// `max_length`) the byte offset at which each message ends.
 ///
-/// Entries are `0-<n>` from the queue's own counter, so a node can name
-/// one by a number. Nodes with consumers are told on the channel that
-/// there is something to read, once per call. A queue at `max_length`
-/// (waiting and unacknowledged: acknowledged entries are deleted) takes
-/// the first ones that fit; returns how many it took.
+/// Messages are numbered from the queue's counter and the entry is
+/// `0-<the last one's number>`, so the counter counts messages and a
+/// node can name an entry by a number. Nodes with consumers are told on
+/// the channel that there is something to read. A queue at `max_length`
+/// takes the first messages that fit; returns how many it took.
 pub(super) const ENQUEUE: &str = r#"
 local max = tonumber(ARGV[1])
-local count = (#ARGV - 2) / 2
+local count = tonumber(ARGV[3])
+local bundle = ARGV[4]
 if max > 0 then
-  local room = max - redis.call('XLEN', KEYS[1])
-  if room < count then count = math.max(room, 0) end
+  local room = max - tonumber(redis.call('GET', KEYS[3]) or '0')
+  if room < count then
+    count = math.max(room, 0)
+    if count == 0 then return 0 end
+    bundle = string.sub(bundle, 1, tonumber(ARGV[4 + count]))
+  end
 end
-if count == 0 then return 0 end
 local last = redis.call('INCRBY', KEYS[2], count)
-local first = last - count + 1
-for k = 0, count - 1 do
-  redis.call('XADD', KEYS[1], '0-' .. (first + k), 'f', ARGV[3 + 2 * k], 't', ARGV[4 + 2 * k], 'd', '0')
-end
+redis.call('INCRBY', KEYS[3], count)
+redis.call('XADD', KEYS[1], '0-' .. last, 'b', bundle)
 redis.call('PUBLISH', ARGV[2], '')
 return count
+"#;
+
+/// Settles queue messages a node was holding.
+///
+/// KEYS: stream, message count, the queue's hash of settled members of
+/// partly settled entries. ARGV: the consumer group, how many messages
+/// were settled, how many whole entries follow, those entries' numbers,
+/// how many entries whose hash field goes follow, those numbers, then
+/// pairs of an entry's number and the indexes (comma-separated) of its
+/// members settled now.
+///
+/// A whole entry is acknowledged and deleted. A partly settled one stays
+/// pending, and its settled members are written down, so a node that
+/// takes it over (its holder gave it back or died) skips them.
+pub(super) const SETTLE: &str = r#"
+local function each_chunk(list, f)
+  local i = 1
+  while i <= #list do
+    local chunk = {}
+    for j = i, math.min(i + 999, #list) do chunk[#chunk + 1] = list[j] end
+    f(chunk)
+    i = i + 1000
+  end
+end
+local at = 4
+local whole = {}
+for k = 1, tonumber(ARGV[3]) do
+  whole[k] = '0-' .. ARGV[at]
+  at = at + 1
+end
+each_chunk(whole, function(ids)
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end)
+local cleared = {}
+local n = tonumber(ARGV[at])
+at = at + 1
+for k = 1, n do
+  cleared[k] = ARGV[at]
+  at = at + 1
+end
+each_chunk(cleared, function(fields) redis.call('HDEL', KEYS[3], unpack(fields)) end)
+while at < #ARGV do
+  local entry, members = ARGV[at], ARGV[at + 1]
+  local before = redis.call('HGET', KEYS[3], entry)
+  if before then members = before .. ',' .. members end
+  redis.call('HSET', KEYS[3], entry, members)
+  at = at + 2
+end
+if redis.call('DECRBY', KEYS[2], ARGV[2]) < 0 then
+  redis.call('SET', KEYS[2], 0)
+end
+return 1
+"#;
+
+/// Takes over a queue's entries left idle by another node (gone, or gave
+/// them back), with the members of each that were already settled.
+///
+/// KEYS: stream, the queue's hash of settled members. ARGV: group, this
+/// node, the idle time in ms, how many entries at most.
+///
+/// Returns the entries as XAUTOCLAIM gives them, then for each its
+/// settled members (comma-separated indexes, or empty).
+pub(super) const CLAIM: &str = r#"
+local got = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local entries = got[2]
+local settled = {}
+for k, e in ipairs(entries) do
+  settled[k] = redis.call('HGET', KEYS[2], string.match(e[1], '%-(%d+)$')) or ''
+end
+return {entries, settled}
 "#;
 
 /// A member joins a topic's presence (kept on the Redis that keeps node

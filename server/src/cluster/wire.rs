@@ -81,9 +81,119 @@ pub fn decode_published(payload: &[u8]) -> Result<Published, WireError> {
     })
 }
 
+/// Several queue messages as one stream entry: for each, its frame's
+/// length (4 bytes, big-endian), its acceptance time in ms (8 bytes),
+/// then the frame. One entry for a run of SENDs lets Redis add, hand out
+/// and acknowledge them once.
+#[derive(Debug, Default)]
+pub struct Bundle {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Bundle {
+    /// Adds a frame written by [`encode`], accepted at `at_ms`.
+    pub fn push(&mut self, at_ms: u64, frame: &[u8]) {
+        // Frames are bounded by the broker's frame limit, far below 4 GiB.
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        self.bytes.extend_from_slice(&len.to_be_bytes());
+        self.bytes.extend_from_slice(&at_ms.to_be_bytes());
+        self.bytes
+            .extend_from_slice(&frame[..frame.len().min(len as usize)]);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The entry's value.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Where each message ends in [`bytes`](Self::bytes): a prefix up to
+    /// one of them is a bundle of the first messages.
+    pub fn ends(&self) -> &[usize] {
+        &self.ends
+    }
+}
+
+/// Reads a [`Bundle`] back: each message's acceptance time and frame
+/// (slices of `bytes`, not copies).
+pub fn unbundle(bytes: &Bytes) -> Result<Vec<(u64, Bytes)>, WireError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let head = bytes
+            .get(at..at + 12)
+            .ok_or(WireError::Shape("truncated bundle header"))?;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&head[..4]);
+        let mut time = [0u8; 8];
+        time.copy_from_slice(&head[4..]);
+        let start = at + 12;
+        let end = start
+            .checked_add(u32::from_be_bytes(len) as usize)
+            .filter(|end| *end <= bytes.len())
+            .ok_or(WireError::Shape("truncated bundle frame"))?;
+        out.push((u64::from_be_bytes(time), bytes.slice(start..end)));
+        at = end;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_reads_back_as_its_messages_and_any_prefix_at_an_end_too() {
+        let mut bundle = Bundle::default();
+        let frames: Vec<Bytes> = (0..3)
+            .map(|i| {
+                let mut headers = Headers::new();
+                headers.push("n", i.to_string());
+                encode(&headers, format!("body {i}").as_bytes())
+            })
+            .collect();
+        for (i, f) in frames.iter().enumerate() {
+            bundle.push(1000 + i as u64, f);
+        }
+        assert_eq!(bundle.len(), 3);
+        let all = Bytes::copy_from_slice(bundle.bytes());
+        let read = unbundle(&all).expect("reads");
+        assert_eq!(read.len(), 3);
+        for (i, (at, frame)) in read.iter().enumerate() {
+            assert_eq!(*at, 1000 + i as u64);
+            assert_eq!(frame, &frames[i]);
+            let (headers, body) = decode(frame).expect("decodes");
+            assert_eq!(headers.get("n"), Some(i.to_string().as_str()));
+            assert_eq!(&body[..], format!("body {i}").as_bytes());
+        }
+        let two = all.slice(..bundle.ends()[1]);
+        assert_eq!(unbundle(&two).expect("reads").len(), 2);
+        assert!(unbundle(&Bytes::new()).expect("reads").is_empty());
+    }
+
+    #[test]
+    fn a_cut_bundle_is_an_error_not_a_panic() {
+        let mut bundle = Bundle::default();
+        bundle.push(1, b"SEND\n\n\0");
+        let bytes = Bytes::copy_from_slice(bundle.bytes());
+        for cut in 1..bytes.len() {
+            assert!(unbundle(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut huge = bytes.to_vec();
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(unbundle(&Bytes::from(huge)).is_err());
+    }
 
     #[test]
     fn a_message_survives_the_trip() {
