@@ -618,6 +618,109 @@ fn a_consumer_that_leaves_hands_its_messages_to_another_nodes_consumer() {
     assert!(first.iter().all(|b| got.contains(b)));
 }
 
+/// Sends `count` messages (bodies `0`..) to `queue` in one write, each
+/// with a receipt, so they reach Redis together; returns once all are
+/// confirmed.
+fn burst(c: &mut Client, queue: &str, count: usize) {
+    let frames: String = (0..count)
+        .map(|k| format!("SEND\ndestination:{queue}\nreceipt:b-{k}\n\n{k}\0"))
+        .collect();
+    c.write(&frames);
+    for _ in 0..count {
+        let f = c.read().expect("a RECEIPT for each SEND");
+        assert_eq!(f.command, "RECEIPT", "{f:?}");
+        assert!(!f.headers.contains_key("x-error"), "{f:?}");
+    }
+}
+
+/// The entries in `queue`'s stream.
+fn entries_in(c: &Cluster, queue: &str) -> usize {
+    let reply = redis_call(c.redis.port, &["XLEN", &format!("stompbox:{{{queue}}}:q")]);
+    reply
+        .trim_start_matches(':')
+        .parse()
+        .expect("XLEN answers a number")
+}
+
+/// A burst's messages on node 0, the even ones acknowledged there (the
+/// last ACK confirmed), the node's consumer then gone by `leave`: a
+/// consumer on node 1 gets the odd ones, once each and redelivered, and
+/// none of the acknowledged ones, though they shared stream entries.
+fn partly_settled_entries_move_without_their_settled_members(
+    leave: impl FnOnce(&mut Cluster, Client),
+) {
+    let mut c = cluster(2);
+    let queue = "/queue/bundled";
+    let total = 40;
+    let mut producer = Client::connect(c.nodes[1].port);
+    burst(&mut producer, queue, total);
+    let entries = entries_in(&c, queue);
+    assert!(
+        entries < total,
+        "a burst is bundled: {entries} entries for {total} messages"
+    );
+    let mut holder = consume(c.nodes[0].port, queue, total);
+    let mut acked = Vec::new();
+    for _ in 0..total {
+        let f = holder.read().expect("every message");
+        let k: usize = f.body.parse().expect("a number");
+        if k.is_multiple_of(2) {
+            acked.push(f);
+        }
+    }
+    let (last, rest) = acked.split_last().expect("some to acknowledge");
+    for f in rest {
+        ack(&mut holder, f);
+    }
+    let id = last.headers.get("ack").expect("an ack id");
+    holder.write(&format!("ACK\nid:{id}\nreceipt:acked\n\n\0"));
+    assert_eq!(holder.read().expect("the RECEIPT").command, "RECEIPT");
+    leave(&mut c, holder);
+
+    let mut taker = consume(c.nodes.last().expect("a node").port, queue, 100);
+    let mut got = Vec::new();
+    while got.len() < total / 2 {
+        let f = taker.read().expect("the odd ones");
+        assert_eq!(
+            f.headers.get("redelivered").map(String::as_str),
+            Some("true"),
+            "{f:?}"
+        );
+        ack(&mut taker, &f);
+        got.push(f.body.parse::<usize>().expect("a number"));
+    }
+    got.sort_unstable();
+    let odd: Vec<usize> = (0..total).filter(|k| !k.is_multiple_of(2)).collect();
+    assert_eq!(got, odd, "the unacknowledged ones, once each");
+    // Anything else taken over would be queued before a new message.
+    confirmed(&mut producer, queue, "last");
+    let f = taker.read().expect("the new message");
+    assert_eq!(f.body, "last", "nothing acknowledged came again: {f:?}");
+    ack(&mut taker, &f);
+    let deadline = Instant::now() + WAIT;
+    while entries_in(&c, queue) != 0 {
+        assert!(Instant::now() < deadline, "settled entries stayed in Redis");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let settled = redis_call(c.redis.port, &["HLEN", &format!("stompbox:{{{queue}}}:x")]);
+    assert_eq!(settled, ":0", "no settled members are left written down");
+}
+
+#[test]
+fn a_consumer_that_leaves_hands_over_partly_acknowledged_bundles_without_the_acknowledged() {
+    partly_settled_entries_move_without_their_settled_members(|_, mut holder| {
+        holder.write("DISCONNECT\nreceipt:bye\n\n\0");
+        assert_eq!(holder.read().expect("the RECEIPT").command, "RECEIPT");
+    });
+}
+
+#[test]
+fn a_killed_nodes_partly_acknowledged_bundles_go_on_without_the_acknowledged() {
+    partly_settled_entries_move_without_their_settled_members(|c, _| {
+        c.nodes.remove(0).kill();
+    });
+}
+
 /// The next presence notice (`x-presence-event`) on `c`: event and body.
 fn presence(c: &mut Client) -> (String, String) {
     loop {
