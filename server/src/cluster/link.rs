@@ -3,7 +3,7 @@
 //! order they were made, pipelined) and the pub/sub task (the channels
 //! and patterns this node follows on it, and what they bring).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub(super) enum Request {
     /// A queue message.
     Enqueue {
         queue: ByteString,
-        frame: Bytes,
+        /// As `wire::pack` wrote it.
+        packed: Bytes,
         at_ms: u64,
         max_length: usize,
     },
@@ -246,9 +247,11 @@ impl Cluster {
                 match result {
                     Ok(Ok(answers)) => {
                         let mut answers = answers.into_iter();
+                        let mut outcomes = Vec::with_capacity(batch.len());
                         for g in &groups {
-                            self.answer(g, &mut answers);
+                            self.answer(g, &mut answers, &mut outcomes);
                         }
+                        self.tickets.answer_all(outcomes);
                     }
                     failed => {
                         let why = match failed {
@@ -258,14 +261,9 @@ impl Cluster {
                         link.lost(&why);
                         // Redis may or may not have run them: a RECEIPT must
                         // not claim it did.
-                        for t in &batch {
-                            self.tickets.answer(
-                                t.ticket,
-                                Err(Failure::unavailable(format!(
-                                    "Redis connection lost: {why}"
-                                ))),
-                            );
-                        }
+                        let failure = Failure::unavailable(format!("Redis connection lost: {why}"));
+                        self.tickets
+                            .answer_all(batch.iter().map(|t| (t.ticket, Err(failure.clone()))));
                         continue 'connect;
                     }
                 }
@@ -302,10 +300,17 @@ impl Cluster {
             Request::Enqueue {
                 queue, max_length, ..
             } => {
-                let mut bundle = wire::Bundle::default();
+                let bytes = group
+                    .iter()
+                    .map(|t| match &t.request {
+                        Request::Enqueue { packed, .. } => packed.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                let mut bundle = wire::Bundle::with_capacity(group.len(), bytes);
                 for t in group {
-                    if let Request::Enqueue { frame, at_ms, .. } = &t.request {
-                        bundle.push(*at_ms, frame);
+                    if let Request::Enqueue { packed, at_ms, .. } = &t.request {
+                        bundle.push(*at_ms, packed);
                     }
                 }
                 let cmd = pipe
@@ -383,11 +388,12 @@ impl Cluster {
         }
     }
 
-    /// Answers one group's tickets from its commands' replies.
+    /// One group's tickets' outcomes, from its commands' replies.
     fn answer(
         &self,
         group: &[&Ticketed],
         answers: &mut impl Iterator<Item = redis::RedisResult<redis::Value>>,
+        outcomes: &mut Vec<(u64, Result<(), Failure>)>,
     ) {
         let Some(first) = group.first() else { return };
         let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
@@ -413,7 +419,7 @@ impl Cluster {
                 }),
                 (Ok(_), _) => Ok(()),
             };
-            self.tickets.answer(t.ticket, answer);
+            outcomes.push((t.ticket, answer));
         }
     }
 
@@ -624,8 +630,8 @@ impl Cluster {
 
 /// Messages to one queue sent in one bundle at most.
 const ENQUEUE_RUN: usize = 128;
-/// Bytes of frames in one bundle at most (a bundle may pass it by its
-/// last frame).
+/// Bytes of messages in one bundle at most (a bundle may pass it by its
+/// last message).
 const ENQUEUE_BYTES: usize = 128 * 1024;
 
 /// The batch in groups, each one script call or command: the SENDs to a
@@ -637,11 +643,12 @@ const ENQUEUE_BYTES: usize = 128 * 1024;
 /// a give-back or any other command starts afresh, keeping its place.
 fn group(batch: &[Ticketed]) -> Vec<Vec<&Ticketed>> {
     let mut groups: Vec<Vec<&Ticketed>> = Vec::new();
-    // (queue, is a SEND) -> the group it joins, and that group's bytes.
-    let mut open: HashMap<(&ByteString, bool), (usize, usize)> = HashMap::new();
+    // (queue, is a SEND, the group it joins, that group's bytes): a
+    // batch names few queues, so a scan beats hashing each name.
+    let mut open: Vec<(&ByteString, bool, usize, usize)> = Vec::new();
     for t in batch {
         let (queue, sending, bytes) = match &t.request {
-            Request::Enqueue { queue, frame, .. } => (queue, true, frame.len()),
+            Request::Enqueue { queue, packed, .. } => (queue, true, packed.len()),
             Request::Settle { queue, .. } => (queue, false, 0),
             _ => {
                 open.clear();
@@ -649,15 +656,25 @@ fn group(batch: &[Ticketed]) -> Vec<Vec<&Ticketed>> {
                 continue;
             }
         };
-        if let Some((at, size)) = open.get_mut(&(queue, sending))
-            && (!sending || (groups[*at].len() < ENQUEUE_RUN && *size < ENQUEUE_BYTES))
-        {
-            groups[*at].push(t);
-            *size += bytes;
-            continue;
+        let joined = open
+            .iter_mut()
+            .find(|(q, s, _, _)| *s == sending && *q == queue);
+        match joined {
+            Some((_, _, at, size))
+                if !sending || (groups[*at].len() < ENQUEUE_RUN && *size < ENQUEUE_BYTES) =>
+            {
+                groups[*at].push(t);
+                *size += bytes;
+            }
+            Some(full) => {
+                *full = (queue, sending, groups.len(), bytes);
+                groups.push(vec![t]);
+            }
+            None => {
+                open.push((queue, sending, groups.len(), bytes));
+                groups.push(vec![t]);
+            }
         }
-        open.insert((queue, sending), (groups.len(), bytes));
-        groups.push(vec![t]);
     }
     groups
 }

@@ -455,7 +455,7 @@ impl Cluster {
             link,
             Request::Enqueue {
                 queue: queue.clone(),
-                frame: wire::encode(headers, body),
+                packed: wire::pack(headers, body),
                 at_ms,
                 max_length: policy.max_length,
             },

@@ -348,11 +348,12 @@ impl Cluster {
                         .invoke_async(&mut conn)
                         .await;
                     if let Ok(Value::Array(parts)) = reply
-                        && let [Value::Array(entries), Value::Array(settled)] = &parts[..]
+                        && let Ok([Value::Array(entries), Value::Array(settled)]) =
+                            <[Value; 2]>::try_from(parts)
                     {
                         let skip = settled.iter().map(settled_members);
                         let mut taken = 0;
-                        for (entry, skip) in entries.iter().zip(skip) {
+                        for (entry, skip) in entries.into_iter().zip(skip) {
                             taken += self.take_in(&broker, &queue, &feed, entry, &skip, true);
                         }
                         broker.route_dead_letters();
@@ -406,7 +407,7 @@ impl Cluster {
             };
             for entries in streams {
                 if let Value::Array(entries) = entries {
-                    for entry in &entries {
+                    for entry in entries {
                         read += 1;
                         taken += self.take_in(&broker, &queue, &feed, entry, &[], false);
                     }
@@ -437,14 +438,14 @@ impl Cluster {
         broker: &Broker,
         queue: &QueueDestination,
         feed: &Feed,
-        entry: &Value,
+        entry: Value,
         skip: &[u32],
         claimed: bool,
     ) -> usize {
         let Some((entry, fields)) = entry_of(entry) else {
             return 0;
         };
-        let messages = match read_entry(&fields) {
+        let messages = match read_entry(fields) {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(queue = queue.name(), error = %e, "cluster: an unreadable queue entry was dropped");
@@ -461,12 +462,12 @@ impl Cluster {
         };
         let mut taken = Vec::with_capacity(messages.len());
         let mut unreadable = Vec::new();
-        for (index, (at_ms, frame)) in messages.into_iter().enumerate() {
+        for (index, (at_ms, message)) in messages.into_iter().enumerate() {
             let index = index as u32;
             if skip.contains(&index) {
                 continue;
             }
-            match super::wire::decode(&frame) {
+            match message.read() {
                 Ok((headers, body)) => {
                     let message = broker.cluster_queue_message(queue, headers, body, at_ms);
                     taken.push((index, Arc::new(message)));
@@ -648,52 +649,78 @@ fn settled_members(value: &Value) -> Vec<u32> {
 }
 
 /// A stream entry's field: its name and value.
-type Field<'a> = (&'a [u8], &'a Value);
+type Field = (Vec<u8>, Vec<u8>);
 
-/// An entry `[id, [field, value, ...]]` as its number and fields.
-fn entry_of(entry: &Value) -> Option<(u64, Vec<Field<'_>>)> {
+/// An entry `[id, [field, value, ...]]` as its number and fields (the
+/// values taken, not copied).
+fn entry_of(entry: Value) -> Option<(u64, Vec<Field>)> {
     let Value::Array(parts) = entry else {
         return None;
     };
-    let [id, Value::Array(flat)] = &parts[..] else {
+    let [id, Value::Array(flat)] = <[Value; 2]>::try_from(parts).ok()? else {
         return None;
     };
-    let id = match id {
+    let id = match &id {
         Value::BulkString(b) => std::str::from_utf8(b).ok()?,
         Value::SimpleString(s) => s.as_str(),
         _ => return None,
     };
     let n = id.strip_prefix("0-")?.parse().ok()?;
-    let fields = flat
-        .chunks_exact(2)
-        .filter_map(|kv| match &kv[0] {
-            Value::BulkString(k) => Some((&k[..], &kv[1])),
-            _ => None,
-        })
-        .collect();
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+        if let (Value::BulkString(k), Value::BulkString(v)) = (k, v) {
+            fields.push((k, v));
+        }
+    }
     Some((n, fields))
+}
+
+/// A message of an entry, as it was written there.
+enum Stored {
+    /// In a bundle (`wire::pack`).
+    Packed(Bytes),
+    /// Alone, as a SEND frame (`wire::encode`): a durable subscription's.
+    Frame(Bytes),
+}
+
+impl Stored {
+    fn read(&self) -> Result<(stomp_codec::Headers, Bytes), super::wire::WireError> {
+        match self {
+            Stored::Packed(b) => super::wire::unpack(b),
+            Stored::Frame(b) => super::wire::decode(b),
+        }
+    }
 }
 
 /// An entry's messages, each with its acceptance time: a bundle (`b`),
 /// or one message (`f` and `t`, as a durable subscription's are added).
-fn read_entry(fields: &[Field<'_>]) -> Result<Vec<(u64, Bytes)>, super::wire::WireError> {
-    let field = |name: &[u8]| {
-        fields
-            .iter()
-            .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| match v {
-                Value::BulkString(b) => Some(Bytes::copy_from_slice(b)),
-                _ => None,
-            })
-    };
-    if let Some(bundle) = field(b"b") {
-        return super::wire::unbundle(&bundle);
+fn read_entry(fields: Vec<Field>) -> Result<Vec<(u64, Stored)>, super::wire::WireError> {
+    let mut bundle = None;
+    let mut frame = None;
+    let mut at_ms = 0;
+    for (k, v) in fields {
+        match &k[..] {
+            b"b" => bundle = Some(Bytes::from(v)),
+            b"f" => frame = Some(Bytes::from(v)),
+            b"t" => {
+                at_ms = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0)
+            }
+            _ => {}
+        }
     }
-    let frame = field(b"f").ok_or(super::wire::WireError::Shape("no frame"))?;
-    let at_ms = field(b"t")
-        .and_then(|t| std::str::from_utf8(&t).ok()?.parse().ok())
-        .unwrap_or(0);
-    Ok(vec![(at_ms, frame)])
+    if let Some(bundle) = bundle {
+        let messages = super::wire::unbundle(&bundle)?;
+        return Ok(messages
+            .into_iter()
+            .map(|(at, m)| (at, Stored::Packed(m)))
+            .collect());
+    }
+    let frame = frame.ok_or(super::wire::WireError::Shape("no frame"))?;
+    Ok(vec![(at_ms, Stored::Frame(frame))])
 }
 
 #[cfg(test)]

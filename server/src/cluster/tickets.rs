@@ -85,15 +85,28 @@ impl Tickets {
 
     /// Records the answer to `ticket`: `Err` with why it failed.
     pub fn answer(&self, ticket: u64, outcome: Result<(), Failure>) {
+        self.answer_all(std::iter::once((ticket, outcome)));
+    }
+
+    /// Records several answers at once: one lock, and the watermark's
+    /// followers woken once, not once per ticket.
+    pub fn answer_all(&self, answers: impl IntoIterator<Item = (u64, Result<(), Failure>)>) {
         let mut state = self.lock();
-        if !state.pending.remove(&ticket) {
-            return;
-        }
-        if let Err(why) = outcome {
-            state.failed.insert(ticket, why);
-            while state.failed.len() > MAX_FAILED {
-                state.failed.pop_first();
+        let mut any = false;
+        for (ticket, outcome) in answers {
+            if !state.pending.remove(&ticket) {
+                continue;
             }
+            any = true;
+            if let Err(why) = outcome {
+                state.failed.insert(ticket, why);
+                while state.failed.len() > MAX_FAILED {
+                    state.failed.pop_first();
+                }
+            }
+        }
+        if !any {
+            return;
         }
         let watermark = match state.pending.first() {
             Some(first) => first - 1,
@@ -146,6 +159,26 @@ mod tests {
         assert_eq!(t.outcome(a), Some(Ok(())));
         assert_eq!(t.outcome(b), Some(Err(Failure::unavailable("down"))));
         assert_eq!(*t.resolved().borrow(), 2);
+    }
+
+    #[test]
+    fn answers_given_together_move_the_watermark_once_past_them_all() {
+        let t = Tickets::default();
+        let tickets: Vec<u64> = (0..5).map(|_| t.take()).collect();
+        let mut resolved = t.resolved();
+        resolved.mark_unchanged();
+        t.answer_all(tickets[1..].iter().rev().map(|&k| (k, Ok(()))));
+        assert!(
+            !resolved.has_changed().expect("open"),
+            "the first is pending"
+        );
+        t.answer_all([
+            (tickets[0], Err(Failure::unavailable("down"))),
+            (tickets[2], Err(Failure::unavailable("twice"))),
+        ]);
+        assert_eq!(*resolved.borrow_and_update(), tickets[4]);
+        assert!(t.outcome(tickets[0]).is_some_and(|o| o.is_err()));
+        assert_eq!(t.outcome(tickets[2]), Some(Ok(())), "answered before");
     }
 
     #[test]

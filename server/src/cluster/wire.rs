@@ -81,10 +81,65 @@ pub fn decode_published(payload: &[u8]) -> Result<Published, WireError> {
     })
 }
 
-/// Several queue messages as one stream entry: for each, its frame's
+/// A queue message packed for a [`Bundle`]: the header count, each
+/// header's name and value each after its length (4 bytes, big-endian),
+/// then the body. Unlike a frame it needs no escaping one way and no
+/// parsing the other: the receiving node slices headers out of it.
+pub fn pack(headers: &Headers, body: &[u8]) -> Bytes {
+    let size: usize = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+    let mut buf = BytesMut::with_capacity(4 + size + body.len());
+    buf.extend_from_slice(&len32(headers.len()).to_be_bytes());
+    for (name, value) in headers.iter() {
+        for text in [name, value] {
+            buf.extend_from_slice(&len32(text.len()).to_be_bytes());
+            buf.extend_from_slice(text.as_bytes());
+        }
+    }
+    buf.extend_from_slice(body);
+    buf.freeze()
+}
+
+/// A length as 4 bytes: what the broker relays is bounded by its frame
+/// limit, far below 4 GiB.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Reads back a message written by [`pack`]; headers and body are slices
+/// of `packed`, not copies.
+pub fn unpack(packed: &Bytes) -> Result<(Headers, Bytes), WireError> {
+    let mut at = 0;
+    let mut take = |n: usize| -> Result<Bytes, WireError> {
+        let end = at + n;
+        if end > packed.len() {
+            return Err(WireError::Shape("truncated message"));
+        }
+        let out = packed.slice(at..end);
+        at = end;
+        Ok(out)
+    };
+    let count = u32_at(&take(4)?) as usize;
+    let mut headers = Headers::with_capacity(count.min(64));
+    for _ in 0..count {
+        let name = take(4).map(|n| u32_at(&n) as usize).and_then(&mut take)?;
+        let value = take(4).map(|n| u32_at(&n) as usize).and_then(&mut take)?;
+        let text =
+            |b: Bytes| ByteString::try_from(b).map_err(|_| WireError::Shape("a header not UTF-8"));
+        headers.push(text(name)?, text(value)?);
+    }
+    Ok((headers, packed.slice(at..)))
+}
+
+fn u32_at(b: &[u8]) -> u32 {
+    let mut n = [0u8; 4];
+    n.copy_from_slice(&b[..4]);
+    u32::from_be_bytes(n)
+}
+
+/// Several queue messages as one stream entry: for each, its packed
 /// length (4 bytes, big-endian), its acceptance time in ms (8 bytes),
-/// then the frame. One entry for a run of SENDs lets Redis add, hand out
-/// and acknowledge them once.
+/// then the message as [`pack`] wrote it. One entry for a run of SENDs
+/// lets Redis add, hand out and acknowledge them once.
 #[derive(Debug, Default)]
 pub struct Bundle {
     bytes: Vec<u8>,
@@ -92,14 +147,21 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// Adds a frame written by [`encode`], accepted at `at_ms`.
-    pub fn push(&mut self, at_ms: u64, frame: &[u8]) {
-        // Frames are bounded by the broker's frame limit, far below 4 GiB.
-        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+    /// An empty bundle with room for `bytes` of packed messages.
+    pub fn with_capacity(count: usize, bytes: usize) -> Bundle {
+        Bundle {
+            bytes: Vec::with_capacity(bytes + 12 * count),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
+    /// Adds a message written by [`pack`], accepted at `at_ms`.
+    pub fn push(&mut self, at_ms: u64, packed: &[u8]) {
+        let len = len32(packed.len());
         self.bytes.extend_from_slice(&len.to_be_bytes());
         self.bytes.extend_from_slice(&at_ms.to_be_bytes());
         self.bytes
-            .extend_from_slice(&frame[..frame.len().min(len as usize)]);
+            .extend_from_slice(&packed[..packed.len().min(len as usize)]);
         self.ends.push(self.bytes.len());
     }
 
@@ -125,8 +187,8 @@ impl Bundle {
     }
 }
 
-/// Reads a [`Bundle`] back: each message's acceptance time and frame
-/// (slices of `bytes`, not copies).
+/// Reads a [`Bundle`] back: each message's acceptance time and packed
+/// form (slices of `bytes`, not copies).
 pub fn unbundle(bytes: &Bytes) -> Result<Vec<(u64, Bytes)>, WireError> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -160,7 +222,7 @@ mod tests {
             .map(|i| {
                 let mut headers = Headers::new();
                 headers.push("n", i.to_string());
-                encode(&headers, format!("body {i}").as_bytes())
+                pack(&headers, format!("body {i}").as_bytes())
             })
             .collect();
         for (i, f) in frames.iter().enumerate() {
@@ -173,13 +235,35 @@ mod tests {
         for (i, (at, frame)) in read.iter().enumerate() {
             assert_eq!(*at, 1000 + i as u64);
             assert_eq!(frame, &frames[i]);
-            let (headers, body) = decode(frame).expect("decodes");
+            let (headers, body) = unpack(frame).expect("unpacks");
             assert_eq!(headers.get("n"), Some(i.to_string().as_str()));
             assert_eq!(&body[..], format!("body {i}").as_bytes());
         }
         let two = all.slice(..bundle.ends()[1]);
         assert_eq!(unbundle(&two).expect("reads").len(), 2);
         assert!(unbundle(&Bytes::new()).expect("reads").is_empty());
+    }
+
+    #[test]
+    fn a_packed_message_unpacks_as_it_was_and_a_cut_one_is_an_error() {
+        let mut headers = Headers::new();
+        headers.push("destination", "/queue/a");
+        headers.push("odd", "a:b\nc\\d");
+        headers.push("empty", "");
+        headers.push("x", "1");
+        headers.push("x", "2");
+        let packed = pack(&headers, b"hi\0there");
+        let (back, body) = unpack(&packed).expect("unpacks");
+        assert_eq!(back, headers);
+        assert_eq!(&body[..], b"hi\0there");
+        let (none, empty) = unpack(&pack(&Headers::new(), b"")).expect("unpacks");
+        assert!(none.is_empty() && empty.is_empty());
+        for cut in 0..packed.len() - b"hi\0there".len() {
+            assert!(unpack(&packed.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut bad = packed.to_vec();
+        bad[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(unpack(&Bytes::from(bad)).is_err());
     }
 
     #[test]
