@@ -7,7 +7,7 @@
 //! watermark followed by drivers is "every ticket up to here is answered",
 //! and failed tickets are remembered until they fall below it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -39,7 +39,12 @@ const MAX_FAILED: usize = 65_536;
 #[derive(Debug, Default)]
 struct State {
     next: u64,
-    pending: BTreeSet<u64>,
+    /// Whether each ticket from the oldest unanswered one on is still
+    /// unanswered (`open[0]` is ticket `oldest`). Tickets are taken in
+    /// order and mostly answered in order, so this is a short window; a
+    /// sorted set cost a node more than the rest of a ticket's life.
+    open: VecDeque<bool>,
+    oldest: u64,
     failed: BTreeMap<u64, Failure>,
 }
 
@@ -55,6 +60,7 @@ impl Default for Tickets {
         Tickets {
             state: Mutex::new(State {
                 next: 1,
+                oldest: 1,
                 ..State::default()
             }),
             resolved: watch::Sender::new(0),
@@ -72,7 +78,7 @@ impl Tickets {
         let mut state = self.lock();
         let ticket = state.next;
         state.next += 1;
-        state.pending.insert(ticket);
+        state.open.push_back(true);
         ticket
     }
 
@@ -94,9 +100,15 @@ impl Tickets {
         let mut state = self.lock();
         let mut any = false;
         for (ticket, outcome) in answers {
-            if !state.pending.remove(&ticket) {
+            let Some(open) = ticket
+                .checked_sub(state.oldest)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| state.open.get_mut(i))
+                .filter(|open| **open)
+            else {
                 continue;
-            }
+            };
+            *open = false;
             any = true;
             if let Err(why) = outcome {
                 state.failed.insert(ticket, why);
@@ -108,10 +120,11 @@ impl Tickets {
         if !any {
             return;
         }
-        let watermark = match state.pending.first() {
-            Some(first) => first - 1,
-            None => state.next - 1,
-        };
+        while state.open.front() == Some(&false) {
+            state.open.pop_front();
+            state.oldest += 1;
+        }
+        let watermark = state.oldest - 1;
         drop(state);
         self.resolved.send_if_modified(|w| {
             let moved = watermark > *w;

@@ -804,6 +804,34 @@ impl QueueDestination {
         free.saturating_sub(state.backlog.count())
     }
 
+    /// Adds messages a cluster node fetched from Redis, in their order,
+    /// and hands out what the consumers can take, under one lock. No
+    /// local limit applies: Redis holds the queue's `max_length`, and a
+    /// fetched message must not be stranded on a node.
+    pub fn enqueue_fetched(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
+        let mut state = self.lock();
+        let mut now = None;
+        for message in messages {
+            state.counts.published += 1;
+            if message.terms.deliver_at_ms != 0 {
+                let at = *now.get_or_insert_with(|| self.env.clock.now_ms());
+                if message.terms.held_back(at) {
+                    state.backlog.push_delayed(Pending::new(message));
+                    self.schedule(&mut state, at);
+                    continue;
+                }
+            }
+            if let Some(pending) = self.place(&mut state, Pending::new(message), 0) {
+                state.backlog.push_back(pending);
+            }
+        }
+        if state.backlog.expiring > 0 {
+            let now = self.env.clock.now_ms();
+            self.schedule(&mut state, now);
+        }
+        self.dispatch(&mut state);
+    }
+
     /// Adds a message another node was delivering when it died (or gave
     /// back): marked redelivered, with its count of failed deliveries.
     pub fn enqueue_returned(&self, message: Arc<Message>, deliveries: u32) {
