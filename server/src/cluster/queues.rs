@@ -472,6 +472,11 @@ impl Cluster {
         let Some((entry, fields)) = entry_of(entry) else {
             return 0;
         };
+        if claimed && feed.held().entries.contains_key(&entry) {
+            // Its own entry, gone idle while this node was too busy to
+            // refresh it: its messages are here already.
+            return 0;
+        }
         let messages = match read_entry(fields) {
             Ok(messages) => messages,
             Err(e) => {
