@@ -51,7 +51,7 @@ pub(super) enum Request {
 }
 
 /// Queue messages settled on this node, by the entry (a bundle of
-/// messages, see `queues.rs`) each was in.
+/// messages, see `queues/`) each was in.
 #[derive(Debug, Default)]
 pub(super) struct Settled {
     /// How many messages.

@@ -7,7 +7,7 @@
 //! channel; every node with local subscribers follows that channel and
 //! delivers what arrives, its own publishes included, so all nodes see
 //! one order and one numbering. Queues are Streams read through one
-//! consumer group (`queues.rs`); presence, last wills and dead nodes are
+//! consumer group (`queues/`); presence, last wills and dead nodes are
 //! in `membership.rs`.
 //!
 //! Several Redis servers (`cluster = "redis://a,redis://b"`) share the
@@ -466,7 +466,7 @@ impl Cluster {
         ))
     }
 
-    /// Asks Redis to settle queue messages held here (see `queues.rs`).
+    /// Asks Redis to settle queue messages held here (see `queues/`).
     fn request_settle(&self, queue: &str, settled: link::Settled) -> Completion {
         self.request(
             self.link(queue),

@@ -104,7 +104,7 @@ return out
 
 /// Adds a bundle of messages to a queue's stream: the SENDs to one queue
 /// that reached the command task together become one entry, so Redis
-/// adds, hands out and acknowledges them once for all (`queues.rs`).
+/// adds, hands out and acknowledges them once for all (`queues/`).
 ///
 /// KEYS: stream, message counter, message count (waiting and
 /// unacknowledged). ARGV: the queue's `max_length` (0: none), the queue's

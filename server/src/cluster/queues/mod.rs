@@ -36,92 +36,25 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use redis::Value;
 use stomp_codec::ByteString;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{GIVE_BACK_RUN, Request, Settled};
+mod entries;
+mod handover;
+mod holdings;
+
+use super::link::Settled;
 use super::{Cluster, key};
-use crate::broker::{Broker, Charge, QueueDestination};
+use crate::broker::{Broker, QueueDestination};
+use entries::{entries_for, entry_of, read_entry, settled_members};
+use holdings::{Held, Holdings};
 
 /// The consumer group every node reads a queue's stream through.
 pub(super) const GROUP: &str = "stompbox";
 
 /// The notice a node publishes on a queue's channel when it gave messages back.
 pub(super) const CLAIM_NOTICE: &str = "claim";
-
-/// An entry this node holds: how many of its messages are not settled
-/// yet, and whether some of its settled ones were written down.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    open: u32,
-    written: bool,
-}
-
-/// Hashes numbers this node makes itself (message numbers, and entry
-/// numbers from a queue's counter in Redis; never a client's choice) with
-/// one multiply. SipHash's guard against chosen keys buys nothing here and
-/// cost more than the rest of settling a message.
-#[derive(Debug, Default, Clone, Copy)]
-struct NumberHasher(u64);
-
-impl std::hash::Hasher for NumberHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Odd, so low bits stay distinct for consecutive numbers (the
-        // table's index) while the high bits (its tags) get mixed.
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type NumberMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<NumberHasher>>;
-
-/// The entries a node holds and which of its local messages are in them.
-#[derive(Debug, Default)]
-struct Holdings {
-    /// Local message number → (entry, index in the entry).
-    messages: NumberMap<(u64, u32)>,
-    /// Entry → what is left of it here.
-    entries: NumberMap<Held>,
-}
-
-impl Holdings {
-    /// Takes `numbers` out as settled; returns what Redis is to be told.
-    fn settle(&mut self, numbers: impl Iterator<Item = u64>) -> Settled {
-        let mut settled = Settled::default();
-        for n in numbers {
-            let Some((entry, index)) = self.messages.remove(&n) else {
-                continue;
-            };
-            settled.count += 1;
-            let Some(held) = self.entries.get_mut(&entry) else {
-                continue;
-            };
-            held.open = held.open.saturating_sub(1);
-            if held.open == 0 {
-                if held.written {
-                    settled.cleared.push(entry);
-                }
-                self.entries.remove(&entry);
-                settled.whole.push(entry);
-            } else {
-                held.written = true;
-                settled.members.push((entry, index));
-            }
-        }
-        settled
-    }
-}
 
 /// One queue this node has consumers for.
 #[derive(Debug)]
@@ -276,18 +209,6 @@ impl Cluster {
     /// Whether this node follows `queue` (it has fetched from Redis).
     pub fn feeds_queue(&self, queue: &str) -> bool {
         self.feeds.get(queue).is_some()
-    }
-
-    /// The node is stopping (its connections are closed): every queue
-    /// message it holds goes back to the others at once.
-    pub(super) async fn give_everything_back(&self, broker: &Broker) {
-        for (name, feed) in self.feeds.all() {
-            let Some(crate::broker::Destination::Queue(queue)) = broker.existing_destination(&name)
-            else {
-                continue;
-            };
-            self.give_back(&queue, &feed).await;
-        }
     }
 
     /// Fetches `queue`'s messages for the local consumers while it has
@@ -558,253 +479,5 @@ impl Cluster {
             queue.enqueue_fetched(taken.into_iter().map(|(_, m)| m));
         }
         count
-    }
-
-    /// Resets the idle time of the entries this node holds, so the other
-    /// nodes do not take them over while it is alive.
-    async fn refresh(
-        &self,
-        feed: &Feed,
-        stream: &str,
-        conn: &mut redis::aio::MultiplexedConnection,
-    ) {
-        let ids: Vec<u64> = feed.held().entries.keys().copied().collect();
-        for chunk in ids.chunks(1000) {
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(stream)
-                .arg(GROUP)
-                .arg(&self.node)
-                .arg((self.claim_idle / 2).as_millis() as u64);
-            for id in chunk {
-                cmd.arg(format!("0-{id}"));
-            }
-            cmd.arg("JUSTID");
-            let _: redis::RedisResult<Value> = cmd.query_async(conn).await;
-        }
-    }
-
-    /// The node has no consumers of the queue left: what waits in its
-    /// local queue is marked idle in Redis, so another node's next sweep
-    /// takes it over at once.
-    async fn give_back(&self, queue: &QueueDestination, feed: &Feed) {
-        let waiting = queue.take_waiting();
-        let mut local = Vec::new();
-        let mut keep = Vec::new();
-        let entries: Vec<u64> = {
-            let mut held = feed.held();
-            let mut of_entry: HashMap<u64, Vec<Arc<crate::broker::Message>>> = HashMap::new();
-            for m in waiting {
-                match held.messages.get(&m.id.number()) {
-                    Some((entry, _)) => of_entry.entry(*entry).or_default().push(m),
-                    None => local.push(m),
-                }
-            }
-            let mut entries = Vec::new();
-            for (entry, messages) in of_entry {
-                let open = held.entries.get(&entry).map_or(0, |h| h.open as usize);
-                if messages.len() < open {
-                    // Some of it is still out with a consumer here (one
-                    // came as the others left): it stays, whole.
-                    keep.extend(messages);
-                    continue;
-                }
-                for m in &messages {
-                    held.messages.remove(&m.id.number());
-                }
-                held.entries.remove(&entry);
-                entries.push(entry);
-            }
-            entries
-        };
-        for m in keep {
-            queue.enqueue_returned(m, 0);
-        }
-        // Messages that went to a local consumer without Redis and came
-        // back (NACKed, or its connection closed) go to Redis now, for
-        // the other nodes' consumers.
-        for m in local {
-            let sent = self.enqueue(
-                queue.name_shared(),
-                &m.headers,
-                &m.body,
-                m.terms.at_ms,
-                queue.policy(),
-                Charge::none(),
-            );
-            if let Err(e) = sent {
-                tracing::warn!(queue = queue.name(), error = %e, "cluster: a message delivered here could not go back to Redis; it waits here");
-                queue.enqueue_returned(m, 0);
-            }
-        }
-        // Through the ordered request queue: after the settles made
-        // before, so the others skip what was settled here.
-        let mut given = crate::store::Completion::DONE;
-        for chunk in entries.chunks(GIVE_BACK_RUN) {
-            given = given.and(self.request(
-                self.link(queue.name()),
-                Request::GiveBack {
-                    queue: queue.name_shared().clone(),
-                    entries: chunk.to_vec(),
-                },
-                None,
-            ));
-        }
-        if let Err(e) = self.settled(given).await {
-            tracing::warn!(queue = queue.name(), error = %e, "cluster: could not give messages back (the others take them over once idle)");
-        } else if !entries.is_empty() {
-            tracing::debug!(
-                queue = queue.name(),
-                entries = entries.len(),
-                "cluster: gave messages back"
-            );
-        }
-    }
-}
-
-/// How many entries to ask for to fill `credit` messages, entries
-/// holding `per_entry` messages on average lately.
-fn entries_for(credit: usize, per_entry: f64) -> usize {
-    ((credit as f64 / per_entry.max(1.0)).ceil() as usize).clamp(1, credit.max(1))
-}
-
-/// The indexes in a claimed entry's settled members (`"0,3,4"`).
-fn settled_members(value: &Value) -> Vec<u32> {
-    let text = match value {
-        Value::BulkString(b) => std::str::from_utf8(b).unwrap_or(""),
-        Value::SimpleString(s) => s.as_str(),
-        _ => "",
-    };
-    text.split(',').filter_map(|i| i.parse().ok()).collect()
-}
-
-/// A stream entry's field: its name and value.
-type Field = (Vec<u8>, Vec<u8>);
-
-/// An entry `[id, [field, value, ...]]` as its number and fields (the
-/// values taken, not copied).
-fn entry_of(entry: Value) -> Option<(u64, Vec<Field>)> {
-    let Value::Array(parts) = entry else {
-        return None;
-    };
-    let [id, Value::Array(flat)] = <[Value; 2]>::try_from(parts).ok()? else {
-        return None;
-    };
-    let id = match &id {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?,
-        Value::SimpleString(s) => s.as_str(),
-        _ => return None,
-    };
-    let n = id.strip_prefix("0-")?.parse().ok()?;
-    let mut fields = Vec::with_capacity(flat.len() / 2);
-    let mut flat = flat.into_iter();
-    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-        if let (Value::BulkString(k), Value::BulkString(v)) = (k, v) {
-            fields.push((k, v));
-        }
-    }
-    Some((n, fields))
-}
-
-/// A message of an entry, as it was written there.
-enum Stored {
-    /// In a bundle (`wire::pack`).
-    Packed(Bytes),
-    /// Alone, as a SEND frame (`wire::encode`): a durable subscription's.
-    Frame(Bytes),
-}
-
-impl Stored {
-    fn read(&self) -> Result<(stomp_codec::Headers, Bytes), super::wire::WireError> {
-        match self {
-            Stored::Packed(b) => super::wire::unpack(b),
-            Stored::Frame(b) => super::wire::decode(b),
-        }
-    }
-}
-
-/// An entry's messages, each with its acceptance time: a bundle (`b`),
-/// or one message (`f` and `t`, as a durable subscription's are added).
-fn read_entry(fields: Vec<Field>) -> Result<Vec<(u64, Stored)>, super::wire::WireError> {
-    let mut bundle = None;
-    let mut frame = None;
-    let mut at_ms = 0;
-    for (k, v) in fields {
-        match &k[..] {
-            b"b" => bundle = Some(Bytes::from(v)),
-            b"f" => frame = Some(Bytes::from(v)),
-            b"t" => {
-                at_ms = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0)
-            }
-            _ => {}
-        }
-    }
-    if let Some(bundle) = bundle {
-        let messages = super::wire::unbundle(&bundle)?;
-        return Ok(messages
-            .into_iter()
-            .map(|(at, m)| (at, Stored::Packed(m)))
-            .collect());
-    }
-    let frame = frame.ok_or(super::wire::WireError::Shape("no frame"))?;
-    Ok(vec![(at_ms, Stored::Frame(frame))])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_is_whole_once_its_last_member_settles_and_written_down_before() {
-        let mut h = Holdings::default();
-        h.entries.insert(
-            7,
-            Held {
-                open: 3,
-                written: false,
-            },
-        );
-        h.entries.insert(
-            9,
-            Held {
-                open: 1,
-                written: false,
-            },
-        );
-        for (number, at) in [(1, (7, 0)), (2, (7, 1)), (3, (7, 2)), (4, (9, 0))] {
-            h.messages.insert(number, at);
-        }
-        let s = h.settle([2, 4, 99].into_iter());
-        assert_eq!(s.count, 2);
-        assert_eq!(s.whole, vec![9]);
-        assert!(s.cleared.is_empty());
-        assert_eq!(s.members, vec![(7, 1)]);
-        let s = h.settle([1, 3].into_iter());
-        assert_eq!(s.count, 2);
-        assert_eq!(s.members, vec![(7, 0)]);
-        assert_eq!(s.whole, vec![7]);
-        assert_eq!(s.cleared, vec![7], "its members were written down");
-        assert!(h.entries.is_empty() && h.messages.is_empty());
-        assert_eq!(h.settle([1].into_iter()).count, 0, "settled once only");
-    }
-
-    #[test]
-    fn reads_ask_for_about_the_entries_credit_fills() {
-        assert_eq!(entries_for(100, 1.0), 100);
-        assert_eq!(entries_for(100, 30.0), 4);
-        assert_eq!(entries_for(1, 30.0), 1);
-        assert_eq!(entries_for(0, 0.0), 1);
-    }
-
-    #[test]
-    fn settled_members_read_back_and_garbage_is_skipped() {
-        assert_eq!(
-            settled_members(&Value::BulkString(b"0,3,x,4".to_vec())),
-            vec![0, 3, 4]
-        );
-        assert!(settled_members(&Value::BulkString(Vec::new())).is_empty());
-        assert!(settled_members(&Value::Nil).is_empty());
     }
 }
