@@ -19,6 +19,7 @@
 
 mod link;
 mod membership;
+mod pubsub;
 mod queues;
 mod scripts;
 pub mod tickets;
