@@ -376,6 +376,19 @@ cluster() {
       SCENARIO_AS=cluster-latency run "$setup" tcp -- $args latency -r 5000 -t "$LAT_SECS" -s 128
     done
   done
+  # Redis' ceiling: its own CPU (INFO cpu, microseconds) around one run of
+  # each kind, apart from the alternating runs above.
+  redis_cpu() { redis-cli -p 62619 INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { printf "%.6f", s }'; }
+  local before queue_us=null topic_us=null
+  before=$(redis_cpu)
+  if target/release/stompbox bench ${SETUP[cluster-1]} queue -p 2 -c 2 -n "$QUEUE_N" -s 128 --persistent > /dev/null 2>&1; then
+    queue_us=$(python3 -c "print(round(($(redis_cpu) - $before) * 1e6 / $QUEUE_N, 2))")
+  fi
+  before=$(redis_cpu)
+  if target/release/stompbox bench ${SETUP[cluster-3]} fanout -k 100 -n "$FANOUT_N" -s 128 > /dev/null 2>&1; then
+    topic_us=$(python3 -c "print(round(($(redis_cpu) - $before) * 1e6 / $FANOUT_N, 2))")
+  fi
+  echo "{\"broker\": \"stompbox\", \"transport\": \"tcp\", \"scenario\": \"cluster-redis-cost\", \"results\": {\"queue_us\": $queue_us, \"topic_us\": $topic_us}}" >> "$RESULTS"
   stop_broker
 }
 

@@ -272,6 +272,22 @@ def cluster_section(rows):
             f"| added latency per hop (node 1 → Redis → node 2 against one plain node) | "
             + (f"p50 +{p50_hop - p50_plain:,.0f} µs, p99 +{p99_hop - p99_plain:,.0f} µs" if p50_hop and p50_plain and p99_hop and p99_plain
                else "not measured") + " |"]
+    cost = rows.get(("stompbox", "tcp", "cluster-redis-cost"), {}).get("results", {})
+    queue_us, topic_us = cost.get("queue_us"), cost.get("topic_us")
+    if queue_us and topic_us:
+        out += ["\n## The ceiling Redis puts on it\n",
+                "Redis' own CPU (`INFO cpu` around one run of each, apart from the table): "
+                f"{queue_us:.2f} µs per `persistent:true` queue message through one node "
+                "(2P/2C; SENDs that reach Redis together share one Stream entry), "
+                f"{topic_us:.2f} µs per topic message published on node 1 to 100 subscribers on nodes 2 "
+                "and 3 (one script, then one pub/sub write per node that follows the topic: the nodes, "
+                "not Redis, make the 100 deliveries). "
+                f"So one Redis core carries about {1 / queue_us:.2f} M queue messages or "
+                f"{1 / topic_us:.2f} M topic publishes a second before it is the limit; on this machine "
+                "the two cores it shares with the nodes and the load tool run out first.\n",
+                "Several Redis servers (`cluster = \"redis://a,redis://b\"`) each hold the destinations "
+                "whose names hash to them, so the ceiling grows with the servers for traffic spread over "
+                "many queues and topics, while one queue or topic is held to one server's.\n"]
     return out + [""]
 
 
