@@ -63,6 +63,19 @@ pub(super) struct Settled {
     pub(super) members: Vec<(u64, u32)>,
 }
 
+impl Settled {
+    /// A whole entry settled at once, `count` of its messages with it
+    /// (the rest were settled before); any members written down go too.
+    pub(super) fn entry(entry: u64, count: u64) -> Settled {
+        Settled {
+            count,
+            whole: vec![entry],
+            cleared: vec![entry],
+            members: Vec::new(),
+        }
+    }
+}
+
 /// Entries given back in one request at most.
 pub(super) const GIVE_BACK_RUN: usize = 1000;
 
@@ -397,8 +410,8 @@ impl Cluster {
         let mut outcome = answers.next().unwrap_or(Ok(redis::Value::Nil));
         // A give-back is two commands (XCLAIM, PUBLISH).
         if matches!(first.request, Request::GiveBack { .. }) {
-            let deleted = answers.next().unwrap_or(Ok(redis::Value::Nil));
-            outcome = outcome.and(deleted);
+            let published = answers.next().unwrap_or(Ok(redis::Value::Nil));
+            outcome = outcome.and(published);
         }
         if let Err(e) = &outcome {
             tracing::warn!(error = %e, "cluster: Redis refused a request");

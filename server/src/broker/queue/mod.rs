@@ -400,20 +400,8 @@ impl QueueDestination {
                 let _ = journal.settle(&self.name, &settled);
             }
         }
-        let now = if message.terms.deliver_at_ms != 0 {
-            self.env.clock.now_ms()
-        } else {
-            0
-        };
-        state.counts.published += 1;
-        if message.terms.held_back(now) {
-            state.backlog.push_delayed(Pending::new(message));
-            self.schedule(&mut state, now);
+        if !self.admit(&mut state, message, written_by.lsn().unwrap_or(0)) {
             return Ok(dropped);
-        }
-        let lsn = written_by.lsn().unwrap_or(0);
-        if let Some(pending) = self.place(&mut state, Pending::new(message), lsn) {
-            state.backlog.push_back(pending);
         }
         if state.backlog.expiring > 0 {
             let now = self.env.clock.now_ms();
@@ -421,6 +409,25 @@ impl QueueDestination {
         }
         self.dispatch(&mut state);
         Ok(dropped)
+    }
+
+    /// Puts an accepted message in the backlog: delayed while its terms
+    /// hold it back (then `false`: nothing is due to go out for it),
+    /// else as the memory window says. The caller dispatches.
+    fn admit(&self, state: &mut State, message: Arc<Message>, written_by: Lsn) -> bool {
+        state.counts.published += 1;
+        if message.terms.deliver_at_ms != 0 {
+            let now = self.env.clock.now_ms();
+            if message.terms.held_back(now) {
+                state.backlog.push_delayed(Pending::new(message));
+                self.schedule(state, now);
+                return false;
+            }
+        }
+        if let Some(pending) = self.place(state, Pending::new(message), written_by) {
+            state.backlog.push_back(pending);
+        }
+        true
     }
 
     /// Past the memory window (or behind messages already there), pages
@@ -810,20 +817,8 @@ impl QueueDestination {
     /// fetched message must not be stranded on a node.
     pub fn enqueue_fetched(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
         let mut state = self.lock();
-        let mut now = None;
         for message in messages {
-            state.counts.published += 1;
-            if message.terms.deliver_at_ms != 0 {
-                let at = *now.get_or_insert_with(|| self.env.clock.now_ms());
-                if message.terms.held_back(at) {
-                    state.backlog.push_delayed(Pending::new(message));
-                    self.schedule(&mut state, at);
-                    continue;
-                }
-            }
-            if let Some(pending) = self.place(&mut state, Pending::new(message), 0) {
-                state.backlog.push_back(pending);
-            }
+            self.admit(&mut state, message, 0);
         }
         if state.backlog.expiring > 0 {
             let now = self.env.clock.now_ms();

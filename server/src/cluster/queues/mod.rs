@@ -402,14 +402,7 @@ impl Cluster {
             Ok(messages) => messages,
             Err(e) => {
                 tracing::warn!(queue = queue.name(), error = %e, "cluster: an unreadable queue entry was dropped");
-                let _ = self.request_settle(
-                    queue.name(),
-                    Settled {
-                        whole: vec![entry],
-                        cleared: vec![entry],
-                        ..Settled::default()
-                    },
-                );
+                let _ = self.request_settle(queue.name(), Settled::entry(entry, 0));
                 return 0;
             }
         };
@@ -435,15 +428,8 @@ impl Cluster {
             // Nothing left to deliver: every member was settled before
             // (its holder died between the last settle and the XACK) or
             // cannot be read. Finish the job.
-            let _ = self.request_settle(
-                queue.name(),
-                Settled {
-                    count: unreadable.len() as u64,
-                    whole: vec![entry],
-                    cleared: vec![entry],
-                    ..Settled::default()
-                },
-            );
+            let _ =
+                self.request_settle(queue.name(), Settled::entry(entry, unreadable.len() as u64));
             return 0;
         }
         {
