@@ -466,12 +466,16 @@ fn redis_restarted_under_the_nodes_refuses_then_serves_again() {
 }
 
 /// Subscribes to a queue with client-individual acks and `prefetch`.
+/// A consumer of `queue`; messages may come before the SUBSCRIBE's
+/// RECEIPT (the node fetches for it at once), and are read first.
 fn consume(port: u16, queue: &str, prefetch: usize) -> Client {
-    subscribe(
+    let (mut c, early) = subscribe_seen(
         port,
         queue,
         &format!("ack:client-individual\nprefetch-count:{prefetch}\n"),
-    )
+    );
+    c.unread(early);
+    c
 }
 
 fn ack(c: &mut Client, f: &Frame) {

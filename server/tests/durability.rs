@@ -34,10 +34,7 @@ fn publish_confirmed(
         let Some(mut c) = Client::try_connect(port) else {
             return;
         };
-        let mut reader = Client {
-            stream: c.stream.try_clone().expect("clone"),
-            buf: Vec::new(),
-        };
+        let mut reader = c.reader();
         std::thread::spawn(move || {
             while let Some(f) = reader.read() {
                 if f.command == "RECEIPT"
@@ -87,10 +84,7 @@ fn produce_until_killed(
         let counted = counted.clone();
         std::thread::spawn(move || {
             let mut c = Client::connect(port);
-            let mut reader = Client {
-                stream: c.stream.try_clone().expect("clone"),
-                buf: Vec::new(),
-            };
+            let mut reader = c.reader();
             std::thread::spawn(move || {
                 while let Some(f) = reader.read() {
                     if f.command == "RECEIPT"

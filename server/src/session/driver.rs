@@ -394,7 +394,7 @@ async fn drive<T: Transport>(
                 let mut reading = Reading {
                     connected,
                     typing: &mut typing,
-                    last_read: &mut last_read,
+                    read_any: false,
                     memory,
                     held: &mut held,
                 };
@@ -415,6 +415,10 @@ async fn drive<T: Transport>(
                         None => break,
                     }
                 }
+                if reading.read_any {
+                    last_read = Instant::now();
+                }
+                session.settle_acked();
                 flow
             }
             _ = &mut liveness_watch, if liveness_armed && liveness_due.is_some() => {
@@ -578,7 +582,9 @@ const DRAIN_PER_WRITE: usize = 64;
 struct Reading<'a> {
     connected: bool,
     typing: &'a mut bool,
-    last_read: &'a mut Instant,
+    /// Whether anything was read: `last_read` is set once per read, after
+    /// its frames (a clock read per frame cost more than the check).
+    read_any: bool,
     memory: &'a Arc<Memory>,
     held: &'a mut Option<(Frame, Charge)>,
 }
@@ -603,13 +609,13 @@ impl Reading<'_> {
                 session.fail(e.into(), quoted.as_deref(), None)
             }
             Some(Ok(Decoded::Heartbeat)) => {
-                *self.last_read = Instant::now();
+                self.read_any = true;
                 // An Enter before CONNECT: someone is at a keyboard.
                 *self.typing |= !self.connected;
                 Flow::Continue
             }
             Some(Ok(Decoded::Frame(frame))) => {
-                *self.last_read = Instant::now();
+                self.read_any = true;
                 if frame.command == Command::Send && self.memory.alarm() {
                     tracing::info!("memory alarm: publisher blocked");
                     let size = frame_size(
@@ -620,7 +626,7 @@ impl Reading<'_> {
                     *self.held = Some((frame, self.memory.charge(size)));
                     Flow::Continue
                 } else {
-                    session.handle(frame)
+                    session.handle_in_batch(frame)
                 }
             }
         }

@@ -53,11 +53,49 @@ pub(super) struct AckLedger {
     /// The latest deliveries taken back at their deadline.
     expired: VecDeque<Expired>,
     next_id: u64,
-    /// Auto-ack queue deliveries written since the last settle, in order,
-    /// and which subscription each run of them is for (runs are long: a
-    /// subscription's deliveries come in batches).
-    written: Vec<DeliveryTag>,
-    written_runs: Vec<(SubscriptionId, usize)>,
+    /// Auto-ack queue deliveries written since the last settle.
+    written: SettleBatch,
+    /// Deliveries acknowledged since the last settle: the ACKs of one read
+    /// are settled together, one queue lock and one dispatch for all of
+    /// them instead of one each.
+    acked: SettleBatch,
+}
+
+/// Queue deliveries to settle together, in order, and which subscription
+/// each run of them is for (runs are long: a subscription's deliveries
+/// come, and are acknowledged, in batches).
+#[derive(Debug, Default)]
+struct SettleBatch {
+    tags: Vec<DeliveryTag>,
+    runs: Vec<(SubscriptionId, usize)>,
+}
+
+impl SettleBatch {
+    fn push(&mut self, subscription: &SubscriptionId, tag: DeliveryTag) {
+        self.tags.push(tag);
+        match self.runs.last_mut() {
+            Some((sub, n)) if sub == subscription => *n += 1,
+            _ => self.runs.push((subscription.clone(), 1)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Settles every run through the broker; the buffers are kept for the
+    /// next batch.
+    fn settle(&mut self, broker: &Broker, session: SessionId) -> Completion {
+        let mut completion = Completion::DONE;
+        let mut start = 0;
+        for (subscription, n) in self.runs.drain(..) {
+            let run = &self.tags[start..start + n];
+            completion = completion.and(broker.settle(session, &subscription, run));
+            start += n;
+        }
+        self.tags.clear();
+        completion
+    }
 }
 
 impl AckLedger {
@@ -72,11 +110,7 @@ impl AckLedger {
         }
         if !delivery.ack.needs_ack() {
             if let Some(tag) = &delivery.tag {
-                self.written.push(tag.clone());
-                match self.written_runs.last_mut() {
-                    Some((sub, n)) if *sub == delivery.subscription => *n += 1,
-                    _ => self.written_runs.push((delivery.subscription.clone(), 1)),
-                }
+                self.written.push(&delivery.subscription, tag.clone());
             }
             return Outgoing::Message {
                 delivery,
@@ -119,16 +153,31 @@ impl AckLedger {
     /// Settles auto-ack deliveries once they are written: their queues
     /// get the credit back, and durable ones are recorded as done.
     pub(super) fn settle_written(&mut self, broker: &Broker, session: SessionId) {
-        if self.written.is_empty() {
-            return;
+        if !self.written.is_empty() {
+            let _ = self.written.settle(broker, session);
         }
-        let mut start = 0;
-        for (subscription, n) in self.written_runs.drain(..) {
-            let _ = broker.settle(session, &subscription, &self.written[start..start + n]);
-            start += n;
+    }
+
+    /// Keeps acknowledged deliveries to be settled by [`Self::settle_acked`].
+    pub(super) fn defer_settle(&mut self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            if let Some(tag) = d.tag {
+                self.acked.push(&d.subscription, tag);
+            }
         }
-        // The buffers are kept for the next batch.
-        self.written.clear();
+    }
+
+    /// Whether acknowledged deliveries wait to be settled.
+    pub(super) fn has_acked(&self) -> bool {
+        !self.acked.is_empty()
+    }
+
+    /// Settles the deliveries acknowledged since the last call.
+    pub(super) fn settle_acked(&mut self, broker: &Broker, session: SessionId) -> Completion {
+        if self.acked.is_empty() {
+            return Completion::DONE;
+        }
+        self.acked.settle(broker, session)
     }
 
     /// The ack id of the delivery an ACK/NACK names, if it awaits one.
@@ -273,24 +322,6 @@ pub(super) fn reject(broker: &Broker, session: SessionId, deliveries: Vec<Delive
     for (subscription, list) in by_subscription(deliveries.iter()) {
         let list = list.into_iter().cloned().collect();
         completion = completion.and(broker.reject(session, &subscription, list));
-    }
-    completion
-}
-
-/// Settles acknowledged deliveries (of one subscription or several).
-pub(super) fn settle(broker: &Broker, session: SessionId, deliveries: &[Delivery]) -> Completion {
-    // One message (an ACK in client-individual mode, the common case):
-    // settled without grouping, so without copying ids or tags.
-    if let [d] = deliveries {
-        return match &d.tag {
-            Some(tag) => broker.settle(session, &d.subscription, std::slice::from_ref(tag)),
-            None => Completion::DONE,
-        };
-    }
-    let mut completion = Completion::DONE;
-    for (subscription, list) in by_subscription(deliveries.iter()) {
-        let tags: Vec<DeliveryTag> = list.iter().filter_map(|d| d.tag.clone()).collect();
-        completion = completion.and(broker.settle(session, &subscription, &tags));
     }
     completion
 }

@@ -322,6 +322,22 @@ impl Session {
 
     /// Handles one frame from the client.
     pub fn handle(&mut self, frame: Frame) -> Flow {
+        let flow = self.handle_in_batch(frame);
+        self.settle_acked();
+        flow
+    }
+
+    /// Like [`Session::handle`], except that the deliveries an ACK without
+    /// a receipt acknowledges are settled by a later frame, or by
+    /// [`Session::settle_acked`], which the driver calls after the frames
+    /// of one read: a consumer acknowledging every message then costs its
+    /// queue one lock and one dispatch per read, not one per ACK. Any
+    /// other frame settles them first, so it sees them settled.
+    pub fn handle_in_batch(&mut self, frame: Frame) -> Flow {
+        let ack = frame.command == Command::Ack;
+        if !ack {
+            self.settle_acked();
+        }
         self.tally.received(frame.command);
         if self.tally.due() {
             self.flush_metrics();
@@ -331,6 +347,9 @@ impl Session {
             _ => frame.headers.get_shared("receipt").cloned(),
         };
         let result = self.apply(&frame);
+        if !ack || receipt.is_some() {
+            self.settle_acked();
+        }
         let completion = std::mem::take(&mut self.completion);
         match result {
             Ok(flow) => {
@@ -1050,10 +1069,9 @@ impl Session {
         let ack_id = self.find_unacked(target)?;
         let taken = self.ledger.take(ack_id);
         match verdict {
-            Verdict::Ack => {
-                let completion = ledger::settle(&self.broker, self.id, &taken);
-                self.completion = self.completion.and(completion);
-            }
+            // Settled after the frame, or with the other ACKs of its read
+            // (see `handle_in_batch`).
+            Verdict::Ack => self.ledger.defer_settle(taken),
             Verdict::Requeue => ledger::requeue(&self.broker, self.id, taken),
             Verdict::Reject => {
                 let completion = ledger::reject(&self.broker, self.id, taken);
@@ -1123,6 +1141,14 @@ impl Session {
         self.counters = Some(counters);
     }
 
+    /// Settles the deliveries acknowledged by ACKs handled in a batch.
+    pub fn settle_acked(&mut self) {
+        if self.ledger.has_acked() {
+            let completion = self.ledger.settle_acked(&self.broker, self.id);
+            self.completion = self.completion.and(completion);
+        }
+    }
+
     /// Returns credit for auto-ack queue deliveries once they are written.
     pub fn settle_written(&mut self) {
         self.ledger.settle_written(&self.broker, self.id);
@@ -1137,6 +1163,7 @@ impl Session {
         self.closed = true;
         self.flush_metrics();
         self.settle_written();
+        self.settle_acked();
         let leftovers: Vec<Delivery> = self
             .outbox
             .close()

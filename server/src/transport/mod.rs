@@ -73,10 +73,12 @@ impl PartialFrame {
     /// After a decode attempt: `pending` bytes wait in the buffer, and
     /// `completed` says whether a frame or heart-beat was just taken out.
     pub fn update(&mut self, pending: usize, completed: bool) {
-        if pending == 0 {
+        if pending == 0 || completed {
+            // What is left after a whole frame is the start of the next
+            // one, timed from the attempt that finds it incomplete (one
+            // clock read per read, not one per frame).
             self.since = None;
-        } else if completed || self.since.is_none() {
-            // What is left after a whole frame is the start of the next one.
+        } else if self.since.is_none() {
             self.since = Some(tokio::time::Instant::now());
         }
         self.charge.set(if pending > ACCOUNT_PARTIAL_ABOVE {
@@ -137,9 +139,15 @@ mod tests {
             "the same frame, still arriving"
         );
         partial.update(5, true);
+        assert_eq!(
+            partial.since(),
+            None,
+            "what follows a whole frame may be whole too"
+        );
+        partial.update(5, false);
         assert!(
             partial.since() > Some(began),
-            "after a whole frame, the next one starts now"
+            "the next frame, found incomplete, is timed from now"
         );
         partial.update(1 << 20, false);
         assert_eq!(memory.used(), 1 << 20, "a large partial frame is counted");

@@ -130,6 +130,8 @@ pub(crate) struct Frame {
 pub(crate) struct Client {
     pub(crate) stream: TcpStream,
     pub(crate) buf: Vec<u8>,
+    /// Frames read early and put back (see [`Client::unread`]).
+    pub(crate) early: std::collections::VecDeque<Frame>,
 }
 
 impl Client {
@@ -141,6 +143,7 @@ impl Client {
         let mut c = Client {
             stream,
             buf: Vec::new(),
+            early: Default::default(),
         };
         c.stream
             .write_all(b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0")
@@ -159,6 +162,7 @@ impl Client {
         let mut c = Client {
             stream,
             buf: Vec::new(),
+            early: Default::default(),
         };
         c.write(&format!(
             "CONNECT\naccept-version:1.2\nheart-beat:0,0\n{extra}\n\0"
@@ -168,12 +172,32 @@ impl Client {
         c
     }
 
+    /// A second handle on the same connection, for reading on another
+    /// thread while this one writes.
+    #[allow(dead_code)] // Not every test binary that shares this module reads apart.
+    pub(crate) fn reader(&self) -> Client {
+        Client {
+            stream: self.stream.try_clone().expect("clone"),
+            buf: Vec::new(),
+            early: Default::default(),
+        }
+    }
+
     pub(crate) fn write(&mut self, text: &str) {
         self.stream.write_all(text.as_bytes()).expect("write");
     }
 
+    /// Puts frames back, to be read again first, in order: MESSAGEs that
+    /// came before a SUBSCRIBE's RECEIPT, for a test reading them after.
+    pub(crate) fn unread(&mut self, frames: Vec<Frame>) {
+        self.early.extend(frames);
+    }
+
     /// The next frame; `None` when the connection ends.
     pub(crate) fn read(&mut self) -> Option<Frame> {
+        if let Some(f) = self.early.pop_front() {
+            return Some(f);
+        }
         loop {
             while self.buf.first() == Some(&b'\n') || self.buf.first() == Some(&b'\r') {
                 self.buf.remove(0);

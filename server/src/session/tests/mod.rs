@@ -456,6 +456,69 @@ fn prefetch_limits_unacked_deliveries() {
 }
 
 #[test]
+fn acks_of_one_read_are_settled_together_and_before_any_other_frame() {
+    let b = broker();
+    let mut c = Client::connected(&b);
+    c.send(frame(
+        "SUBSCRIBE",
+        &[
+            ("id", "s"),
+            ("destination", "/queue/batch"),
+            ("ack", "client-individual"),
+            ("prefetch-count", "2"),
+        ],
+    ));
+    let mut p = Client::connected(&b);
+    for i in 0..8 {
+        p.send(send("/queue/batch", &i.to_string()));
+    }
+    let acks = |frames: Vec<Frame>| -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| f.headers.get("ack").expect("an ack header").to_string())
+            .collect()
+    };
+    // Two ACKs read together: nothing moves until the read is over...
+    for id in acks(c.frames()) {
+        assert_eq!(
+            c.session.handle_in_batch(frame("ACK", &[("id", &id)])),
+            Flow::Continue
+        );
+    }
+    assert!(c.frames().is_empty(), "settled before the read ended");
+    // ...then both credits come back at once.
+    c.session.settle_acked();
+    let next = c.frames();
+    assert_eq!(next.len(), 2);
+    // An ACK with a receipt is settled before its RECEIPT is written: the
+    // credit it returned has already brought the next message.
+    let ids = acks(next);
+    c.session
+        .handle_in_batch(frame("ACK", &[("id", &ids[0]), ("receipt", "r1")]));
+    let frames = c.frames();
+    let commands: Vec<Command> = frames.iter().map(|f| f.command).collect();
+    assert_eq!(commands, [Command::Message, Command::Receipt]);
+    // Any other frame settles the ACKs before it: here the DISCONNECT's
+    // receipt is held until they are.
+    let mut left = vec![ids[1].clone()];
+    left.extend(acks(frames[..1].to_vec()));
+    for id in &left {
+        c.session.handle_in_batch(frame("ACK", &[("id", id)]));
+    }
+    let acknowledged = || match b.existing_destination("/queue/batch") {
+        Some(crate::broker::Destination::Queue(q)) => q.counts().acknowledged,
+        _ => panic!("the queue is gone"),
+    };
+    assert_eq!(acknowledged(), 3, "the last two wait for the read to end");
+    c.session
+        .handle_in_batch(frame("UNSUBSCRIBE", &[("id", "s")]));
+    assert_eq!(acknowledged(), 5, "settled before the UNSUBSCRIBE");
+    let mut d = Client::connected(&b);
+    d.send(subscribe("t", "/queue/batch", "auto"));
+    assert_eq!(d.bodies(), ["5", "6", "7"], "no acknowledged one came back");
+}
+
+#[test]
 fn client_ack_is_cumulative_within_its_subscription_only() {
     let b = broker();
     let mut c = Client::connected(&b);
