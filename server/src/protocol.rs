@@ -57,6 +57,26 @@ pub enum AckTarget {
     },
 }
 
+impl AckTarget {
+    /// The same target in memory of its own: ACK frames are read in place,
+    /// so one kept (buffered in a transaction) would otherwise keep the
+    /// connection's read buffer it came in.
+    pub fn detached(&self) -> AckTarget {
+        match self {
+            AckTarget::Id(id) => AckTarget::Id(ByteString::from(id.to_string())),
+            AckTarget::MessageId {
+                message_id,
+                subscription,
+            } => AckTarget::MessageId {
+                message_id: ByteString::from(message_id.to_string()),
+                subscription: subscription
+                    .as_ref()
+                    .map(|s| SubscriptionId::from(s.as_str())),
+            },
+        }
+    }
+}
+
 /// A client frame whose required headers are present and well formed.
 #[derive(Debug, Clone)]
 pub enum ClientFrame {

@@ -523,7 +523,7 @@ impl Session {
             } => match transaction {
                 Some(tx) => {
                     self.find_unacked(&target)?;
-                    self.buffer(&tx, TxOp::Ack(target))
+                    self.buffer(&tx, TxOp::Ack(target.detached()))
                 }
                 None => self.ack(&target, Verdict::Ack),
             },
@@ -534,7 +534,7 @@ impl Session {
             } => match transaction {
                 Some(tx) => {
                     self.find_unacked(&target)?;
-                    self.buffer(&tx, TxOp::Nack(target, requeue))
+                    self.buffer(&tx, TxOp::Nack(target.detached(), requeue))
                 }
                 None => self.ack(&target, Verdict::nack(requeue)),
             },
