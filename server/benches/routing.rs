@@ -135,6 +135,75 @@ fn render(c: &mut Criterion) {
     group.finish();
 }
 
+/// A `client-individual` consumer's read of 64 ACKs, as the driver hands
+/// them over: each handled in the batch, then all settled together (one
+/// queue lock and one dispatch), which also delivers the next 64.
+fn acks(c: &mut Criterion) {
+    use stomp_codec::{Command, Frame};
+    use stompbox::session::driver::Outgoing;
+    const READ: usize = 64;
+    let broker = Arc::new(Broker::new());
+    let outbox = Arc::new(Outbox::new(1 << 20, SlowConsumerPolicy::Disconnect));
+    let mut session = Session::new(
+        broker.clone(),
+        Arc::new(SessionSettings::default()),
+        outbox.clone(),
+        true,
+    );
+    session.handle(Frame::new(Command::Connect).header("accept-version", "1.2"));
+    session.handle(
+        Frame::new(Command::Subscribe)
+            .header("id", "s")
+            .header("destination", "/queue/acks")
+            .header("ack", "client-individual")
+            .header("prefetch-count", READ.to_string()),
+    );
+    let target = broker.destination("/queue/acks").expect("queue");
+    let dest = ByteString::from("/queue/acks");
+    let body = Bytes::from(vec![b'x'; 128]);
+    let h = headers();
+    let send = || {
+        broker
+            .send_to(&target, dest.clone(), h.clone(), body.clone(), false)
+            .expect("accepted");
+    };
+    for _ in 0..2 * READ {
+        send();
+    }
+    let mut drained = Vec::with_capacity(READ);
+    let mut ids = Vec::with_capacity(READ);
+    let mut take = |session: &mut Session, ids: &mut Vec<String>| {
+        outbox.drain_into(&mut drained);
+        for item in drained.drain(..) {
+            if let Outbound::Delivery(d) = item
+                && let Outgoing::Message {
+                    ack_id: Some(id), ..
+                } = session.render(d)
+            {
+                ids.push(id.to_string());
+            }
+        }
+    };
+    take(&mut session, &mut ids);
+    assert_eq!(ids.len(), READ, "a prefetch's worth delivered");
+    let mut group = c.benchmark_group("ack");
+    group.throughput(Throughput::Elements(READ as u64));
+    group.bench_function("client_individual_64_acks_per_read", |b| {
+        b.iter(|| {
+            for id in ids.drain(..) {
+                session.handle_in_batch(Frame::new(Command::Ack).header("id", id));
+            }
+            session.settle_acked();
+            for _ in 0..READ {
+                send();
+            }
+            take(&mut session, &mut ids);
+        })
+    });
+    assert_eq!(ids.len(), READ, "every ACK freed a delivery");
+    group.finish();
+}
+
 /// Matching a topic against 100,000 wildcard patterns of which 10 match:
 /// the trie's lookup (uncached) and the cached path a publish takes.
 fn wildcards(c: &mut Criterion) {
@@ -306,5 +375,5 @@ fn selectors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fanout, render, wildcards, selectors);
+criterion_group!(benches, fanout, render, acks, wildcards, selectors);
 criterion_main!(benches);
