@@ -322,14 +322,24 @@ limit() {
     url=stomp://127.0.0.1:$([ "$who" = stompbox ] && echo 62613 || echo 62618)
     target/release/stompbox bench --url "$url" queue -n 20000 > /dev/null 2>&1 || true
   done
-  for _ in 1 2 3; do
-    for who in stompbox relay; do
-      url=stomp://127.0.0.1:$([ "$who" = stompbox ] && echo 62613 || echo 62618)
-      SCENARIO_AS=limit-queue run "$who" tcp -- --url "$url" queue -p 2 -c 2 -n "$QUEUE_N" -s 128
-      SCENARIO_AS=limit-queue-ack run "$who" tcp -- --url "$url" queue -p 2 -c 2 -n "$QUEUE_N" -s 128 --ack client-individual
-      SCENARIO_AS=limit-fanout-100 run "$who" tcp -- --url "$url" fanout -k 100 -n "$FANOUT_N" -s 128
-      SCENARIO_AS=limit-fanout-1000 run "$who" tcp -- --url "$url" fanout -k 1000 -n $(( FANOUT_N / 4 )) -s 128
-      SCENARIO_AS=limit-latency run "$who" tcp -- --url "$url" latency -r 5000 -t "$LAT_SECS" -s 128
+  # Each scenario's two runs back to back, the first of the pair taking
+  # turns: on shared cores the load from elsewhere drifts over tens of
+  # seconds, and a pair measured minutes apart compared two machines.
+  local round order scenario
+  for round in 1 2 3; do
+    order="stompbox relay"
+    [ $(( round % 2 )) = 0 ] && order="relay stompbox"
+    for scenario in queue queue-ack fanout-100 fanout-1000 latency; do
+      for who in $order; do
+        url=stomp://127.0.0.1:$([ "$who" = stompbox ] && echo 62613 || echo 62618)
+        case $scenario in
+          queue) SCENARIO_AS=limit-queue run "$who" tcp -- --url "$url" queue -p 2 -c 2 -n "$QUEUE_N" -s 128 ;;
+          queue-ack) SCENARIO_AS=limit-queue-ack run "$who" tcp -- --url "$url" queue -p 2 -c 2 -n "$QUEUE_N" -s 128 --ack client-individual ;;
+          fanout-100) SCENARIO_AS=limit-fanout-100 run "$who" tcp -- --url "$url" fanout -k 100 -n "$FANOUT_N" -s 128 ;;
+          fanout-1000) SCENARIO_AS=limit-fanout-1000 run "$who" tcp -- --url "$url" fanout -k 1000 -n $(( FANOUT_N / 4 )) -s 128 ;;
+          latency) SCENARIO_AS=limit-latency run "$who" tcp -- --url "$url" latency -r 5000 -t "$LAT_SECS" -s 128 ;;
+        esac
+      done
     done
   done
   stop_broker

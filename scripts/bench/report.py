@@ -186,7 +186,8 @@ def limit_section(rows):
            "message, id or ack, and writes what is ready in one write. What it moves with the same load "
            "tool (`stompbox bench`, 128-byte messages, TCP) is what this machine can move; Stompbox's "
            "figure divided by it is the share of the machine Stompbox turns into broker work. Both run "
-           "side by side, runs alternate, three of each, median shown (range in brackets).\n",
+           "side by side; each scenario's two runs come back to back, which goes first taking turns, "
+           "three rounds; median shown (range in brackets).\n",
            "| scenario | Stompbox | relay (limit) | Stompbox / limit | target |",
            "| --- | --- | --- | --- | --- |"]
 
