@@ -46,12 +46,17 @@ fn wire(frame: &Frame) -> BytesMut {
     buf
 }
 
-fn decode(c: &mut Criterion) {
+/// Decodes `frames` with decoders `make_decoder` gives, one benchmark each.
+fn bench_decoding(
+    c: &mut Criterion,
+    frames: Vec<(&'static str, Frame)>,
+    make_decoder: impl Fn() -> FrameDecoder,
+) {
     let mut group = c.benchmark_group("decode");
-    for (name, frame) in cases() {
+    for (name, frame) in frames {
         let bytes = wire(&frame);
         group.throughput(Throughput::Bytes(bytes.len() as u64));
-        let mut decoder = FrameDecoder::new();
+        let mut decoder = make_decoder();
         // The buffer is refilled from a template, as a socket read would, so
         // each iteration decodes from a fresh buffer of the same shape.
         let mut buf = BytesMut::with_capacity(bytes.len());
@@ -69,30 +74,21 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+fn decode(c: &mut Criterion) {
+    bench_decoding(c, cases(), FrameDecoder::new);
+}
+
 /// An ACK and a SEND through the decoder a broker uses (frames up to 64
 /// KiB copied out of the read buffer, so a queued message does not pin
 /// it): the ACK is read in place, a consumer sends one per message.
 fn decode_as_broker(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode");
     let ack = Frame::new(Command::Ack).header("id", "1234567");
     let send = cases().swap_remove(0).1;
-    for (name, frame) in [("e_ack_broker", ack), ("f_send_3h_128b_broker", send)] {
-        let bytes = wire(&frame);
-        group.throughput(Throughput::Bytes(bytes.len() as u64));
-        let mut decoder = FrameDecoder::new().copy_frames_up_to(64 * 1024);
-        let mut buf = BytesMut::with_capacity(bytes.len());
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                buf.clear();
-                buf.extend_from_slice(&bytes);
-                match decoder.decode(&mut buf) {
-                    Ok(Some(Decoded::Frame(f))) => black_box(f),
-                    other => panic!("bench frame did not decode: {other:?}"),
-                }
-            })
-        });
-    }
-    group.finish();
+    bench_decoding(
+        c,
+        vec![("e_ack_broker", ack), ("f_send_3h_128b_broker", send)],
+        || FrameDecoder::new().copy_frames_up_to(64 * 1024),
+    );
 }
 
 fn encode(c: &mut Criterion) {
