@@ -251,6 +251,9 @@ impl Session {
         }
         let receipt = match frame.command {
             Command::Connect | Command::Stomp => None,
+            // Read in place: a RECEIPT held for the journal (up to
+            // `receipts::MAX_HELD` of them) must not keep read buffers.
+            Command::Ack | Command::Nack => frame.headers.get("receipt").map(ByteString::from),
             _ => frame.headers.get_shared("receipt").cloned(),
         };
         let result = self.apply(&frame);
