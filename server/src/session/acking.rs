@@ -125,10 +125,8 @@ impl Session {
 
     /// Settles the deliveries acknowledged by ACKs handled in a batch.
     pub fn settle_acked(&mut self) {
-        if self.ledger.has_acked() {
-            let completion = self.ledger.settle_acked(&self.broker, self.id);
-            self.completion = self.completion.and(completion);
-        }
+        let completion = self.ledger.settle_acked(&self.broker, self.id);
+        self.completion = self.completion.and(completion);
     }
 
     /// Returns credit for auto-ack queue deliveries once they are written.

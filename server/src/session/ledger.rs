@@ -167,11 +167,6 @@ impl AckLedger {
         }
     }
 
-    /// Whether acknowledged deliveries wait to be settled.
-    pub(super) fn has_acked(&self) -> bool {
-        !self.acked.is_empty()
-    }
-
     /// Settles the deliveries acknowledged since the last call.
     pub(super) fn settle_acked(&mut self, broker: &Broker, session: SessionId) -> Completion {
         if self.acked.is_empty() {
