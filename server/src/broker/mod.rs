@@ -49,9 +49,8 @@ pub use policy::{Overflow, QueuePolicy, TopicPolicy, policy_for, queue_policy_fo
 pub use queue::{Compacted, ConsumerSpec, QueueDestination, QueueEnv, QueueFull};
 pub use selector::{Selector, SelectorError};
 pub use stats::Stats;
-pub use topic::{
-    MAX_STREAM, Presence, Recovery, SubscribeError, TopicDestination, TopicSubscription,
-};
+pub use subscribing::SubscribeError;
+pub use topic::{MAX_STREAM, Presence, Recovery, TopicDestination, TopicSubscription};
 
 use stomp_codec::ByteString;
 

@@ -11,8 +11,7 @@ use crate::store::Completion;
 
 use super::{
     Broker, ConsumerSpec, Destination, Exchange, PRIVATE_PREFIX, QueueDestination, QueueEnv,
-    QueuePolicy, SubscribeError, TopicOptions, TopicSubscription, exchange, queue_policy_for,
-    wildcard,
+    QueuePolicy, TopicOptions, TopicSubscription, exchange, queue_policy_for, wildcard,
 };
 
 impl Broker {
@@ -240,4 +239,44 @@ impl Broker {
         let shard = self.shard(name);
         shard.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
+}
+
+/// Why a SUBSCRIBE was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The destination name is not valid.
+    #[error(transparent)]
+    Destination(#[from] super::DestinationError),
+    /// The durable subscription has a consumer already.
+    #[error("durable subscription {0:?} is already active on another connection")]
+    DurableInUse(String),
+    /// The subscription needs the journal and the broker runs without one.
+    #[error("durable subscriptions need the journal; this broker runs in memory only")]
+    NoJournal,
+    /// A wildcard pattern that is not well formed.
+    #[error("{0}")]
+    Pattern(String),
+    /// An exchange subscription that cannot be made.
+    #[error("{0}")]
+    Exchange(String),
+    /// A selector on a durable subscription.
+    #[error(
+        "selectors are not supported on durable subscriptions yet; filter in the client or use a live subscription"
+    )]
+    SelectorOnDurable,
+    /// A selector on a queue in cluster mode.
+    #[error(
+        "selectors on queues are not available in cluster mode yet: a node fetches messages for its consumers, and one none of them selects would wait there"
+    )]
+    ClusterSelector,
+    /// A wildcard subscription in cluster mode.
+    #[error(
+        "wildcard topic subscriptions are not available in cluster mode yet; subscribe to each topic"
+    )]
+    ClusterPattern,
+    /// History, presence or durability asked of a wildcard subscription.
+    #[error(
+        "{0:?} is a wildcard pattern: history (x-history, x-since), presence and durable subscriptions need a single topic"
+    )]
+    PatternOptions(String),
 }
