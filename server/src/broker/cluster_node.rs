@@ -75,16 +75,8 @@ impl Broker {
                 continue;
             }
             let _ = s.outbox.push_topic(Delivery {
-                subscription: s.subscription.clone(),
-                message: message.clone(),
-                redelivered: false,
-                ack: s.ack,
-                tag: None,
-                history: false,
-                control: false,
-                delivery_count: None,
-                ack_timeout_ms: 0,
                 header_block: block.clone(),
+                ..Delivery::topic(s.subscription.clone(), message.clone(), s.ack)
             });
         }
     }

@@ -167,6 +167,26 @@ pub struct Delivery {
     pub header_block: Option<Arc<HeaderBlock>>,
 }
 
+impl Delivery {
+    /// A topic's live delivery of `message` to a subscription: nothing to
+    /// settle, never seen before, encoded whole. Callers set what differs
+    /// (history, a control notice, a shared header block).
+    pub fn topic(subscription: SubscriptionId, message: Arc<Message>, ack: AckMode) -> Delivery {
+        Delivery {
+            subscription,
+            message,
+            redelivered: false,
+            ack,
+            tag: None,
+            history: false,
+            control: false,
+            delivery_count: None,
+            ack_timeout_ms: 0,
+            header_block: None,
+        }
+    }
+}
+
 /// A message's own header lines (id, destination, stream position, the
 /// sender's headers, content-length, the blank line) encoded once for the
 /// STOMP version of the first receiver written, so that each further

@@ -169,16 +169,13 @@ mod tests {
         block: Option<Arc<crate::broker::HeaderBlock>>,
     ) -> Delivery {
         Delivery {
-            subscription: SubscriptionId::from(subscription),
-            message: message.clone(),
-            redelivered: false,
-            ack: AckMode::Client,
-            tag: None,
             history: true,
-            control: false,
-            delivery_count: None,
-            ack_timeout_ms: 0,
             header_block: block,
+            ..Delivery::topic(
+                SubscriptionId::from(subscription),
+                message.clone(),
+                AckMode::Client,
+            )
         }
     }
 

@@ -91,16 +91,8 @@ impl Subscriber {
     /// A copy of `message` for this subscriber, as history or live.
     fn delivery(&self, message: Arc<Message>, history: bool) -> Delivery {
         Delivery {
-            subscription: self.subscription.clone(),
-            message,
-            redelivered: false,
-            ack: self.ack,
-            tag: None,
             history,
-            control: false,
-            delivery_count: None,
-            ack_timeout_ms: 0,
-            header_block: None,
+            ..Delivery::topic(self.subscription.clone(), message, self.ack)
         }
     }
 }
@@ -425,16 +417,8 @@ impl TopicDestination {
                 continue;
             }
             let delivery = Delivery {
-                subscription: subscription.clone(),
-                message: message.clone(),
-                redelivered: false,
-                ack,
-                tag: None,
-                history: false,
-                control: false,
-                delivery_count: None,
-                ack_timeout_ms: 0,
                 header_block: block.clone(),
+                ..Delivery::topic(subscription.clone(), message.clone(), ack)
             };
             if outbox.push_topic(delivery) == TopicPush::Dropped {
                 dropped += 1;
@@ -504,16 +488,8 @@ impl TopicDestination {
 
     fn push_control(&self, to: &Subscriber, message: Arc<Message>) {
         let _ = to.outbox.push_topic(Delivery {
-            subscription: to.subscription.clone(),
-            message,
-            redelivered: false,
-            ack: to.ack,
-            tag: None,
-            history: false,
             control: true,
-            delivery_count: None,
-            ack_timeout_ms: 0,
-            header_block: None,
+            ..Delivery::topic(to.subscription.clone(), message, to.ack)
         });
     }
 }
