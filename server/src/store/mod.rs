@@ -6,12 +6,15 @@
 //! matters). Records are framed with a length and a CRC
 //! (`record.rs`); one thread writes and syncs them in groups
 //! (`writer.rs`); `recovery.rs` rebuilds the queues at start and
-//! `paging.rs` reads paged-out messages back.
+//! `paging.rs` reads paged-out messages back; `topics.rs` writes a topic's
+//! records, and `completion.rs` says when a write is safe.
 
+mod completion;
 mod paging;
 mod record;
 mod recovery;
 mod segment;
+mod topics;
 mod writer;
 
 use std::cell::RefCell;
@@ -21,9 +24,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use stomp_codec::{ByteString, Headers};
+use stomp_codec::Headers;
 use tokio::sync::watch;
 
+pub use completion::Completion;
 pub use paging::{RecordRef, StoredMessage};
 pub use record::{Record, TopicEntry};
 pub use recovery::{
@@ -34,57 +38,6 @@ pub use segment::JournalPin;
 pub use writer::Lsn;
 
 use writer::Shared;
-
-/// When an effect (a SEND, an ACK, a COMMIT) is safe: at once for memory
-/// only, once the journal has synced the record `lsn`, and, in cluster
-/// mode, once Redis has answered the request numbered `ticket` (see
-/// `cluster::Tickets`). A RECEIPT is released when the completion of its
-/// frame is done. Both are watermarks that only grow, so a completion is
-/// two numbers and combining two takes the later of each.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Completion {
-    lsn: Lsn,
-    ticket: u64,
-}
-
-impl Completion {
-    /// Done already: nothing to wait for.
-    pub const DONE: Completion = Completion { lsn: 0, ticket: 0 };
-
-    /// Done when the journal record `lsn` is synced.
-    pub fn after(lsn: Lsn) -> Completion {
-        Completion { lsn, ticket: 0 }
-    }
-
-    /// Done when the cluster request `ticket` has been answered.
-    pub fn after_ticket(ticket: u64) -> Completion {
-        Completion { lsn: 0, ticket }
-    }
-
-    /// Done when both are (records sync in order, so the later one).
-    #[must_use]
-    pub fn and(self, other: Completion) -> Completion {
-        Completion {
-            lsn: self.lsn.max(other.lsn),
-            ticket: self.ticket.max(other.ticket),
-        }
-    }
-
-    /// The journal record this waits for, if any.
-    pub fn lsn(self) -> Option<Lsn> {
-        (self.lsn > 0).then_some(self.lsn)
-    }
-
-    /// The cluster request this waits for, if any.
-    pub fn ticket(self) -> Option<u64> {
-        (self.ticket > 0).then_some(self.ticket)
-    }
-
-    /// Whether there is nothing to wait for.
-    pub fn is_done(self) -> bool {
-        self.lsn == 0 && self.ticket == 0
-    }
-}
 
 /// What can go wrong with the journal.
 #[derive(Debug, thiserror::Error)]
@@ -404,119 +357,9 @@ impl Journal {
         paging::read_enqueues(&self.shared.dir, refs)
     }
 
-    /// Pins a recovered topic message's segment.
-    pub fn pin_recovered_topic(&self, message: &RecoveredTopicMessage) -> JournalPin {
-        self.pin_segment(
-            message.segment,
-            record_estimate(&message.headers, &message.body),
-        )
-    }
-
     fn pin_segment(&self, segment: u64, bytes: u64) -> JournalPin {
         let live = self.shared.with_pending(|p| p.live_of(segment));
         JournalPin::new(&live, segment, segment::UNKNOWN_OFFSET, bytes)
-    }
-
-    /// Queues a record of a message kept in a topic's history. Called under
-    /// the topic's lock, so a topic's records are in position order.
-    pub fn topic_append(
-        &self,
-        entry: &TopicEntry<'_>,
-    ) -> Result<(Completion, JournalPin), JournalError> {
-        self.check_room()?;
-        Ok(self.append_topic(entry))
-    }
-
-    /// Writes a kept topic message's record again at the end of the
-    /// journal (compaction); never refused. As with
-    /// [`re_enqueue`](Self::re_enqueue), the old pin is kept until the
-    /// completion is done.
-    pub fn re_append_topic(&self, entry: &TopicEntry<'_>) -> (Completion, JournalPin) {
-        self.append_topic(entry)
-    }
-
-    fn append_topic(&self, entry: &record::TopicEntry<'_>) -> (Completion, JournalPin) {
-        let encode = |buf: &mut Vec<u8>| record::encode_topic_append(buf, entry);
-        let head = |p: &mut writer::Pending| {
-            let next = p
-                .topic_heads
-                .get(entry.topic)
-                .filter(|(epoch, _)| &**epoch == entry.epoch)
-                .map_or(0, |(_, next)| *next);
-            p.topic_heads.insert(
-                ByteString::from(entry.topic),
-                (ByteString::from(entry.epoch), next.max(entry.position + 1)),
-            );
-        };
-        if let Some(pin) = self.in_group(encode) {
-            self.shared.with_pending(head);
-            return (Completion::DONE, pin);
-        }
-        let appended = self.shared.with_pending(|p| {
-            head(p);
-            self.shared.append_locked(p, encode)
-        });
-        self.shared.wake_writer();
-        (Completion::after(appended.lsn), appended.pin())
-    }
-
-    /// Records that the durable topic `topic` streams under `epoch` from
-    /// `next_position` on (a new topic, or one recovered at start).
-    pub fn topic_head(&self, topic: &str, epoch: &str, next_position: u64) {
-        self.shared.with_pending(|p| {
-            p.topic_heads.insert(
-                ByteString::from(topic),
-                (ByteString::from(epoch), next_position),
-            );
-            self.shared.append_locked(p, |buf| {
-                record::encode_topic_head(buf, topic, epoch, next_position)
-            });
-        });
-        self.shared.wake_writer();
-    }
-
-    /// Records a durable subscription's cursor (created, or moved).
-    pub fn cursor(&self, topic: &str, key: &str, position: u64) -> Completion {
-        let appended = self.shared.with_pending(|p| {
-            p.cursors
-                .insert((ByteString::from(topic), ByteString::from(key)), position);
-            self.shared
-                .append_locked(p, |buf| record::encode_cursor(buf, topic, key, position))
-        });
-        self.shared.wake_writer();
-        Completion::after(appended.lsn)
-    }
-
-    /// Records that a durable subscription was deleted.
-    pub fn cursor_gone(&self, topic: &str, key: &str) -> Completion {
-        let appended = self.shared.with_pending(|p| {
-            p.cursors
-                .remove(&(ByteString::from(topic), ByteString::from(key)));
-            self.shared
-                .append_locked(p, |buf| record::encode_cursor_gone(buf, topic, key))
-        });
-        self.shared.wake_writer();
-        Completion::after(appended.lsn)
-    }
-
-    /// Forgets a topic the broker forgot (nobody used it): its epoch is no
-    /// longer carried into new segments, as a topic created again gets a new one.
-    pub fn forget_topic(&self, topic: &str) {
-        self.shared.with_pending(|p| p.topic_heads.remove(topic));
-    }
-
-    /// Records that `topic`'s history before position `before` of `epoch`
-    /// was purged; the completion is done once that is on disk. Written
-    /// once: reclaiming deletes only a prefix of segments, so the record
-    /// outlives every older record it speaks of.
-    pub fn purge_topic(&self, topic: &str, epoch: &str, before: u64) -> Completion {
-        let appended = self.shared.with_pending(|p| {
-            self.shared.append_locked(p, |buf| {
-                record::encode_topic_purge(buf, topic, epoch, before)
-            })
-        });
-        self.shared.wake_writer();
-        Completion::after(appended.lsn)
     }
 
     /// Queues a settle record: these messages of `queue` are done with.
